@@ -1,0 +1,73 @@
+"""The exception tree every renderd module raises.
+
+    RenderdError                 base: a message meant for a person, one line
+    ├── FrameRangeError          a frame range, fps or chunk plan that cannot be right
+    ├── CompositionError         a composition that cannot be loaded or has bad metadata
+    │   └── CompositionTimeout   the page never became ready
+    ├── CaptureError             frames that could not be captured after every retry
+    ├── BrowserError             Chromium could not be launched or died unrecoverably
+    ├── ProcessFailed            a subprocess (ffmpeg, ffprobe, rsync) exited non-zero
+    └── EncodeError              an encoded file that does not match what was asked
+
+Dependency errors (Playwright, OSError from subprocess spawning) are translated into these at
+the boundary module that calls the dependency, with ``raise ... from exc``. Only the CLI turns
+them into exit codes and printed lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class RenderdError(Exception):
+    """Base for every error renderd reports to a person."""
+
+    exit_code = 1
+
+
+class FrameRangeError(RenderdError, ValueError):
+    """A frame range, rate or chunk plan that violates the frame contract."""
+
+    exit_code = 2
+
+
+class CompositionError(RenderdError):
+    """A composition that cannot be loaded, or whose metadata is unusable."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class CompositionTimeout(CompositionError):
+    """The composition page did not become ready in time."""
+
+
+class BrowserError(RenderdError):
+    """Chromium could not be started, or died in a way retries cannot fix."""
+
+
+class CaptureError(RenderdError):
+    """Frames still missing after the bounded number of capture attempts."""
+
+    def __init__(self, message: str, *, frames: Sequence[tuple[int, int]] = ()) -> None:
+        super().__init__(message)
+        self.frames = list(frames)
+
+
+class ProcessFailed(RenderdError):
+    """A subprocess exited with a non-zero status."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, stderr_tail: str) -> None:
+        name = argv[0] if argv else "?"
+        last = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else "no output"
+        super().__init__(f"{name} exited with status {returncode}: {last}")
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class EncodeError(RenderdError):
+    """An encoded video that does not match the frames, size or rate asked for."""
