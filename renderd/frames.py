@@ -106,7 +106,10 @@ def total_frames_for(duration: Fraction | float | int, fps: Fps) -> int:
     Rounded as HyperFrames does: to the nearest integer when within 1e-3 of it (so 10 s at
     29.97 is 300 frames, not 301), else up, so the last partial frame is still shown.
     """
-    d = Fraction(duration) if not isinstance(duration, Fraction) else duration
+    try:
+        d = Fraction(duration) if not isinstance(duration, Fraction) else duration
+    except (ValueError, OverflowError, TypeError):
+        raise FrameRangeError(f"duration must be a finite number of seconds, got {duration!r}") from None
     if d <= 0:
         raise FrameRangeError(f"duration must be positive, got {float(d)} s")
     exact = d * fps.fraction
@@ -203,7 +206,7 @@ def distribute_frames(
         raise FrameRangeError(f"worker count must be at least 1, got {workers}")
     if range_start < 0:
         raise FrameRangeError(f"range start {range_start} is negative")
-    per = math.ceil(total / workers)
+    per = -(-total // workers)  # exact ceil; float division loses frames past 2**53
     end_all = range_start + total
     tasks = []
     for w in range(workers):
@@ -275,14 +278,16 @@ def build_missing_frame_retry_batches(
     _require_int("worker count", workers)
     if workers <= 0:
         raise FrameRangeError(f"worker count must be at least 1, got {workers}")
-    local = [(int(a), int(b)) for a, b in ranges]
+    local = [(a, b) for a, b in ranges]
     for a, b in local:
+        _require_int("missing range start", a)
+        _require_int("missing range end", b)
         if a < 0 or b <= a:
             raise FrameRangeError(f"missing range [{a}, {b}) is empty or negative")
     count = sum(b - a for a, b in local)
     if count == 0:
         return []
-    per = math.ceil(count / workers)
+    per = -(-count // workers)
     tasks: list[WorkerTask] = []
     for a, b in local:
         s = a

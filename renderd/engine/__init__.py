@@ -1,0 +1,143 @@
+"""One-host rendering: a pool of Chromium workers that capture frames of a composition.
+
+The engine knows nothing of SSH or of the coordinator: it takes a composition, a chunk range
+and a frames directory, and leaves complete LOCAL frame files there (or raises).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from playwright.async_api import Playwright, async_playwright
+
+from renderd.composition import Composition, CompositionInfo, Overrides, resolve_info
+from renderd.engine.browser import BrowserOptions, launch_browser
+from renderd.engine.page import CompositionPage
+from renderd.engine.pool import CapturePool, CaptureSettings, FrameCallback
+from renderd.engine.retry import (
+    CaptureOutcome,
+    RetryNotice,
+    execute_disk_capture_with_adaptive_retry,
+)
+from renderd.frames import FrameRange, choose_worker_count
+
+PROBE_VIEWPORT = (1920, 1080)
+
+__all__ = [
+    "CaptureOutcome",
+    "CaptureSettings",
+    "Engine",
+    "EngineOptions",
+    "RetryNotice",
+    "execute_disk_capture_with_adaptive_retry",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """How the engine renders on this host."""
+
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    chromium: str | None = None
+    gl: str = "auto"  # "auto" (scan the composition for WebGL), "on", "off"
+    workers: int | None = None  # None = auto
+
+
+class Engine:
+    """Render frames of one composition on this host; use as ``async with``."""
+
+    def __init__(self, comp: Composition, options: EngineOptions) -> None:
+        self.comp = comp
+        self.options = options
+        self.info: CompositionInfo | None = None
+        self.gl = options.gl == "on" or (options.gl == "auto" and comp.uses_webgl())
+        self._browser_options = BrowserOptions(executable=options.chromium, gl=self.gl)
+        self._pw_cm = async_playwright()
+        self._pw: Playwright | None = None
+        self._pool: CapturePool | None = None
+
+    async def __aenter__(self) -> Engine:
+        self._pw = await self._pw_cm.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.shield(self.close())
+
+    async def close(self) -> None:
+        """Close every browser and the Playwright driver; safe to call twice."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+        if self._pw is not None:
+            self._pw = None
+            with contextlib.suppress(Exception):
+                await self._pw_cm.__aexit__(None, None, None)
+
+    async def probe(self, overrides: Overrides | None = None) -> CompositionInfo:
+        """Load the composition once, read and validate its metadata, and set up the pool."""
+        assert self._pw is not None, "Engine used outside 'async with'"
+        overrides = overrides or Overrides()
+        browser = await launch_browser(self._pw, self._browser_options)
+        try:
+            w = overrides.width or PROBE_VIEWPORT[0]
+            h = overrides.height or PROBE_VIEWPORT[1]
+            page = await CompositionPage.open(
+                browser, self.comp, w, h, ready_timeout_s=self.options.capture.ready_timeout_s
+            )
+            try:
+                described = await page.describe()
+            finally:
+                await page.close()
+            info = resolve_info(self.comp, described, overrides)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await browser.close()
+            raise
+        self.info = info
+        self._pool = CapturePool(
+            self.comp,
+            width=info.width,
+            height=info.height,
+            fps=info.fps,
+            settings=self.options.capture,
+            browser_options=self._browser_options,
+            playwright=self._pw,
+            first_browser=browser,
+        )
+        return info
+
+    def worker_count(self, frames: int) -> int:
+        """Return the workers to use for ``frames`` frames (explicit option, else auto)."""
+        return choose_worker_count(
+            frames,
+            self.options.workers,
+            psutil.cpu_count(logical=True) or 1,
+            psutil.virtual_memory().available,
+        )
+
+    async def warm_up(self, workers: int) -> None:
+        """Start ``workers`` browsers with the composition loaded."""
+        assert self._pool is not None, "probe() first"
+        await self._pool.warm_up(workers)
+
+    async def capture_chunk(
+        self,
+        chunk: FrameRange,
+        frames_dir: Path,
+        workers: int,
+        *,
+        on_frame: FrameCallback,
+        on_retry: Callable[[RetryNotice], None] | None = None,
+    ) -> CaptureOutcome:
+        """Capture absolute ``chunk`` into ``frames_dir`` as LOCAL files, retrying as needed."""
+        assert self._pool is not None and self.info is not None, "probe() first"
+        chunk.check_within(self.info.total_frames)
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        return await execute_disk_capture_with_adaptive_retry(
+            self._pool, chunk, frames_dir, workers, on_frame=on_frame, on_retry=on_retry
+        )

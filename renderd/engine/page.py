@@ -1,0 +1,198 @@
+"""One composition page in a browser: load it offline, wait until ready, seek, capture.
+
+The composition is served to the page from its own directory through request interception
+on a private origin; every other request is refused, so a composition can reach neither the
+network nor files outside its directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import mimetypes
+from fractions import Fraction
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from playwright.async_api import Browser, BrowserContext, CDPSession, Page, Route
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+from renderd.composition import Composition
+from renderd.errors import CompositionError, CompositionTimeout
+
+ORIGIN = "http://composition.renderd.invalid"
+_SHIM = resources.files("renderd.engine").joinpath("page_shim.js").read_text(encoding="utf-8")
+_READY_POLL_MS = 50
+
+
+class PageBroken(Exception):
+    """The page crashed, closed or stopped answering; the worker must reopen it."""
+
+    def __init__(self, reason: str, *, timeout: bool = False) -> None:
+        super().__init__(reason)
+        self.timeout = timeout
+
+
+def _serve_path(root: Path, url: str) -> Path | None:
+    """Map a request URL on ORIGIN to a file inside ``root``, or None if it is not one."""
+    parts = urlsplit(url)
+    if f"{parts.scheme}://{parts.netloc}" != ORIGIN:
+        return None
+    rel = unquote(parts.path).lstrip("/")
+    candidate = (root / rel).resolve()
+    if not candidate.is_relative_to(root):
+        return None
+    if candidate.is_dir():
+        candidate = candidate / "index.html"
+    return candidate if candidate.is_file() else None
+
+
+class CompositionPage:
+    """A loaded composition page with a CDP session for fast screenshots."""
+
+    def __init__(self, context: BrowserContext, page: Page, cdp: CDPSession, comp: Composition) -> None:
+        self._context = context
+        self.page = page
+        self._cdp = cdp
+        self._comp = comp
+        self.page_errors: list[str] = []
+        self.crashed = False
+
+    @classmethod
+    async def open(
+        cls, browser: Browser, comp: Composition, width: int, height: int, *, ready_timeout_s: float
+    ) -> CompositionPage:
+        """Open ``comp`` at ``width``x``height`` and wait until it can be seeked."""
+        context = await browser.new_context(
+            viewport={"width": width, "height": height},
+            device_scale_factor=1,
+            service_workers="block",
+            bypass_csp=False,
+        )
+        try:
+            page = await context.new_page()
+            await page.add_init_script(_SHIM)
+            await page.route("**/*", _router(comp.root))
+            cdp = await context.new_cdp_session(page)
+            self = cls(context, page, cdp, comp)
+            page.on("pageerror", lambda e: self.page_errors.append(_error_text(e)))
+            page.on("crash", lambda _p: setattr(self, "crashed", True))
+            await self._load(ready_timeout_s)
+            return self
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await context.close()
+            raise
+
+    async def _load(self, timeout_s: float) -> None:
+        where = self._comp.entry_relative
+        url = f"{ORIGIN}/{where}"
+        try:
+            await self.page.goto(url, wait_until="load", timeout=timeout_s * 1000)
+        except PlaywrightTimeout:
+            raise CompositionTimeout(f"{where}: page did not finish loading within {timeout_s:g} s") from None
+        self._raise_script_errors()
+        info = await self.describe()
+        try:
+            async with asyncio.timeout(timeout_s):
+                if info["kind"] == "hyperframes":
+                    await self.page.wait_for_function(
+                        "(id) => !!(window.__timelines && window.__timelines[id] && "
+                        "typeof window.__timelines[id].totalTime === 'function')",
+                        arg=info["compositionId"],
+                        polling=_READY_POLL_MS,
+                        timeout=0,
+                    )
+                await self.page.evaluate("() => window.__renderdShim.ready()")
+        except TimeoutError:
+            self._raise_script_errors()
+            what = (
+                f"window.__timelines[{info.get('compositionId')!r}] was never registered"
+                if info["kind"] == "hyperframes"
+                else "fonts, images or the hook's ready promise never settled"
+            )
+            raise CompositionTimeout(
+                f"{where}: composition never became ready within {timeout_s:g} s: {what}", path=where
+            ) from None
+        except PlaywrightError as exc:
+            raise CompositionError(f"{where}: page failed while getting ready: {_first_line(exc)}") from None
+        self._raise_script_errors()
+
+    def _raise_script_errors(self) -> None:
+        if self.page_errors:
+            where = self._comp.entry_relative
+            raise CompositionError(f"{where}: script error during load: {self.page_errors[0]}", path=where)
+
+    async def describe(self) -> dict[str, Any]:
+        """Return what the page says about itself (kind, size, fps, duration)."""
+        result: dict[str, Any] = await self.page.evaluate("() => window.__renderdShim.describe()")
+        return result
+
+    async def capture(
+        self, frame: int, t: Fraction, *, fmt: str, quality: int, settle_frames: int, timeout_s: float
+    ) -> bytes:
+        """Seek to time ``t`` (absolute ``frame``) and return the encoded screenshot."""
+        params: dict[str, Any] = {"format": fmt, "optimizeForSpeed": True, "captureBeyondViewport": False}
+        if fmt == "jpeg":
+            params["quality"] = quality
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.page.evaluate(
+                    "([t, f, s]) => window.__renderdShim.seek(t, f, s)", [float(t), frame, settle_frames]
+                )
+                shot = await self._cdp.send("Page.captureScreenshot", params)
+        except TimeoutError:
+            raise PageBroken(
+                f"frame {frame}: capture timed out after {timeout_s:g} s", timeout=True
+            ) from None
+        except PlaywrightError as exc:
+            if self.crashed or self.page.is_closed():
+                raise PageBroken(f"frame {frame}: page crashed") from None
+            if self.page_errors:
+                raise CompositionError(
+                    f"frame {frame}: composition script error: {self.page_errors[-1]}"
+                ) from None
+            raise PageBroken(f"frame {frame}: {_first_line(exc)}") from None
+        if self.page_errors:
+            raise CompositionError(f"frame {frame}: composition script error: {self.page_errors[-1]}")
+        return base64.b64decode(shot["data"])
+
+    async def crash(self) -> None:
+        """Crash the renderer process (test hook for the retry path)."""
+        with contextlib.suppress(PlaywrightError):
+            await self._cdp.send("Page.crash")
+
+    async def close(self) -> None:
+        """Close the page and its context."""
+        with contextlib.suppress(PlaywrightError):
+            await self._context.close()
+
+
+def _router(root: Path) -> Any:
+    async def handle(route: Route) -> None:
+        path = _serve_path(root, route.request.url)
+        if path is None:
+            await route.abort("blockedbyclient")
+            return
+        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        body = await asyncio.to_thread(path.read_bytes)
+        await route.fulfill(
+            status=200, body=body, headers={"content-type": ctype, "cache-control": "no-store"}
+        )
+
+    return handle
+
+
+def _error_text(exc: Exception) -> str:
+    name = getattr(exc, "name", "") or "Error"
+    msg = getattr(exc, "message", "") or str(exc)
+    return f"{name}: {_first_line(msg)}"
+
+
+def _first_line(value: object) -> str:
+    text = str(value).strip()
+    return text.splitlines()[0] if text else type(value).__name__
