@@ -1,0 +1,210 @@
+"""The `renderd` command line. Only this module prints for people and decides exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from renderd import __version__
+from renderd.composition import Overrides
+from renderd.display import make_display
+from renderd.encode import EncodeSettings
+from renderd.engine import CaptureSettings
+from renderd.errors import RenderdError
+from renderd.events import Error
+from renderd.frames import Fps
+from renderd.render import RenderRequest, render_local
+
+EXIT_CANCELLED = 130
+# Test hook for the retry path, read only here at the edge: crash a worker's page once, at
+# this absolute frame.
+FAULT_CRASH_ENV = "RENDERD_FAULT_CRASH_PAGE_AT_FRAME"
+
+
+def _positive_int(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {v}")
+        return v
+
+    return parse
+
+
+def _auto_or_int(name: str) -> Callable[[str], int | None]:
+    parse_int = _positive_int(name)
+
+    def parse(text: str) -> int | None:
+        return None if text == "auto" else parse_int(text)
+
+    return parse
+
+
+def _int_in(name: str, lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{name} must be between {lo} and {hi}, got {v}")
+        return v
+
+    return parse
+
+
+def _fps(text: str) -> Fps:
+    try:
+        return Fps.parse(text)
+    except RenderdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(name: str) -> Callable[[str], Fraction]:
+    def parse(text: str) -> Fraction:
+        try:
+            v = Fraction(text)
+        except (ValueError, ZeroDivisionError):
+            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be positive, got {text}")
+        return v
+
+    return parse
+
+
+def _add_render_parser(sub: Any) -> None:
+    p = sub.add_parser("render", help="render a composition to a video on this machine")
+    p.add_argument("composition", type=Path, help="directory with index.html, or an .html file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 path")
+    p.add_argument("--fps", type=_fps, help="frame rate, e.g. 30, 29.97, 30000/1001 (default: composition's)")
+    p.add_argument(
+        "--width", type=_int_in("--width", 2, 8192), help="width in pixels (default: composition's)"
+    )
+    p.add_argument("--height", type=_int_in("--height", 2, 8192), help="height in pixels")
+    p.add_argument("--duration", type=_seconds("--duration"), help="duration in seconds")
+    p.add_argument("--frames", metavar="A:B", help="render only absolute frames [A, B)")
+    p.add_argument("--workers", type=_auto_or_int("--workers"), default=None, help="capture workers, or auto")
+    p.add_argument("--chunks", type=_auto_or_int("--chunks"), default=None, help="chunk count, or auto")
+    p.add_argument("--format", choices=("jpeg", "png"), default="jpeg", help="intermediate frame format")
+    p.add_argument("--quality", type=_int_in("--quality", 1, 100), default=90, help="JPEG quality of frames")
+    p.add_argument("--crf", type=_int_in("--crf", 0, 51), default=18, help="x264 CRF (lower is better)")
+    p.add_argument("--preset", default="veryfast", help="x264 preset")
+    p.add_argument("--gl", choices=("auto", "on", "off"), default="auto", help="WebGL-capable browser")
+    p.add_argument("--chromium", help="Chromium executable (default: /usr/bin/chromium or on PATH)")
+    p.add_argument(
+        "--work-dir", type=Path, help="where frames and chunks are written (default: next to output)"
+    )
+    p.add_argument(
+        "--keep-frames", action="store_true", help="keep the work directory with frames and chunks"
+    )
+    p.add_argument("--frame-timeout", type=_seconds("--frame-timeout"), default=Fraction(30))
+    p.add_argument("--ready-timeout", type=_seconds("--ready-timeout"), default=Fraction(30))
+    p.add_argument("--json", action="store_true", help="print JSON-line events on stdout")
+    p.set_defaults(func=_cmd_render)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser for every renderd command."""
+    parser = argparse.ArgumentParser(prog="renderd", description="Render HTML compositions to video.")
+    parser.add_argument("--version", action="version", version=f"renderd {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_render_parser(sub)
+    return parser
+
+
+def _fault_frame() -> int | None:
+    raw = os.environ.get(FAULT_CRASH_ENV)
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise RenderdError(f"{FAULT_CRASH_ENV}={raw!r} is not a frame number") from None
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    try:
+        encode = EncodeSettings(crf=args.crf, preset=args.preset)
+    except RenderdError as exc:
+        return _fail(str(exc), args.json)
+    req = RenderRequest(
+        composition=args.composition,
+        output=args.output,
+        overrides=Overrides(width=args.width, height=args.height, fps=args.fps, duration=args.duration),
+        frames=args.frames,
+        chunks=args.chunks,
+        workers=args.workers,
+        capture=CaptureSettings(
+            fmt=args.format,
+            quality=args.quality,
+            frame_timeout_s=float(args.frame_timeout),
+            ready_timeout_s=float(args.ready_timeout),
+            fault_crash_at_frame=_fault_frame(),
+        ),
+        encode=encode,
+        keep_frames=args.keep_frames,
+        work_dir=args.work_dir,
+        chromium=args.chromium,
+        gl=args.gl,
+    )
+    display = make_display(args.json)
+    try:
+        _run(render_local(req, display))
+        return 0
+    except RenderdError as exc:
+        display.close()
+        return _fail(str(exc), args.json, code=type(exc).__name__, status=exc.exit_code)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        display.close()
+        return _fail("cancelled; no output was written", args.json, code="cancelled", status=EXIT_CANCELLED)
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro``; SIGINT and SIGTERM cancel it so that its cleanup runs."""
+    with asyncio.Runner() as runner:
+        loop = runner.get_loop()
+        task = loop.create_task(coro)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return runner.run(_await(task))
+
+
+async def _await(task: asyncio.Task[Any]) -> Any:
+    return await task
+
+
+def _fail(message: str, json_mode: bool, *, code: str = "error", status: int = 1) -> int:
+    if json_mode:
+        print(Error(message=message, code=code).to_json(), flush=True)
+    print(f"renderd: error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `renderd` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="renderd[%(name)s] %(levelname)s: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        # Worker retries are reported as Retry events; the log lines would duplicate them.
+        logging.getLogger("renderd.engine").setLevel(logging.ERROR)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

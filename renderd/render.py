@@ -1,0 +1,219 @@
+"""Render a composition to a video on this machine: the embedded default (no daemon, no SSH).
+
+The frames are rendered in chunks with the same engine and chunk encoder the agents use; the
+chunk videos are concatenated without re-encoding. While one chunk is captured, the previous
+one is encoded, so ffmpeg works in the shadow of capture instead of after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from renderd.composition import CompositionInfo, Overrides, load_composition
+from renderd.encode import EncodeSettings, VideoInfo, concat_videos, encode_frames, sha256_file_async
+from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice
+from renderd.errors import RenderdError
+from renderd.events import ChunkDone, Done, Event, Retry, Started
+from renderd.frames import FrameRange, parse_frame_range, plan_chunks
+from renderd.progress import ProgressTracker
+
+log = logging.getLogger(__name__)
+
+# Chunks of about this many frames keep the serial tail (the last chunk's encode) short
+# while the per-chunk costs (an ffmpeg start, a worker-imbalance tail) stay small.
+AUTO_CHUNK_FRAMES = 60
+ENCODE_TIMEOUT_PER_FRAME_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class RenderRequest:
+    """Everything `renderd render` needs, validated at the CLI edge."""
+
+    composition: Path
+    output: Path
+    overrides: Overrides = field(default_factory=Overrides)
+    frames: str | None = None  # "A:B" absolute range, None = whole composition
+    chunks: int | None = None  # None = auto
+    workers: int | None = None  # None = auto
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+    keep_frames: bool = False
+    work_dir: Path | None = None
+    chromium: str | None = None
+    gl: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    """What a finished render produced."""
+
+    output: Path
+    video: VideoInfo
+    info: CompositionInfo
+    frames: FrameRange
+    frames_dir: Path | None
+
+
+def auto_chunk_count(frames: int) -> int:
+    """Return the default number of chunks for a local render of ``frames`` frames."""
+    return max(1, math.ceil(frames / AUTO_CHUNK_FRAMES))
+
+
+async def render_local(req: RenderRequest, emit: Callable[[Event], None]) -> RenderResult:
+    """Render ``req.composition`` to ``req.output``; the output appears only when complete."""
+    started_at = time.monotonic()
+    comp = load_composition(req.composition)
+    out = req.output.expanduser().resolve()
+    if out.is_dir():
+        raise RenderdError(f"output {str(out)!r} is a directory; give a file name such as out.mp4")
+    if not out.parent.is_dir():
+        raise RenderdError(f"output directory {str(out.parent)!r} does not exist")
+    work_root = Path(req.work_dir or out.parent).expanduser().resolve()
+    work_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".renderd-", dir=work_root))
+    keep = False
+    options = EngineOptions(capture=req.capture, chromium=req.chromium, gl=req.gl, workers=req.workers)
+    try:
+        async with Engine(comp, options) as engine:
+            info = await engine.probe(req.overrides)
+            span = (
+                parse_frame_range(req.frames, info.total_frames)
+                if req.frames
+                else FrameRange(0, info.total_frames)
+            )
+            chunks = plan_chunks(
+                len(span), chunks=req.chunks or auto_chunk_count(len(span)), range_start=span.start
+            )
+            workers = engine.worker_count(max(len(c) for c in chunks))
+            emit(
+                Started(
+                    composition=str(comp.entry),
+                    width=info.width,
+                    height=info.height,
+                    fps=str(info.fps),
+                    start=span.start,
+                    end=span.end,
+                    frames=len(span),
+                    chunks=len(chunks),
+                    workers=workers,
+                    gl=engine.gl,
+                )
+            )
+            tracker = ProgressTracker(len(span), emit)
+            tracker.workers = workers
+            await engine.warm_up(workers)
+            parts = await _capture_and_encode(engine, chunks, work, workers, req, tracker, emit)
+        video = await _assemble(parts, out, work, info, span)
+        keep = req.keep_frames
+        digest = await sha256_file_async(out)
+        frames_dir = work if keep else None
+        emit(
+            Done(
+                output=str(out),
+                frames=video.frames,
+                width=video.width,
+                height=video.height,
+                fps=str(info.fps),
+                duration_s=float(video.duration),
+                elapsed_s=round(time.monotonic() - started_at, 3),
+                sha256=digest,
+                frames_dir=str(frames_dir) if frames_dir else None,
+            )
+        )
+        return RenderResult(out, video, info, span, frames_dir)
+    finally:
+        if not keep:
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, work, True))
+
+
+async def _capture_and_encode(
+    engine: Engine,
+    chunks: list[FrameRange],
+    work: Path,
+    workers: int,
+    req: RenderRequest,
+    tracker: ProgressTracker,
+    emit: Callable[[Event], None],
+) -> list[Path]:
+    """Capture chunk k+1 while chunk k encodes; return the chunk videos in order."""
+    info = engine.info
+    assert info is not None
+    ext = req.capture.ext
+    parts: list[Path] = []
+
+    def on_retry(n: RetryNotice) -> None:
+        tracker.retries += 1
+        tracker.workers = n.workers
+        emit(Retry(attempt=n.attempt, frames=n.frames, workers=n.workers, reason=n.reason, ranges=n.ranges))
+
+    async def encode(index: int, chunk: FrameRange, frames_dir: Path) -> None:
+        path = work / f"chunk-{index:04d}.mp4"
+        video = await encode_frames(
+            frames_dir,
+            path,
+            fps=info.fps,
+            frame_count=len(chunk),
+            ext=ext,
+            settings=req.encode,
+            timeout=60 + ENCODE_TIMEOUT_PER_FRAME_S * len(chunk),
+        )
+        digest = await sha256_file_async(path)
+        if not req.keep_frames:
+            # Frames are the bulk of the disk use (PNG at 1080p: ~3 MB each); the chunk is safe now.
+            await asyncio.to_thread(shutil.rmtree, frames_dir, True)
+        tracker.chunks_done += 1
+        emit(
+            ChunkDone(
+                index=index,
+                start=chunk.start,
+                end=chunk.end,
+                path=str(path),
+                frames=video.frames,
+                sha256=digest,
+            )
+        )
+
+    async with asyncio.TaskGroup() as tg:
+        pending: asyncio.Task[None] | None = None
+        for index, chunk in enumerate(chunks):
+            frames_dir = work / f"chunk-{index:04d}-{chunk.start}-{chunk.end}"
+            outcome = await engine.capture_chunk(
+                chunk, frames_dir, min(workers, len(chunk)), on_frame=tracker.frame_done, on_retry=on_retry
+            )
+            # Halved workers after timeouts stay halved for the chunks that follow.
+            workers = outcome.final_workers
+            if pending is not None:
+                await pending
+            pending = tg.create_task(encode(index, chunk, frames_dir))
+            parts.append(work / f"chunk-{index:04d}.mp4")
+    tracker.emit_now()
+    return parts
+
+
+async def _assemble(
+    parts: list[Path], out: Path, work: Path, info: CompositionInfo, span: FrameRange
+) -> VideoInfo:
+    """Concatenate the chunk videos into a temp file next to ``out``, verify, then move it."""
+    tmp = out.with_name(f".{out.name}.renderd-{os.getpid()}.partial.mp4")
+    try:
+        video = await concat_videos(parts, tmp, timeout=120 + len(span) * 0.1)
+        if video.frames != len(span) or (video.width, video.height) != (info.width, info.height):
+            raise RenderdError(
+                f"assembled video has {video.frames} frames at {video.width}x{video.height}, "
+                f"expected {len(span)} at {info.width}x{info.height}"
+            )
+        os.replace(tmp, out)
+        return video
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
