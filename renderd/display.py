@@ -65,7 +65,8 @@ class PlainDisplay:
                 )
         elif isinstance(event, Retry):
             self._print(
-                f"retry {event.attempt}: {event.frames} frame(s) with {event.workers} worker(s): {event.reason}"
+                f"retry {event.attempt}: {event.frames} frame(s) with {event.workers} worker(s): "
+                f"{event.reason}"
             )
         elif isinstance(event, Done):
             self._print(

@@ -163,8 +163,9 @@ class CompositionPage:
 
     async def crash(self) -> None:
         """Crash the renderer process (test hook for the retry path)."""
-        with contextlib.suppress(PlaywrightError):
-            await self._cdp.send("Page.crash")
+        # The crashed renderer never answers the command itself.
+        with contextlib.suppress(PlaywrightError, TimeoutError):
+            await asyncio.wait_for(self._cdp.send("Page.crash"), 5)
 
     async def close(self) -> None:
         """Close the page and its context."""

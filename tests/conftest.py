@@ -1,0 +1,59 @@
+"""Shared helpers: run the real `renderd` console script, decode frame-index fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+EXAMPLES = ROOT / "examples"
+RENDERD = Path(sys.executable).with_name("renderd")
+
+
+def renderd_cmd(*args: str | os.PathLike[str]) -> list[str]:
+    """Return the argv that runs the installed renderd console script."""
+    return [str(RENDERD), *map(str, args)]
+
+
+def run_renderd(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """Run renderd to completion and return its result (text mode)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        renderd_cmd(*args), capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT
+    )
+
+
+def json_events(stdout: str) -> list[dict[str, Any]]:
+    """Parse JSON-line events from renderd --json output."""
+    return [json.loads(line) for line in stdout.splitlines() if line.strip().startswith("{")]
+
+
+def decode_index(frame: bytes, width: int, row_y: int = 120) -> int:
+    """Read the 8-bit frame index drawn by the frame-index fixtures (see fixtures/README.md)."""
+    k = 0
+    for b in range(8):
+        total = 0
+        n = 0
+        for x in range(40 * b + 10, 40 * b + 30, 5):
+            for y in range(row_y - 10, row_y + 10, 5):
+                i = (y * width + x) * 3
+                total += (frame[i] * 299 + frame[i + 1] * 587 + frame[i + 2] * 114) // 1000
+                n += 1
+        if total / n > 128:
+            k |= 1 << b
+    return k
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _chromium_available() -> None:
+    if not Path("/usr/bin/chromium").exists():
+        pytest.exit("Chromium is not installed: run scripts/setup first", returncode=2)
