@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from renderd import __version__
 from renderd.composition import Overrides
@@ -84,6 +84,13 @@ def _seconds(name: str) -> Callable[[str], Fraction]:
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other renderd error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"renderd: error: {message} (see '{self.prog} --help')\n")
+
+
 def _add_render_parser(sub: Any) -> None:
     p = sub.add_parser("render", help="render a composition to a video on this machine")
     p.add_argument("composition", type=Path, help="directory with index.html, or an .html file")
@@ -117,10 +124,10 @@ def _add_render_parser(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every renderd command."""
-    parser = argparse.ArgumentParser(prog="renderd", description="Render HTML compositions to video.")
+    parser = _Parser(prog="renderd", description="Render HTML compositions to video.")
     parser.add_argument("--version", action="version", version=f"renderd {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_render_parser(sub)
     return parser
 

@@ -114,6 +114,24 @@ def resolve_info(comp: Composition, described: dict[str, Any], overrides: Overri
     """Merge what the page described with the user's overrides and validate the result."""
     where = comp.entry_relative
     kind = str(described.get("kind") or "clock")
+    duration_given = overrides.duration is not None or any(
+        described.get(k) not in (None, 0) for k in ("duration", "timelineDuration", "animationsEnd")
+    )
+    missing = [
+        name
+        for name, given in (
+            ("width", overrides.width is not None or described.get("width") is not None),
+            ("height", overrides.height is not None or described.get("height") is not None),
+            ("duration", duration_given),
+        )
+        if not given
+    ]
+    if missing:
+        raise CompositionError(
+            f"{where}: no {', '.join(missing)} found (set data-{'/data-'.join(missing)} on the root element "
+            f"or in the window.__renderd hook, or pass {' '.join('--' + m for m in missing)})",
+            path=where,
+        )
     width = (
         overrides.width if overrides.width is not None else _dimension(described.get("width"), "width", where)
     )

@@ -120,7 +120,7 @@ BAD_CASES = [
      r"script error during load: .*boom from composition"),
     (["render", "tests/fixtures/bad-never-ready", "-o", "{out}", "--ready-timeout", "3"],
      r"never became ready within 3 s: window\.__timelines\['main'\] was never registered"),
-    (["render", "tests/fixtures/bad-no-duration", "-o", "{out}"], r"no duration found"),
+    (["render", "tests/fixtures/bad-no-duration", "-o", "{out}"], r"no width, height, duration found"),
     (["render", "tests/fixtures/bad-size", "-o", "{out}"], r"width 0 is out of range"),
     (["render", HOOK, "-o", "{out}", "--frames", "1.5:3"], r"frame range '1\.5:3'"),
     (["render", HOOK, "-o", "{out}", "--frames", "5:500"], r"beyond the end .*120 frames"),
