@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from renderd import __version__
+from renderd.agent import run_assignment
+from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
 from renderd.composition import Overrides
-from renderd.display import make_display
+from renderd.display import JsonDisplay, make_display
 from renderd.encode import EncodeSettings
 from renderd.engine import CaptureSettings
 from renderd.errors import RenderdError
@@ -122,6 +124,34 @@ def _add_render_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_render)
 
 
+def _add_agent_parser(sub: Any) -> None:
+    p = sub.add_parser("agent", help="render one chunk assignment read as JSON on stdin (used over SSH)")
+    p.add_argument("--assignment", type=Path, help="read the assignment from this file instead of stdin")
+    p.set_defaults(func=_cmd_agent, json=True)
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    try:
+        raw = (
+            args.assignment.read_bytes()
+            if args.assignment
+            else sys.stdin.buffer.read(MAX_ASSIGNMENT_BYTES + 1)
+        )
+        assignment = Assignment.from_json(raw)
+    except OSError as exc:
+        return _fail(f"cannot read assignment {args.assignment}: {exc.strerror}", True, status=2)
+    except RenderdError as exc:
+        return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
+    display = JsonDisplay()
+    try:
+        _run(run_assignment(assignment, display))
+        return 0
+    except RenderdError as exc:
+        return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return _fail("cancelled; no chunk was written", True, code="cancelled", status=EXIT_CANCELLED)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every renderd command."""
     parser = _Parser(prog="renderd", description="Render HTML compositions to video.")
@@ -129,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_render_parser(sub)
+    _add_agent_parser(sub)
     return parser
 
 

@@ -51,6 +51,9 @@ class RenderRequest:
     work_dir: Path | None = None
     chromium: str | None = None
     gl: str = "auto"
+    # Set by the agent: the frame count the coordinator planned with; a page that disagrees
+    # (another version of the composition on this host) must not produce a chunk.
+    expect_total_frames: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,11 @@ async def render_local(req: RenderRequest, emit: Callable[[Event], None]) -> Ren
     try:
         async with Engine(comp, options) as engine:
             info = await engine.probe(req.overrides)
+            if req.expect_total_frames is not None and info.total_frames != req.expect_total_frames:
+                raise RenderdError(
+                    f"{comp.entry}: composition has {info.total_frames} frames here, "
+                    f"but the job was planned with {req.expect_total_frames}"
+                )
             span = (
                 parse_frame_range(req.frames, info.total_frames)
                 if req.frames

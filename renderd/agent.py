@@ -1,0 +1,53 @@
+"""`renderd agent`: render one chunk assignment (JSON on stdin), stream JSON-line events on stdout.
+
+The agent is the local render with the coordinator's metadata forced on it: the same engine,
+the same chunk encoder. Exit status 0 only when the chunk file is complete and verified; on
+failure the last stdout line is an ``error`` event. Human logs go to stderr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+from renderd.assignment import Assignment
+from renderd.composition import Overrides
+from renderd.encode import EncodeSettings
+from renderd.engine import CaptureSettings
+from renderd.events import Event
+from renderd.frames import Fps
+from renderd.render import RenderRequest, RenderResult, render_local
+
+
+def request_for(a: Assignment) -> RenderRequest:
+    """Translate an assignment into the local render request that produces its chunk."""
+    return RenderRequest(
+        composition=Path(a.composition),
+        output=Path(a.output),
+        overrides=Overrides(
+            width=a.width, height=a.height, fps=Fps.parse(a.fps), duration=Fraction(a.duration)
+        ),
+        frames=f"{a.start}:{a.end}",
+        chunks=a.chunks,
+        workers=a.workers,
+        capture=CaptureSettings(
+            fmt=a.format,
+            quality=a.quality,
+            frame_timeout_s=a.frame_timeout_s,
+            ready_timeout_s=a.ready_timeout_s,
+        ),
+        encode=EncodeSettings(crf=a.crf, preset=a.preset),
+        keep_frames=a.keep_frames,
+        work_dir=Path(a.work_dir),
+        chromium=a.chromium,
+        gl=a.gl,
+        expect_total_frames=a.total_frames,
+    )
+
+
+async def run_assignment(a: Assignment, emit: Callable[[Event], None]) -> RenderResult:
+    """Render the assignment's chunk to its output path."""
+    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.work_dir).mkdir(parents=True, exist_ok=True)
+    return await render_local(request_for(a), emit)
