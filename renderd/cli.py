@@ -127,6 +127,12 @@ def _add_render_parser(sub: Any) -> None:
 def _add_agent_parser(sub: Any) -> None:
     p = sub.add_parser("agent", help="render one chunk assignment read as JSON on stdin (used over SSH)")
     p.add_argument("--assignment", type=Path, help="read the assignment from this file instead of stdin")
+    p.add_argument(
+        "--watch-stdin",
+        action="store_true",
+        help="read the assignment as the first line of stdin, then cancel when stdin closes "
+        "(the coordinator keeps it open, so a dropped connection or a dead coordinator stops the agent)",
+    )
     p.set_defaults(func=_cmd_agent, json=True)
 
 
@@ -144,7 +150,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
     display = JsonDisplay()
     try:
-        _run(run_assignment(assignment, display))
+        _run(run_assignment(assignment, display), cancel_on_stdin_eof=args.watch_stdin)
         return 0
     except RenderdError as exc:
         return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
@@ -210,18 +216,38 @@ def _cmd_render(args: argparse.Namespace) -> int:
         return _fail("cancelled; no output was written", args.json, code="cancelled", status=EXIT_CANCELLED)
 
 
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run ``coro``; SIGINT and SIGTERM cancel it so that its cleanup runs."""
+def _run(coro: Coroutine[Any, Any, Any], *, cancel_on_stdin_eof: bool = False) -> Any:
+    """Run ``coro``; SIGINT and SIGTERM (and, if asked, end of stdin) cancel it so its cleanup runs."""
     with asyncio.Runner() as runner:
         loop = runner.get_loop()
         task = loop.create_task(coro)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        return runner.run(_await(task))
+        return runner.run(_await(task, cancel_on_stdin_eof))
 
 
-async def _await(task: asyncio.Task[Any]) -> Any:
-    return await task
+async def _await(task: asyncio.Task[Any], cancel_on_stdin_eof: bool) -> Any:
+    if not cancel_on_stdin_eof:
+        return await task
+    watcher = asyncio.create_task(_cancel_on_eof(task))
+    try:
+        return await task
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_on_eof(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` when stdin reaches end of file (the coordinator went away)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        while await reader.read(4096):
+            pass
+        logging.getLogger("renderd.agent").warning("stdin closed: the coordinator is gone; cancelling")
+        task.cancel()
+    finally:
+        transport.close()
 
 
 def _fail(message: str, json_mode: bool, *, code: str = "error", status: int = 1) -> int:
