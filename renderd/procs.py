@@ -70,6 +70,30 @@ async def run(
     return Completed(argv, proc.returncode, out, err)
 
 
+async def spawn(
+    argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start ``argv`` with pipes on stdin/stdout/stderr in its own process group.
+
+    The caller owns the process: it must ``terminate()`` it on cancellation.
+    """
+    argv = [str(a) for a in argv]
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            cwd=cwd,
+            limit=1 << 20,
+        )
+    except FileNotFoundError:
+        raise RenderdError(f"{argv[0]} is not installed (not found on PATH)") from None
+    except OSError as exc:
+        raise RenderdError(f"cannot start {argv[0]}: {exc.strerror}") from exc
+
+
 async def terminate(proc: asyncio.subprocess.Process, grace: float = TERM_GRACE_S) -> None:
     """Stop ``proc`` and its process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
     if proc.returncode is not None:

@@ -1,0 +1,7 @@
+"""`python -m renderd` runs the CLI (the coordinator starts local agents this way)."""
+
+import sys
+
+from renderd.cli import main
+
+sys.exit(main())
