@@ -42,7 +42,13 @@ _COMMON_FLAGS = (
     "--disable-dev-shm-usage",
 )
 # Plain DOM captures 3-4x faster without GL; WebGL content needs SwiftShader.
-_NO_GL_FLAGS = ("--disable-gpu",)
+_NO_GL_FLAGS = (
+    "--disable-gpu",
+    # Draw only after every compositor stage (raster included) is done: one software composite
+    # per captured frame instead of several partial ones. Measured on the 1080p bench: GPU-process
+    # CPU 104 -> 65 ms/frame, byte-identical PNGs. Not yet checked with SwiftShader GL.
+    "--run-all-compositor-stages-before-draw",
+)
 _GL_FLAGS = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist")
 
 
