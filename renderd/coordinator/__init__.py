@@ -1,0 +1,1 @@
+"""The coordinator daemon (`renderd daemon`): job store, scheduler, host transport, control socket."""
