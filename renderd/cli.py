@@ -17,6 +17,7 @@ from renderd import __version__
 from renderd.agent import run_assignment
 from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
 from renderd.composition import Overrides
+from renderd.config import check_config
 from renderd.display import JsonDisplay, make_display
 from renderd.encode import EncodeSettings
 from renderd.engine import CaptureSettings
@@ -26,6 +27,7 @@ from renderd.frames import Fps
 from renderd.render import RenderRequest, render_local
 
 EXIT_CANCELLED = 130
+DEFAULT_CONFIG = Path("/etc/renderd/renderd.toml")
 # Test hook for the retry path, read only here at the edge: crash a worker's page once, at
 # this absolute frame.
 FAULT_CRASH_ENV = "RENDERD_FAULT_CRASH_PAGE_AT_FRAME"
@@ -158,6 +160,28 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         return _fail("cancelled; no chunk was written", True, code="cancelled", status=EXIT_CANCELLED)
 
 
+def _add_config_parser(sub: Any) -> None:
+    p = sub.add_parser("config", help="daemon configuration tools")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND", parser_class=_Parser)
+    c = csub.add_parser("check", help="validate the daemon config and host inventory (every problem at once)")
+    c.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help=f"daemon config (default {DEFAULT_CONFIG})"
+    )
+    c.add_argument("--hosts", type=Path, help="host inventory (default: the config's hosts_file)")
+    c.set_defaults(func=_cmd_config_check)
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    problems = check_config(args.config, args.hosts)
+    for line in problems:
+        print(f"renderd: {line}", file=sys.stderr)
+    if problems:
+        print(f"renderd: error: {len(problems)} problem(s) found", file=sys.stderr)
+        return 2
+    print(f"renderd: {args.config} and its host inventory are valid")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for every renderd command."""
     parser = _Parser(prog="renderd", description="Render HTML compositions to video.")
@@ -166,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_render_parser(sub)
     _add_agent_parser(sub)
+    _add_config_parser(sub)
     return parser
 
 

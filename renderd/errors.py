@@ -71,3 +71,27 @@ class ProcessFailed(RenderdError):
 
 class EncodeError(RenderdError):
     """An encoded video that does not match the frames, size or rate asked for."""
+
+
+class StoreError(RenderdError):
+    """The coordinator's job store cannot be opened, migrated, read or written as asked."""
+
+    def __init__(
+        self, message: str, *, path: str | None = None, job: str | None = None, chunk: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.job = job
+        self.chunk = chunk
+
+
+class ConfigError(RenderdError):
+    """A daemon config or host inventory with problems; ``problems`` holds one line for each."""
+
+    exit_code = 2
+
+    def __init__(self, file: str, problems: Sequence[str]) -> None:
+        n = len(problems)
+        super().__init__(f"{file}: {n} problem{'' if n == 1 else 's'}")
+        self.file = file
+        self.problems = list(problems)
