@@ -203,7 +203,7 @@ class HostState(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class Assignment(_Record):
+class Claim(_Record):
     """A chunk held by a host together with the attempt that runs it."""
 
     chunk: Chunk
@@ -221,7 +221,7 @@ class ChunkFailure(_Record):
 
     chunk: Chunk
     job_failed: bool
-    stopped: list[Assignment] = field(default_factory=list)
+    stopped: list[Claim] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

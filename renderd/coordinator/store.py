@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from renderd.coordinator.models import (
-    Assignment,
     Attempt,
     AttemptOutcome,
     Chunk,
     ChunkFailure,
     ChunkState,
+    Claim,
     Event,
     HostState,
     HostStatus,
@@ -337,11 +337,11 @@ class Store:
             (outcome.value, self._clock(), error, fps, attempt_id),
         )
 
-    def _finish_job(self, job_id: str, state: JobState, error: str) -> list[Assignment]:
+    def _finish_job(self, job_id: str, state: JobState, error: str) -> list[Claim]:
         """End a job as failed or cancelled; return its chunks that were running, as they were."""
         now, why = self._clock(), f"job {state.value}"
         rows = self._db.execute(f"SELECT * FROM chunks WHERE job_id = ? AND state IN {IN_FLIGHT}", (job_id,))
-        running = [Assignment(_chunk(r), self._get_attempt(r["attempt_id"])) for r in rows.fetchall()]
+        running = [Claim(_chunk(r), self._get_attempt(r["attempt_id"])) for r in rows.fetchall()]
         self._db.execute(
             "UPDATE attempts SET outcome = 'cancelled', ended_at = ?, error = ? "
             "WHERE job_id = ? AND outcome = 'running'",
@@ -464,7 +464,7 @@ class Store:
         args = (output_sha256, self._clock())
         return self._set_job(job_id, sets, args, "state = 'assembling'", sha256=output_sha256)
 
-    def _stop_job(self, job_id: str, state: JobState, error: str) -> list[Assignment] | None:
+    def _stop_job(self, job_id: str, state: JobState, error: str) -> list[Claim] | None:
         with transaction(self._db):
             job = self._get_job(job_id)
             if job is None:
@@ -472,7 +472,7 @@ class Store:
             return None if job.state.finished else self._finish_job(job_id, state, error)
 
     @_in_thread
-    def mark_job_failed(self, job_id: str, error: str) -> list[Assignment] | None:
+    def mark_job_failed(self, job_id: str, error: str) -> list[Claim] | None:
         """Fail an unfinished job; return the chunks that were running (stop them); None if finished.
 
         Its other chunks become failed and running attempts cancelled; verified chunks stay verified.
@@ -480,7 +480,7 @@ class Store:
         return self._stop_job(job_id, JobState.FAILED, error)
 
     @_in_thread
-    def cancel_job(self, job_id: str, reason: str = "cancelled") -> list[Assignment] | None:
+    def cancel_job(self, job_id: str, reason: str = "cancelled") -> list[Claim] | None:
         """Cancel an unfinished job; return the chunks that were running (stop them); None if finished.
 
         Raises StoreError (with ``job`` set) if there is no such job.
@@ -490,7 +490,7 @@ class Store:
     # -- chunks -------------------------------------------------------------------------------
 
     @_in_thread
-    def claim_chunk(self, host: str) -> Assignment | None:
+    def claim_chunk(self, host: str) -> Claim | None:
         """Assign the next pending chunk to ``host`` and start an attempt; None if nothing is pending.
 
         Order: job priority (higher first), then submission (older first), then chunk index. The
@@ -524,7 +524,7 @@ class Store:
             if self._db.execute(start, (now, now, job_id, JobState.QUEUED.value)).rowcount:
                 self._add_event(job_id, "started")
             self._add_event(job_id, "chunk_assigned", chunk=index, host=host, attempt=attempt_id)
-            return Assignment(_chunk(chunk), self._get_attempt(attempt_id))
+            return Claim(_chunk(chunk), self._get_attempt(attempt_id))
 
     def _advance(self, job_id: str, index: int, attempt_id: int, to: ChunkState) -> Chunk | None:
         with transaction(self._db):
