@@ -25,9 +25,7 @@ def request_for(a: Assignment) -> RenderRequest:
     return RenderRequest(
         composition=Path(a.composition),
         output=Path(a.output),
-        overrides=Overrides(
-            width=a.width, height=a.height, fps=Fps.parse(a.fps), duration=Fraction(a.duration)
-        ),
+        overrides=Overrides(width=a.width, height=a.height, fps=Fps.parse(a.fps), duration=Fraction(a.duration)),
         frames=f"{a.start}:{a.end}",
         chunks=a.chunks,
         workers=a.workers,

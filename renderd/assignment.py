@@ -105,9 +105,7 @@ class Assignment:
         return a
 
 
-_REQUIRED = (
-    "job_id chunk_index composition start end total_frames fps width height duration output work_dir"
-).split()
+_REQUIRED = ("job_id chunk_index composition start end total_frames fps width height duration output work_dir").split()
 _TYPES: dict[str, tuple[type, ...]] = {
     "job_id": (str,),
     "chunk_index": (int,),

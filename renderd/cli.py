@@ -13,15 +13,16 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, NoReturn
 
-from renderd import __version__
+from renderd import __version__, cli_control
 from renderd.agent import run_assignment
 from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
 from renderd.composition import Overrides
 from renderd.config import check_config
+from renderd.coordinator.client import DaemonError
 from renderd.display import JsonDisplay, make_display
 from renderd.encode import EncodeSettings
 from renderd.engine import CaptureSettings
-from renderd.errors import RenderdError
+from renderd.errors import ConfigError, RenderdError
 from renderd.events import Error
 from renderd.frames import Fps
 from renderd.render import RenderRequest, render_local
@@ -100,9 +101,7 @@ def _add_render_parser(sub: Any) -> None:
     p.add_argument("composition", type=Path, help="directory with index.html, or an .html file")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 path")
     p.add_argument("--fps", type=_fps, help="frame rate, e.g. 30, 29.97, 30000/1001 (default: composition's)")
-    p.add_argument(
-        "--width", type=_int_in("--width", 2, 8192), help="width in pixels (default: composition's)"
-    )
+    p.add_argument("--width", type=_int_in("--width", 2, 8192), help="width in pixels (default: composition's)")
     p.add_argument("--height", type=_int_in("--height", 2, 8192), help="height in pixels")
     p.add_argument("--duration", type=_seconds("--duration"), help="duration in seconds")
     p.add_argument("--frames", metavar="A:B", help="render only absolute frames [A, B)")
@@ -114,12 +113,8 @@ def _add_render_parser(sub: Any) -> None:
     p.add_argument("--preset", default="veryfast", help="x264 preset")
     p.add_argument("--gl", choices=("auto", "on", "off"), default="auto", help="WebGL-capable browser")
     p.add_argument("--chromium", help="Chromium executable (default: /usr/bin/chromium or on PATH)")
-    p.add_argument(
-        "--work-dir", type=Path, help="where frames and chunks are written (default: next to output)"
-    )
-    p.add_argument(
-        "--keep-frames", action="store_true", help="keep the work directory with frames and chunks"
-    )
+    p.add_argument("--work-dir", type=Path, help="where frames and chunks are written (default: next to output)")
+    p.add_argument("--keep-frames", action="store_true", help="keep the work directory with frames and chunks")
     p.add_argument("--frame-timeout", type=_seconds("--frame-timeout"), default=Fraction(30))
     p.add_argument("--ready-timeout", type=_seconds("--ready-timeout"), default=Fraction(30))
     p.add_argument("--json", action="store_true", help="print JSON-line events on stdout")
@@ -140,11 +135,7 @@ def _add_agent_parser(sub: Any) -> None:
 
 def _cmd_agent(args: argparse.Namespace) -> int:
     try:
-        raw = (
-            args.assignment.read_bytes()
-            if args.assignment
-            else sys.stdin.buffer.read(MAX_ASSIGNMENT_BYTES + 1)
-        )
+        raw = args.assignment.read_bytes() if args.assignment else sys.stdin.buffer.read(MAX_ASSIGNMENT_BYTES + 1)
         assignment = Assignment.from_json(raw)
     except OSError as exc:
         return _fail(f"cannot read assignment {args.assignment}: {exc.strerror}", True, status=2)
@@ -164,9 +155,7 @@ def _add_config_parser(sub: Any) -> None:
     p = sub.add_parser("config", help="daemon configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND", parser_class=_Parser)
     c = csub.add_parser("check", help="validate the daemon config and host inventory (every problem at once)")
-    c.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help=f"daemon config (default {DEFAULT_CONFIG})"
-    )
+    c.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"daemon config (default {DEFAULT_CONFIG})")
     c.add_argument("--hosts", type=Path, help="host inventory (default: the config's hosts_file)")
     c.set_defaults(func=_cmd_config_check)
 
@@ -191,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_parser(sub)
     _add_agent_parser(sub)
     _add_config_parser(sub)
+    cli_control.add_parsers(sub, _Parser)
     return parser
 
 
@@ -291,7 +281,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # Worker retries are reported as Retry events; the log lines would duplicate them.
         logging.getLogger("renderd.engine").setLevel(logging.ERROR)
-    status: int = args.func(args)
+    try:
+        status: int = args.func(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"renderd: {line}", file=sys.stderr)
+        return _fail(str(exc), getattr(args, "json", False), code="config", status=exc.exit_code)
+    except DaemonError as exc:
+        return _fail(str(exc), getattr(args, "json", False), code=exc.code, status=1)
+    except RenderdError as exc:
+        return _fail(str(exc), getattr(args, "json", False), code=type(exc).__name__, status=exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", getattr(args, "json", False), code="cancelled", status=EXIT_CANCELLED)
     return status
 
 

@@ -132,14 +132,8 @@ def resolve_info(comp: Composition, described: dict[str, Any], overrides: Overri
             f"or in the window.__renderd hook, or pass {' '.join('--' + m for m in missing)})",
             path=where,
         )
-    width = (
-        overrides.width if overrides.width is not None else _dimension(described.get("width"), "width", where)
-    )
-    height = (
-        overrides.height
-        if overrides.height is not None
-        else _dimension(described.get("height"), "height", where)
-    )
+    width = overrides.width if overrides.width is not None else _dimension(described.get("width"), "width", where)
+    height = overrides.height if overrides.height is not None else _dimension(described.get("height"), "height", where)
     for name, v in (("width", width), ("height", height)):
         _check_dimension(name, v, where)
     fps = overrides.fps or _fps(described.get("fps"), where)
@@ -158,8 +152,7 @@ def resolve_info(comp: Composition, described: dict[str, Any], overrides: Overri
 def _dimension(value: Any, name: str, where: str) -> int:
     if value is None:
         raise CompositionError(
-            f"{where}: no {name} found (set data-{name} on the root element, the hook's {name}, "
-            f"or pass --{name})",
+            f"{where}: no {name} found (set data-{name} on the root element, the hook's {name}, or pass --{name})",
             path=where,
         )
     try:

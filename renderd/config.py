@@ -98,9 +98,7 @@ class DaemonConfig:
         gids, unknown = _resolve_groups(self.allowed_groups)
         if unknown:
             file = str(self.source) if self.source else "config"
-            raise ConfigError(
-                file, [f"{file}: daemon.allowed_groups: unknown group {n!r}" for _, n in unknown]
-            )
+            raise ConfigError(file, [f"{file}: daemon.allowed_groups: unknown group {n!r}" for _, n in unknown])
         return gids
 
 

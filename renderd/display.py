@@ -65,13 +65,11 @@ class PlainDisplay:
                 )
         elif isinstance(event, Retry):
             self._print(
-                f"retry {event.attempt}: {event.frames} frame(s) with {event.workers} worker(s): "
-                f"{event.reason}"
+                f"retry {event.attempt}: {event.frames} frame(s) with {event.workers} worker(s): {event.reason}"
             )
         elif isinstance(event, Done):
             self._print(
-                f"done: {event.output} ({event.frames} frames, {event.duration_s:.2f} s) "
-                f"in {event.elapsed_s:.1f} s"
+                f"done: {event.output} ({event.frames} frames, {event.duration_s:.2f} s) in {event.elapsed_s:.1f} s"
             )
             if event.frames_dir:
                 self._print(f"frames kept in {event.frames_dir}")

@@ -166,9 +166,7 @@ async def encode_frames(
     if missing:
         count = sum(b - a for a, b in missing)
         shown = ", ".join(f"[{a}, {b})" for a, b in missing[:5]) + (", ..." if len(missing) > 5 else "")
-        raise EncodeError(
-            f"{frames_dir}: {count} of {frame_count} .{ext} frames missing or incomplete: {shown}"
-        )
+        raise EncodeError(f"{frames_dir}: {count} of {frame_count} .{ext} frames missing or incomplete: {shown}")
     first = await probe_video(frames_dir / frame_file_name(0, ext))
     if first.width <= 0 or first.height <= 0:
         raise EncodeError(f"{frames_dir / frame_file_name(0, ext)}: cannot read the frame size")
@@ -181,9 +179,7 @@ async def encode_frames(
         )
 
     def argv(tmp: Path) -> list[str]:
-        return build_encode_argv(
-            frames_dir, tmp, fps=fps, frame_count=frame_count, ext=ext, settings=settings
-        )
+        return build_encode_argv(frames_dir, tmp, fps=fps, frame_count=frame_count, ext=ext, settings=settings)
 
     async def check(tmp: Path) -> VideoInfo:
         info = await probe_video(tmp)
@@ -353,9 +349,7 @@ def _check(
     if info.frames != frames:
         problems.append(f"expected {frames} frames, found {info.frames}")
     if (width is not None and info.width != width) or (height is not None and info.height != height):
-        problems.append(
-            f"expected {width or info.width}x{height or info.height}, found {info.width}x{info.height}"
-        )
+        problems.append(f"expected {width or info.width}x{height or info.height}, found {info.width}x{info.height}")
     if fps is not None:
         if info.fps != fps.fraction:
             problems.append(f"expected {fps} fps, found {_rate(info.fps)}")

@@ -141,8 +141,7 @@ class FrameRange:
         """Return self, or raise if the range reaches past ``total`` frames."""
         if self.end > total:
             raise FrameRangeError(
-                f"frame range [{self.start}, {self.end}) goes beyond the end of the composition "
-                f"({total} frames)"
+                f"frame range [{self.start}, {self.end}) goes beyond the end of the composition ({total} frames)"
             )
         return self
 
@@ -293,9 +292,7 @@ def build_missing_frame_retry_batches(
         s = a
         while s < b:
             e = min(s + per, b)
-            tasks.append(
-                WorkerTask(len(tasks), s + range_start, e + range_start, range_start, Path(work_dir), attempt)
-            )
+            tasks.append(WorkerTask(len(tasks), s + range_start, e + range_start, range_start, Path(work_dir), attempt))
             s = e
     return tasks
 
@@ -333,10 +330,7 @@ def plan_chunks(
     _require_int("frames per chunk", frames_per_chunk)
     if frames_per_chunk <= 0:
         raise FrameRangeError(f"frames per chunk must be at least 1, got {frames_per_chunk}")
-    return [
-        FrameRange(s, min(s + frames_per_chunk, end_all))
-        for s in range(range_start, end_all, frames_per_chunk)
-    ]
+    return [FrameRange(s, min(s + frames_per_chunk, end_all)) for s in range(range_start, end_all, frames_per_chunk)]
 
 
 def choose_worker_count(

@@ -70,9 +70,7 @@ async def run(
     return Completed(argv, proc.returncode, out, err)
 
 
-async def spawn(
-    argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = None
-) -> asyncio.subprocess.Process:
+async def spawn(argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = None) -> asyncio.subprocess.Process:
     """Start ``argv`` with pipes on stdin/stdout/stderr in its own process group.
 
     The caller owns the process: it must ``terminate()`` it on cancellation.

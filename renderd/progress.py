@@ -15,9 +15,7 @@ RATE_WINDOW_S = 5.0
 class ProgressTracker:
     """Count captured frames and emit Progress events at most every EMIT_INTERVAL_S."""
 
-    def __init__(
-        self, total: int, emit: Callable[[Event], None], *, clock: Callable[[], float] = time.monotonic
-    ):
+    def __init__(self, total: int, emit: Callable[[Event], None], *, clock: Callable[[], float] = time.monotonic):
         self.total = total
         self.done = 0
         self.workers = 0

@@ -94,14 +94,8 @@ async def render_local(req: RenderRequest, emit: Callable[[Event], None]) -> Ren
                     f"{comp.entry}: composition has {info.total_frames} frames here, "
                     f"but the job was planned with {req.expect_total_frames}"
                 )
-            span = (
-                parse_frame_range(req.frames, info.total_frames)
-                if req.frames
-                else FrameRange(0, info.total_frames)
-            )
-            chunks = plan_chunks(
-                len(span), chunks=req.chunks or auto_chunk_count(len(span)), range_start=span.start
-            )
+            span = parse_frame_range(req.frames, info.total_frames) if req.frames else FrameRange(0, info.total_frames)
+            chunks = plan_chunks(len(span), chunks=req.chunks or auto_chunk_count(len(span)), range_start=span.start)
             workers = engine.worker_count(max(len(c) for c in chunks))
             emit(
                 Started(
@@ -208,9 +202,7 @@ async def _capture_and_encode(
     return parts
 
 
-async def _assemble(
-    parts: list[Path], out: Path, work: Path, info: CompositionInfo, span: FrameRange
-) -> VideoInfo:
+async def _assemble(parts: list[Path], out: Path, work: Path, info: CompositionInfo, span: FrameRange) -> VideoInfo:
     """Concatenate the chunk videos into a temp file next to ``out``, verify, then move it."""
     tmp = out.with_name(f".{out.name}.renderd-{os.getpid()}.partial.mp4")
     try:

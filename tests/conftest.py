@@ -27,9 +27,7 @@ def run_renderd(
 ) -> subprocess.CompletedProcess[str]:
     """Run renderd to completion and return its result (text mode)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        renderd_cmd(*args), capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT
-    )
+    return subprocess.run(renderd_cmd(*args), capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT)
 
 
 def json_events(stdout: str) -> list[dict[str, Any]]:

@@ -73,9 +73,7 @@ def test_killed_renderer_process_is_recovered(tmp_path: Path) -> None:
             kids = _descendants(proc.pid)
             browsers = [p for p in kids if "chrom" in p.name() and "--type=" not in " ".join(p.cmdline())]
             assert browsers, "no browser process found"
-            renderers = [
-                p for p in browsers[0].children(recursive=True) if "--type=renderer" in " ".join(p.cmdline())
-            ]
+            renderers = [p for p in browsers[0].children(recursive=True) if "--type=renderer" in " ".join(p.cmdline())]
             assert renderers, "no renderer process found"
             for r in renderers:
                 r.kill()

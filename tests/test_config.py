@@ -206,17 +206,14 @@ def test_broken_daemon_config_reports_every_problem_with_its_line(tmp_path: Path
         f"{f}:12: scheduling.max_chunk_frames: must be >= min_chunk_frames (100)",
         f"{f}:13: scheduling.target_chunk_seconds: must be a number > 0, got 0",
         f"{f}:16: timeouts.chunk: must be longer than 0, got '0s'",
-        f"{f}:17: timeouts.connect: expected a duration like "
-        '"250ms", "30s", "5m" or "2h", got \'ten seconds\'',
+        f'{f}:17: timeouts.connect: expected a duration like "250ms", "30s", "5m" or "2h", got \'ten seconds\'',
         f"{f}:19: logging: unknown table 'logging' (expected one of: daemon, scheduling, timeouts)",
     ]
 
 
 def test_socket_path_too_long_for_a_unix_socket(tmp_path: Path) -> None:
     path = write(tmp_path / "renderd.toml", f'[daemon]\nsocket = "/{"s" * 120}"\n')
-    assert problems_of(path, load_daemon_config) == [
-        f"{path}:2: daemon.socket: path is longer than 107 bytes"
-    ]
+    assert problems_of(path, load_daemon_config) == [f"{path}:2: daemon.socket: path is longer than 107 bytes"]
 
 
 def test_empty_daemon_config_means_defaults(tmp_path: Path) -> None:
@@ -269,9 +266,7 @@ def test_duplicate_host_names_name_both_lines(tmp_path: Path) -> None:
         tmp_path / "hosts.toml",
         '[[hosts]]\nname = "a"\naddress = "h1"\n\n[[hosts]]\naddress = "h2"\nname = "a"\n',
     )
-    assert problems_of(path) == [
-        f"{path}:7: hosts[1].name: duplicate host name 'a' (first defined at line 2)"
-    ]
+    assert problems_of(path) == [f"{path}:7: hosts[1].name: duplicate host name 'a' (first defined at line 2)"]
 
 
 def test_unknown_key_suggests_the_closest(tmp_path: Path) -> None:
@@ -358,9 +353,7 @@ def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
 
 
-@pytest.mark.parametrize(
-    "value", ["30", "5 min", "-1s", "1h30m", "", True, -3, [], float("nan"), float("inf")]
-)
+@pytest.mark.parametrize("value", ["30", "5 min", "-1s", "1h30m", "", True, -3, [], float("nan"), float("inf")])
 def test_bad_durations(value: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(value)
@@ -386,14 +379,10 @@ def test_allowed_groups_resolve_lazily(tmp_path: Path) -> None:
     config = load_daemon_config(path)
     assert config.allowed_groups == (group.gr_name, 4242, 77)
     assert config.allowed_gids() == (group.gr_gid, 4242, 77)
-    bad = load_daemon_config(
-        write(tmp_path / "bad.toml", '[daemon]\nallowed_groups = ["no-such-group-zz"]\n')
-    )
+    bad = load_daemon_config(write(tmp_path / "bad.toml", '[daemon]\nallowed_groups = ["no-such-group-zz"]\n'))
     with pytest.raises(ConfigError) as info:
         bad.allowed_gids()
-    assert info.value.problems == [
-        f"{tmp_path / 'bad.toml'}: daemon.allowed_groups: unknown group 'no-such-group-zz'"
-    ]
+    assert info.value.problems == [f"{tmp_path / 'bad.toml'}: daemon.allowed_groups: unknown group 'no-such-group-zz'"]
 
 
 def test_check_config_reports_both_files(tmp_path: Path) -> None:
@@ -416,9 +405,7 @@ def test_check_config_names_a_missing_hosts_file(tmp_path: Path) -> None:
     assert check_config(config) == [
         f"{config}:3: daemon.hosts_file: host inventory file not found: {tmp_path / 'inventory/hosts.toml'}"
     ]
-    assert check_config(tmp_path / "missing.toml") == [
-        f"{tmp_path / 'missing.toml'}: daemon config file not found"
-    ]
+    assert check_config(tmp_path / "missing.toml") == [f"{tmp_path / 'missing.toml'}: daemon config file not found"]
 
 
 def test_check_config_skips_the_inventory_when_the_config_does_not_parse(tmp_path: Path) -> None:

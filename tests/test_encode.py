@@ -154,9 +154,7 @@ async def test_encode_uses_only_frame_count_frames(index_frames: Path, tmp_path:
 
 async def test_encode_dir_with_percent_and_quote(tmp_path: Path) -> None:
     frames = write_index_frames(tmp_path / "100% it's" / "frames", 3)
-    info = await encode_frames(
-        frames, tmp_path / "o.mp4", fps=Fps(30), frame_count=3, ext="png", settings=FAST
-    )
+    info = await encode_frames(frames, tmp_path / "o.mp4", fps=Fps(30), frame_count=3, ext="png", settings=FAST)
     assert info.frames == 3
 
 
@@ -278,9 +276,7 @@ async def test_odd_size_is_refused(tmp_path: Path) -> None:
 async def test_cancel_stops_ffmpeg_and_leaves_no_output(slow_frames: Path, tmp_path: Path) -> None:
     out = tmp_path / "out" / "cancelled.mp4"
     slow = EncodeSettings(preset="veryslow", gop=1)
-    task = asyncio.create_task(
-        encode_frames(slow_frames, out, fps=Fps(30), frame_count=600, ext="png", settings=slow)
-    )
+    task = asyncio.create_task(encode_frames(slow_frames, out, fps=Fps(30), frame_count=600, ext="png", settings=slow))
     for _ in range(500):
         if ffmpeg_children():
             break
@@ -301,9 +297,7 @@ async def test_timeout_is_an_encode_error(slow_frames: Path, tmp_path: Path) -> 
     out = tmp_path / "timed.mp4"
     slow = EncodeSettings(preset="veryslow", gop=1)
     with pytest.raises(EncodeError, match="timed out"):
-        await encode_frames(
-            slow_frames, out, fps=Fps(30), frame_count=600, ext="png", settings=slow, timeout=0.5
-        )
+        await encode_frames(slow_frames, out, fps=Fps(30), frame_count=600, ext="png", settings=slow, timeout=0.5)
     assert ffmpeg_children() == []
     assert list(tmp_path.iterdir()) == []
 
@@ -354,9 +348,7 @@ async def test_probe_reports_video(index_frames: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("audio_seconds", [2.0, 0.4])
-async def test_mux_audio_trimmed_or_padded_to_video(
-    index_frames: Path, tmp_path: Path, audio_seconds: float
-) -> None:
+async def test_mux_audio_trimmed_or_padded_to_video(index_frames: Path, tmp_path: Path, audio_seconds: float) -> None:
     video = tmp_path / "v.mp4"
     frames = write_index_frames(tmp_path / "frames30", 30)
     await encode_frames(frames, video, fps=Fps(30), frame_count=30, ext="png", settings=FAST)

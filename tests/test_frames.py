@@ -170,9 +170,7 @@ def test_fps_parse_passes_fps_through():
     assert Fps.parse(fps) is fps
 
 
-@pytest.mark.parametrize(
-    ("num", "den"), [(30.0, 1), (30, 1.0), (True, 1), (30, True), (0, 1), (30, 0), (-30, -1)]
-)
+@pytest.mark.parametrize(("num", "den"), [(30.0, 1), (30, 1.0), (True, 1), (30, True), (0, 1), (30, 0), (-30, -1)])
 def test_fps_constructor_rejects(num, den):
     with pytest.raises(FrameRangeError):
         Fps(num, den)
@@ -353,9 +351,7 @@ def test_parse_frame_range_round_trip(total, data):
     start = data.draw(st.integers(0, total - 1))
     end = data.draw(st.integers(start + 1, total))
     assert parse_frame_range(f"{start}:{end}", total) == FrameRange(start, end)
-    assert parse_frame_range(str(FrameRange(start, end))[1:-1].replace(", ", ":"), total) == FrameRange(
-        start, end
-    )
+    assert parse_frame_range(str(FrameRange(start, end))[1:-1].replace(", ", ":"), total) == FrameRange(start, end)
 
 
 # --------------------------------------------------------------------------------------------

@@ -71,9 +71,7 @@ def test_same_frames_whatever_the_workers_and_chunks(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fixture", ["frame-index-hook", "frame-index-gsap"])
 def test_chunked_render_mid_composition_shows_each_frame_index(tmp_path: Path, fixture: str) -> None:
     out = tmp_path / "idx.mp4"
-    r = run_renderd(
-        "render", FIXTURES / fixture, "-o", out, "--frames", "45:105", "--chunks", "3", "--workers", "2"
-    )
+    r = run_renderd("render", FIXTURES / fixture, "-o", out, "--frames", "45:105", "--chunks", "3", "--workers", "2")
     assert r.returncode == 0, r.stderr
     frames = decode_frames(out, 320, 240)
     assert len(frames) == 60

@@ -210,10 +210,7 @@ async def test_failed_chunk_is_retried_until_the_limit_then_fails_the_job(store:
     assert outcomes == ["failed", "lost", "failed", "cancelled"]
     assert [c.state for c in await store.get_chunks(job.id)] == [ChunkState.FAILED] * 2
     # The stopped attempt's late report changes nothing.
-    assert (
-        await store.mark_chunk_verified(job.id, 1, other.attempt.id, output_path="x", sha256="0", frames=10)
-        is None
-    )
+    assert await store.mark_chunk_verified(job.id, 1, other.attempt.id, output_path="x", sha256="0", frames=10) is None
     assert await store.claim_chunk("r1") is None
 
 
@@ -224,10 +221,7 @@ async def test_a_failure_that_cannot_be_retried_fails_the_job_at_once(store: Sto
     failure = await store.mark_chunk_failed(job.id, 0, claim.attempt.id, "bad composition", retry=False)
     assert failure is not None and failure.job_failed and failure.stopped == []
     failed = await store.get_job(job.id)
-    assert (
-        failed is not None
-        and failed.error == "chunk 0 (frames 0-9) failed and cannot be retried: bad composition"
-    )
+    assert failed is not None and failed.error == "chunk 0 (frames 0-9) failed and cannot be retried: bad composition"
 
 
 async def test_verified_chunk_never_goes_back(store: Store) -> None:
@@ -337,9 +331,7 @@ async def test_recover_after_the_daemon_is_killed(tmp_path: Path) -> None:
 
         chunks = await store.get_chunks(job_id)
         assert [c.state for c in chunks] == [ChunkState.VERIFIED] + [ChunkState.PENDING] * 3
-        assert (
-            chunks[0].sha256 == "ab" * 32 and chunks[0].frames == 10 and chunks[0].output_path == "/o/0.mp4"
-        )
+        assert chunks[0].sha256 == "ab" * 32 and chunks[0].frames == 10 and chunks[0].output_path == "/o/0.mp4"
         attempts = await store.get_attempts(job_id)
         assert [(a.chunk_index, a.outcome) for a in attempts] == [
             (0, AttemptOutcome.VERIFIED), (1, AttemptOutcome.INTERRUPTED), (2, AttemptOutcome.INTERRUPTED),
@@ -377,9 +369,7 @@ async def test_a_v1_database_is_migrated_with_its_data(tmp_path: Path) -> None:
         host = await store.get_host("r1")
         assert host is not None and host.consecutive_failures == 2 and host.speed_fps is None
     assert query(path, "PRAGMA user_version") == [(2,)]
-    assert query(path, "SELECT name FROM sqlite_master WHERE type = 'trigger'") == [
-        ("chunks_verified_is_final",)
-    ]
+    assert query(path, "SELECT name FROM sqlite_master WHERE type = 'trigger'") == [("chunks_verified_is_final",)]
 
 
 async def test_a_failed_migration_leaves_the_database_untouched(
@@ -401,9 +391,7 @@ async def test_a_failed_migration_leaves_the_database_untouched(
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     query(path, "PRAGMA user_version = 99")
-    with pytest.raises(
-        StoreError, match=r"schema version 99, but this renderd knows versions up to 2"
-    ) as info:
+    with pytest.raises(StoreError, match=r"schema version 99, but this renderd knows versions up to 2") as info:
         await Store.open(path)
     assert info.value.path == str(path)
 
@@ -428,14 +416,10 @@ async def test_events_are_read_after_an_id(store: Store, clock: FakeClock) -> No
     assert await store.get_events(after_id=first.id) == [note]
 
 
-async def test_host_failures_quarantine_with_backoff_and_success_clears(
-    store: Store, clock: FakeClock
-) -> None:
+async def test_host_failures_quarantine_with_backoff_and_success_clears(store: Store, clock: FakeClock) -> None:
     host = await store.upsert_host("r1")
     assert host.state is HostStatus.UP and host.consecutive_failures == 0
-    fail = functools.partial(
-        store.record_host_failure, "r1", quarantine_after=2, backoff_s=10.0, max_backoff_s=25.0
-    )
+    fail = functools.partial(store.record_host_failure, "r1", quarantine_after=2, backoff_s=10.0, max_backoff_s=25.0)
     host = await fail("render timed out")
     assert host.state is HostStatus.UP and host.consecutive_failures == 1 and host.quarantined_until is None
     host = await fail("render timed out")

@@ -207,9 +207,7 @@ def verify(unit: Path) -> list[str]:
     """
     analyze = shutil.which("systemd-analyze")
     assert analyze is not None
-    result = subprocess.run(
-        [analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
     ours = [line for line in result.stderr.splitlines() if "renderd" in line]
     if result.returncode != 0 and not ours:
         ours = result.stderr.splitlines() or [f"exit status {result.returncode}"]
@@ -292,9 +290,7 @@ def snippet_lines(path: Path) -> list[list[str]]:
 
 
 def test_snippets_parse() -> None:
-    assert snippet_lines(SYSUSERS) == [
-        ["u", "renderd", "-", "renderd render coordinator", "/var/lib/renderd"]
-    ]
+    assert snippet_lines(SYSUSERS) == [["u", "renderd", "-", "renderd render coordinator", "/var/lib/renderd"]]
     for kind, path, mode, user, group, age in snippet_lines(TMPFILES):
         assert kind == "d" and path.startswith("/") and age == "-"
         assert int(mode, 8) <= 0o7777 and user and group
@@ -358,9 +354,7 @@ def snapshot() -> dict[str, int | None]:
 def run_install_service(*args: str) -> subprocess.CompletedProcess[str]:
     """Run scripts/install-service with ``args`` and the default interpreter."""
     env = {**os.environ, "PYTHON": "python3"}
-    return subprocess.run(
-        [str(INSTALL_SERVICE), *args], capture_output=True, text=True, timeout=60, env=env, cwd="/"
-    )
+    return subprocess.run([str(INSTALL_SERVICE), *args], capture_output=True, text=True, timeout=60, env=env, cwd="/")
 
 
 def test_install_service_dry_run_prints_the_steps_and_changes_nothing(tmp_path: Path) -> None:
@@ -396,9 +390,7 @@ def test_install_service_dry_run_prints_the_steps_and_changes_nothing(tmp_path: 
 def test_install_service_default_prefix_keeps_the_unit_as_is(tmp_path: Path) -> None:
     result = run_install_service("--dry-run", "--no-start")
     assert result.returncode == 0, result.stderr
-    assert (
-        "+ python3 -m venv /opt/renderd/venv" in result.stdout or "/opt/renderd/venv exists" in result.stdout
-    )
+    assert "+ python3 -m venv /opt/renderd/venv" in result.stdout or "/opt/renderd/venv exists" in result.stdout
     assert "+ sed " not in result.stdout
     assert "+ systemctl enable" not in result.stdout and "+ systemctl restart" not in result.stdout
 

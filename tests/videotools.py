@@ -78,9 +78,7 @@ def index_colour(k: int) -> RGB:
     return (28 + (k * 97) % 200, 28 + (k * 53 + 80) % 200, 28 + (k * 151 + 160) % 200)
 
 
-def write_index_frames(
-    directory: Path, count: int, *, ext: str = "png", size: str = "64x48", start: int = 0
-) -> Path:
+def write_index_frames(directory: Path, count: int, *, ext: str = "png", size: str = "64x48", start: int = 0) -> Path:
     """Write solid frames ``start..start+count`` coloured by :func:`index_colour` with LOCAL names."""
     directory.mkdir(parents=True, exist_ok=True)
     colour = [f"28+mod((N+{start})*{a}+{b},200)" for a, b in ((97, 0), (53, 80), (151, 160))]

@@ -315,9 +315,7 @@ class Store:
         assert row is not None
         return _attempt(row)
 
-    def _move_chunk(
-        self, job_id: str, index: int, attempt_id: int, to: ChunkState, /, **cols: Any
-    ) -> Chunk | None:
+    def _move_chunk(self, job_id: str, index: int, attempt_id: int, to: ChunkState, /, **cols: Any) -> Chunk | None:
         """Move an in-flight chunk held by ``attempt_id`` to ``to``; None if it is not held by it."""
         values = {"state": to.value, "updated_at": self._clock(), **cols}
         sets = ", ".join(f"{name} = ?" for name in values)  # names come from this module only
@@ -328,9 +326,7 @@ class Store:
         )
         return None if row is None else _chunk(row)
 
-    def _end_attempt(
-        self, attempt_id: int, outcome: AttemptOutcome, error: str | None, fps: float | None
-    ) -> None:
+    def _end_attempt(self, attempt_id: int, outcome: AttemptOutcome, error: str | None, fps: float | None) -> None:
         self._db.execute(
             "UPDATE attempts SET outcome = ?, ended_at = ?, error = ?, frames_per_s = ? "
             "WHERE id = ? AND outcome = 'running'",
@@ -429,9 +425,7 @@ class Store:
     def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> Event:
         """Append an event to the job's log and return it."""
         with transaction(self._db):
-            row = self._one(
-                "SELECT * FROM events WHERE id = ?", (self._add_event(job_id, kind, **(data or {})),)
-            )
+            row = self._one("SELECT * FROM events WHERE id = ?", (self._add_event(job_id, kind, **(data or {})),))
         assert row is not None
         return _event(row)
 
@@ -507,8 +501,7 @@ class Store:
                 return None
             job_id, index = row["job_id"], row["idx"]
             attempt_id = self._db.execute(
-                "INSERT INTO attempts (job_id, chunk_index, host, started_at, outcome) "
-                "VALUES (?, ?, ?, ?, 'running')",
+                "INSERT INTO attempts (job_id, chunk_index, host, started_at, outcome) VALUES (?, ?, ?, ?, 'running')",
                 (job_id, index, host, now),
             ).lastrowid
             assert attempt_id is not None
@@ -518,9 +511,7 @@ class Store:
                 (host, attempt_id, now, job_id, index),
             )
             assert chunk is not None
-            start = (
-                "UPDATE jobs SET state = 'running', started_at = ?, updated_at = ? WHERE id = ? AND state = ?"
-            )
+            start = "UPDATE jobs SET state = 'running', started_at = ?, updated_at = ? WHERE id = ? AND state = ?"
             if self._db.execute(start, (now, now, job_id, JobState.QUEUED.value)).rowcount:
                 self._add_event(job_id, "started")
             self._add_event(job_id, "chunk_assigned", chunk=index, host=host, attempt=attempt_id)
@@ -582,9 +573,7 @@ class Store:
         times (default: the store's); interrupted, lost and cancelled attempts do not count.
         """
         limit = self.max_attempts if max_attempts is None else max_attempts
-        held = (
-            f"SELECT 1 FROM chunks WHERE job_id = ? AND idx = ? AND attempt_id = ? AND state IN {IN_FLIGHT}"
-        )
+        held = f"SELECT 1 FROM chunks WHERE job_id = ? AND idx = ? AND attempt_id = ? AND state IN {IN_FLIGHT}"
         count = "SELECT count(*) FROM attempts WHERE job_id = ? AND chunk_index = ? AND outcome = 'failed'"
         with transaction(self._db):
             if self._one(held, (job_id, index, attempt_id)) is None:
@@ -608,9 +597,7 @@ class Store:
     def mark_chunk_lost(self, job_id: str, index: int, attempt_id: int, error: str) -> Chunk | None:
         """Requeue a chunk whose host went away; the attempt ends "lost" and does not count as failed."""
         with transaction(self._db):
-            chunk = self._move_chunk(
-                job_id, index, attempt_id, ChunkState.PENDING, attempt_id=None, error=error
-            )
+            chunk = self._move_chunk(job_id, index, attempt_id, ChunkState.PENDING, attempt_id=None, error=error)
             if chunk is not None:
                 self._end_attempt(attempt_id, AttemptOutcome.LOST, error, None)
                 self._add_event(job_id, "chunk_lost", chunk=index, attempt=attempt_id, error=error)
@@ -654,9 +641,7 @@ class Store:
         with transaction(self._db):
             insert = "INSERT INTO hosts (name, updated_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
             self._db.execute(insert, (name, now))
-            row = self._one(
-                f"UPDATE hosts SET {sql}, updated_at = ? WHERE name = ? RETURNING *", (*args, now, name)
-            )
+            row = self._one(f"UPDATE hosts SET {sql}, updated_at = ? WHERE name = ? RETURNING *", (*args, now, name))
         assert row is not None
         return _host(row, now)
 

@@ -43,9 +43,7 @@ class Transport(Protocol):
 
     name: str
 
-    async def run_chunk(
-        self, assignment: Assignment, on_event: EventSink, *, timeout: float
-    ) -> dict[str, Any]:
+    async def run_chunk(self, assignment: Assignment, on_event: EventSink, *, timeout: float) -> dict[str, Any]:
         """Run the agent for ``assignment``; return its ``done`` event or raise AgentFailed."""
         ...
 
@@ -62,9 +60,7 @@ class LocalTransport:
         self.name = name
         self._command = list(agent_command) if agent_command else default_local_agent_command()
 
-    async def run_chunk(
-        self, assignment: Assignment, on_event: EventSink, *, timeout: float
-    ) -> dict[str, Any]:
+    async def run_chunk(self, assignment: Assignment, on_event: EventSink, *, timeout: float) -> dict[str, Any]:
         """Run the agent; cancel it (stdin closed, then signals) if we are cancelled or time out."""
         proc = await procs.spawn([*self._command, "--watch-stdin"])
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None

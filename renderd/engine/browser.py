@@ -71,9 +71,7 @@ def find_chromium(explicit: str | None = None) -> str:
         if path and Path(path).is_file():
             return str(path)
     tried = ", ".join(c for c in candidates if c)
-    raise BrowserError(
-        f"Chromium not found (tried {tried}); install the 'chromium' package or pass --chromium PATH"
-    )
+    raise BrowserError(f"Chromium not found (tried {tried}); install the 'chromium' package or pass --chromium PATH")
 
 
 def chromium_args(gl: bool) -> list[str]:

@@ -146,16 +146,12 @@ class CompositionPage:
                 )
                 shot = await self._cdp.send("Page.captureScreenshot", params)
         except TimeoutError:
-            raise PageBroken(
-                f"frame {frame}: capture timed out after {timeout_s:g} s", timeout=True
-            ) from None
+            raise PageBroken(f"frame {frame}: capture timed out after {timeout_s:g} s", timeout=True) from None
         except PlaywrightError as exc:
             if self.crashed or self.page.is_closed():
                 raise PageBroken(f"frame {frame}: page crashed") from None
             if self.page_errors:
-                raise CompositionError(
-                    f"frame {frame}: composition script error: {self.page_errors[-1]}"
-                ) from None
+                raise CompositionError(f"frame {frame}: composition script error: {self.page_errors[-1]}") from None
             raise PageBroken(f"frame {frame}: {_first_line(exc)}") from None
         if self.page_errors:
             raise CompositionError(f"frame {frame}: composition script error: {self.page_errors[-1]}")
@@ -181,9 +177,7 @@ def _router(root: Path) -> Any:
             return
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         body = await asyncio.to_thread(path.read_bytes)
-        await route.fulfill(
-            status=200, body=body, headers={"content-type": ctype, "cache-control": "no-store"}
-        )
+        await route.fulfill(status=200, body=body, headers={"content-type": ctype, "cache-control": "no-store"})
 
     return handle
 

@@ -170,9 +170,7 @@ class CapturePool:
         while len(self._workers) < n:
             self._workers.append(Worker(len(self._workers), self))
 
-    async def run_pass(
-        self, tasks: Sequence[WorkerTask], workers: int, on_frame: FrameCallback
-    ) -> PassReport:
+    async def run_pass(self, tasks: Sequence[WorkerTask], workers: int, on_frame: FrameCallback) -> PassReport:
         """Capture ``tasks`` with ``workers`` concurrent workers pulling from one queue."""
         self._grow(workers)
         queue: asyncio.Queue[WorkerTask] = asyncio.Queue()

@@ -1,0 +1,290 @@
+"""CLI commands that talk to the daemon (submit, status, list, watch, cancel, hosts, ...) and `daemon`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from renderd.config import load_daemon_config, load_inventory
+from renderd.coordinator.client import Client
+from renderd.coordinator.daemon import Coordinator
+from renderd.coordinator.sdnotify import Notifier
+from renderd.errors import RenderdError
+
+DEFAULT_SOCKET = Path("/run/renderd/renderd.sock")
+SOCKET_ENV = "RENDERD_SOCKET"
+FINISHED = ("done", "failed", "cancelled")
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    env = os.environ.get(SOCKET_ENV)
+    return Path(env) if env else DEFAULT_SOCKET
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=None, separators=(",", ":"), default=str), flush=True)
+
+
+def _ts(value: float | None) -> str:
+    if not value:
+        return "-"
+    return datetime.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    """Add the daemon and client commands to the CLI."""
+    d = sub.add_parser("daemon", help="run the coordinator daemon (normally under systemd)")
+    d.add_argument("--config", type=Path, default=Path("/etc/renderd/renderd.toml"))
+    d.add_argument("--socket-mode", default="0660", help="mode of the control socket (octal, default 0660)")
+    d.set_defaults(func=cmd_daemon)
+
+    def client(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--socket", help=f"control socket (default ${SOCKET_ENV} or {DEFAULT_SOCKET})")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=func)
+        return p
+
+    s = client("submit", "submit a render job to the daemon", cmd_submit)
+    s.add_argument("composition", type=Path)
+    s.add_argument("-o", "--output", type=Path, required=True)
+    s.add_argument("--fps")
+    s.add_argument("--width", type=int)
+    s.add_argument("--height", type=int)
+    s.add_argument("--duration")
+    s.add_argument("--frames", metavar="A:B")
+    s.add_argument("--chunks", type=int)
+    s.add_argument("--frames-per-chunk", type=int)
+    s.add_argument("--workers", type=int)
+    s.add_argument("--format", choices=("jpeg", "png"))
+    s.add_argument("--quality", type=int)
+    s.add_argument("--crf", type=int)
+    s.add_argument("--preset")
+    s.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    s.add_argument("--label")
+    s.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    client("status", "show a job (or all jobs)", cmd_status).add_argument("job", nargs="?")
+    client("list", "list jobs", cmd_list).add_argument("--limit", type=int, default=50)
+    client("watch", "follow a job's progress", cmd_watch).add_argument("job")
+    client("cancel", "cancel a job", cmd_cancel).add_argument("job")
+    client("logs", "show a job's event log", cmd_logs).add_argument("job")
+    client("hosts", "show the render hosts", cmd_hosts)
+    client("drain", "stop giving new chunks to a host", cmd_drain).add_argument("host")
+    client("undrain", "give chunks to a drained host again", cmd_drain).add_argument("host")
+    client("reload", "reload the daemon's config and inventory", cmd_reload)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    """Run the coordinator until SIGTERM."""
+    config = load_daemon_config(args.config)
+    inventory = load_inventory(config.hosts_file)
+    try:
+        mode = int(args.socket_mode, 8)
+    except ValueError:
+        raise RenderdError(f"--socket-mode {args.socket_mode!r} is not an octal mode") from None
+    level = getattr(logging, config.log_level.upper(), logging.INFO)
+    logging.getLogger("renderd").setLevel(level)
+    notifier = Notifier.from_environ(os.environ)
+    coordinator = Coordinator(config, inventory, config_path=args.config, notifier=notifier, socket_mode=mode)
+    asyncio.run(coordinator.run())
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Submit a job; print its id (or follow it with --wait)."""
+    fields: dict[str, Any] = {
+        "composition": str(args.composition.expanduser().resolve()),
+        "output": str(args.output.expanduser().resolve()),
+        "priority": args.priority,
+    }
+    for name in ("fps", "width", "height", "duration", "frames", "chunks", "frames_per_chunk", "workers"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    for name in ("format", "quality", "crf", "preset", "label"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    with Client(_socket(args)) as c:
+        reply = c.request("submit", **fields)
+    job = reply["job"]
+    if args.json and not args.wait:
+        _print_json(reply)
+    elif not args.json:
+        print(job["id"])
+    if args.wait:
+        return _follow(args, job["id"])
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show one job with its chunks and attempts, or every job."""
+    if not args.job:
+        return cmd_list(args)
+    with Client(_socket(args)) as c:
+        reply = c.request("status", job=args.job)
+    if args.json:
+        _print_json(reply)
+        return 0
+    j = reply["job"]
+    print(f"{j['id']}  {j['state']}  {j['frames_done']}/{j['frames']} frames  {j['output']}")
+    if j.get("error"):
+        print(f"  error: {j['error']}")
+    for ch in reply["chunks"]:
+        print(f"  chunk {ch['index']:3d} [{ch['start']}, {ch['end']})  {ch['state']:9s}  host {ch['host'] or '-'}")
+    for a in reply["attempts"]:
+        err = f"  {a['error']}" if a.get("error") else ""
+        print(f"  attempt {a['id']}: chunk {a['chunk_index']} on {a['host']}: {a['outcome']}{err}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List jobs, newest first."""
+    with Client(_socket(args)) as c:
+        reply = c.request("list", limit=getattr(args, "limit", 50))
+    if args.json:
+        _print_json(reply)
+        return 0
+    for j in reply["jobs"]:
+        label = f" [{j['label']}]" if j.get("label") else ""
+        print(
+            f"{j['id']}  {j['state']:10s} {j['frames_done']:>6}/{j['frames']:<6} "
+            f"{_ts(j['created_at'])}  {j['output']}{label}"
+        )
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Follow a job until it ends."""
+    return _follow(args, args.job)
+
+
+def _follow(args: argparse.Namespace, job_id: str) -> int:
+    last: dict[str, Any] = {}
+    with Client(_socket(args)) as c:
+        if args.json:
+            for event in c.stream("watch", job=job_id):
+                _print_json(event)
+                last = event
+        elif sys.stderr.isatty():
+            last = _follow_bar(c, job_id)
+        else:
+            shown = 0.0
+            for event in c.stream("watch", job=job_id):
+                last = event
+                if time.monotonic() - shown >= 2 or event["final"]:
+                    shown = time.monotonic()
+                    print(
+                        f"renderd: {job_id} {event['state']} {event['frames_done']}/{event['frames']} frames, "
+                        f"chunks {event['chunks_verified']}/{event['chunks_total']}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    state = last.get("state")
+    if state == "done":
+        if not args.json:
+            print(f"renderd: {job_id} done: {last.get('output')}", file=sys.stderr)
+        return 0
+    if not args.json:
+        print(f"renderd: error: job {job_id} {state}: {last.get('error') or ''}".rstrip(": "), file=sys.stderr)
+    return 1
+
+
+def _follow_bar(c: Client, job_id: str) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chunks {task.fields[chunks]}"),
+        TextColumn("hosts {task.fields[hosts]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task(job_id, total=None, chunks="-", hosts="-")
+        for event in c.stream("watch", job=job_id):
+            last = event
+            hosts = ",".join(sorted(set(event.get("hosts", {}).values()))) or "-"
+            bar.update(
+                task,
+                total=event["frames"],
+                completed=event["frames_done"],
+                description=f"{job_id} {event['state']}",
+                chunks=f"{event['chunks_verified']}/{event['chunks_total']}",
+                hosts=hosts,
+            )
+    return last
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a job."""
+    with Client(_socket(args)) as c:
+        reply = c.request("cancel", job=args.job)
+    if args.json:
+        _print_json(reply)
+    else:
+        print(f"renderd: {args.job} cancelled ({reply['stopped']} running task(s) stopped)", file=sys.stderr)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print a job's event log."""
+    with Client(_socket(args)) as c:
+        reply = c.request("logs", job=args.job)
+    if args.json:
+        _print_json(reply)
+        return 0
+    for e in reply["events"]:
+        data = " ".join(f"{k}={v}" for k, v in e["data"].items())
+        print(f"{_ts(e['ts'])}  {e['kind']:16s} {data}")
+    return 0
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    """Show the render hosts."""
+    with Client(_socket(args)) as c:
+        reply = c.request("hosts")
+    if args.json:
+        _print_json(reply)
+        return 0
+    for h in reply["hosts"]:
+        speed = f"{h['speed_fps']:.1f} fps" if h.get("speed_fps") else "-"
+        err = f"  last error: {h['last_error']}" if h.get("last_error") else ""
+        print(f"{h['name']:16s} {h['state']:12s} slots {h['slots_in_use']}/{h['slots']}  speed {speed}{err}")
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """Drain or undrain a host."""
+    op = args.command
+    with Client(_socket(args)) as c:
+        reply = c.request(op, host=args.host)
+    if args.json:
+        _print_json(reply)
+    else:
+        print(f"renderd: {args.host} {reply['host']['state']}", file=sys.stderr)
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the daemon to reload its config and inventory."""
+    with Client(_socket(args)) as c:
+        reply = c.request("reload")
+    if args.json:
+        _print_json(reply)
+    else:
+        print(f"renderd: {reply['message']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,310 @@
+"""`renderd daemon`: the coordinator's lifecycle and its control-socket operations.
+
+``run()`` = ``startup()`` -> ``serve()`` -> ``shutdown()``. Signal handlers only set flags:
+SIGTERM/SIGINT request a graceful stop (no new chunks, in-flight chunks get the shutdown budget,
+the rest are handed back to the queue), SIGHUP reloads config and inventory (a broken new
+config is logged and the old one kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from renderd import PROTOCOL_VERSION, __version__
+from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inventory
+from renderd.coordinator import protocol
+from renderd.coordinator.models import Job
+from renderd.coordinator.protocol import NOT_FOUND, SHUTTING_DOWN, ControlError, Request
+from renderd.coordinator.scheduler import Scheduler
+from renderd.coordinator.sdnotify import Notifier
+from renderd.coordinator.server import AccessPolicy, ControlServer, Peer, resolve_gids
+from renderd.coordinator.store import Store
+from renderd.coordinator.submit import plan_submission
+from renderd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL_S = 1.0
+
+
+class Coordinator:
+    """The daemon: store, scheduler and control server, with a managed lifecycle."""
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        inventory: Inventory,
+        *,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+        socket_mode: int = 0o660,
+    ) -> None:
+        self.config = config
+        self.inventory = inventory
+        self._config_path = config_path
+        self._notifier = notifier or Notifier(None, None)
+        self._socket_mode = socket_mode
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self.store: Store | None = None
+        self.scheduler: Scheduler | None = None
+        self.server: ControlServer | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self, *, install_signal_handlers: bool = True) -> None:
+        """Start, serve until asked to stop, then shut down gracefully."""
+        if install_signal_handlers:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+        await self.startup()
+        try:
+            await self.serve()
+        finally:
+            await self.shutdown()
+
+    def request_stop(self) -> None:
+        """Ask for a graceful stop (what SIGTERM does)."""
+        self._stop.set()
+
+    async def startup(self) -> None:
+        """Open the store, recover in-flight work, listen, and tell systemd we are ready."""
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await Store.open(
+            self.config.state_dir / "renderd.db", max_attempts=self.config.scheduling.max_attempts
+        )
+        report = await self.store.recover()
+        if report.chunks_requeued or report.jobs_reassembling:
+            log.info(
+                "recovered after restart: %d chunk(s) requeued, %d job(s) to reassemble",
+                report.chunks_requeued,
+                report.jobs_reassembling,
+            )
+        for host in self.inventory.hosts:
+            await self.store.upsert_host(host.name)
+        self.scheduler = Scheduler(self.store, self.config, self.inventory)
+        access = AccessPolicy(frozenset(self.config.allowed_uids), resolve_gids(self.config.allowed_groups))
+        self.server = ControlServer(self.config.socket, self.handle, access, mode=self._socket_mode)
+        await self.server.start()
+        log.info("listening on %s with %d host(s)", self.config.socket, len(self.inventory.hosts))
+        self._notifier.ready()
+        self._notifier.status(f"serving {len(self.inventory.hosts)} host(s)")
+
+    async def serve(self) -> None:
+        """Run the scheduler, the watchdog and reloads until a stop is requested."""
+        assert self.scheduler is not None
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.scheduler.run(self._stop), name="scheduler")
+            if self.config.watchdog:
+                tg.create_task(self._notifier.run_watchdog(self._stop), name="watchdog")
+            tg.create_task(self._reload_loop(), name="reload")
+            tg.create_task(self._status_loop(), name="status")
+
+    async def _reload_loop(self) -> None:
+        while not self._stop.is_set():
+            waiter = asyncio.create_task(self._reload_requested.wait())
+            stopper = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if self._reload_requested.is_set() and not self._stop.is_set():
+                self._reload_requested.clear()
+                with contextlib.suppress(ConfigError):  # logged by reload(); the old config stays
+                    await self.reload()
+
+    async def _status_loop(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 10)
+            if self.scheduler is not None:
+                running = len(self.scheduler.running_tasks())
+                self._notifier.status(f"{running} chunk(s) running on {len(self.inventory.hosts)} host(s)")
+
+    async def reload(self) -> str:
+        """Reload config and inventory; keep the old ones if the new ones are invalid."""
+        self._notifier.reloading()
+        try:
+            if self._config_path is not None:
+                config = load_daemon_config(self._config_path)
+            else:
+                config = self.config
+            inventory = load_inventory(config.hosts_file)
+        except ConfigError as exc:
+            problems = "; ".join(exc.problems[:5])
+            log.error("reload refused, keeping the running configuration: %s: %s", exc, problems)
+            self._notifier.ready()
+            raise
+        changed_fixed = [k for k in ("socket", "state_dir") if getattr(config, k) != getattr(self.config, k)]
+        if changed_fixed:
+            log.warning("reload: %s change(s) need a restart; kept the old value(s)", ", ".join(changed_fixed))
+            config = dataclasses.replace(config, socket=self.config.socket, state_dir=self.config.state_dir)
+        self.config = config
+        self.inventory = inventory
+        assert self.scheduler is not None and self.store is not None
+        self.scheduler.config = config
+        self.scheduler.apply_inventory(inventory)
+        for host in inventory.hosts:
+            await self.store.upsert_host(host.name)
+        log.info("reloaded: %d host(s)", len(inventory.hosts))
+        self._notifier.ready()
+        return f"reloaded: {len(inventory.hosts)} host(s)"
+
+    async def shutdown(self) -> None:
+        """Stop accepting, drain in-flight chunks within the budget, hand back the rest, close."""
+        self._notifier.stopping()
+        if self.server is not None:
+            self.server.stop_accepting()
+        if self.scheduler is not None:
+            self.scheduler.stop_claiming()
+            cancelled = await self.scheduler.drain(self.config.timeouts.shutdown)
+            if cancelled:
+                log.warning("shutdown: %d chunk(s) did not finish in time and were requeued", cancelled)
+        if self.server is not None:
+            await self.server.close()
+        if self.store is not None:
+            await self.store.close()
+        log.info("stopped")
+
+    # -- control operations ----------------------------------------------------------------
+
+    async def handle(self, request: Request, peer: Peer) -> protocol.Reply:
+        """Answer one control request."""
+        assert self.store is not None and self.scheduler is not None
+        f = request.fields
+        op = request.op
+        if op == "version":
+            return protocol.ok(version=__version__, protocol=PROTOCOL_VERSION)
+        if op == "submit":
+            if self._stop.is_set():
+                raise ControlError(SHUTTING_DOWN, "the daemon is shutting down")
+            speeds = [h.speed_fps for h in await self.store.list_hosts() if h.speed_fps]
+            job_spec, chunks = await plan_submission(
+                f,
+                peer,
+                self.config,
+                slots=self.scheduler.total_slots(),
+                slot_fps=sum(speeds) / len(speeds) if speeds else None,
+            )
+            job = await asyncio.shield(self.store.create_job(job_spec, chunks))
+            log.info("[job=%s] submitted by uid %d: %s (%d chunks)", job.id, peer.uid, job.output, len(chunks))
+            self.scheduler.wake()
+            return protocol.ok(job=job.to_dict(), chunks=len(chunks))
+        if op == "status":
+            return protocol.ok(**await self._status(f["job"]))
+        if op == "list":
+            jobs = await self.store.list_jobs(limit=f.get("limit") or 100)
+            return protocol.ok(jobs=[await self._summary(j) for j in jobs])
+        if op == "watch":
+            await self._job(f["job"])
+            return self._watch(f["job"])
+        if op == "cancel":
+            return await self._cancel(f["job"])
+        if op == "logs":
+            await self._job(f["job"])
+            events = await self.store.get_events(f["job"], limit=10_000)
+            return protocol.ok(events=[e.to_dict() for e in events])
+        if op == "hosts":
+            return protocol.ok(hosts=await self._hosts())
+        if op in ("drain", "undrain"):
+            if self.inventory.get(f["host"]) is None:
+                raise ControlError(NOT_FOUND, f"no host {f['host']!r} in the inventory")
+            state = await self.store.set_drained(f["host"], op == "drain")
+            self.scheduler.wake()
+            return protocol.ok(host=state.to_dict())
+        if op == "reload":
+            try:
+                return protocol.ok(message=await self.reload())
+            except ConfigError as exc:
+                raise ControlError(protocol.BAD_INPUT, f"{exc}: {'; '.join(exc.problems[:5])}") from None
+        raise ControlError(protocol.UNKNOWN_OP, f"unknown op {op!r}")
+
+    async def _job(self, job_id: str) -> Job:
+        assert self.store is not None
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise ControlError(NOT_FOUND, f"no job {job_id!r}")
+        return job
+
+    async def _summary(self, job: Job) -> dict[str, Any]:
+        assert self.scheduler is not None and self.store is not None
+        chunks = await self.store.get_chunks(job.id)
+        progress = self.scheduler.job_progress(job.id)
+        verified = [c for c in chunks if c.state.value == "verified"]
+        done = sum(c.end - c.start for c in verified) + sum(
+            n for i, n in progress.frames_done.items() if i not in {c.index for c in verified}
+        )
+        return {
+            **job.to_dict(),
+            "frames": job.frames,
+            "frames_done": min(done, job.frames),
+            "chunks_total": len(chunks),
+            "chunks_verified": len(verified),
+        }
+
+    async def _status(self, job_id: str) -> dict[str, Any]:
+        assert self.store is not None
+        job = await self._job(job_id)
+        return {
+            "job": await self._summary(job),
+            "chunks": [c.to_dict() for c in await self.store.get_chunks(job_id)],
+            "attempts": [a.to_dict() for a in await self.store.get_attempts(job_id)],
+        }
+
+    async def _watch(self, job_id: str) -> AsyncIterator[bytes]:
+        assert self.scheduler is not None and self.store is not None
+        progress = self.scheduler.job_progress(job_id)
+        while True:
+            progress.changed.clear()
+            job = await self._job(job_id)
+            summary = await self._summary(job)
+            running = {i: h for i, h in progress.hosts.items()}
+            final = job.state.finished
+            yield protocol.ok(event={**summary, "hosts": running, "final": final, "ts": time.time()})
+            if final:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.changed.wait(), WATCH_INTERVAL_S)
+
+    async def _cancel(self, job_id: str) -> bytes:
+        assert self.store is not None and self.scheduler is not None
+        await self._job(job_id)
+        stopped = await asyncio.shield(self.store.cancel_job(job_id))
+        if stopped is None:
+            job = await self._job(job_id)
+            raise ControlError(protocol.INVALID_STATE, f"job {job_id} is already {job.state.value}")
+        n = self.scheduler.cancel_job(job_id)
+        log.info("[job=%s] cancelled (%d task(s) stopped)", job_id, n)
+        return protocol.ok(job=(await self._job(job_id)).to_dict(), stopped=n)
+
+    async def _hosts(self) -> list[dict[str, Any]]:
+        assert self.store is not None and self.scheduler is not None
+        states = {h.name: h for h in await self.store.list_hosts()}
+        out = []
+        for h in self.inventory.hosts:
+            rt = self.scheduler.hosts.get(h.name)
+            st = states.get(h.name)
+            out.append(
+                {
+                    "name": h.name,
+                    "address": h.address,
+                    "enabled": h.enabled,
+                    "slots": h.slots,
+                    "slots_in_use": len(rt.running) if rt else 0,
+                    "state": st.state.value if st else "unknown",
+                    "speed_fps": st.speed_fps if st else None,
+                    "consecutive_failures": st.consecutive_failures if st else 0,
+                    "quarantined_until": st.quarantined_until if st else None,
+                    "last_error": st.last_error if st else None,
+                }
+            )
+        return out

@@ -1,0 +1,350 @@
+"""Hand chunks to host slots as they free up, follow the agents, verify chunks, assemble jobs.
+
+Chunks are claimed from the store one at a time when a slot is free (not pre-assigned), so a
+fast host simply takes more chunks. Every state change is committed to the store before it is
+acted upon; store writes run under ``asyncio.shield`` so a cancellation never loses one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from renderd.assignment import Assignment
+from renderd.config import DaemonConfig, HostConfig, Inventory
+from renderd.coordinator.models import Claim, Job, JobState
+from renderd.coordinator.store import Store
+from renderd.coordinator.transport import AgentFailed, LocalTransport, Transport, default_local_agent_command
+from renderd.encode import concat_videos, probe_video, sha256_file_async
+from renderd.errors import RenderdError
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 2.0
+DEFAULT_AGENT_COMMAND = ("renderd", "agent")
+
+
+class ContextLog(logging.LoggerAdapter[logging.Logger]):
+    """Prefix every message with a context such as ``[host=r3 job=j-.. chunk=4]``."""
+
+    def __init__(self, logger: logging.Logger, context: str) -> None:
+        super().__init__(logger, {})
+        self.context = context
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{self.context} {msg}", kwargs
+
+
+@dataclass
+class HostRuntime:
+    """A host as the scheduler sees it now: its transport and the chunks it is running."""
+
+    config: HostConfig
+    transport: Transport
+    running: dict[tuple[str, int], asyncio.Task[None]] = field(default_factory=dict)
+    retired: bool = False  # removed from the inventory by a reload: finish, take nothing new
+
+    @property
+    def free_slots(self) -> int:
+        return 0 if self.retired or not self.config.enabled else self.config.slots - len(self.running)
+
+
+@dataclass
+class JobProgress:
+    """Live, in-memory progress of a job (the store keeps the durable part)."""
+
+    frames_done: dict[int, int] = field(default_factory=dict)
+    hosts: dict[int, str] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def touch(self) -> None:
+        self.changed.set()
+
+
+def make_transport(host: HostConfig) -> Transport:
+    """Return the transport that runs agents on ``host``."""
+    if host.is_local:
+        command = list(host.agent_command)
+        if tuple(command) == DEFAULT_AGENT_COMMAND:
+            command = default_local_agent_command()
+        return LocalTransport(host.name, command)
+    raise RenderdError(f'host {host.name}: SSH hosts are not supported yet (only address = "local")')
+
+
+class Scheduler:
+    """Run the job queue over the inventory's hosts."""
+
+    def __init__(self, store: Store, config: DaemonConfig, inventory: Inventory) -> None:
+        self.store = store
+        self.config = config
+        self.hosts: dict[str, HostRuntime] = {}
+        self.progress: dict[str, JobProgress] = {}
+        self._wake = asyncio.Event()
+        self._claiming = True
+        self._assembling: dict[str, asyncio.Task[None]] = {}
+        self.apply_inventory(inventory)
+
+    # -- configuration -----------------------------------------------------------------
+
+    def apply_inventory(self, inventory: Inventory) -> None:
+        """Take a (re)loaded inventory: new hosts join, removed ones finish and retire."""
+        names = {h.name for h in inventory.hosts}
+        for h in inventory.hosts:
+            current = self.hosts.get(h.name)
+            if current is None or current.config != h:
+                running = current.running if current else {}
+                self.hosts[h.name] = HostRuntime(h, make_transport(h), running)
+        for name, rt in self.hosts.items():
+            if name not in names:
+                rt.retired = True
+        self.wake()
+
+    def total_slots(self) -> int:
+        """Return the slots of every enabled, current host."""
+        return sum(rt.config.slots for rt in self.hosts.values() if rt.config.enabled and not rt.retired)
+
+    def wake(self) -> None:
+        """Look for work now (a job arrived, a slot freed up)."""
+        self._wake.set()
+
+    def job_progress(self, job_id: str) -> JobProgress:
+        """Return the live progress record of a job."""
+        return self.progress.setdefault(job_id, JobProgress())
+
+    # -- main loop ---------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fill free slots until ``stop`` is set."""
+        await self._resume_assembly()
+        while not stop.is_set():
+            self._wake.clear()
+            await self._fill_slots()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+
+    async def _resume_assembly(self) -> None:
+        """After a restart: jobs whose chunks were all verified still need their output."""
+        for job in await self.store.list_jobs(states=[JobState.RUNNING], limit=10_000):
+            if await self.store.job_all_verified(job.id):
+                self._spawn_assembly(job.id)
+
+    async def _fill_slots(self) -> None:
+        if not self._claiming:
+            return
+        for name, rt in list(self.hosts.items()):
+            if rt.free_slots <= 0:
+                continue
+            state = await self.store.get_host(name)
+            if state is not None and state.state.value in ("drained", "quarantined"):
+                continue
+            while rt.free_slots > 0 and self._claiming:
+                claim = await asyncio.shield(self.store.claim_chunk(name))
+                if claim is None:
+                    break
+                key = (claim.chunk.job_id, claim.chunk.index)
+                rt.running[key] = asyncio.create_task(self._run_claim(rt, claim), name=f"chunk-{key}")
+
+    # -- one chunk -----------------------------------------------------------------------
+
+    def _chunk_paths(self, job_id: str, index: int, attempt_id: int) -> tuple[Path, Path]:
+        job_dir = self.config.state_dir / "jobs" / job_id
+        return job_dir / f"chunk-{index:05d}-a{attempt_id}.mp4", job_dir / "work"
+
+    async def _run_claim(self, rt: HostRuntime, claim: Claim) -> None:
+        chunk, attempt = claim.chunk, claim.attempt
+        key = (chunk.job_id, chunk.index)
+        clog = ContextLog(log, f"[host={rt.config.name} job={chunk.job_id} chunk={chunk.index}]")
+        progress = self.job_progress(chunk.job_id)
+        progress.hosts[chunk.index] = rt.config.name
+        started = time.monotonic()
+        try:
+            job = await self.store.get_job(chunk.job_id)
+            assert job is not None
+            output, work = self._chunk_paths(job.id, chunk.index, attempt.id)
+            assignment = self._assignment(job, chunk.index, chunk.start, chunk.end, rt.config, output, work)
+            await asyncio.shield(self.store.mark_chunk_rendering(job.id, chunk.index, attempt.id))
+
+            def on_event(event: dict[str, Any]) -> None:
+                if event.get("event") == "progress":
+                    progress.frames_done[chunk.index] = int(event.get("frames_done", 0))
+                    progress.touch()
+
+            done = await rt.transport.run_chunk(assignment, on_event, timeout=self.config.timeouts.chunk)
+            await asyncio.shield(self.store.mark_chunk_fetched(job.id, chunk.index, attempt.id))
+            frames = await self._verify_chunk(output, done, chunk.end - chunk.start)
+            fps = frames / max(1e-6, time.monotonic() - started)
+            verified = await asyncio.shield(
+                self.store.mark_chunk_verified(
+                    job.id, chunk.index, attempt.id,
+                    output_path=str(output), sha256=done["sha256"], frames=frames, fps=fps,
+                )
+            )  # fmt: skip
+            await asyncio.shield(self.store.record_host_success(rt.config.name, fps))
+            progress.frames_done[chunk.index] = frames
+            progress.touch()
+            clog.info("chunk verified (%d frames, %.1f fps)", frames, fps)
+            if verified is not None and await self.store.job_all_verified(job.id):
+                self._spawn_assembly(job.id)
+        except asyncio.CancelledError:
+            # Shutdown or cancel: a cancelled job's attempts are already closed in the store;
+            # otherwise give the chunk back without counting it as a failure.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    self.store.mark_chunk_lost(chunk.job_id, chunk.index, attempt.id, "daemon stopped the chunk")
+                )
+            raise
+        except (AgentFailed, RenderdError) as exc:
+            retry = exc.retryable if isinstance(exc, AgentFailed) else True
+            clog.warning("chunk failed: %s", exc)
+            failure = await asyncio.shield(
+                self.store.mark_chunk_failed(
+                    chunk.job_id, chunk.index, attempt.id, str(exc), retry=retry,
+                    max_attempts=self.config.scheduling.max_attempts,
+                )
+            )  # fmt: skip
+            if retry:
+                await asyncio.shield(
+                    self.store.record_host_failure(
+                        rt.config.name, str(exc),
+                        quarantine_after=self.config.scheduling.host_failure_quarantine,
+                        backoff_s=self.config.scheduling.quarantine_backoff,
+                    )
+                )  # fmt: skip
+            if failure is not None:
+                for other in failure.stopped:
+                    self.cancel_chunk(other.chunk.job_id, other.chunk.index)
+                if failure.job_failed:
+                    await self._cleanup_job_dir(chunk.job_id)
+            progress.touch()
+        finally:
+            rt.running.pop(key, None)
+            self.wake()
+
+    def _assignment(
+        self, job: Job, index: int, start: int, end: int, host: HostConfig, output: Path, work: Path
+    ) -> Assignment:
+        p = job.params
+        return Assignment(
+            job_id=job.id,
+            chunk_index=index,
+            composition=job.composition,
+            start=start,
+            end=end,
+            total_frames=job.total_frames,
+            fps=str(p["fps"]),
+            width=int(p["width"]),
+            height=int(p["height"]),
+            duration=str(p["duration"]),
+            output=str(output),
+            work_dir=str(work),
+            format=str(p.get("format") or "jpeg"),
+            quality=int(p.get("quality") or 90),
+            crf=int(p["crf"]) if p.get("crf") is not None else 18,
+            preset=str(p.get("preset") or "veryfast"),
+            workers=p.get("workers") or host.workers,
+            ready_timeout_s=self.config.timeouts.ready,
+        )
+
+    async def _verify_chunk(self, output: Path, done: dict[str, Any], expected: int) -> int:
+        if not output.is_file():
+            raise RenderdError(f"agent reported {output} but it does not exist")
+        info = await probe_video(output)
+        if info.frames != expected:
+            raise RenderdError(f"chunk {output.name} has {info.frames} frames, expected {expected}")
+        digest = await sha256_file_async(output)
+        if digest != done.get("sha256"):
+            raise RenderdError(f"chunk {output.name} checksum mismatch")
+        return info.frames
+
+    def cancel_chunk(self, job_id: str, index: int) -> None:
+        """Stop the task running a chunk, if any."""
+        for rt in self.hosts.values():
+            task = rt.running.get((job_id, index))
+            if task is not None:
+                task.cancel()
+
+    def cancel_job(self, job_id: str) -> int:
+        """Stop every running chunk and the assembly of a job; return how many tasks were stopped."""
+        n = 0
+        for rt in self.hosts.values():
+            for (jid, _idx), task in list(rt.running.items()):
+                if jid == job_id:
+                    task.cancel()
+                    n += 1
+        task = self._assembling.get(job_id)
+        if task is not None:
+            task.cancel()
+            n += 1
+        self.job_progress(job_id).touch()
+        return n
+
+    # -- assembly ------------------------------------------------------------------------
+
+    def _spawn_assembly(self, job_id: str) -> None:
+        if job_id not in self._assembling:
+            self._assembling[job_id] = asyncio.create_task(self._assemble(job_id), name=f"assemble-{job_id}")
+
+    async def _assemble(self, job_id: str) -> None:
+        try:
+            job = await asyncio.shield(self.store.mark_job_assembling(job_id))
+            if job is None:
+                return
+            chunks = sorted(await self.store.get_chunks(job_id), key=lambda c: c.index)
+            parts = [Path(c.output_path or "") for c in chunks]
+            out = Path(job.output)
+            tmp = out.with_name(f".{out.name}.renderd-{job_id}.partial.mp4")
+            try:
+                async with asyncio.timeout(self.config.timeouts.assemble):
+                    video = await concat_videos(parts, tmp)
+                if video.frames != job.frames:
+                    raise RenderdError(f"assembled video has {video.frames} frames, expected {job.frames}")
+                digest = await sha256_file_async(tmp)
+                os.replace(tmp, out)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            await asyncio.shield(self.store.mark_job_done(job_id, digest))
+            log.info("[job=%s] done: %s (%d frames)", job_id, out, video.frames)
+            await self._cleanup_job_dir(job_id)
+        except asyncio.CancelledError:
+            raise
+        except (RenderdError, OSError) as exc:
+            log.error("[job=%s] assembly failed: %s", job_id, exc)
+            await asyncio.shield(self.store.mark_job_failed(job_id, f"assembly failed: {exc}"))
+        finally:
+            self._assembling.pop(job_id, None)
+            self.job_progress(job_id).touch()
+
+    async def _cleanup_job_dir(self, job_id: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.config.state_dir / "jobs" / job_id, True)
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    def stop_claiming(self) -> None:
+        """Take no new chunks (graceful shutdown)."""
+        self._claiming = False
+
+    def running_tasks(self) -> list[asyncio.Task[None]]:
+        """Return every chunk and assembly task in flight."""
+        tasks = [t for rt in self.hosts.values() for t in rt.running.values()]
+        return tasks + list(self._assembling.values())
+
+    async def drain(self, budget_s: float) -> int:
+        """Let in-flight work finish within ``budget_s``; cancel the rest; return how many were cancelled."""
+        tasks = self.running_tasks()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=budget_s)
+        else:
+            pending = set()
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=30)
+        return len(pending)
