@@ -135,7 +135,12 @@ def _add_agent_parser(sub: Any) -> None:
 
 def _cmd_agent(args: argparse.Namespace) -> int:
     try:
-        raw = args.assignment.read_bytes() if args.assignment else sys.stdin.buffer.read(MAX_ASSIGNMENT_BYTES + 1)
+        if args.assignment:
+            raw = args.assignment.read_bytes()
+        elif args.watch_stdin:
+            raw = sys.stdin.buffer.readline(MAX_ASSIGNMENT_BYTES + 1)
+        else:
+            raw = sys.stdin.buffer.read(MAX_ASSIGNMENT_BYTES + 1)
         assignment = Assignment.from_json(raw)
     except OSError as exc:
         return _fail(f"cannot read assignment {args.assignment}: {exc.strerror}", True, status=2)
