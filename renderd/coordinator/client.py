@@ -56,8 +56,11 @@ class Client:
         self.close()
 
     def send(self, op: str, **fields: Any) -> None:
-        """Send one request."""
-        self._sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
+        """Send one request (a daemon that refused us may already have closed: its answer is read next)."""
+        try:
+            self._sock.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def read(self) -> dict[str, Any]:
         """Read one reply line; raise DaemonError for an error reply."""
@@ -65,6 +68,8 @@ class Client:
             line = self._file.readline(MAX_LINE_BYTES * 16)
         except TimeoutError:
             raise RenderdError("the daemon did not answer in time") from None
+        except OSError as exc:
+            raise RenderdError(f"lost the connection to the daemon: {exc.strerror or exc}") from None
         if not line:
             raise RenderdError("the daemon closed the connection")
         reply: dict[str, Any] = json.loads(line)
