@@ -154,6 +154,7 @@ def test_two_jobs_at_once_one_cancelled(daemon: Daemon, daemon_root: Path) -> No
     assert status_b["job"]["state"] == "cancelled"
     assert not out_b.exists()
     assert not list(daemon_root.glob(".b.mp4*")), "partial output left behind"
+    assert not (daemon_root / "state" / "jobs" / job_b).exists(), "cancelled job's chunk files left behind"
     _assert_no_agents_left()
     # A cancelled job cannot be cancelled twice; a clear error, not a crash.
     again = daemon.ctl("cancel", job_b)

@@ -282,7 +282,7 @@ class Coordinator:
         if stopped is None:
             job = await self._job(job_id)
             raise ControlError(protocol.INVALID_STATE, f"job {job_id} is already {job.state.value}")
-        n = self.scheduler.cancel_job(job_id)
+        n = await self.scheduler.cancel_job(job_id)
         log.info("[job=%s] cancelled (%d task(s) stopped)", job_id, n)
         return protocol.ok(job=(await self._job(job_id)).to_dict(), stopped=n)
 

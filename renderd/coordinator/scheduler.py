@@ -28,6 +28,7 @@ from renderd.errors import RenderdError
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 2.0
+CANCEL_WAIT_S = 30.0  # agents get their stdin closed, then signals after a grace period
 DEFAULT_AGENT_COMMAND = ("renderd", "agent")
 
 
@@ -270,20 +271,23 @@ class Scheduler:
             if task is not None:
                 task.cancel()
 
-    def cancel_job(self, job_id: str) -> int:
-        """Stop every running chunk and the assembly of a job; return how many tasks were stopped."""
-        n = 0
-        for rt in self.hosts.values():
-            for (jid, _idx), task in list(rt.running.items()):
-                if jid == job_id:
-                    task.cancel()
-                    n += 1
-        task = self._assembling.get(job_id)
-        if task is not None:
-            task.cancel()
-            n += 1
+    async def cancel_job(self, job_id: str) -> int:
+        """Stop every running chunk and the assembly of a job, then remove its files.
+
+        Returns how many tasks were stopped. Waits (bounded) for the agents to exit so that
+        nothing writes into the job directory after it is removed.
+        """
+        tasks = [t for rt in self.hosts.values() for (jid, _i), t in rt.running.items() if jid == job_id]
+        assembling = self._assembling.get(job_id)
+        if assembling is not None:
+            tasks.append(assembling)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
+        await self._cleanup_job_dir(job_id)
         self.job_progress(job_id).touch()
-        return n
+        return len(tasks)
 
     # -- assembly ------------------------------------------------------------------------
 
