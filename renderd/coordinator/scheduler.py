@@ -19,7 +19,8 @@ from typing import Any
 
 from renderd.assignment import Assignment
 from renderd.config import DaemonConfig, HostConfig, Inventory
-from renderd.coordinator.models import Claim, Job, JobState
+from renderd.coordinator.models import Chunk, Claim, Job, JobState
+from renderd.coordinator.ssh import SshTransport
 from renderd.coordinator.store import Store
 from renderd.coordinator.transport import AgentFailed, LocalTransport, Transport, default_local_agent_command
 from renderd.encode import concat_videos, probe_video, sha256_file_async
@@ -69,14 +70,14 @@ class JobProgress:
         self.changed.set()
 
 
-def make_transport(host: HostConfig) -> Transport:
+def make_transport(host: HostConfig, config: DaemonConfig) -> Transport:
     """Return the transport that runs agents on ``host``."""
     if host.is_local:
         command = list(host.agent_command)
         if tuple(command) == DEFAULT_AGENT_COMMAND:
             command = default_local_agent_command()
-        return LocalTransport(host.name, command)
-    raise RenderdError(f'host {host.name}: SSH hosts are not supported yet (only address = "local")')
+        return LocalTransport(host.name, config.state_dir / "jobs", command)
+    return SshTransport(host, config.timeouts)
 
 
 class Scheduler:
@@ -90,6 +91,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._claiming = True
         self._assembling: dict[str, asyncio.Task[None]] = {}
+        self._staging: dict[tuple[str, str], asyncio.Task[str]] = {}
         self.apply_inventory(inventory)
 
     # -- configuration -----------------------------------------------------------------
@@ -101,7 +103,7 @@ class Scheduler:
             current = self.hosts.get(h.name)
             if current is None or current.config != h:
                 running = current.running if current else {}
-                self.hosts[h.name] = HostRuntime(h, make_transport(h), running)
+                self.hosts[h.name] = HostRuntime(h, make_transport(h, self.config), running)
         for name, rt in self.hosts.items():
             if name not in names:
                 rt.retired = True
@@ -154,9 +156,17 @@ class Scheduler:
 
     # -- one chunk -----------------------------------------------------------------------
 
-    def _chunk_paths(self, job_id: str, index: int, attempt_id: int) -> tuple[Path, Path]:
-        job_dir = self.config.state_dir / "jobs" / job_id
-        return job_dir / f"chunk-{index:05d}-a{attempt_id}.mp4", job_dir / "work"
+    def _local_chunk_path(self, job_id: str, index: int, attempt_id: int) -> Path:
+        return self.config.state_dir / "jobs" / job_id / f"chunk-{index:05d}-a{attempt_id}.mp4"
+
+    async def _staged(self, rt: HostRuntime, job: Job) -> str:
+        """Return the composition's path on the host, syncing it once per job and host."""
+        key = (rt.config.name, job.id)
+        task = self._staging.get(key)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = asyncio.create_task(rt.transport.stage_composition(job.id, Path(job.composition)))
+            self._staging[key] = task
+        return await asyncio.shield(task)
 
     async def _run_claim(self, rt: HostRuntime, claim: Claim) -> None:
         chunk, attempt = claim.chunk, claim.attempt
@@ -168,8 +178,11 @@ class Scheduler:
         try:
             job = await self.store.get_job(chunk.job_id)
             assert job is not None
-            output, work = self._chunk_paths(job.id, chunk.index, attempt.id)
-            assignment = self._assignment(job, chunk.index, chunk.start, chunk.end, rt.config, output, work)
+            comp = await self._staged(rt, job)
+            remote_out, remote_work = rt.transport.chunk_paths(job.id, chunk.index, attempt.id)
+            output = self._local_chunk_path(job.id, chunk.index, attempt.id)
+            output.parent.mkdir(parents=True, exist_ok=True)
+            assignment = self._assignment(job, chunk, rt.config, comp, remote_out, remote_work)
             await asyncio.shield(self.store.mark_chunk_rendering(job.id, chunk.index, attempt.id))
 
             def on_event(event: dict[str, Any]) -> None:
@@ -178,6 +191,7 @@ class Scheduler:
                     progress.touch()
 
             done = await rt.transport.run_chunk(assignment, on_event, timeout=self.config.timeouts.chunk)
+            await rt.transport.fetch(remote_out, output)
             await asyncio.shield(self.store.mark_chunk_fetched(job.id, chunk.index, attempt.id))
             frames = await self._verify_chunk(output, done, chunk.end - chunk.start)
             fps = frames / max(1e-6, time.monotonic() - started)
@@ -228,23 +242,21 @@ class Scheduler:
             rt.running.pop(key, None)
             self.wake()
 
-    def _assignment(
-        self, job: Job, index: int, start: int, end: int, host: HostConfig, output: Path, work: Path
-    ) -> Assignment:
+    def _assignment(self, job: Job, chunk: Chunk, host: HostConfig, comp: str, output: str, work: str) -> Assignment:
         p = job.params
         return Assignment(
             job_id=job.id,
-            chunk_index=index,
-            composition=job.composition,
-            start=start,
-            end=end,
+            chunk_index=chunk.index,
+            composition=comp,
+            start=chunk.start,
+            end=chunk.end,
             total_frames=job.total_frames,
             fps=str(p["fps"]),
             width=int(p["width"]),
             height=int(p["height"]),
             duration=str(p["duration"]),
-            output=str(output),
-            work_dir=str(work),
+            output=output,
+            work_dir=work,
             format=str(p.get("format") or "jpeg"),
             quality=int(p.get("quality") or 90),
             crf=int(p["crf"]) if p.get("crf") is not None else 18,
@@ -327,6 +339,17 @@ class Scheduler:
             self.job_progress(job_id).touch()
 
     async def _cleanup_job_dir(self, job_id: str) -> None:
+        """Remove the job's files here and on every host that staged it."""
+        hosts = [name for (name, jid) in list(self._staging) if jid == job_id]
+        for name in hosts:
+            task = self._staging.pop((name, job_id))
+            task.cancel()
+            rt = self.hosts.get(name)
+            if rt is not None:
+                try:
+                    await rt.transport.cleanup_job(job_id)
+                except (RenderdError, OSError) as exc:
+                    log.warning("[host=%s job=%s] could not clean up: %s", name, job_id, exc)
         await asyncio.to_thread(shutil.rmtree, self.config.state_dir / "jobs" / job_id, True)
 
     # -- shutdown ------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import json
 import logging
 import sys
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from renderd import procs
@@ -39,12 +40,32 @@ class AgentFailed(RenderdError):
 
 
 class Transport(Protocol):
-    """Runs agents on one host."""
+    """Runs agents on one host and moves files to and from it."""
 
     name: str
 
+    async def stage_composition(self, job_id: str, composition: Path) -> str:
+        """Make the composition available on the host; return its path there (once per job)."""
+        ...
+
+    def chunk_paths(self, job_id: str, index: int, attempt_id: int) -> tuple[str, str]:
+        """Return (chunk output path, work dir) on the host for one attempt."""
+        ...
+
     async def run_chunk(self, assignment: Assignment, on_event: EventSink, *, timeout: float) -> dict[str, Any]:
         """Run the agent for ``assignment``; return its ``done`` event or raise AgentFailed."""
+        ...
+
+    async def fetch(self, remote_path: str, local_path: Path) -> None:
+        """Bring a chunk file from the host to ``local_path``."""
+        ...
+
+    async def cleanup_job(self, job_id: str) -> None:
+        """Remove the job's files from the host."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
         ...
 
 
@@ -54,61 +75,113 @@ def default_local_agent_command() -> list[str]:
 
 
 class LocalTransport:
-    """Run agents as subprocesses of the daemon."""
+    """Run agents as subprocesses of the daemon; chunk files are written straight into the state dir."""
 
-    def __init__(self, name: str, agent_command: Sequence[str] | None = None) -> None:
+    def __init__(self, name: str, jobs_dir: Path, agent_command: Sequence[str] | None = None) -> None:
         self.name = name
+        self._jobs_dir = jobs_dir
         self._command = list(agent_command) if agent_command else default_local_agent_command()
+
+    async def stage_composition(self, job_id: str, composition: Path) -> str:
+        """The agent reads the composition where it is."""
+        return str(composition)
+
+    def chunk_paths(self, job_id: str, index: int, attempt_id: int) -> tuple[str, str]:
+        """Write chunks into the job's directory in the state dir."""
+        job_dir = self._jobs_dir / job_id
+        return str(job_dir / f"chunk-{index:05d}-a{attempt_id}.mp4"), str(job_dir / "work")
+
+    async def fetch(self, remote_path: str, local_path: Path) -> None:
+        """Nothing to move: the chunk is already local (it must be where the scheduler expects it)."""
+        if Path(remote_path) != local_path:
+            await asyncio.to_thread(Path(remote_path).replace, local_path)
+
+    async def cleanup_job(self, job_id: str) -> None:
+        """The scheduler removes the job's directory itself."""
+
+    async def close(self) -> None:
+        """No connections to close."""
 
     async def run_chunk(self, assignment: Assignment, on_event: EventSink, *, timeout: float) -> dict[str, Any]:
         """Run the agent; cancel it (stdin closed, then signals) if we are cancelled or time out."""
         proc = await procs.spawn([*self._command, "--watch-stdin"])
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        stderr_tail: deque[str] = deque(maxlen=STDERR_LINES)
-        stderr_task = asyncio.create_task(_collect(proc.stderr, stderr_tail))
-        done: dict[str, Any] | None = None
-        error: dict[str, Any] | None = None
-        try:
-            proc.stdin.write(assignment.to_json().encode() + b"\n")
-            await proc.stdin.drain()
-            async with asyncio.timeout(timeout):
-                async for raw in proc.stdout:
-                    event = _parse(raw)
-                    if event is None:
-                        continue
-                    if event.get("event") == "done":
-                        done = event
-                    elif event.get("event") == "error":
-                        error = event
-                    on_event(event)
-                await proc.wait()
-        except TimeoutError:
-            await self._stop(proc)
-            raise AgentFailed(f"chunk timed out after {timeout:.0f} s", host=self.name) from None
-        except BaseException:
-            await self._stop(proc)
-            raise
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(stderr_task, 5)
-        if proc.returncode == 0 and done is not None:
-            return done
-        if error is not None:
-            # A composition problem fails the same way on every host: do not retry it elsewhere.
-            retryable = error.get("code") not in ("CompositionError", "CompositionTimeout", "AssignmentError")
-            raise AgentFailed(str(error.get("message")), host=self.name, retryable=retryable)
-        tail = stderr_tail[-1] if stderr_tail else "no output"
-        raise AgentFailed(f"agent exited with status {proc.returncode}: {tail}", host=self.name)
+        stdin = proc.stdin
 
-    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
-        """Close stdin so the agent cancels itself; signal its group if it does not exit in time."""
-        if proc.stdin is not None:
+        async def stop() -> None:
+            # Closing stdin makes the agent cancel itself; signal its group if it does not exit in time.
             with contextlib.suppress(Exception):
-                proc.stdin.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), CANCEL_GRACE_S)
-        except TimeoutError:
-            await procs.terminate(proc)
+                stdin.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), CANCEL_GRACE_S)
+            except TimeoutError:
+                await procs.terminate(proc)
+
+        return await follow_agent(
+            self.name, assignment, on_event, timeout,
+            stdin=stdin, stdout=proc.stdout, stderr=proc.stderr, wait=proc.wait, stop=stop,
+        )  # fmt: skip
+
+
+class _Writer(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
+async def follow_agent(
+    host: str,
+    assignment: Assignment,
+    on_event: EventSink,
+    timeout: float,
+    *,
+    stdin: _Writer,
+    stdout: AsyncIterator[bytes],
+    stderr: AsyncIterator[bytes],
+    wait: Callable[[], Awaitable[int | None]],
+    stop: Callable[[], Awaitable[None]],
+) -> dict[str, Any]:
+    """Send the assignment, relay the agent's events, and judge how it ended.
+
+    Returns the ``done`` event; raises AgentFailed otherwise. On timeout or cancellation the
+    agent is stopped with ``stop()`` before this returns.
+    """
+    stderr_tail: deque[str] = deque(maxlen=STDERR_LINES)
+    stderr_task = asyncio.create_task(_collect(stderr, stderr_tail))
+    done: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    status: int | None = None
+    try:
+        stdin.write(assignment.to_json().encode() + b"\n")
+        await stdin.drain()
+        async with asyncio.timeout(timeout):
+            async for raw in stdout:
+                event = _parse(raw)
+                if event is None:
+                    continue
+                if event.get("event") == "done":
+                    done = event
+                elif event.get("event") == "error":
+                    error = event
+                on_event(event)
+            status = await wait()
+    except TimeoutError:
+        await stop()
+        raise AgentFailed(f"chunk timed out after {timeout:.0f} s", host=host) from None
+    except BaseException:
+        await stop()
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(stderr_task, 5)
+    if status == 0 and done is not None:
+        return done
+    if error is not None:
+        # A composition problem fails the same way on every host: do not retry it elsewhere.
+        retryable = error.get("code") not in ("CompositionError", "CompositionTimeout", "AssignmentError")
+        raise AgentFailed(str(error.get("message")), host=host, retryable=retryable)
+    tail = stderr_tail[-1] if stderr_tail else "no output"
+    raise AgentFailed(f"agent exited with status {status}: {tail}", host=host)
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -120,7 +193,7 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
-async def _collect(stream: asyncio.StreamReader, tail: deque[str]) -> None:
+async def _collect(stream: AsyncIterator[bytes], tail: deque[str]) -> None:
     async for raw in stream:
         line = raw.decode(errors="replace").rstrip()
         if line:
