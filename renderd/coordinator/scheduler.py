@@ -20,7 +20,7 @@ from typing import Any
 from renderd.assignment import Assignment
 from renderd.config import DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.models import Chunk, Claim, Job, JobState
-from renderd.coordinator.ssh import SshTransport
+from renderd.coordinator.ssh import HostUnavailable, SshTransport
 from renderd.coordinator.store import Store
 from renderd.coordinator.transport import AgentFailed, LocalTransport, Transport, default_local_agent_command
 from renderd.encode import concat_videos, probe_video, sha256_file_async
@@ -215,6 +215,19 @@ class Scheduler:
                     self.store.mark_chunk_lost(chunk.job_id, chunk.index, attempt.id, "daemon stopped the chunk")
                 )
             raise
+        except HostUnavailable as exc:
+            # The host, not the chunk, is at fault: requeue without counting an attempt.
+            clog.warning("host unavailable: %s", exc)
+            await asyncio.shield(self.store.mark_chunk_lost(chunk.job_id, chunk.index, attempt.id, str(exc)))
+            await asyncio.shield(
+                self.store.record_host_failure(
+                    rt.config.name, str(exc), reachable=False,
+                    quarantine_after=self.config.scheduling.host_failure_quarantine,
+                    backoff_s=self.config.scheduling.quarantine_backoff,
+                )
+            )  # fmt: skip
+            await rt.transport.close()
+            progress.touch()
         except (AgentFailed, RenderdError) as exc:
             retry = exc.retryable if isinstance(exc, AgentFailed) else True
             clog.warning("chunk failed: %s", exc)
