@@ -49,3 +49,38 @@ async def run_assignment(a: Assignment, emit: Callable[[Event], None]) -> Render
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.work_dir).mkdir(parents=True, exist_ok=True)
     return await render_local(request_for(a), emit)
+
+
+def probe_host(work_dir: Path | None) -> dict[str, object]:
+    """Describe this host for `renderd hosts check`: versions, tools, CPUs, memory, free disk."""
+    import shutil
+
+    import psutil
+
+    from renderd import PROTOCOL_VERSION, __version__
+    from renderd.engine.browser import CHROMIUM_CANDIDATES
+
+    def which(names: tuple[str, ...]) -> str | None:
+        for n in names:
+            found = n if Path(n).is_absolute() and Path(n).exists() else shutil.which(n)
+            if found:
+                return str(found)
+        return None
+
+    disk = None
+    if work_dir is not None:
+        target = work_dir
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        disk = shutil.disk_usage(target).free
+    return {
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "chromium": which(CHROMIUM_CANDIDATES),
+        "ffmpeg": which(("ffmpeg",)),
+        "ffprobe": which(("ffprobe",)),
+        "rsync": which(("rsync",)),
+        "cpus": psutil.cpu_count(logical=True),
+        "memory_available": psutil.virtual_memory().available,
+        "disk_free": disk,
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from renderd import __version__, cli_control
-from renderd.agent import run_assignment
+from renderd.agent import probe_host, run_assignment
 from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
 from renderd.composition import Overrides
 from renderd.config import check_config
@@ -130,10 +131,15 @@ def _add_agent_parser(sub: Any) -> None:
         help="read the assignment as the first line of stdin, then cancel when stdin closes "
         "(the coordinator keeps it open, so a dropped connection or a dead coordinator stops the agent)",
     )
+    p.add_argument("--probe", action="store_true", help="print what this host has (versions, tools, CPUs) as JSON")
+    p.add_argument("--work-dir", type=Path, help="with --probe: report free disk there")
     p.set_defaults(func=_cmd_agent, json=True)
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
+    if args.probe:
+        print(json.dumps(probe_host(args.work_dir)), flush=True)
+        return 0
     try:
         if args.assignment:
             raw = args.assignment.read_bytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import logging
@@ -22,6 +23,7 @@ from renderd.coordinator.client import Client
 from renderd.coordinator.daemon import Coordinator
 from renderd.coordinator.sdnotify import Notifier
 from renderd.errors import RenderdError
+from renderd.hostcheck import check_hosts
 
 DEFAULT_SOCKET = Path("/run/renderd/renderd.sock")
 SOCKET_ENV = "RENDERD_SOCKET"
@@ -82,7 +84,10 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     client("watch", "follow a job's progress", cmd_watch).add_argument("job")
     client("cancel", "cancel a job", cmd_cancel).add_argument("job")
     client("logs", "show a job's event log", cmd_logs).add_argument("job")
-    client("hosts", "show the render hosts", cmd_hosts)
+    h = client("hosts", "show the render hosts (`hosts check`: probe them directly)", cmd_hosts)
+    h.add_argument("action", nargs="?", choices=("check",), help="check: connect to each host and probe it")
+    h.add_argument("names", nargs="*", metavar="HOST", help="with check: only these hosts")
+    h.add_argument("--config", type=Path, default=Path("/etc/renderd/renderd.toml"), help="with check: config")
     client("drain", "stop giving new chunks to a host", cmd_drain).add_argument("host")
     client("undrain", "give chunks to a drained host again", cmd_drain).add_argument("host")
     client("reload", "reload the daemon's config and inventory", cmd_reload)
@@ -254,7 +259,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    """Show the render hosts."""
+    """Show the render hosts, or probe them with `check`."""
+    if args.action == "check":
+        return _hosts_check(args)
     with Client(_socket(args)) as c:
         reply = c.request("hosts")
     if args.json:
@@ -265,6 +272,23 @@ def cmd_hosts(args: argparse.Namespace) -> int:
         err = f"  last error: {h['last_error']}" if h.get("last_error") else ""
         print(f"{h['name']:16s} {h['state']:12s} slots {h['slots_in_use']}/{h['slots']}  speed {speed}{err}")
     return 0
+
+
+def _hosts_check(args: argparse.Namespace) -> int:
+    config = load_daemon_config(args.config)
+    inventory = load_inventory(config.hosts_file)
+    reports = asyncio.run(check_hosts(config, inventory, args.names))
+    if args.json:
+        _print_json({"hosts": [dataclasses.asdict(r) for r in reports]})
+    else:
+        for r in reports:
+            f = r.facts
+            ram = (f.get("memory_available") or 0) >> 30
+            facts = f"renderd {f.get('version')}, {f.get('cpus')} CPUs, {ram} GiB free RAM" if f else ""
+            print(f"{r.name:16s} {'ok' if r.ok else 'UNAVAILABLE':12s} {facts}")
+            for p in r.problems:
+                print(f"    {p}")
+    return 0 if all(r.ok for r in reports) else 1
 
 
 def cmd_drain(args: argparse.Namespace) -> int:

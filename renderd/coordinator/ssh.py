@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import shlex
 from pathlib import Path
@@ -115,6 +116,15 @@ class SshTransport:
             err = str(result.stderr or "").strip().splitlines()
             raise RenderdError(f"host {self.name}: {argv[0]} exited {result.exit_status}: {err[-1] if err else ''}")
         return result
+
+    async def probe(self) -> dict[str, Any]:
+        """Run the agent's probe on the host."""
+        result = await self.run([*self.host.agent_command, "--probe", "--work-dir", str(self.work)])
+        try:
+            data: dict[str, Any] = json.loads(str(result.stdout))
+        except ValueError:
+            raise RenderdError(f"host {self.name}: the agent's probe did not print JSON") from None
+        return data
 
     # -- files -----------------------------------------------------------------------------
 

@@ -68,6 +68,10 @@ class Transport(Protocol):
         """Release connections."""
         ...
 
+    async def probe(self) -> dict[str, Any]:
+        """Run `renderd agent --probe` on the host and return what it reports."""
+        ...
+
 
 def default_local_agent_command() -> list[str]:
     """Return the agent command for the local host: this very Python and renderd."""
@@ -101,6 +105,12 @@ class LocalTransport:
 
     async def close(self) -> None:
         """No connections to close."""
+
+    async def probe(self) -> dict[str, Any]:
+        """Run the local agent's probe."""
+        done = await procs.run([*self._command, "--probe", "--work-dir", str(self._jobs_dir)], timeout=60)
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
 
     async def run_chunk(self, assignment: Assignment, on_event: EventSink, *, timeout: float) -> dict[str, Any]:
         """Run the agent; cancel it (stdin closed, then signals) if we are cancelled or time out."""
