@@ -17,67 +17,11 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import EXAMPLES, FIXTURES, decode_index, renderd_cmd, run_renderd
+from conftest import EXAMPLES, FIXTURES, decode_index, renderd_cmd
+from daemonctl import HOSTS, Daemon, wait_state
 from videotools import decode_frames
 
 pytestmark = pytest.mark.browser
-
-HOSTS = """
-[[hosts]]
-name = "local"
-address = "local"
-slots = {slots}
-workers = 1
-"""
-
-
-class Daemon:
-    """A renderd daemon process with its own config, state dir and socket."""
-
-    def __init__(self, root: Path, slots: int = 2) -> None:
-        self.root = root
-        self.socket = root / "renderd.sock"
-        self.config = root / "renderd.toml"
-        self.hosts = root / "hosts.toml"
-        self.log = root / "daemon.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.config.write_text(
-            f'[daemon]\nsocket = "{self.socket}"\nstate_dir = "{root / "state"}"\nhosts_file = "hosts.toml"\n'
-            'log_level = "info"\nwatchdog = false\n[timeouts]\nshutdown = "5s"\n'
-        )
-        self.hosts.write_text(HOSTS.format(slots=slots))
-
-    def start(self, socket_mode: str = "0660") -> None:
-        log = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            renderd_cmd("daemon", "--config", self.config, "--socket-mode", socket_mode), stdout=log, stderr=log
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.ctl("list").returncode == 0:
-                return
-            assert self.proc.poll() is None, self.log.read_text()
-            time.sleep(0.2)
-        raise AssertionError("daemon did not start: " + self.log.read_text())
-
-    def ctl(self, *args: str | os.PathLike[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        """Run a client command against this daemon."""
-        return run_renderd(*args, "--socket", self.socket, timeout=timeout)
-
-    def json(self, *args: str | os.PathLike[str]) -> Any:
-        r = self.ctl(*args, "--json")
-        assert r.returncode == 0, r.stderr
-        return json.loads(r.stdout)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        self.proc.wait(timeout=60)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.kill(signal.SIGTERM)
 
 
 @pytest.fixture
@@ -118,16 +62,6 @@ def _frame_indices(path: Path) -> list[int]:
     return [decode_index(f, 320) for f in decode_frames(path, 320, 240)]
 
 
-def _wait_state(d: Daemon, job: str, states: tuple[str, ...], timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = d.json("status", job)
-        if status["job"]["state"] in states:
-            return status
-        time.sleep(0.3)
-    raise AssertionError(f"job {job} never reached {states}: {status['job']}")
-
-
 def test_two_jobs_at_once_one_cancelled(daemon: Daemon, daemon_root: Path) -> None:
     out_a = daemon_root / "a.mp4"
     out_b = daemon_root / "b.mp4"
@@ -142,7 +76,7 @@ def test_two_jobs_at_once_one_cancelled(daemon: Daemon, daemon_root: Path) -> No
     ]
     job_a, job_b = (p.communicate(timeout=120)[0].strip() for p in subs)
     assert job_a.startswith("j-") and job_b.startswith("j-") and job_a != job_b
-    _wait_state(daemon, job_b, ("running",))
+    wait_state(daemon, job_b, ("running",))
     r = daemon.ctl("cancel", job_b)
     assert r.returncode == 0, r.stderr
     watch = daemon.ctl("watch", job_a, "--json")
@@ -181,7 +115,7 @@ def test_sigkill_mid_job_then_restart_resumes_without_rerendering(daemon_root: P
     _assert_no_agents_left()
     d.start()
     try:
-        final = _wait_state(d, job, ("done", "failed"))
+        final = wait_state(d, job, ("done", "failed"))
         assert final["job"]["state"] == "done", final["job"]
         assert _frame_indices(out) == list(range(120))
         by_chunk: dict[int, list[dict[str, Any]]] = {}

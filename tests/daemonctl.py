@@ -1,0 +1,82 @@
+"""A real `renderd daemon` process for tests, with its own config, state dir and socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import renderd_cmd, run_renderd
+
+HOSTS = """
+[[hosts]]
+name = "local"
+address = "local"
+slots = {slots}
+workers = 1
+"""
+
+
+class Daemon:
+    """A renderd daemon process with its own config, state dir and socket."""
+
+    def __init__(self, root: Path, slots: int = 2, hosts_file: Path | None = None) -> None:
+        self.root = root
+        self.socket = root / "renderd.sock"
+        self.config = root / "renderd.toml"
+        self.hosts = hosts_file or root / "hosts.toml"
+        self.log = root / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.config.write_text(
+            f'[daemon]\nsocket = "{self.socket}"\nstate_dir = "{root / "state"}"\nhosts_file = "{self.hosts}"\n'
+            'log_level = "info"\nwatchdog = false\n[timeouts]\nshutdown = "5s"\n'
+        )
+        if hosts_file is None:
+            self.hosts.write_text(HOSTS.format(slots=slots))
+
+    def start(self, socket_mode: str = "0660") -> None:
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            renderd_cmd("daemon", "--config", self.config, "--socket-mode", socket_mode), stdout=log, stderr=log
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.ctl("list").returncode == 0:
+                return
+            assert self.proc.poll() is None, self.log.read_text()
+            time.sleep(0.2)
+        raise AssertionError("daemon did not start: " + self.log.read_text())
+
+    def ctl(self, *args: str | os.PathLike[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """Run a client command against this daemon."""
+        return run_renderd(*args, "--socket", self.socket, timeout=timeout)
+
+    def json(self, *args: str | os.PathLike[str]) -> Any:
+        r = self.ctl(*args, "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=60)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+
+
+def wait_state(d: Daemon, job: str, states: tuple[str, ...], timeout: float = 240) -> dict[str, Any]:
+    """Poll `renderd status` until the job is in one of ``states``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = d.json("status", job)
+        if status["job"]["state"] in states:
+            return status
+        assert time.monotonic() < deadline, f"job {job} never reached {states}: {status['job']}"
+        time.sleep(0.3)

@@ -1,0 +1,166 @@
+"""The daemon fanning chunks out to 3 throwaway sshd hosts on loopback, with real faults."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from conftest import EXAMPLES, FIXTURES, decode_index, run_renderd
+from daemonctl import Daemon, wait_state
+from sshhosts import TestHosts, is_alive
+from videotools import decode_frames
+
+pytestmark = pytest.mark.browser
+
+AGENT = [sys.executable, "-m", "renderd", "agent"]
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    # Short path: it holds the daemon's Unix socket.
+    path = Path(tempfile.mkdtemp(prefix="rdm-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def hosts(root: Path) -> Iterator[TestHosts]:
+    with TestHosts(root / "ssh", 3, agent_command=AGENT) as th:
+        yield th
+
+
+@pytest.fixture
+def daemon(root: Path, hosts: TestHosts) -> Iterator[Daemon]:
+    d = Daemon(root, hosts_file=hosts.inventory)
+    d.start()
+    yield d
+    d.stop()
+
+
+def _attempt_hosts(status: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for a in status["attempts"]:
+        out.setdefault(a["host"], []).append(a["outcome"])
+    return out
+
+
+def _frame_hashes(path: Path, width: int, height: int) -> list[str]:
+    return [hashlib.sha256(f).hexdigest() for f in decode_frames(path, width, height)]
+
+
+def _leftovers(hosts: TestHosts) -> list[str]:
+    """Agent or Chromium processes still running for any test host."""
+    left = [" ".join(p.cmdline()[:3]) for name in hosts.names for p in hosts.session_commands(name) if is_alive(p)]
+    for p in psutil.process_iter(["name", "cmdline"]):
+        if "renderd agent" in " ".join(p.info["cmdline"] or []) and is_alive(p):
+            left.append(" ".join(p.info["cmdline"][:4]))
+    return left
+
+
+def _wait_clean(hosts: TestHosts, timeout: float = 40) -> None:
+    deadline = time.monotonic() + timeout
+    while _leftovers(hosts) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not _leftovers(hosts), _leftovers(hosts)
+
+
+def test_three_hosts_render_the_same_frames_as_a_local_render(root: Path, hosts: TestHosts, daemon: Daemon) -> None:
+    out = root / "dist.mp4"
+    r = daemon.ctl(
+        "submit", EXAMPLES / "hyperframes-gsap", "-o", out, "--frames", "0:60", "--chunks", "3", "--format", "png",
+        "--wait",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    local = root / "local.mp4"
+    r = run_renderd(
+        "render", EXAMPLES / "hyperframes-gsap", "-o", local, "--frames", "0:60", "--chunks", "3",
+        "--format", "png", "--workers", "1",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    # Same chunk boundaries, same PNG frames, same x264 settings: identical decoded frames.
+    assert _frame_hashes(out, 1280, 720) == _frame_hashes(local, 1280, 720)
+    job = daemon.json("list")["jobs"][0]["id"]
+    used = _attempt_hosts(daemon.json("status", job))
+    assert len(used) >= 2, used
+    assert all(o == ["verified"] * len(o) for o in used.values()), used
+    # The composition was synced once per host into the content-addressed cache.
+    for name in used:
+        caches = list((hosts.host(name).work_dir / "cache").iterdir())
+        assert len(caches) == 1, caches
+        assert not (hosts.host(name).work_dir / "jobs" / job).exists(), "remote job dir not cleaned up"
+
+
+def test_killed_agent_and_stopped_host_are_rendered_elsewhere(root: Path, hosts: TestHosts, daemon: Daemon) -> None:
+    out = root / "faults.mp4"
+    r = daemon.ctl("submit", FIXTURES / "frame-index-hook", "-o", out, "--chunks", "6")
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip()
+    # Wait until agents run on h1 and h2, then kill h1's agent and take h2 off the network.
+    deadline = time.monotonic() + 120
+    while not (hosts.session_commands("h1") and hosts.session_commands("h2")):
+        assert time.monotonic() < deadline, daemon.json("status", job)
+        time.sleep(0.1)
+    for p in hosts.session_commands("h1"):
+        p.kill()
+    hosts.stop("h2")
+    hosts.kill_sessions("h2")
+    final = wait_state(daemon, job, ("done", "failed"), timeout=300)
+    assert final["job"]["state"] == "done", final["job"]
+    assert [decode_index(f, 320) for f in decode_frames(out, 320, 240)] == list(range(120))
+    used = _attempt_hosts(final)
+    assert any(o != "verified" for o in used.get("h1", [])), used
+    assert any(o != "verified" for o in used.get("h2", [])), used
+    # Every chunk ends verified exactly once, some of them on a host other than the first try.
+    verified = [a for a in final["attempts"] if a["outcome"] == "verified"]
+    assert sorted(a["chunk_index"] for a in verified) == list(range(6))
+    hosts_view = {h["name"]: h for h in daemon.json("hosts")["hosts"]}
+    assert hosts_view["h2"]["last_error"], hosts_view["h2"]
+    _wait_clean(hosts)
+
+
+def test_wrong_host_key_is_refused_and_reported(root: Path, hosts: TestHosts) -> None:
+    hosts.corrupt_known_host("h3")
+    d = Daemon(root, hosts_file=hosts.inventory)
+    check = run_renderd("hosts", "check", "--config", d.config, timeout=120)
+    assert check.returncode == 1
+    lines = {ln.split()[0]: ln for ln in check.stdout.splitlines() if ln and not ln.startswith(" ")}
+    assert "ok" in lines["h1"] and "ok" in lines["h2"]
+    assert "UNAVAILABLE" in lines["h3"]
+    assert "host key not trusted" in check.stdout
+    d.start()
+    try:
+        out = root / "key.mp4"
+        r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", out, "--chunks", "6", "--wait")
+        assert r.returncode == 0, r.stderr
+        job = d.json("list")["jobs"][0]["id"]
+        used = _attempt_hosts(d.json("status", job))
+        assert all(o in ("lost",) for o in used.get("h3", [])), used
+        h3 = next(h for h in d.json("hosts")["hosts"] if h["name"] == "h3")
+        assert "host key not trusted" in (h3["last_error"] or ""), h3
+    finally:
+        d.stop()
+
+
+def test_cancel_leaves_no_agent_or_chromium_on_any_host(root: Path, hosts: TestHosts, daemon: Daemon) -> None:
+    r = daemon.ctl("submit", EXAMPLES / "hyperframes-gsap", "-o", root / "c.mp4", "--chunks", "6")
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip()
+    deadline = time.monotonic() + 120
+    while sum(len(hosts.session_commands(n)) for n in hosts.names) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert daemon.ctl("cancel", job).returncode == 0
+    _wait_clean(hosts)
+    chromium = [p for p in psutil.process_iter(["name"]) if "chrom" in (p.info["name"] or "") and is_alive(p)]
+    assert not chromium, [p.pid for p in chromium]
+    assert not (root / "c.mp4").exists()
