@@ -127,6 +127,10 @@ MaxStartups 100
 MaxSessions 50
 LogLevel ERROR
 Subsystem sftp internal-sftp
+# The login shell reads ~/.bashrc even for commands (Debian's bash does, under sshd). A developer's
+# or CI's rc file (pyenv rehash, say) can then stall or serialise every session: give the
+# sessions a home of their own, with empty rc files.
+SetEnv HOME={host.dir / "home"}
 """
 
 
@@ -228,6 +232,9 @@ class TestHosts:
             name, address = f"h{i}", f"127.0.0.{LAST_OCTET_BASE + i}"
             host = Host(name, address, free_port(address), self.root / "hosts" / name)
             host.work_dir.mkdir(parents=True, exist_ok=True)
+            (host.dir / "home").mkdir(exist_ok=True)
+            for rc in (".bashrc", ".profile"):
+                (host.dir / "home" / rc).write_text("")
             self._host_keys[name] = self._known[name] = generate_key(host.host_key, f"renderd-testhosts-{name}")
             self._hosts[name] = host
         # Start all listeners first, then wait: the sshd start-ups overlap.

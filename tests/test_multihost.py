@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -58,9 +59,21 @@ def _frame_hashes(path: Path, width: int, height: int) -> list[str]:
     return [hashlib.sha256(f).hexdigest() for f in decode_frames(path, width, height)]
 
 
+def _agents_on(hosts: TestHosts, name: str) -> list[psutil.Process]:
+    """The agent processes the host's SSH sessions are running now."""
+    out = []
+    for p in hosts.session_commands(name):
+        try:
+            if "agent" in p.cmdline() and is_alive(p):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
 def _leftovers(hosts: TestHosts) -> list[str]:
     """Agent or Chromium processes still running for any test host."""
-    left = [" ".join(p.cmdline()[:3]) for name in hosts.names for p in hosts.session_commands(name) if is_alive(p)]
+    left = [" ".join(p.cmdline()[:4]) for name in hosts.names for p in _agents_on(hosts, name)]
     for p in psutil.process_iter(["name", "cmdline"]):
         if "renderd agent" in " ".join(p.info["cmdline"] or []) and is_alive(p):
             left.append(" ".join(p.info["cmdline"][:4]))
@@ -107,11 +120,12 @@ def test_killed_agent_and_stopped_host_are_rendered_elsewhere(root: Path, hosts:
     job = r.stdout.strip()
     # Wait until agents run on h1 and h2, then kill h1's agent and take h2 off the network.
     deadline = time.monotonic() + 120
-    while not (hosts.session_commands("h1") and hosts.session_commands("h2")):
+    while not (_agents_on(hosts, "h1") and _agents_on(hosts, "h2")):
         assert time.monotonic() < deadline, daemon.json("status", job)
         time.sleep(0.1)
-    for p in hosts.session_commands("h1"):
-        p.kill()
+    for p in _agents_on(hosts, "h1"):
+        with contextlib.suppress(psutil.Error):
+            p.kill()
     hosts.stop("h2")
     hosts.kill_sessions("h2")
     final = wait_state(daemon, job, ("done", "failed"), timeout=300)
@@ -156,7 +170,7 @@ def test_cancel_leaves_no_agent_or_chromium_on_any_host(root: Path, hosts: TestH
     assert r.returncode == 0, r.stderr
     job = r.stdout.strip()
     deadline = time.monotonic() + 120
-    while sum(len(hosts.session_commands(n)) for n in hosts.names) < 2:
+    while sum(len(_agents_on(hosts, n)) for n in hosts.names) < 2:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert daemon.ctl("cancel", job).returncode == 0
