@@ -165,16 +165,41 @@ def test_wrong_host_key_is_refused_and_reported(root: Path, hosts: TestHosts) ->
         d.stop()
 
 
+def _name(p: psutil.Process) -> str:
+    try:
+        return p.name()
+    except psutil.Error:
+        return ""
+
+
+def _agent_trees(hosts: TestHosts) -> list[psutil.Process]:
+    """Every agent on every host with all its descendants (Playwright driver, Chromium)."""
+    procs = []
+    for name in hosts.names:
+        for agent in _agents_on(hosts, name):
+            procs.append(agent)
+            with contextlib.suppress(psutil.Error):
+                procs.extend(agent.children(recursive=True))
+    return procs
+
+
 def test_cancel_leaves_no_agent_or_chromium_on_any_host(root: Path, hosts: TestHosts, daemon: Daemon) -> None:
     r = daemon.ctl("submit", EXAMPLES / "hyperframes-gsap", "-o", root / "c.mp4", "--chunks", "6")
     assert r.returncode == 0, r.stderr
     job = r.stdout.strip()
     deadline = time.monotonic() + 120
-    while sum(len(_agents_on(hosts, n)) for n in hosts.names) < 2:
-        assert time.monotonic() < deadline
+    while True:
+        tree = _agent_trees(hosts)
+        browsers = [p for p in tree if "chrom" in _name(p)]
+        if len(_leftovers(hosts)) >= 2 and browsers:
+            break
+        assert time.monotonic() < deadline, "agents never started their browsers"
         time.sleep(0.1)
     assert daemon.ctl("cancel", job).returncode == 0
     _wait_clean(hosts)
-    chromium = [p for p in psutil.process_iter(["name"]) if "chrom" in (p.info["name"] or "") and is_alive(p)]
-    assert not chromium, [p.pid for p in chromium]
+    deadline = time.monotonic() + 30
+    while any(is_alive(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not [p.pid for p in tree if is_alive(p)], [(p.pid, _name(p)) for p in tree if is_alive(p)]
     assert not (root / "c.mp4").exists()
+    assert daemon.json("status", job)["job"]["state"] == "cancelled"
