@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from renderd.assignment import Assignment
 from renderd.composition import Overrides
@@ -20,7 +21,7 @@ from renderd.frames import Fps
 from renderd.render import RenderRequest, RenderResult, render_local
 
 
-def request_for(a: Assignment) -> RenderRequest:
+def request_for(a: Assignment, **faults: Any) -> RenderRequest:
     """Translate an assignment into the local render request that produces its chunk."""
     return RenderRequest(
         composition=Path(a.composition),
@@ -34,6 +35,7 @@ def request_for(a: Assignment) -> RenderRequest:
             quality=a.quality,
             frame_timeout_s=a.frame_timeout_s,
             ready_timeout_s=a.ready_timeout_s,
+            **faults,
         ),
         encode=EncodeSettings(crf=a.crf, preset=a.preset),
         keep_frames=a.keep_frames,
@@ -44,11 +46,11 @@ def request_for(a: Assignment) -> RenderRequest:
     )
 
 
-async def run_assignment(a: Assignment, emit: Callable[[Event], None]) -> RenderResult:
-    """Render the assignment's chunk to its output path."""
+async def run_assignment(a: Assignment, emit: Callable[[Event], None], **faults: Any) -> RenderResult:
+    """Render the assignment's chunk to its output path (``faults``: test hooks for the engine)."""
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.work_dir).mkdir(parents=True, exist_ok=True)
-    return await render_local(request_for(a), emit)
+    return await render_local(request_for(a, **faults), emit)
 
 
 def probe_host(work_dir: Path | None) -> dict[str, object]:

@@ -33,6 +33,8 @@ DEFAULT_CONFIG = Path("/etc/renderd/renderd.toml")
 # Test hook for the retry path, read only here at the edge: crash a worker's page once, at
 # this absolute frame.
 FAULT_CRASH_ENV = "RENDERD_FAULT_CRASH_PAGE_AT_FRAME"
+# Test hook for stragglers: sleep this many milliseconds before capturing each frame.
+FAULT_DELAY_ENV = "RENDERD_FAULT_FRAME_DELAY_MS"
 
 
 def _positive_int(name: str) -> Callable[[str], int]:
@@ -154,7 +156,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
     display = JsonDisplay()
     try:
-        _run(run_assignment(assignment, display), cancel_on_stdin_eof=args.watch_stdin)
+        _run(run_assignment(assignment, display, **_fault_settings()), cancel_on_stdin_eof=args.watch_stdin)
         return 0
     except RenderdError as exc:
         return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
@@ -195,14 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fault_frame() -> int | None:
-    raw = os.environ.get(FAULT_CRASH_ENV)
+def _fault_int(name: str) -> int | None:
+    raw = os.environ.get(name)
     if not raw:
         return None
     try:
         return int(raw)
     except ValueError:
-        raise RenderdError(f"{FAULT_CRASH_ENV}={raw!r} is not a frame number") from None
+        raise RenderdError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _fault_settings() -> dict[str, Any]:
+    """Test hooks from the environment, read only here at the edge."""
+    return {
+        "fault_crash_at_frame": _fault_int(FAULT_CRASH_ENV),
+        "fault_frame_delay_s": (_fault_int(FAULT_DELAY_ENV) or 0) / 1000,
+    }
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -222,7 +232,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
             quality=args.quality,
             frame_timeout_s=float(args.frame_timeout),
             ready_timeout_s=float(args.ready_timeout),
-            fault_crash_at_frame=_fault_frame(),
+            **_fault_settings(),
         ),
         encode=encode,
         keep_frames=args.keep_frames,

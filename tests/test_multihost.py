@@ -203,3 +203,32 @@ def test_cancel_leaves_no_agent_or_chromium_on_any_host(root: Path, hosts: TestH
     assert not [p.pid for p in tree if is_alive(p)], [(p.pid, _name(p)) for p in tree if is_alive(p)]
     assert not (root / "c.mp4").exists()
     assert daemon.json("status", job)["job"]["state"] == "cancelled"
+
+
+SLOW_DELAY_MS = 800
+
+
+def test_a_slow_host_is_overtaken_by_a_speculative_copy(root: Path, hosts: TestHosts) -> None:
+    slow_agent = ["env", f"RENDERD_FAULT_FRAME_DELAY_MS={SLOW_DELAY_MS}", *AGENT]
+    inventory = hosts.write_inventory(root / "slow-hosts.toml", overrides={"h3": {"agent_command": slow_agent}})
+    d = Daemon(root, hosts_file=inventory)
+    d.start()
+    try:
+        out = root / "slow.mp4"
+        r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", out, "--chunks", "3", "--wait")
+        assert r.returncode == 0, r.stderr
+        job = d.json("list")["jobs"][0]
+        status = d.json("status", job["id"])
+        slow_chunks = {a["chunk_index"] for a in status["attempts"] if a["host"] == "h3"}
+        assert slow_chunks, status["attempts"]
+        for index in slow_chunks:
+            outcomes = {(a["host"], a["outcome"]) for a in status["attempts"] if a["chunk_index"] == index}
+            assert ("h3", "cancelled") in outcomes, (outcomes, d.log.read_text()[-2000:])
+            assert any(h != "h3" and o == "verified" for h, o in outcomes), outcomes
+        # h3 alone needs at least 40 frames x 0.8 s for its chunk; the job finished well before.
+        elapsed = job["finished_at"] - job["started_at"]
+        assert elapsed < 40 * SLOW_DELAY_MS / 1000, elapsed
+        assert [decode_index(f, 320) for f in decode_frames(out, 320, 240)] == list(range(120))
+        _wait_clean(hosts)
+    finally:
+        d.stop()

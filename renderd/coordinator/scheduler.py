@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import shutil
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from renderd.assignment import Assignment
 from renderd.config import DaemonConfig, HostConfig, Inventory
-from renderd.coordinator.models import Chunk, Claim, Job, JobState
+from renderd.coordinator.models import AttemptOutcome, Chunk, Claim, Job, JobState
 from renderd.coordinator.ssh import HostUnavailable, SshTransport
 from renderd.coordinator.store import Store
 from renderd.coordinator.transport import AgentFailed, LocalTransport, Transport, default_local_agent_command
@@ -29,6 +30,10 @@ from renderd.errors import RenderdError
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 2.0
+# A chunk running this many times longer than the job's chunks have taken so far (and at least
+# SPECULATE_MIN_S) gets a speculative copy on an idle host once the queue is empty.
+SPECULATE_FACTOR = 1.5
+SPECULATE_MIN_S = 5.0
 CANCEL_WAIT_S = 30.0  # agents get their stdin closed, then signals after a grace period
 DEFAULT_AGENT_COMMAND = ("renderd", "agent")
 
@@ -51,11 +56,23 @@ class HostRuntime:
     config: HostConfig
     transport: Transport
     running: dict[tuple[str, int], asyncio.Task[None]] = field(default_factory=dict)
+    speculative: dict[tuple[str, int], asyncio.Task[None]] = field(default_factory=dict)
     retired: bool = False  # removed from the inventory by a reload: finish, take nothing new
 
     @property
     def free_slots(self) -> int:
-        return 0 if self.retired or not self.config.enabled else self.config.slots - len(self.running)
+        if self.retired or not self.config.enabled:
+            return 0
+        return self.config.slots - len(self.running) - len(self.speculative)
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A chunk being rendered: where, since when, how many frames."""
+
+    host: str
+    started: float
+    frames: int
 
 
 @dataclass
@@ -92,6 +109,8 @@ class Scheduler:
         self._claiming = True
         self._assembling: dict[str, asyncio.Task[None]] = {}
         self._staging: dict[tuple[str, str], asyncio.Task[str]] = {}
+        self._inflight: dict[tuple[str, int], InFlight] = {}
+        self._frame_seconds: dict[str, list[float]] = {}  # per job: seconds per frame of verified chunks
         self.apply_inventory(inventory)
 
     # -- configuration -----------------------------------------------------------------
@@ -150,9 +169,83 @@ class Scheduler:
             while rt.free_slots > 0 and self._claiming:
                 claim = await asyncio.shield(self.store.claim_chunk(name))
                 if claim is None:
+                    await self._maybe_speculate(rt)
                     break
                 key = (claim.chunk.job_id, claim.chunk.index)
                 rt.running[key] = asyncio.create_task(self._run_claim(rt, claim), name=f"chunk-{key}")
+
+    # -- stragglers ----------------------------------------------------------------------
+
+    def _expected_seconds(self, job_id: str, frames: int) -> float | None:
+        """How long a chunk of ``frames`` should take, from this job's verified chunks so far."""
+        samples = self._frame_seconds.get(job_id)
+        if not samples:
+            return None
+        return statistics.median(samples) * frames
+
+    async def _maybe_speculate(self, rt: HostRuntime) -> None:
+        """The queue is empty and ``rt`` is idle: copy the worst straggler onto it, if there is one."""
+        now = time.monotonic()
+        worst: tuple[float, tuple[str, int]] | None = None
+        for key, info in self._inflight.items():
+            if info.host == rt.config.name or any(key in h.speculative for h in self.hosts.values()):
+                continue
+            expected = self._expected_seconds(key[0], info.frames)
+            if expected is None:
+                continue
+            late = (now - info.started) / max(expected, 1e-6)
+            if (
+                now - info.started >= SPECULATE_MIN_S
+                and late >= SPECULATE_FACTOR
+                and (worst is None or late > worst[0])
+            ):
+                worst = (late, key)
+        if worst is None:
+            return
+        job_id, index = worst[1]
+        attempt = await asyncio.shield(self.store.start_speculative_attempt(job_id, index, rt.config.name))
+        if attempt is None:
+            return
+        log.info(
+            "[host=%s job=%s chunk=%d] speculative copy: the chunk runs %.1fx longer than expected",
+            rt.config.name, job_id, index, worst[0],
+        )  # fmt: skip
+        rt.speculative[(job_id, index)] = asyncio.create_task(
+            self._run_speculative(rt, job_id, index, attempt.id), name=f"spec-{job_id}-{index}"
+        )
+
+    async def _run_speculative(self, rt: HostRuntime, job_id: str, index: int, attempt_id: int) -> None:
+        clog = ContextLog(log, f"[host={rt.config.name} job={job_id} chunk={index} speculative]")
+        try:
+            job = await self.store.get_job(job_id)
+            chunk = next((c for c in await self.store.get_chunks(job_id) if c.index == index), None)
+            assert job is not None and chunk is not None
+            output, sha, frames, fps = await self._render(rt, job, chunk, attempt_id, self.job_progress(job_id))
+            won = await asyncio.shield(
+                self.store.mark_speculative_verified(
+                    job_id, index, attempt_id, output_path=str(output), sha256=sha, frames=frames, fps=fps
+                )
+            )
+            if won is None:
+                clog.info("finished second; discarded")
+                return
+            clog.info("won the race (%d frames, %.1f fps)", frames, fps)
+            await asyncio.shield(self.store.record_host_success(rt.config.name, fps))
+            self._chunk_won(job_id, index, frames, fps, speculative=True)
+            if await self.store.job_all_verified(job_id):
+                self._spawn_assembly(job_id)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    self.store.end_attempt(attempt_id, AttemptOutcome.CANCELLED, "the other copy finished first")
+                )
+            raise
+        except (AgentFailed, RenderdError) as exc:
+            clog.warning("speculative copy failed: %s", exc)
+            await asyncio.shield(self.store.end_attempt(attempt_id, AttemptOutcome.FAILED, str(exc)))
+        finally:
+            rt.speculative.pop((job_id, index), None)
+            self.wake()
 
     # -- one chunk -----------------------------------------------------------------------
 
@@ -178,32 +271,18 @@ class Scheduler:
         try:
             job = await self.store.get_job(chunk.job_id)
             assert job is not None
-            comp = await self._staged(rt, job)
-            remote_out, remote_work = rt.transport.chunk_paths(job.id, chunk.index, attempt.id)
-            output = self._local_chunk_path(job.id, chunk.index, attempt.id)
-            output.parent.mkdir(parents=True, exist_ok=True)
-            assignment = self._assignment(job, chunk, rt.config, comp, remote_out, remote_work)
             await asyncio.shield(self.store.mark_chunk_rendering(job.id, chunk.index, attempt.id))
-
-            def on_event(event: dict[str, Any]) -> None:
-                if event.get("event") == "progress":
-                    progress.frames_done[chunk.index] = int(event.get("frames_done", 0))
-                    progress.touch()
-
-            done = await rt.transport.run_chunk(assignment, on_event, timeout=self.config.timeouts.chunk)
-            await rt.transport.fetch(remote_out, output)
+            self._inflight[key] = InFlight(rt.config.name, started, chunk.end - chunk.start)
+            output, sha, frames, fps = await self._render(rt, job, chunk, attempt.id, progress)
             await asyncio.shield(self.store.mark_chunk_fetched(job.id, chunk.index, attempt.id))
-            frames = await self._verify_chunk(output, done, chunk.end - chunk.start)
-            fps = frames / max(1e-6, time.monotonic() - started)
             verified = await asyncio.shield(
                 self.store.mark_chunk_verified(
-                    job.id, chunk.index, attempt.id,
-                    output_path=str(output), sha256=done["sha256"], frames=frames, fps=fps,
+                    job.id, chunk.index, attempt.id, output_path=str(output), sha256=sha, frames=frames, fps=fps
                 )
-            )  # fmt: skip
+            )
+            if verified is not None:
+                self._chunk_won(job.id, chunk.index, frames, fps, speculative=False)
             await asyncio.shield(self.store.record_host_success(rt.config.name, fps))
-            progress.frames_done[chunk.index] = frames
-            progress.touch()
             clog.info("chunk verified (%d frames, %.1f fps)", frames, fps)
             if verified is not None and await self.store.job_all_verified(job.id):
                 self._spawn_assembly(job.id)
@@ -253,7 +332,41 @@ class Scheduler:
             progress.touch()
         finally:
             rt.running.pop(key, None)
+            self._inflight.pop(key, None)
             self.wake()
+
+    async def _render(
+        self, rt: HostRuntime, job: Job, chunk: Chunk, attempt_id: int, progress: JobProgress
+    ) -> tuple[Path, str, int, float]:
+        """Stage, run the agent, fetch and verify one attempt; return (local file, sha256, frames, fps)."""
+        started = time.monotonic()
+        comp = await self._staged(rt, job)
+        remote_out, remote_work = rt.transport.chunk_paths(job.id, chunk.index, attempt_id)
+        output = self._local_chunk_path(job.id, chunk.index, attempt_id)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        assignment = self._assignment(job, chunk, rt.config, comp, remote_out, remote_work)
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("event") == "progress":
+                done = int(event.get("frames_done", 0))
+                progress.frames_done[chunk.index] = max(done, progress.frames_done.get(chunk.index, 0))
+                progress.touch()
+
+        done = await rt.transport.run_chunk(assignment, on_event, timeout=self.config.timeouts.chunk)
+        await rt.transport.fetch(remote_out, output)
+        frames = await self._verify_chunk(output, done, chunk.end - chunk.start)
+        return output, str(done["sha256"]), frames, frames / max(1e-6, time.monotonic() - started)
+
+    def _chunk_won(self, job_id: str, index: int, frames: int, fps: float, *, speculative: bool) -> None:
+        """A chunk is verified: record its speed, stop the other copy of it, update progress."""
+        self._frame_seconds.setdefault(job_id, []).append(1.0 / max(fps, 1e-6))
+        progress = self.job_progress(job_id)
+        progress.frames_done[index] = frames
+        progress.touch()
+        for rt in self.hosts.values():
+            other = rt.speculative.get((job_id, index)) if not speculative else rt.running.get((job_id, index))
+            if other is not None and other is not asyncio.current_task():
+                other.cancel()
 
     def _assignment(self, job: Job, chunk: Chunk, host: HostConfig, comp: str, output: str, work: str) -> Assignment:
         p = job.params
@@ -302,7 +415,12 @@ class Scheduler:
         Returns how many tasks were stopped. Waits (bounded) for the agents to exit so that
         nothing writes into the job directory after it is removed.
         """
-        tasks = [t for rt in self.hosts.values() for (jid, _i), t in rt.running.items() if jid == job_id]
+        tasks = [
+            t
+            for rt in self.hosts.values()
+            for (jid, _i), t in [*rt.running.items(), *rt.speculative.items()]
+            if jid == job_id
+        ]
         assembling = self._assembling.get(job_id)
         if assembling is not None:
             tasks.append(assembling)
@@ -373,7 +491,7 @@ class Scheduler:
 
     def running_tasks(self) -> list[asyncio.Task[None]]:
         """Return every chunk and assembly task in flight."""
-        tasks = [t for rt in self.hosts.values() for t in rt.running.values()]
+        tasks = [t for rt in self.hosts.values() for t in [*rt.running.values(), *rt.speculative.values()]]
         return tasks + list(self._assembling.values())
 
     async def drain(self, budget_s: float) -> int:

@@ -603,6 +603,67 @@ class Store:
                 self._add_event(job_id, "chunk_lost", chunk=index, attempt=attempt_id, error=error)
         return chunk
 
+    # -- speculative copies of straggling chunks ------------------------------------------------
+
+    @_in_thread
+    def start_speculative_attempt(self, job_id: str, index: int, host: str) -> Attempt | None:
+        """Start a second attempt of an in-flight chunk on ``host``; None if the chunk is not in flight.
+
+        The chunk stays held by its first attempt; whichever attempt verifies first wins
+        (:meth:`mark_speculative_verified`).
+        """
+        now = self._clock()
+        with transaction(self._db):
+            held = self._one(
+                f"SELECT attempt_id FROM chunks WHERE job_id = ? AND idx = ? AND state IN {IN_FLIGHT}",
+                (job_id, index),
+            )
+            if held is None:
+                return None
+            attempt_id = self._db.execute(
+                "INSERT INTO attempts (job_id, chunk_index, host, started_at, outcome) VALUES (?, ?, ?, ?, 'running')",
+                (job_id, index, host, now),
+            ).lastrowid
+            assert attempt_id is not None
+            self._add_event(job_id, "chunk_speculative", chunk=index, host=host, attempt=attempt_id)
+            return self._get_attempt(attempt_id)
+
+    @_in_thread
+    def mark_speculative_verified(
+        self, job_id: str, index: int, attempt_id: int, *, output_path: str, sha256: str, frames: int, fps: float
+    ) -> Chunk | None:
+        """Let a speculative attempt win the chunk: the holder's attempt ends superseded; None if too late."""
+        with transaction(self._db):
+            row = self._one(
+                f"SELECT attempt_id FROM chunks WHERE job_id = ? AND idx = ? AND state IN {IN_FLIGHT}",
+                (job_id, index),
+            )
+            running = self._one("SELECT host FROM attempts WHERE id = ? AND outcome = 'running'", (attempt_id,))
+            if row is None or running is None:
+                self._end_attempt(attempt_id, AttemptOutcome.CANCELLED, "another attempt finished first", None)
+                return None
+            holder = row["attempt_id"]
+            if holder is not None and holder != attempt_id:
+                why = f"superseded by speculative attempt {attempt_id}"
+                self._end_attempt(holder, AttemptOutcome.CANCELLED, why, None)
+            self._db.execute(
+                "UPDATE chunks SET attempt_id = ?, host = ? WHERE job_id = ? AND idx = ?",
+                (attempt_id, running["host"], job_id, index),
+            )
+            cols = {"output_path": output_path, "sha256": sha256, "frames": frames, "error": None}
+            chunk = self._move_chunk(job_id, index, attempt_id, ChunkState.VERIFIED, **cols)
+            assert chunk is not None
+            self._end_attempt(attempt_id, AttemptOutcome.VERIFIED, None, fps)
+            info = {"host": chunk.host, "frames": frames, "fps": fps, "speculative": True}
+            self._add_event(job_id, "chunk_verified", chunk=index, attempt=attempt_id, **info)
+            return chunk
+
+    @_in_thread
+    def end_attempt(self, attempt_id: int, outcome: AttemptOutcome, error: str | None = None) -> None:
+        """End a still-running attempt that does not hold its chunk (a speculative copy that lost or failed)."""
+        with transaction(self._db):
+            self._end_attempt(attempt_id, outcome, error, None)
+
     @_in_thread
     def recover(self) -> RecoveryReport:
         """Put back in order what a stopped or crashed daemon left; call once at start.

@@ -36,8 +36,10 @@ class CaptureSettings:
     settle_frames: int = 1
     frame_timeout_s: float = 30.0
     ready_timeout_s: float = 30.0
-    # Test hook: crash the page the first time this absolute frame is about to be captured.
+    # Test hooks: crash the page the first time this absolute frame is about to be captured;
+    # sleep this long before every frame (a slow host, for the straggler tests).
     fault_crash_at_frame: int | None = None
+    fault_frame_delay_s: float = 0.0
 
     @property
     def ext(self) -> str:
@@ -91,6 +93,8 @@ class Worker:
         for i in range(task.start, task.end):
             try:
                 page = await self.ensure_ready()
+                if s.fault_frame_delay_s:
+                    await asyncio.sleep(s.fault_frame_delay_s)
                 if s.fault_crash_at_frame == i and not p.fault_fired:
                     p.fault_fired = True
                     log.warning("test hook: crashing worker %d's page at frame %d", self.index, i)
