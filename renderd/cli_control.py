@@ -24,6 +24,7 @@ from renderd.coordinator.daemon import Coordinator
 from renderd.coordinator.sdnotify import Notifier
 from renderd.errors import RenderdError
 from renderd.hostcheck import check_hosts
+from renderd.hostinstall import install_hosts
 
 DEFAULT_SOCKET = Path("/run/renderd/renderd.sock")
 SOCKET_ENV = "RENDERD_SOCKET"
@@ -85,9 +86,15 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     client("cancel", "cancel a job", cmd_cancel).add_argument("job")
     client("logs", "show a job's event log", cmd_logs).add_argument("job")
     h = client("hosts", "show the render hosts (`hosts check`: probe them directly)", cmd_hosts)
-    h.add_argument("action", nargs="?", choices=("check",), help="check: connect to each host and probe it")
-    h.add_argument("names", nargs="*", metavar="HOST", help="with check: only these hosts")
-    h.add_argument("--config", type=Path, default=Path("/etc/renderd/renderd.toml"), help="with check: config")
+    h.add_argument(
+        "action",
+        nargs="?",
+        choices=("check", "install"),
+        help="check: connect to each host and probe it; install: put this renderd into <work_dir>/venv on each host",
+    )
+    h.add_argument("names", nargs="*", metavar="HOST", help="with check/install: only these hosts")
+    h.add_argument("--config", type=Path, default=Path("/etc/renderd/renderd.toml"), help="with check/install")
+    h.add_argument("--system-packages", action="store_true", help="with install: apt-get install what the agent needs")
     client("drain", "stop giving new chunks to a host", cmd_drain).add_argument("host")
     client("undrain", "give chunks to a drained host again", cmd_drain).add_argument("host")
     client("reload", "reload the daemon's config and inventory", cmd_reload)
@@ -262,6 +269,8 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     """Show the render hosts, or probe them with `check`."""
     if args.action == "check":
         return _hosts_check(args)
+    if args.action == "install":
+        return _hosts_install(args)
     with Client(_socket(args)) as c:
         reply = c.request("hosts")
     if args.json:
@@ -288,6 +297,23 @@ def _hosts_check(args: argparse.Namespace) -> int:
             print(f"{r.name:16s} {'ok' if r.ok else 'UNAVAILABLE':12s} {facts}")
             for p in r.problems:
                 print(f"    {p}")
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _hosts_install(args: argparse.Namespace) -> int:
+    config = load_daemon_config(args.config)
+    inventory = load_inventory(config.hosts_file)
+    reports = asyncio.run(install_hosts(config, inventory, args.names, system_packages=args.system_packages))
+    if args.json:
+        _print_json({"hosts": [dataclasses.asdict(r) for r in reports]})
+    else:
+        for r in reports:
+            if r.error:
+                print(f"{r.name:16s} FAILED       {r.error}")
+                continue
+            print(f"{r.name:16s} installed    agent_command = {json.dumps(r.agent_command)}")
+            if r.missing_packages:
+                print(f"    missing system packages: {' '.join(r.missing_packages)} (use --system-packages)")
     return 0 if all(r.ok for r in reports) else 1
 
 

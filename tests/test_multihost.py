@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -232,3 +233,22 @@ def test_a_slow_host_is_overtaken_by_a_speculative_copy(root: Path, hosts: TestH
         _wait_clean(hosts)
     finally:
         d.stop()
+
+
+def test_hosts_install_puts_this_renderd_on_a_host(root: Path, hosts: TestHosts) -> None:
+    d = Daemon(root, hosts_file=hosts.inventory)
+    r = run_renderd("hosts", "install", "h1", "--config", d.config, "--json", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)["hosts"]
+    assert [h["name"] for h in report] == ["h1"]
+    command = report[0]["agent_command"]
+    assert command == [str(hosts.host("h1").work_dir / "venv" / "bin" / "renderd"), "agent"]
+    assert report[0]["missing_packages"] == []
+    # With the installed agent in the inventory, the host checks out with a matching protocol.
+    inventory = hosts.write_inventory(root / "installed.toml", overrides={"h1": {"agent_command": command}})
+    (root / "d2").mkdir()
+    d2 = Daemon(root / "d2", hosts_file=inventory)
+    check = run_renderd("hosts", "check", "h1", "--config", d2.config, "--json", timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    facts = json.loads(check.stdout)["hosts"][0]["facts"]
+    assert facts["protocol"] == 1 and facts["chromium"] and facts["ffmpeg"]

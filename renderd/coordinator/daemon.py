@@ -29,6 +29,7 @@ from renderd.coordinator.server import AccessPolicy, ControlServer, Peer, resolv
 from renderd.coordinator.store import Store
 from renderd.coordinator.submit import plan_submission
 from renderd.errors import ConfigError
+from renderd.hostcheck import check_hosts
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Coordinator:
         self.store: Store | None = None
         self.scheduler: Scheduler | None = None
         self.server: ControlServer | None = None
+        self._probe_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -109,6 +111,27 @@ class Coordinator:
                 tg.create_task(self._notifier.run_watchdog(self._stop), name="watchdog")
             tg.create_task(self._reload_loop(), name="reload")
             tg.create_task(self._status_loop(), name="status")
+            tg.create_task(self.probe_hosts(), name="probe")
+
+    async def probe_hosts(self) -> None:
+        """Check every host once (at start and after a reload); a host that fails is quarantined."""
+        assert self.store is not None
+        reports = await check_hosts(self.config, self.inventory, [])
+        for r in reports:
+            if r.ok:
+                await self.store.upsert_host(r.name, reachable=True)
+                continue
+            why = "; ".join(r.problems)
+            log.warning("[host=%s] unavailable: %s", r.name, why)
+            await self.store.record_host_failure(
+                r.name,
+                why,
+                quarantine_after=1,
+                backoff_s=self.config.scheduling.quarantine_backoff,
+                reachable=False,
+            )
+        if self.scheduler is not None:
+            self.scheduler.wake()
 
     async def _reload_loop(self) -> None:
         while not self._stop.is_set():
@@ -156,6 +179,7 @@ class Coordinator:
         for host in inventory.hosts:
             await self.store.upsert_host(host.name)
         log.info("reloaded: %d host(s)", len(inventory.hosts))
+        self._probe_task = asyncio.create_task(self.probe_hosts(), name="probe")
         self._notifier.ready()
         return f"reloaded: {len(inventory.hosts)} host(s)"
 

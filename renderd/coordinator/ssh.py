@@ -139,12 +139,12 @@ class SshTransport:
             argv += ["-J", h.jump_host]
         return shlex.join(argv)
 
-    def _remote(self, path: str) -> str:
+    def remote(self, path: str) -> str:
         user = f"{self.host.user}@" if self.host.user else ""
         addr = f"[{self.host.address}]" if ":" in self.host.address else self.host.address
         return f"{user}{addr}:{path}"
 
-    async def _rsync(self, *args: str) -> None:
+    async def rsync(self, *args: str) -> None:
         try:
             await procs.run(["rsync", "-a", "-e", self._rsh(), *args], timeout=RSYNC_TIMEOUT_S)
         except ProcessFailed as exc:
@@ -161,7 +161,7 @@ class SshTransport:
         if check.exit_status != 0:
             partial = f"{target}.partial-{job_id}"
             await self.run(["mkdir", "-p", f"{self.work}/cache"])
-            await self._rsync("--delete", f"{root}/", self._remote(f"{partial}/"))
+            await self.rsync("--delete", f"{root}/", self.remote(f"{partial}/"))
             # Publish atomically: a half-copied composition is never used.
             await self.run(["sh", "-c", 'mv -T "$1" "$2" 2>/dev/null || rm -rf "$1"', "sh", partial, target])
         return f"{target}/{entry}" if entry else target
@@ -174,7 +174,7 @@ class SshTransport:
     async def fetch(self, remote_path: str, local_path: Path) -> None:
         """Copy a chunk back (to a temp name, then rename)."""
         tmp = local_path.with_name(f".{local_path.name}.fetch")
-        await self._rsync(self._remote(remote_path), str(tmp))
+        await self.rsync(self.remote(remote_path), str(tmp))
         os.replace(tmp, local_path)
 
     async def cleanup_job(self, job_id: str) -> None:
