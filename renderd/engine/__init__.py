@@ -91,9 +91,14 @@ class Engine:
             )
             try:
                 described = await page.describe()
-            finally:
+                info = resolve_info(self.comp, described, overrides)
+            except BaseException:
                 await page.close()
-            info = resolve_info(self.comp, described, overrides)
+                raise
+            if (info.width, info.height) != (w, h):
+                # Loaded at a guessed size: worker pages must load at the real one.
+                await page.close()
+                page = None
         except BaseException:
             with contextlib.suppress(Exception):
                 await browser.close()
@@ -108,6 +113,7 @@ class Engine:
             browser_options=self._browser_options,
             playwright=self._pw,
             first_browser=browser,
+            first_page=page,
         )
         return info
 

@@ -68,9 +68,10 @@ class Worker:
         self._browser: Browser | None = None
         self._page: CompositionPage | None = None
 
-    def adopt_browser(self, browser: Browser) -> None:
-        """Use an already launched browser (the one that probed the composition)."""
+    def adopt(self, browser: Browser, page: CompositionPage | None) -> None:
+        """Use an already launched browser (and loaded page) from probing the composition."""
         self._browser = browser
+        self._page = page
 
     async def ensure_ready(self) -> CompositionPage:
         """Return a loaded page, (re)launching the browser and page as needed."""
@@ -151,6 +152,7 @@ class CapturePool:
         browser_options: BrowserOptions,
         playwright: Playwright,
         first_browser: Browser | None = None,
+        first_page: CompositionPage | None = None,
     ) -> None:
         self.comp = comp
         self.width = width
@@ -163,7 +165,7 @@ class CapturePool:
         self._workers: list[Worker] = []
         if first_browser is not None:
             self._grow(1)
-            self._workers[0].adopt_browser(first_browser)
+            self._workers[0].adopt(first_browser, first_page)
 
     async def warm_up(self, workers: int) -> None:
         """Launch and load ``workers`` pages concurrently, so the first frames do not wait."""
