@@ -28,8 +28,10 @@ RENDERD = str(Path(sys.executable).with_name("renderd"))
 DEFAULT_COMPOSITIONS = (ROOT.parent / "shared" / "bench" / "gsap-cards", ROOT / "examples" / "hyperframes-gsap")
 
 
-def local_wall(comp: Path, out: Path, workers: int, chunks: int, frames: str | None) -> float:
-    argv = [RENDERD, "render", str(comp), "-o", str(out), "--workers", str(workers), "--chunks", str(chunks)]
+def local_wall(comp: Path, out: Path, workers: int, chunks: int | None, frames: str | None) -> float:
+    argv = [RENDERD, "render", str(comp), "-o", str(out), "--workers", str(workers)]
+    if chunks:
+        argv += ["--chunks", str(chunks)]
     if frames:
         argv += ["--frames", frames]
     t0 = time.perf_counter()
@@ -37,8 +39,10 @@ def local_wall(comp: Path, out: Path, workers: int, chunks: int, frames: str | N
     return time.perf_counter() - t0
 
 
-def distributed_wall(socket: Path, comp: Path, out: Path, chunks: int, frames: str | None) -> float:
-    argv = [RENDERD, "submit", str(comp), "-o", str(out), "--chunks", str(chunks), "--wait", "--socket", str(socket)]
+def distributed_wall(socket: Path, comp: Path, out: Path, chunks: int | None, frames: str | None) -> float:
+    argv = [RENDERD, "submit", str(comp), "-o", str(out), "--wait", "--socket", str(socket)]
+    if chunks:
+        argv += ["--chunks", str(chunks)]
     if frames:
         argv += ["--frames", frames]
     t0 = time.perf_counter()
@@ -50,7 +54,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("composition", nargs="?", type=Path)
     parser.add_argument("--workers", type=int, default=2, help="total workers on each side (= test hosts)")
-    parser.add_argument("--chunks", type=int, default=6)
+    parser.add_argument("--chunks", type=int, help="chunks on both sides (default: each side's own policy)")
     parser.add_argument("--frames", help="absolute range A:B (default: the whole composition)")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
@@ -74,7 +78,8 @@ def main() -> int:
             if (tmp / "renderd.sock").exists():
                 break
             time.sleep(0.1)
-        print(f"bench: {comp}, {args.workers} workers, {args.chunks} chunks, frames {args.frames or 'all'}")
+        chunks = args.chunks or "default"
+        print(f"bench: {comp}, {args.workers} workers, chunks {chunks}, frames {args.frames or 'all'}")
         local: list[float] = []
         dist: list[float] = []
         for r in range(args.rounds):

@@ -33,8 +33,8 @@ def plan_job_chunks(
 
     An explicit ``chunks`` or ``frames_per_chunk`` wins. Otherwise a chunk holds about
     ``target_chunk_seconds`` of rendering at the slots' measured speed, clamped to the policy's
-    bounds, and there are at least as many chunks as slots (so no slot idles) when the frames
-    allow chunks of ``min_chunk_frames``.
+    bounds, rounded up to a multiple of the slots (so no slot idles through a last round) when
+    the frames allow chunks of ``min_chunk_frames``.
     """
     total = len(span)
     if chunks is not None or frames_per_chunk is not None:
@@ -43,7 +43,9 @@ def plan_job_chunks(
     size = int(policy.target_chunk_seconds * fps)
     size = max(policy.min_chunk_frames, min(policy.max_chunk_frames, size))
     count = math.ceil(total / size)
-    # Enough chunks to keep every slot busy, but never below the minimum chunk size.
-    by_slots = min(max(1, slots), max(1, total // max(1, policy.min_chunk_frames)))
-    count = max(count, by_slots)
+    # A whole number of rounds over the slots: 3 chunks on 2 slots would leave one slot idle for
+    # the whole last round. Never below the minimum chunk size, though.
+    slots = max(1, slots)
+    count = slots * math.ceil(count / slots)
+    count = min(count, max(1, total // max(1, policy.min_chunk_frames)))
     return plan_chunks(total, chunks=count, range_start=span.start)
