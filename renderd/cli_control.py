@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from renderd.config import load_daemon_config, load_inventory
+from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inventory
 from renderd.coordinator.client import Client
 from renderd.coordinator.daemon import Coordinator
 from renderd.coordinator.sdnotify import Notifier
@@ -102,8 +102,7 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     """Run the coordinator until SIGTERM."""
-    config = load_daemon_config(args.config)
-    inventory = load_inventory(config.hosts_file)
+    config, inventory = _config_and_inventory(args)
     try:
         mode = int(args.socket_mode, 8)
     except ValueError:
@@ -283,9 +282,13 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hosts_check(args: argparse.Namespace) -> int:
+def _config_and_inventory(args: argparse.Namespace) -> tuple[DaemonConfig, Inventory]:
     config = load_daemon_config(args.config)
-    inventory = load_inventory(config.hosts_file)
+    return config, load_inventory(config.hosts_file)
+
+
+def _hosts_check(args: argparse.Namespace) -> int:
+    config, inventory = _config_and_inventory(args)
     reports = asyncio.run(check_hosts(config, inventory, args.names))
     if args.json:
         _print_json({"hosts": [dataclasses.asdict(r) for r in reports]})
@@ -301,8 +304,7 @@ def _hosts_check(args: argparse.Namespace) -> int:
 
 
 def _hosts_install(args: argparse.Namespace) -> int:
-    config = load_daemon_config(args.config)
-    inventory = load_inventory(config.hosts_file)
+    config, inventory = _config_and_inventory(args)
     reports = asyncio.run(install_hosts(config, inventory, args.names, system_packages=args.system_packages))
     if args.json:
         _print_json({"hosts": [dataclasses.asdict(r) for r in reports]})

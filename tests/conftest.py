@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,15 @@ def decode_index(frame: bytes, width: int, row_y: int = 120) -> int:
         if total / n > 128:
             k |= 1 << b
     return k
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temp dir with a short path (Unix socket paths are limited to ~107 bytes), readable by all."""
+    root = Path(tempfile.mkdtemp(prefix="rd-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

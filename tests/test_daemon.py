@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,12 +23,8 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def daemon_root() -> Iterator[Path]:
-    # Unix socket paths are limited to ~107 bytes: pytest's tmp_path can be longer.
-    root = Path(tempfile.mkdtemp(prefix="rd-", dir="/tmp"))
-    os.chmod(root, 0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+def daemon_root(short_tmp: Path) -> Path:
+    return short_tmp
 
 
 @pytest.fixture

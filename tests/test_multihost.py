@@ -5,10 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +24,8 @@ AGENT = [sys.executable, "-m", "renderd", "agent"]
 
 
 @pytest.fixture
-def root() -> Iterator[Path]:
-    # Short path: it holds the daemon's Unix socket.
-    path = Path(tempfile.mkdtemp(prefix="rdm-", dir="/tmp"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def root(short_tmp: Path) -> Path:
+    return short_tmp
 
 
 @pytest.fixture

@@ -193,6 +193,7 @@ class Coordinator:
             cancelled = await self.scheduler.drain(self.config.timeouts.shutdown)
             if cancelled:
                 log.warning("shutdown: %d chunk(s) did not finish in time and were requeued", cancelled)
+            await self.scheduler.close()
         if self.server is not None:
             await self.server.close()
         if self.store is not None:

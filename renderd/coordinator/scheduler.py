@@ -111,6 +111,7 @@ class Scheduler:
         self._staging: dict[tuple[str, str], asyncio.Task[str]] = {}
         self._inflight: dict[tuple[str, int], InFlight] = {}
         self._frame_seconds: dict[str, list[float]] = {}  # per job: seconds per frame of verified chunks
+        self._background: set[asyncio.Task[None]] = set()
         self.apply_inventory(inventory)
 
     # -- configuration -----------------------------------------------------------------
@@ -123,10 +124,24 @@ class Scheduler:
             if current is None or current.config != h:
                 running = current.running if current else {}
                 self.hosts[h.name] = HostRuntime(h, make_transport(h, self.config), running)
+                if current is not None:
+                    # The old connection may still serve running chunks: close it once they are done.
+                    self._spawn(self._close_when_idle(current))
         for name, rt in self.hosts.items():
             if name not in names:
                 rt.retired = True
         self.wake()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _close_when_idle(self, rt: HostRuntime) -> None:
+        pending = [*rt.running.values(), *rt.speculative.values()]
+        if pending:
+            await asyncio.wait(pending)
+        await rt.transport.close()
 
     def total_slots(self) -> int:
         """Return the slots of every enabled, current host."""
@@ -484,6 +499,10 @@ class Scheduler:
         await asyncio.to_thread(shutil.rmtree, self.config.state_dir / "jobs" / job_id, True)
 
     # -- shutdown ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close every host's connection (after drain)."""
+        await asyncio.gather(*(rt.transport.close() for rt in self.hosts.values()), return_exceptions=True)
 
     def stop_claiming(self) -> None:
         """Take no new chunks (graceful shutdown)."""
