@@ -95,3 +95,15 @@ class ConfigError(RenderdError):
         super().__init__(f"{file}: {n} problem{'' if n == 1 else 's'}")
         self.file = file
         self.problems = list(problems)
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """Return the exception a person should see from a TaskGroup's group: the first RenderdError, else the first."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup[BaseException]) -> None:
+        for e in g.exceptions:
+            walk(e) if isinstance(e, BaseExceptionGroup) else leaves.append(e)
+
+    walk(group)
+    return next((e for e in leaves if isinstance(e, RenderdError)), leaves[0])

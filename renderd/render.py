@@ -22,7 +22,7 @@ from pathlib import Path
 from renderd.composition import CompositionInfo, Overrides, load_composition
 from renderd.encode import EncodeSettings, VideoInfo, concat_videos, encode_frames, sha256_file_async
 from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice
-from renderd.errors import RenderdError
+from renderd.errors import RenderdError, first_error
 from renderd.events import ChunkDone, Done, Event, Retry, Started
 from renderd.frames import FrameRange, parse_frame_range, plan_chunks
 from renderd.progress import ProgressTracker
@@ -185,19 +185,22 @@ async def _capture_and_encode(
             )
         )
 
-    async with asyncio.TaskGroup() as tg:
-        pending: asyncio.Task[None] | None = None
-        for index, chunk in enumerate(chunks):
-            frames_dir = work / f"chunk-{index:04d}-{chunk.start}-{chunk.end}"
-            outcome = await engine.capture_chunk(
-                chunk, frames_dir, min(workers, len(chunk)), on_frame=tracker.frame_done, on_retry=on_retry
-            )
-            # Halved workers after timeouts stay halved for the chunks that follow.
-            workers = outcome.final_workers
-            if pending is not None:
-                await pending
-            pending = tg.create_task(encode(index, chunk, frames_dir))
-            parts.append(work / f"chunk-{index:04d}.mp4")
+    try:
+        async with asyncio.TaskGroup() as tg:
+            pending: asyncio.Task[None] | None = None
+            for index, chunk in enumerate(chunks):
+                frames_dir = work / f"chunk-{index:04d}-{chunk.start}-{chunk.end}"
+                outcome = await engine.capture_chunk(
+                    chunk, frames_dir, min(workers, len(chunk)), on_frame=tracker.frame_done, on_retry=on_retry
+                )
+                # Halved workers after timeouts stay halved for the chunks that follow.
+                workers = outcome.final_workers
+                if pending is not None:
+                    await pending
+                pending = tg.create_task(encode(index, chunk, frames_dir))
+                parts.append(work / f"chunk-{index:04d}.mp4")
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
     tracker.emit_now()
     return parts
 

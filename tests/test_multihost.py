@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -245,3 +246,47 @@ def test_hosts_install_puts_this_renderd_on_a_host(root: Path, hosts: TestHosts)
     assert check.returncode == 0, check.stdout + check.stderr
     facts = json.loads(check.stdout)["hosts"][0]["facts"]
     assert facts["protocol"] == 1 and facts["chromium"] and facts["ffmpeg"]
+
+
+def test_a_host_with_a_full_disk_fails_its_chunks_and_they_go_elsewhere(root: Path, hosts: TestHosts) -> None:
+    full = root / "full"
+    full.mkdir()
+    # Big enough to pass the start-up probe (2 GiB free), then filled up to the last ~16 KiB: the
+    # composition still syncs, a few frames fill the disk.
+    size = (2 << 30) + (64 << 20)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(full)], check=True)
+    try:
+        inventory = hosts.write_inventory(root / "full-hosts.toml", overrides={"h2": {"work_dir": str(full)}})
+        d = Daemon(root, hosts_file=inventory)
+        d.start()
+        deadline = time.monotonic() + 60
+        while next(h for h in d.json("hosts")["hosts"] if h["name"] == "h2")["state"] != "up":
+            assert time.monotonic() < deadline, d.json("hosts")
+            time.sleep(0.2)
+        subprocess.run(["fallocate", "-l", str(size - (16 << 10)), str(full / "ballast")], check=True)
+        try:
+            out = root / "full.mp4"
+            r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", out, "--chunks", "6", "--wait")
+            assert r.returncode == 0, r.stderr
+            job = d.json("list")["jobs"][0]["id"]
+            attempts = d.json("status", job)["attempts"]
+            on_h2 = [a for a in attempts if a["host"] == "h2"]
+            assert on_h2 and all(a["outcome"] != "verified" for a in on_h2), on_h2
+            assert any("No space left" in (a["error"] or "") for a in on_h2), on_h2
+            assert [decode_index(f, 320) for f in decode_frames(out, 320, 240)] == list(range(120))
+        finally:
+            d.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(full)], check=False)
+
+
+def test_a_host_without_free_disk_is_not_used(root: Path, hosts: TestHosts) -> None:
+    full = root / "tiny"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], check=True)
+    try:
+        inventory = hosts.write_inventory(root / "tiny-hosts.toml", overrides={"h3": {"work_dir": str(full)}})
+        check = run_renderd("hosts", "check", "h3", "--config", Daemon(root, hosts_file=inventory).config)
+        assert check.returncode == 1 and "MiB free in the work dir" in check.stdout, check.stdout
+    finally:
+        subprocess.run(["umount", "-l", str(full)], check=False)

@@ -447,3 +447,19 @@ async def test_host_failures_quarantine_with_backoff_and_success_clears(store: S
     ]  # fmt: skip
     assert (await store.set_drained("r1", False)).state is HostStatus.UP
     assert json.loads(json.dumps(host.to_dict()))["state"] == "drained"
+
+
+async def test_a_failed_chunk_is_left_for_other_hosts_when_asked(store: Store) -> None:
+    job = await store.create_job(new_job(20), plan(20))
+    claim = await store.claim_chunk("r1")
+    assert claim is not None and claim.chunk.index == 0
+    await store.mark_chunk_failed(job.id, 0, claim.attempt.id, "disk full")
+    # r1 skips the chunk it failed and takes the next one; another host gets the failed one.
+    mine = await store.claim_chunk("r1", avoid_own_failures=True)
+    assert mine is not None and mine.chunk.index == 1
+    theirs = await store.claim_chunk("r2", avoid_own_failures=True)
+    assert theirs is not None and theirs.chunk.index == 0
+    # Without the flag (a single host), the failed chunk is retried where it failed.
+    await store.mark_chunk_failed(job.id, 0, theirs.attempt.id, "disk full")
+    again = await store.claim_chunk("r2")
+    assert again is not None and again.chunk.index == 0

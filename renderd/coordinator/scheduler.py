@@ -30,6 +30,7 @@ from renderd.errors import RenderdError
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 2.0
+UNUSABLE = ("drained", "quarantined")
 # A chunk running this many times longer than the job's chunks have taken so far (and at least
 # SPECULATE_MIN_S) gets a speculative copy on an idle host once the queue is empty.
 SPECULATE_FACTOR = 1.5
@@ -175,14 +176,17 @@ class Scheduler:
     async def _fill_slots(self) -> None:
         if not self._claiming:
             return
+        usable = []
         for name, rt in list(self.hosts.items()):
-            if rt.free_slots <= 0:
-                continue
             state = await self.store.get_host(name)
-            if state is not None and state.state.value in ("drained", "quarantined"):
-                continue
+            if rt.config.enabled and not rt.retired and (state is None or state.state.value not in UNUSABLE):
+                usable.append(name)
+        # A chunk that failed on a host is retried elsewhere while there is an elsewhere.
+        avoid = len(usable) > 1
+        for name in usable:
+            rt = self.hosts[name]
             while rt.free_slots > 0 and self._claiming:
-                claim = await asyncio.shield(self.store.claim_chunk(name))
+                claim = await asyncio.shield(self.store.claim_chunk(name, avoid_own_failures=avoid))
                 if claim is None:
                     await self._maybe_speculate(rt)
                     break

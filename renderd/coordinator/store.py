@@ -484,18 +484,26 @@ class Store:
     # -- chunks -------------------------------------------------------------------------------
 
     @_in_thread
-    def claim_chunk(self, host: str) -> Claim | None:
+    def claim_chunk(self, host: str, *, avoid_own_failures: bool = False) -> Claim | None:
         """Assign the next pending chunk to ``host`` and start an attempt; None if nothing is pending.
 
-        Order: job priority (higher first), then submission (older first), then chunk index. The
+        Order: job priority (higher first), then submission (older first), then chunk index. With
+        ``avoid_own_failures`` a chunk that already failed on ``host`` is left for other hosts. The
         job becomes running if it was queued. All of it is one transaction.
         """
         now = self._clock()
+        avoid = (
+            "AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = c.job_id AND a.chunk_index = c.idx "
+            "AND a.host = ? AND a.outcome = 'failed') "
+            if avoid_own_failures
+            else ""
+        )
         with transaction(self._db):
             row = self._one(
                 "SELECT c.job_id, c.idx FROM chunks c JOIN jobs j ON j.id = c.job_id "
-                "WHERE c.state = 'pending' AND j.state IN ('queued', 'running') "
-                "ORDER BY j.priority DESC, j.created_at, j.rowid, c.idx LIMIT 1"
+                f"WHERE c.state = 'pending' AND j.state IN ('queued', 'running') {avoid}"
+                "ORDER BY j.priority DESC, j.created_at, j.rowid, c.idx LIMIT 1",
+                (host,) if avoid_own_failures else (),
             )
             if row is None:
                 return None

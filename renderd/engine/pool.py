@@ -20,6 +20,7 @@ from playwright.async_api import Browser, Playwright
 from renderd.composition import Composition
 from renderd.engine.browser import BrowserOptions, launch_browser
 from renderd.engine.page import CompositionPage, PageBroken
+from renderd.errors import CaptureError, first_error
 from renderd.frames import Fps, WorkerTask, frame_file_name, frame_time
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,11 @@ class Worker:
                 await self._drop_page()
                 return
             target = task.work_dir / frame_file_name(task.local_index(i), s.ext)
-            await asyncio.to_thread(_write_atomic, target, data)
+            try:
+                await asyncio.to_thread(_write_atomic, target, data)
+            except OSError as exc:
+                # A full or read-only disk will not get better by retrying on this host.
+                raise CaptureError(f"cannot write frame {i} to {task.work_dir}: {exc.strerror or exc}") from None
             on_frame(i)
 
     async def _drop_page(self) -> None:
@@ -192,9 +197,12 @@ class CapturePool:
                     return
                 await worker.run_task(task, on_frame, report)
 
-        async with asyncio.TaskGroup() as tg:
-            for w in self._workers[:workers]:
-                tg.create_task(drain(w))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for w in self._workers[:workers]:
+                    tg.create_task(drain(w))
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
         # Workers beyond the current count keep their browsers: a later chunk may use them.
         return report
 
@@ -206,6 +214,10 @@ class CapturePool:
 
 def _write_atomic(target: Path, data: bytes) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, target)
