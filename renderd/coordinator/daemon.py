@@ -28,7 +28,8 @@ from renderd.coordinator.sdnotify import Notifier
 from renderd.coordinator.server import AccessPolicy, ControlServer, Peer, resolve_gids
 from renderd.coordinator.store import Store
 from renderd.coordinator.submit import plan_submission
-from renderd.errors import ConfigError
+from renderd.engine import Prober
+from renderd.errors import ConfigError, RenderdError
 from renderd.hostcheck import check_hosts
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class Coordinator:
         self.scheduler: Scheduler | None = None
         self.server: ControlServer | None = None
         self._probe_task: asyncio.Task[None] | None = None
+        # A warm browser for reading submitted compositions: saves a browser start per submission.
+        self._prober = Prober(ready_timeout_s=config.timeouts.ready)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -112,6 +115,13 @@ class Coordinator:
             tg.create_task(self._reload_loop(), name="reload")
             tg.create_task(self._status_loop(), name="status")
             tg.create_task(self.probe_hosts(), name="probe")
+            tg.create_task(self._warm_prober(), name="warm-prober")
+
+    async def _warm_prober(self) -> None:
+        try:
+            await self._prober.warm()
+        except RenderdError as exc:  # submissions will say so, one by one
+            log.warning("cannot start a browser to read compositions: %s", exc)
 
     async def probe_hosts(self) -> None:
         """Check every host once (at start and after a reload); a host that fails is quarantined."""
@@ -196,6 +206,7 @@ class Coordinator:
             await self.scheduler.close()
         if self.server is not None:
             await self.server.close()
+        await self._prober.close()
         if self.store is not None:
             await self.store.close()
         log.info("stopped")
@@ -217,6 +228,7 @@ class Coordinator:
                 f,
                 peer,
                 self.config,
+                self._prober,
                 slots=self.scheduler.total_slots(),
                 slot_fps=sum(speeds) / len(speeds) if speeds else None,
             )

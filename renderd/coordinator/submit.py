@@ -13,14 +13,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from renderd.composition import CompositionInfo, Overrides, load_composition
+from renderd.composition import Overrides, load_composition
 from renderd.config import DaemonConfig
 from renderd.coordinator.models import NewJob
 from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
 from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN, ControlError
 from renderd.coordinator.server import Peer
 from renderd.encode import EncodeSettings
-from renderd.engine import CaptureSettings, Engine, EngineOptions
+from renderd.engine import Prober
 from renderd.errors import RenderdError
 from renderd.frames import Fps, FrameRange, parse_frame_range
 
@@ -111,23 +111,21 @@ def _settings(fields: dict[str, Any]) -> dict[str, Any]:
     return {"format": fmt, "quality": quality, "crf": enc.crf, "preset": enc.preset, "workers": workers}
 
 
-async def probe(comp_path: Path, overrides: Overrides, config: DaemonConfig) -> CompositionInfo:
-    """Load the composition in a browser on this machine and return its validated metadata."""
-    comp = load_composition(comp_path)
-    options = EngineOptions(capture=CaptureSettings(ready_timeout_s=config.timeouts.ready))
-    async with Engine(comp, options) as engine:
-        return await engine.probe(overrides)
-
-
 async def plan_submission(
-    fields: dict[str, Any], peer: Peer, config: DaemonConfig, *, slots: int, slot_fps: float | None
+    fields: dict[str, Any],
+    peer: Peer,
+    config: DaemonConfig,
+    prober: Prober,
+    *,
+    slots: int,
+    slot_fps: float | None,
 ) -> tuple[NewJob, list[tuple[int, int]]]:
     """Validate a submit request and return the job to create with its chunk plan."""
     comp_path, out = _check_paths(fields, peer)
     settings = _settings(fields)
     overrides = _overrides(fields)
     try:
-        info = await probe(comp_path, overrides, config)
+        info = await prober.probe(load_composition(comp_path), overrides)
         span = parse_frame_range(fields["frames"], info.total_frames) if fields.get("frames") else None
     except RenderdError as exc:
         raise ControlError(BAD_INPUT, str(exc)) from None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from playwright.async_api import Playwright, async_playwright
+from playwright.async_api import Browser, Playwright, async_playwright
 
 from renderd.composition import Composition, CompositionInfo, Overrides, resolve_info
 from renderd.engine.browser import BrowserOptions, launch_browser
@@ -33,6 +33,7 @@ __all__ = [
     "CaptureSettings",
     "Engine",
     "EngineOptions",
+    "Prober",
     "RetryNotice",
     "execute_disk_capture_with_adaptive_retry",
 ]
@@ -46,6 +47,71 @@ class EngineOptions:
     chromium: str | None = None
     gl: str = "auto"  # "auto" (scan the composition for WebGL), "on", "off"
     workers: int | None = None  # None = auto
+
+
+async def read_info(
+    browser: Browser, comp: Composition, overrides: Overrides, ready_timeout_s: float, *, keep_page: bool = False
+) -> tuple[CompositionInfo, CompositionPage | None]:
+    """Load ``comp`` in ``browser`` and return its validated metadata.
+
+    With ``keep_page`` the loaded page is returned too when it was loaded at the final size
+    (the caller then owns it), so the first worker need not load the composition again.
+    """
+    w = overrides.width or PROBE_VIEWPORT[0]
+    h = overrides.height or PROBE_VIEWPORT[1]
+    page = await CompositionPage.open(browser, comp, w, h, ready_timeout_s=ready_timeout_s)
+    try:
+        info = resolve_info(comp, await page.describe(), overrides)
+    except BaseException:
+        await page.close()
+        raise
+    if keep_page and (info.width, info.height) == (w, h):
+        return info, page
+    await page.close()
+    return info, None
+
+
+class Prober:
+    """Browsers kept warm to read compositions' metadata (the daemon loads every submission once)."""
+
+    def __init__(self, chromium: str | None = None, ready_timeout_s: float = 30.0) -> None:
+        self._chromium = chromium
+        self._ready_timeout_s = ready_timeout_s
+        self._pw_cm = async_playwright()
+        self._pw: Playwright | None = None
+        self._browsers: dict[bool, Browser] = {}
+        self._lock = asyncio.Lock()
+
+    async def _browser(self, gl: bool) -> Browser:
+        async with self._lock:
+            if self._pw is None:
+                self._pw = await self._pw_cm.start()
+            browser = self._browsers.get(gl)
+            if browser is None or not browser.is_connected():
+                browser = await launch_browser(self._pw, BrowserOptions(executable=self._chromium, gl=gl))
+                self._browsers[gl] = browser
+            return browser
+
+    async def warm(self) -> None:
+        """Start the plain (no GL) browser now, so the first probe does not wait for it."""
+        await self._browser(False)
+
+    async def probe(self, comp: Composition, overrides: Overrides) -> CompositionInfo:
+        """Return the validated metadata of ``comp`` (a fresh context in a warm browser)."""
+        browser = await self._browser(comp.uses_webgl())
+        info, _ = await read_info(browser, comp, overrides, self._ready_timeout_s)
+        return info
+
+    async def close(self) -> None:
+        """Close the browsers and the driver."""
+        browsers, self._browsers = list(self._browsers.values()), {}
+        for b in browsers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(b.close(), 10)
+        if self._pw is not None:
+            self._pw = None
+            with contextlib.suppress(Exception):
+                await self._pw_cm.__aexit__(None, None, None)
 
 
 class Engine:
@@ -84,21 +150,9 @@ class Engine:
         overrides = overrides or Overrides()
         browser = await launch_browser(self._pw, self._browser_options)
         try:
-            w = overrides.width or PROBE_VIEWPORT[0]
-            h = overrides.height or PROBE_VIEWPORT[1]
-            page = await CompositionPage.open(
-                browser, self.comp, w, h, ready_timeout_s=self.options.capture.ready_timeout_s
+            info, page = await read_info(
+                browser, self.comp, overrides, self.options.capture.ready_timeout_s, keep_page=True
             )
-            try:
-                described = await page.describe()
-                info = resolve_info(self.comp, described, overrides)
-            except BaseException:
-                await page.close()
-                raise
-            if (info.width, info.height) != (w, h):
-                # Loaded at a guessed size: worker pages must load at the real one.
-                await page.close()
-                page = None
         except BaseException:
             with contextlib.suppress(Exception):
                 await browser.close()
