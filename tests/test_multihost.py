@@ -290,3 +290,23 @@ def test_a_host_without_free_disk_is_not_used(root: Path, hosts: TestHosts) -> N
         assert check.returncode == 1 and "MiB free in the work dir" in check.stdout, check.stdout
     finally:
         subprocess.run(["umount", "-l", str(full)], check=False)
+
+
+def test_accept_new_records_an_unknown_key_but_refuses_a_changed_one(root: Path, hosts: TestHosts) -> None:
+    h1 = hosts.host("h1")
+    prefix = f"[{h1.address}]:{h1.port} "
+    real = next(ln for ln in hosts.known_hosts.read_text().splitlines() if ln.startswith(prefix))
+    partial = root / "known_hosts_partial"
+    partial.write_text("".join(ln + "\n" for ln in hosts.known_hosts.read_text().splitlines() if ln != real))
+    overrides = {"h1": {"known_hosts": str(partial), "host_key_policy": "accept-new"}}
+    d = Daemon(root, hosts_file=hosts.write_inventory(root / "accept-new.toml", overrides=overrides))
+    check = run_renderd("hosts", "check", "h1", "--config", d.config)
+    assert check.returncode == 0, check.stdout + check.stderr
+    recorded = [ln for ln in partial.read_text().splitlines() if ln.startswith(prefix)]
+    assert [r.split()[1:3] for r in recorded] == [real.split()[1:3]]
+    # The key changes: accept-new refuses, as strict would.
+    hosts.corrupt_known_host("h1")
+    wrong = next(ln for ln in hosts.known_hosts.read_text().splitlines() if ln.startswith(prefix))
+    partial.write_text(partial.read_text().replace(recorded[0], wrong))
+    check = run_renderd("hosts", "check", "h1", "--config", d.config)
+    assert check.returncode == 1 and "host key not trusted" in check.stdout, check.stdout

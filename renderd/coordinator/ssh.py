@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shlex
 from pathlib import Path
@@ -24,6 +25,8 @@ from renderd.assignment import Assignment
 from renderd.config import HostConfig, Timeouts
 from renderd.coordinator.transport import CANCEL_GRACE_S, AgentFailed, EventSink, follow_agent
 from renderd.errors import ProcessFailed, RenderdError
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15
 KEEPALIVE_MAX = 3
@@ -60,15 +63,25 @@ class SshTransport:
 
     # -- connection ------------------------------------------------------------------------
 
-    def _options(self) -> dict[str, Any]:
+    def _known(self) -> bool:
+        """Whether the known_hosts file has any key for this host."""
         h = self.host
-        if h.host_key_policy == "strict" and h.known_hosts is None:
+        if h.known_hosts is None or not h.known_hosts.exists():
+            return False
+        trusted, *_ = asyncssh.read_known_hosts(str(h.known_hosts)).match(h.address, h.address, h.port)
+        return bool(trusted)
+
+    def _options(self, *, record_new_key: bool = False) -> dict[str, Any]:
+        h = self.host
+        if h.known_hosts is None:
             raise HostUnavailable(f"host {h.name}: no known_hosts file set; refusing to trust its key", host=h.name)
         return {
             "port": h.port,
             "username": h.user,
             "client_keys": [str(h.identity_file)] if h.identity_file else (),
-            "known_hosts": str(h.known_hosts) if h.host_key_policy == "strict" else None,
+            # accept-new: a host with no key on file is trusted once and its key recorded; a
+            # changed key is refused exactly as in strict mode.
+            "known_hosts": None if record_new_key else str(h.known_hosts),
             "keepalive_interval": KEEPALIVE_S,
             "keepalive_count_max": KEEPALIVE_MAX,
             "connect_timeout": self.timeouts.connect,
@@ -85,7 +98,12 @@ class SshTransport:
                     tunnel = None
                     if self.host.jump_host:
                         tunnel = await asyncssh.connect(self.host.jump_host, **self._options())
-                    self._conn = await asyncssh.connect(self.host.address, tunnel=tunnel, **self._options())
+                    record = self.host.host_key_policy == "accept-new" and not self._known()
+                    self._conn = await asyncssh.connect(
+                        self.host.address, tunnel=tunnel, **self._options(record_new_key=record)
+                    )
+                    if record:
+                        self._record_host_key(self._conn)
             except asyncssh.HostKeyNotVerifiable as exc:
                 raise HostUnavailable(
                     f"host {self.name}: host key not trusted ({exc.reason}); check {self.host.known_hosts}",
@@ -96,6 +114,17 @@ class SshTransport:
             except (OSError, TimeoutError, asyncssh.Error) as exc:
                 raise HostUnavailable(f"host {self.name}: cannot connect: {_why(exc)}", host=self.name) from None
             return self._conn
+
+    def _record_host_key(self, conn: asyncssh.SSHClientConnection) -> None:
+        h = self.host
+        key = conn.get_server_host_key()
+        if key is None or h.known_hosts is None:
+            return
+        name = h.address if h.port == 22 else f"[{h.address}]:{h.port}"
+        line = f"{name} {key.export_public_key('openssh').decode().strip()}\n"
+        with open(h.known_hosts, "a", encoding="ascii") as f:
+            f.write(line)
+        log.warning("host %s: recorded its new host key in %s (host_key_policy = accept-new)", h.name, h.known_hosts)
 
     async def close(self) -> None:
         """Close the pooled connection."""
