@@ -20,11 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inventory
 from renderd.coordinator.client import Client
-from renderd.coordinator.daemon import Coordinator
-from renderd.coordinator.sdnotify import Notifier
 from renderd.errors import RenderdError
-from renderd.hostcheck import check_hosts
-from renderd.hostinstall import install_hosts
+
+# The coordinator (asyncssh, the scheduler) is imported inside the commands that need it: every
+# chunk starts `renderd agent`, which should not pay for importing it.
 
 DEFAULT_SOCKET = Path("/run/renderd/renderd.sock")
 SOCKET_ENV = "RENDERD_SOCKET"
@@ -102,6 +101,9 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     """Run the coordinator until SIGTERM."""
+    from renderd.coordinator.daemon import Coordinator
+    from renderd.coordinator.sdnotify import Notifier
+
     config, inventory = _config_and_inventory(args)
     try:
         mode = int(args.socket_mode, 8)
@@ -288,6 +290,8 @@ def _config_and_inventory(args: argparse.Namespace) -> tuple[DaemonConfig, Inven
 
 
 def _hosts_check(args: argparse.Namespace) -> int:
+    from renderd.hostcheck import check_hosts
+
     config, inventory = _config_and_inventory(args)
     reports = asyncio.run(check_hosts(config, inventory, args.names))
     if args.json:
@@ -304,6 +308,8 @@ def _hosts_check(args: argparse.Namespace) -> int:
 
 
 def _hosts_install(args: argparse.Namespace) -> int:
+    from renderd.hostinstall import install_hosts
+
     config, inventory = _config_and_inventory(args)
     reports = asyncio.run(install_hosts(config, inventory, args.names, system_packages=args.system_packages))
     if args.json:
