@@ -83,7 +83,7 @@ def test_shipped_inventory_loads(deployed: Path) -> None:
     assert local.is_local and not r1.is_local and not r2.is_local
     assert local.workers == 4 and r1.workers is None
     assert r1.identity_file == deployed / "ssh" / "id_ed25519"
-    assert r1.agent_command == ("/opt/renderd/venv/bin/renderd", "agent")
+    assert r1.agent_command == ("/srv/renderd/venv/bin/renderd", "agent")
     assert r1.work_dir == PurePosixPath("/srv/renderd") and r1.slots == 2
     # render-2 takes the rest from [defaults].
     assert r2.user == "renderd" and r2.known_hosts == deployed / "ssh" / "known_hosts"
