@@ -47,6 +47,12 @@ def _ts(value: float | None) -> str:
     return datetime.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _request(args: argparse.Namespace, op: str, **fields: Any) -> dict[str, Any]:
+    """Send one request to the daemon and return its reply."""
+    with Client(_socket(args)) as c:
+        return c.request(op, **fields)
+
+
 def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Add the daemon and client commands to the CLI."""
     d = sub.add_parser("daemon", help="run the coordinator daemon (normally under systemd)")
@@ -130,8 +136,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     for name in ("format", "quality", "crf", "preset", "label"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
-    with Client(_socket(args)) as c:
-        reply = c.request("submit", **fields)
+    reply = _request(args, "submit", **fields)
     job = reply["job"]
     if args.json and not args.wait:
         _print_json(reply)
@@ -146,8 +151,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Show one job with its chunks and attempts, or every job."""
     if not args.job:
         return cmd_list(args)
-    with Client(_socket(args)) as c:
-        reply = c.request("status", job=args.job)
+    reply = _request(args, "status", job=args.job)
     if args.json:
         _print_json(reply)
         return 0
@@ -165,8 +169,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """List jobs, newest first."""
-    with Client(_socket(args)) as c:
-        reply = c.request("list", limit=getattr(args, "limit", 50))
+    reply = _request(args, "list", limit=getattr(args, "limit", 50))
     if args.json:
         _print_json(reply)
         return 0
@@ -244,8 +247,7 @@ def _follow_bar(c: Client, job_id: str) -> dict[str, Any]:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel a job."""
-    with Client(_socket(args)) as c:
-        reply = c.request("cancel", job=args.job)
+    reply = _request(args, "cancel", job=args.job)
     if args.json:
         _print_json(reply)
     else:
@@ -255,8 +257,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     """Print a job's event log."""
-    with Client(_socket(args)) as c:
-        reply = c.request("logs", job=args.job)
+    reply = _request(args, "logs", job=args.job)
     if args.json:
         _print_json(reply)
         return 0
@@ -272,8 +273,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
         return _hosts_check(args)
     if args.action == "install":
         return _hosts_install(args)
-    with Client(_socket(args)) as c:
-        reply = c.request("hosts")
+    reply = _request(args, "hosts")
     if args.json:
         _print_json(reply)
         return 0
@@ -328,8 +328,7 @@ def _hosts_install(args: argparse.Namespace) -> int:
 def cmd_drain(args: argparse.Namespace) -> int:
     """Drain or undrain a host."""
     op = args.command
-    with Client(_socket(args)) as c:
-        reply = c.request(op, host=args.host)
+    reply = _request(args, op, host=args.host)
     if args.json:
         _print_json(reply)
     else:
@@ -339,8 +338,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """Ask the daemon to reload its config and inventory."""
-    with Client(_socket(args)) as c:
-        reply = c.request("reload")
+    reply = _request(args, "reload")
     if args.json:
         _print_json(reply)
     else:

@@ -28,26 +28,24 @@ RENDERD = str(Path(sys.executable).with_name("renderd"))
 DEFAULT_COMPOSITIONS = (ROOT.parent / "shared" / "bench" / "gsap-cards", ROOT / "examples" / "hyperframes-gsap")
 
 
-def local_wall(comp: Path, out: Path, workers: int, chunks: int | None, frames: str | None) -> float:
-    argv = [RENDERD, "render", str(comp), "-o", str(out), "--workers", str(workers)]
-    if chunks:
-        argv += ["--chunks", str(chunks)]
-    if frames:
-        argv += ["--frames", frames]
+def _range_args(chunks: int | None, frames: str | None) -> list[str]:
+    return [*(["--chunks", str(chunks)] if chunks else []), *(["--frames", frames] if frames else [])]
+
+
+def _timed(argv: list[str]) -> float:
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True)
     return time.perf_counter() - t0
+
+
+def local_wall(comp: Path, out: Path, workers: int, chunks: int | None, frames: str | None) -> float:
+    argv = [RENDERD, "render", str(comp), "-o", str(out), "--workers", str(workers)]
+    return _timed(argv + _range_args(chunks, frames))
 
 
 def distributed_wall(socket: Path, comp: Path, out: Path, chunks: int | None, frames: str | None) -> float:
     argv = [RENDERD, "submit", str(comp), "-o", str(out), "--wait", "--socket", str(socket)]
-    if chunks:
-        argv += ["--chunks", str(chunks)]
-    if frames:
-        argv += ["--frames", frames]
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    return _timed(argv + _range_args(chunks, frames))
 
 
 def main() -> int:
