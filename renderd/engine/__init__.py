@@ -59,7 +59,7 @@ async def read_info(
     """
     w = overrides.width or PROBE_VIEWPORT[0]
     h = overrides.height or PROBE_VIEWPORT[1]
-    page = await CompositionPage.open(browser, comp, w, h, ready_timeout_s=ready_timeout_s)
+    page = await CompositionPage.open(browser, comp, w, h, ready_timeout_s=ready_timeout_s, fps=overrides.fps)
     try:
         info = resolve_info(comp, await page.describe(), overrides)
     except BaseException:

@@ -21,12 +21,31 @@ from playwright.async_api import Browser, BrowserContext, CDPSession, Page, Rout
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from renderd.composition import Composition
-from renderd.errors import CompositionError, CompositionTimeout
+from renderd.composition import DEFAULT_FPS, Composition
+from renderd.engine import hf_runtime
+from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError
+from renderd.frames import Fps
+from renderd.hyperframes import read_project
 
 ORIGIN = "http://composition.renderd.invalid"
 _SHIM = resources.files("renderd.engine").joinpath("page_shim.js").read_text(encoding="utf-8")
 _READY_POLL_MS = 50
+# Which compositions still lack a registered timeline (HyperFrames' own readiness rule: every
+# element with data-composition-id, unless it carries data-no-timeline).
+_HF_MISSING_TIMELINES = """(() => {
+  const reg = window.__timelines || {};
+  const out = [];
+  for (const el of document.querySelectorAll("[data-composition-id]")) {
+    const id = el.getAttribute("data-composition-id");
+    if (id && !el.hasAttribute("data-no-timeline") && !reg[id]) out.push(id);
+  }
+  return out;
+})()"""
+_HF_READY = f"""() => !!(window.__player && typeof window.__player.renderSeek === 'function'
+  && window.__renderReady && !window.__hfTimelinesBuilding && {_HF_MISSING_TIMELINES}.length === 0)"""
+_HF_STATE = f"""() => ({{player: !!window.__player, building: !!window.__hfTimelinesBuilding,
+  missing: {_HF_MISSING_TIMELINES},
+  startup: window.__hfStartupError ? String(window.__hfStartupError) : null}})"""
 
 
 class PageBroken(Exception):
@@ -64,9 +83,24 @@ class CompositionPage:
 
     @classmethod
     async def open(
-        cls, browser: Browser, comp: Composition, width: int, height: int, *, ready_timeout_s: float
+        cls,
+        browser: Browser,
+        comp: Composition,
+        width: int,
+        height: int,
+        *,
+        ready_timeout_s: float,
+        fps: Fps | None = None,
     ) -> CompositionPage:
-        """Open ``comp`` at ``width``x``height`` and wait until it can be seeked."""
+        """Open ``comp`` at ``width``x``height`` and wait until it can be seeked.
+
+        ``fps`` is the render rate (the HyperFrames runtime quantises seeks to it from its first
+        line); None means the project's own ``data-fps``, else 30.
+        """
+        project = read_project(comp.entry)
+        init_script = _SHIM
+        if project is not None:
+            init_script += "\n" + hf_runtime.render_config_script(fps or _project_fps(project.fps))
         context = await browser.new_context(
             viewport={"width": width, "height": height},
             device_scale_factor=1,
@@ -75,8 +109,8 @@ class CompositionPage:
         )
         try:
             page = await context.new_page()
-            await page.add_init_script(_SHIM)
-            await page.route("**/*", _router(comp.root))
+            await page.add_init_script(init_script)
+            await page.route("**/*", _router(comp, hyperframes=project is not None))
             cdp = await context.new_cdp_session(page)
             self = cls(context, page, cdp, comp)
             page.on("pageerror", lambda e: self.page_errors.append(_error_text(e)))
@@ -100,18 +134,16 @@ class CompositionPage:
         try:
             async with asyncio.timeout(timeout_s):
                 if info["kind"] == "hyperframes":
-                    await self.page.wait_for_function(
-                        "(id) => !!(window.__timelines && window.__timelines[id] && "
-                        "typeof window.__timelines[id].totalTime === 'function')",
-                        arg=info["compositionId"],
-                        polling=_READY_POLL_MS,
-                        timeout=0,
-                    )
+                    # The runtime sets __renderReady once sub-compositions are mounted and the
+                    # timelines bound; __hfTimelinesBuilding covers timelines built lazily.
+                    await self.page.wait_for_function(_HF_READY, polling=_READY_POLL_MS, timeout=0)
+                    # Timelines registered late are nested into the root only on a rebind.
+                    await self.page.evaluate("() => window.__hfForceTimelineRebind && window.__hfForceTimelineRebind()")
                 await self.page.evaluate("() => window.__renderdShim.ready()")
         except TimeoutError:
             self._raise_script_errors()
             what = (
-                f"window.__timelines[{info.get('compositionId')!r}] was never registered"
+                await self._hyperframes_not_ready()
                 if info["kind"] == "hyperframes"
                 else "fonts, images or the hook's ready promise never settled"
             )
@@ -121,6 +153,27 @@ class CompositionPage:
         except PlaywrightError as exc:
             raise CompositionError(f"{where}: page failed while getting ready: {_first_line(exc)}") from None
         self._raise_script_errors()
+
+    async def _hyperframes_not_ready(self) -> str:
+        """Say which part of a HyperFrames page never got ready (for the timeout error)."""
+        try:
+            state = await self.page.evaluate(_HF_STATE)
+        except PlaywrightError:
+            return "the HyperFrames runtime never reported ready"
+        if state.get("startup"):
+            return f"the HyperFrames runtime failed to start: {_first_line(state['startup'])}"
+        if not state.get("player"):
+            return "the HyperFrames runtime never initialised (window.__player missing)"
+        if state.get("building"):
+            return "GSAP timelines were still being built"
+        missing = state.get("missing") or []
+        if missing:
+            names = ", ".join(f"window.__timelines[{m!r}]" for m in missing)
+            return (
+                f"{names} never registered (a composition driven only by CSS or rAF can say so with "
+                "data-no-timeline on its element)"
+            )
+        return "the HyperFrames runtime never reported ready (window.__renderReady)"
 
     def _raise_script_errors(self) -> None:
         if self.page_errors:
@@ -169,14 +222,33 @@ class CompositionPage:
             await self._context.close()
 
 
-def _router(root: Path) -> Any:
+def _project_fps(value: str | None) -> Fps:
+    try:
+        return Fps.parse(value) if value else DEFAULT_FPS
+    except FrameRangeError:
+        return DEFAULT_FPS  # reported as a proper error once the page describes itself
+
+
+def _router(comp: Composition, *, hyperframes: bool) -> Any:
+    root = comp.root
+    runtime_url = f"{ORIGIN}{hf_runtime.RUNTIME_PATH}"
+
     async def handle(route: Route) -> None:
-        path = _serve_path(root, route.request.url)
+        url = route.request.url
+        if hyperframes and url == runtime_url:
+            body = hf_runtime.runtime_source()
+            await route.fulfill(status=200, body=body, headers={"content-type": "text/javascript"})
+            return
+        path = _serve_path(root, url)
         if path is None:
             await route.abort("blockedbyclient")
             return
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         body = await asyncio.to_thread(path.read_bytes)
+        if hyperframes and path == comp.entry:
+            # Only the entry document gets the runtime: sub-composition files are fetched and
+            # mounted by the runtime itself.
+            body = hf_runtime.inject_runtime(body.decode("utf-8", errors="replace")).encode("utf-8")
         await route.fulfill(status=200, body=body, headers={"content-type": ctype, "cache-control": "no-store"})
 
     return handle

@@ -4,6 +4,7 @@
 (() => {
   if (window.__renderdShim) return;
   const realRAF = window.requestAnimationFrame.bind(window);
+  const realCancelRAF = window.cancelAnimationFrame.bind(window);
   const RealDate = Date;
   // A fixed epoch: Date.now() must not differ between workers or hosts.
   const EPOCH_MS = 946684800000; // 2000-01-01T00:00:00Z
@@ -39,6 +40,29 @@
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 
+  const flushRAF = () => {
+    const queue = rafQueue;
+    rafQueue = [];
+    for (const [, cb] of queue) cb(nowMs);
+  };
+
+  // HyperFrames pages register their timelines on window.__timelines, often without creating
+  // it; page scripts (shader transitions) write to window.__hf before the runtime exists.
+  if (!window.__timelines || typeof window.__timelines !== "object") window.__timelines = {};
+  if (!window.__hf || typeof window.__hf !== "object") window.__hf = {};
+  // The HyperFrames runtime recognises a render driver's virtual clock by this object (it then
+  // stops yielding to the real event loop between sub-composition scripts).
+  window.__HF_VIRTUAL_TIME__ = {
+    originalSetTimeout: window.setTimeout.bind(window),
+    originalClearTimeout: window.clearTimeout.bind(window),
+    originalSetInterval: window.setInterval.bind(window),
+    originalClearInterval: window.clearInterval.bind(window),
+    originalRequestAnimationFrame: realRAF,
+    originalCancelAnimationFrame: realCancelRAF,
+    seekToTime(ms) { nowMs = Math.max(0, Number(ms) || 0); flushRAF(); return nowMs; },
+    getTime() { return nowMs; },
+  };
+
   window.addEventListener("error", (e) => {
     errors.push(e.error && e.error.message ? e.error.message : String(e.message || e));
   });
@@ -51,6 +75,12 @@
   const hook = () => {
     const h = window.__renderd;
     return h && typeof h.seek === "function" ? h : null;
+  };
+  // The HyperFrames runtime (injected by renderd into HyperFrames projects) drives clips,
+  // sub-compositions and every animation adapter through this player.
+  const hfPlayer = () => {
+    const p = window.__player;
+    return p && typeof p.renderSeek === "function" && typeof p.getDuration === "function" ? p : null;
   };
   const num = (v) => (v === undefined || v === null || v === "" ? null : Number(v));
   // GSAP timelines are thenables: never hand one back to the driver (it would await it).
@@ -66,6 +96,17 @@
       if (Number.isFinite(e) && e > end) end = e;
     }
     return end / 1000;
+  };
+
+  // Duration of a root without data-duration, from its sub-composition hosts.
+  const hostsEnd = () => {
+    let end = 0;
+    for (const el of document.querySelectorAll("[data-composition-src]")) {
+      const start = Number(el.getAttribute("data-start")) || 0;
+      const d = Number(el.getAttribute("data-duration")) || 0;
+      if (d > 0) end = Math.max(end, start + d);
+    }
+    return end;
   };
 
   const settle = (n) => new Promise((resolve) => {
@@ -98,10 +139,12 @@
         const id = root.getAttribute("data-composition-id");
         const reg = window.__timelines || {};
         const tl = reg[id];
+        const p = hfPlayer();
         Object.assign(info, {
-          kind: "hyperframes", compositionId: id,
+          kind: "hyperframes", compositionId: id, runtime: !!p,
           timelineRegistered: !!(tl && typeof tl.totalTime === "function"),
-          timelineDuration: tl && typeof tl.duration === "function" ? tl.duration() : null,
+          timelineDuration: p ? p.getDuration() : tl && typeof tl.duration === "function" ? tl.duration() : null,
+          subCompositionsEnd: hostsEnd(),
         });
       }
       const dataRoot = root || document.querySelector("[data-duration],[data-width]");
@@ -128,9 +171,21 @@
     async seek(t, frame, settleFrames) {
       nowMs = t * 1000;
       reseed(frame);
-      const queue = rafQueue;
-      rafQueue = [];
-      for (const [, cb] of queue) cb(nowMs);
+      const p = hfPlayer();
+      if (p) {
+        // rAF-driven content sees the new time first; then the runtime seeks clips,
+        // sub-compositions and every adapter (GSAP, CSS, WAAPI, anime.js, Lottie, three.js)
+        // relative to their own starts. In this order the runtime's own rAF tick cannot leave
+        // the timeline a hair off the seeked time (which made pixels depend on the frames
+        // rendered before); then pending async seeks finish.
+        flushRAF();
+        p.renderSeek(t);
+        if (typeof window.__hfWaitForSeekCompletion === "function") await window.__hfWaitForSeekCompletion();
+        await mediaReady();
+        await settle(settleFrames);
+        return errors.length;
+      }
+      flushRAF();
       const h = hook();
       if (h) {
         await h.seek(t);

@@ -84,7 +84,7 @@ class Worker:
             self._browser = await launch_browser(self._pool.playwright, self._pool.browser_options)
         p = self._pool
         self._page = await CompositionPage.open(
-            self._browser, p.comp, p.width, p.height, ready_timeout_s=p.settings.ready_timeout_s
+            self._browser, p.comp, p.width, p.height, ready_timeout_s=p.settings.ready_timeout_s, fps=p.fps
         )
         return self._page
 

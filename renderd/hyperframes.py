@@ -1,0 +1,169 @@
+"""Read a HyperFrames project from its files, without a browser.
+
+The engine needs a few facts before the page loads (is this a HyperFrames project, and at
+which fps will it be rendered: the runtime quantises seeks to that rate from its first
+line), and ``renderd inspect`` reports what a project contains. Both come from here: a
+tolerant HTML scan of the entry file and of the sub-composition files it references.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+_MEDIA_TAGS = {"video", "audio", "img"}
+_URL_ATTRS = ("src", "href", "data-composition-src", "poster")
+_CSS_URL = re.compile(r"""url\(\s*(['"]?)(https?://[^)'"\s]+)\1\s*\)|@import\s+(['"])(https?://[^'"]+)\3""")
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One element of interest with its attributes (names lower-cased)."""
+
+    tag: str
+    attrs: dict[str, str]
+    line: int
+
+    def get(self, name: str) -> str | None:
+        """Return the attribute's value, or None when absent."""
+        return self.attrs.get(name)
+
+
+@dataclass(slots=True)
+class HtmlScan:
+    """What one HTML file holds that matters to rendering."""
+
+    roots: list[Element] = field(default_factory=list)  # elements with data-composition-id
+    hosts: list[Element] = field(default_factory=list)  # elements with data-composition-src
+    clips: list[Element] = field(default_factory=list)  # elements with data-start
+    media: list[Element] = field(default_factory=list)  # video/audio (and img) elements
+    remote_urls: list[tuple[str, int]] = field(default_factory=list)  # (url, line)
+    has_template: bool = False
+
+
+class _Scanner(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.scan = HtmlScan()
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k.lower(): (v or "") for k, v in attrs}
+        el = Element(tag, a, self.getpos()[0])
+        s = self.scan
+        if "data-composition-id" in a:
+            s.roots.append(el)
+        if "data-composition-src" in a:
+            s.hosts.append(el)
+        if "data-start" in a:
+            s.clips.append(el)
+        if tag in _MEDIA_TAGS and tag != "img":
+            s.media.append(el)
+        if tag == "template":
+            s.has_template = True
+        if tag == "source" and s.media and "src" in a:
+            s.media.append(el)
+        for name in _URL_ATTRS:
+            v = a.get(name, "")
+            if _is_remote(v):
+                s.remote_urls.append((v, el.line))
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "style":
+            self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            line = self.getpos()[0]
+            for m in _CSS_URL.finditer(data):
+                self.scan.remote_urls.append((m.group(2) or m.group(4), line + data.count("\n", 0, m.start())))
+
+
+def _is_remote(url: str) -> bool:
+    u = url.strip()
+    return u.startswith(("http://", "https://", "//"))
+
+
+def scan_html(text: str) -> HtmlScan:
+    """Scan HTML text (a document or a fragment, templates included)."""
+    p = _Scanner()
+    p.feed(text)
+    p.close()
+    return p.scan
+
+
+@dataclass(frozen=True, slots=True)
+class HyperFramesProject:
+    """The static view of a HyperFrames project (entry file plus sub-composition files)."""
+
+    composition_id: str
+    root: Element
+    entry: HtmlScan
+    sub_files: dict[str, HtmlScan]  # composition-src as written -> scan (missing files absent)
+    missing_sub_files: tuple[str, ...]
+
+    @property
+    def fps(self) -> str | None:
+        """The root's data-fps as written, or None."""
+        v = self.root.get("data-fps")
+        return v.strip() if v and v.strip() else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-friendly summary (used by ``renderd inspect``)."""
+        subs = []
+        for host in self.entry.hosts:
+            src = host.get("data-composition-src") or ""
+            subs.append(
+                {
+                    "src": src,
+                    "id": host.get("data-composition-id"),
+                    "start": host.get("data-start"),
+                    "duration": host.get("data-duration"),
+                    "found": src not in self.missing_sub_files,
+                }
+            )
+        media = [
+            {"tag": m.tag, "src": m.get("src"), "start": m.get("data-start"), "file": f}
+            for f, scan in (("", self.entry), *self.sub_files.items())
+            for m in scan.media
+            if m.get("src")
+        ]
+        remote = sorted({u for _, scan in (("", self.entry), *self.sub_files.items()) for u, _ in scan.remote_urls})
+        return {
+            "composition_id": self.composition_id,
+            "sub_compositions": subs,
+            "clips": len(self.entry.clips) + sum(len(s.clips) for s in self.sub_files.values()),
+            "media": media,
+            "remote_urls": remote,
+        }
+
+
+def read_project(entry: Path) -> HyperFramesProject | None:
+    """Return the HyperFrames view of ``entry``, or None if it has no composition root."""
+    try:
+        text = entry.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    scan = scan_html(text)
+    if not scan.roots:
+        return None
+    root = scan.roots[0]
+    subs: dict[str, HtmlScan] = {}
+    missing: list[str] = []
+    base = entry.parent
+    for host in scan.hosts:
+        src = host.get("data-composition-src") or ""
+        rel = urlsplit(src).path
+        if not rel or _is_remote(src):
+            continue
+        path = (base / rel).resolve()
+        if not path.is_relative_to(base.resolve()) or not path.is_file():
+            missing.append(src)
+            continue
+        subs[src] = scan_html(path.read_text(encoding="utf-8", errors="replace"))
+    return HyperFramesProject(root.get("data-composition-id") or "", root, scan, subs, tuple(missing))
