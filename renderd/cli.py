@@ -124,6 +124,36 @@ def _add_render_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_render)
 
 
+def _add_inspect_parser(sub: Any) -> None:
+    p = sub.add_parser("inspect", help="print what renderd detects in a composition (size, fps, frames, parts)")
+    p.add_argument("composition", type=Path, help="directory with index.html, or an .html file")
+    p.add_argument("--fps", type=_fps, help="frame rate to assume, e.g. 30000/1001 (default: composition's)")
+    p.add_argument("--width", type=_int_in("--width", 2, 8192), help="width in pixels (default: composition's)")
+    p.add_argument("--height", type=_int_in("--height", 2, 8192), help="height in pixels")
+    p.add_argument("--duration", type=_seconds("--duration"), help="duration in seconds")
+    p.add_argument("--chromium", help="Chromium executable (default: /usr/bin/chromium or on PATH)")
+    p.add_argument("--ready-timeout", type=_seconds("--ready-timeout"), default=Fraction(30))
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_inspect)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from renderd.composition import load_composition
+    from renderd.inspect import format_inspection, inspect_composition
+
+    comp = load_composition(args.composition)
+    overrides = Overrides(width=args.width, height=args.height, fps=args.fps, duration=args.duration)
+    ins = _run(inspect_composition(comp, overrides, chromium=args.chromium, ready_timeout_s=float(args.ready_timeout)))
+    if args.json:
+        print(json.dumps(ins.to_dict()), flush=True)
+    else:
+        print("\n".join(format_inspection(ins)), flush=True)
+    if ins.error is not None:
+        print(f"renderd: error: {ins.error}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
 def _add_agent_parser(sub: Any) -> None:
     p = sub.add_parser("agent", help="render one chunk assignment read as JSON on stdin (used over SSH)")
     p.add_argument("--assignment", type=Path, help="read the assignment from this file instead of stdin")
@@ -191,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_render_parser(sub)
+    _add_inspect_parser(sub)
     _add_agent_parser(sub)
     _add_config_parser(sub)
     cli_control.add_parsers(sub, _Parser)

@@ -1,0 +1,154 @@
+"""HyperFrames projects render unchanged through the vendored HyperFrames runtime."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, run_renderd
+from videotools import RGB, close, decode_frames, ffprobe, pixel
+
+from renderd.engine import hf_runtime
+from renderd.hyperframes import read_project
+
+PROJECT = FIXTURES / "hf-project"
+W, H = 320, 240
+GREY: RGB = (128, 128, 128)
+RED: RGB = (255, 0, 0)
+GREEN: RGB = (0, 255, 0)
+BLUE: RGB = (0, 0, 255)
+WHITE: RGB = (255, 255, 255)
+ORANGE: RGB = (255, 128, 0)
+YELLOW: RGB = (255, 255, 0)
+
+
+def _at(frame: bytes, x: int, y: int) -> RGB:
+    return pixel(frame, W, x, y)
+
+
+@pytest.fixture(scope="module")
+def project_frames(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    out = tmp_path_factory.mktemp("hf") / "out.mp4"
+    r = run_renderd("render", PROJECT, "-o", out, "--chunks", "3", "--workers", "2", "--crf", "10")
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, W, H)
+    assert len(frames) == 90
+    return frames
+
+
+# (frame, what is shown there): clip-a [0, 1) s, clip-b starts "clip-a + 0.5" = 1.5 s for 1 s,
+# the sub-composition is mounted at 1 s for 1.5 s and moves its box 100 px in its first second.
+@pytest.mark.parametrize(
+    ("frame", "clip_a", "clip_b"),
+    [(0, True, False), (29, True, False), (30, False, False), (44, False, False), (45, False, True),
+     (74, False, True), (75, False, False)],
+)  # fmt: skip
+def test_timed_clips_appear_and_disappear(project_frames: list[bytes], frame: int, clip_a: bool, clip_b: bool) -> None:
+    got = _at(project_frames[frame], 20, 20)
+    want = RED if clip_a else GREEN if clip_b else GREY
+    assert close(got, want), (frame, got, want)
+
+
+@pytest.mark.parametrize(
+    ("frame", "x"),
+    [(29, None), (30, 0), (45, 50), (60, 100), (74, 100), (75, None)],
+)
+def test_sub_composition_from_template_runs_on_its_own_clock(
+    project_frames: list[bytes], frame: int, x: int | None
+) -> None:
+    """The sub-composition's timeline is local: at 1.5 s it is 0.5 s in, so its box is at 50 px."""
+    row = [_at(project_frames[frame], px, 100) for px in range(0, 160)]
+    blue = [px for px, c in enumerate(row) if close(c, BLUE, 40)]
+    if x is None:
+        assert not blue, (frame, blue[:3])
+    else:
+        assert blue and abs(blue[0] - x) <= 1 and abs(blue[-1] - (x + 39)) <= 1, (frame, blue[:1], blue[-1:])
+
+
+@pytest.mark.parametrize(("frame", "x"), [(0, 0), (15, 50), (30, 100), (45, 150), (60, 200), (85, 200)])
+def test_css_and_waapi_animations_follow_the_composition_clock(project_frames: list[bytes], frame: int, x: int) -> None:
+    for y, colour in ((180, ORANGE), (220, YELLOW)):
+        assert close(_at(project_frames[frame], x + 20, y), colour, 30), (
+            frame,
+            y,
+            _at(project_frames[frame], x + 20, y),
+        )
+        if x >= 45:
+            assert close(_at(project_frames[frame], x - 5, y), GREY), (frame, y)
+
+
+def test_root_timeline_registered_without_the_page_creating_the_registry(project_frames: list[bytes]) -> None:
+    # y = 150 * t / 3: frame 30 (1 s) -> 50 px, frame 60 -> 100 px.
+    for frame, y in ((0, 0), (30, 50), (60, 100)):
+        assert close(_at(project_frames[frame], 300, y + 20), WHITE), frame
+        if y:
+            assert close(_at(project_frames[frame], 300, y - 5), GREY), frame
+
+
+def test_rational_fps_override_reaches_the_runtime(tmp_path: Path) -> None:
+    out = tmp_path / "ntsc.mp4"
+    r = run_renderd("render", PROJECT, "-o", out, "--fps", "30000/1001", "--frames", "40:50")
+    assert r.returncode == 0, r.stderr
+    s = ffprobe(out, "-show_streams")["streams"][0]
+    assert s["r_frame_rate"] == "30000/1001" and int(s["nb_frames"]) == 10
+    # Frame 45 at 29.97 fps is t = 1.5015 s: clip-b (from 1.5 s) is already showing.
+    frames = decode_frames(out, W, H)
+    assert close(_at(frames[5], 20, 20), GREEN) and close(_at(frames[4], 20, 20), GREY)
+
+
+def test_inspect_reports_the_project(tmp_path: Path) -> None:
+    r = run_renderd("inspect", PROJECT, "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert (info["kind"], info["width"], info["height"], info["fps"], info["total_frames"]) == (
+        "hyperframes", 320, 240, "30", 90
+    )  # fmt: skip
+    hf = info["hyperframes"]
+    assert hf["runtime_version"] == hf_runtime.runtime_version()
+    assert [s["src"] for s in hf["sub_compositions"]] == ["compositions/sub.html"]
+    assert hf["remote_urls"] == []
+    text = run_renderd("inspect", PROJECT)
+    assert text.returncode == 0 and "frames: 90" in text.stdout and "compositions/sub.html" in text.stdout
+
+
+def test_inspect_names_missing_sub_composition_and_remote_urls(tmp_path: Path) -> None:
+    comp = tmp_path / "p"
+    comp.mkdir()
+    (comp / "index.html").write_text(
+        '<html><head><script src="https://cdn.example.invalid/gsap.min.js"></script></head><body>'
+        '<div data-composition-id="main" data-width="320" data-height="240" data-duration="1">'
+        '<div data-composition-id="s" data-composition-src="nope/s.html" data-start="0" data-duration="1"></div>'
+        "</div></body></html>"
+    )
+    r = run_renderd("inspect", comp, "--ready-timeout", "3")
+    assert "nope/s.html (id s, start 0, duration 1)  MISSING" in r.stdout
+    assert "https://cdn.example.invalid/gsap.min.js" in r.stdout and "renderd prepare" in r.stdout
+
+
+def test_runtime_is_injected_once_before_head_ends() -> None:
+    html = (
+        "<html><head><script src='gsap.min.js'></script>"
+        '<script src="https://cdn.example/hyperframe.runtime.iife.js"></script>'
+        "<script>window.__renderReady = true;</script></head><body><script>x()</script></body></html>"
+    )
+    out = hf_runtime.inject_runtime(html)
+    assert "cdn.example" not in out and "__renderReady" not in out
+    assert out.count(hf_runtime.RUNTIME_PATH) == 1
+    assert out.index("gsap.min.js") < out.index(hf_runtime.RUNTIME_PATH) < out.index("</head>") < out.index("x()")
+
+
+def test_vendored_runtime_matches_its_recorded_checksum() -> None:
+    data = hf_runtime.runtime_source()
+    vendor = Path(hf_runtime.__file__).parent / "vendor" / "hyperframes"
+    assert hashlib.sha256(data).hexdigest() == (vendor / "SHA256SUMS").read_text().split()[0]
+    assert (vendor / "VERSION").read_text().strip() == hf_runtime.runtime_version()
+    assert "Apache License" in (vendor / "LICENSE").read_text()
+
+
+def test_static_scan_finds_project_parts() -> None:
+    project = read_project(PROJECT / "index.html")
+    assert project is not None and project.composition_id == "main" and project.fps == "30"
+    assert list(project.sub_files) == ["compositions/sub.html"] and not project.missing_sub_files
+    assert read_project(FIXTURES / "frame-index-hook" / "index.html") is None
