@@ -26,6 +26,10 @@ DEFAULT_FPS = Fps(30)
 _GL_PATTERN = re.compile(rb"webgl|WebGLRenderer|experimental-webgl|THREE\.|pixi|regl", re.IGNORECASE)
 _SCANNED_SUFFIXES = {".html", ".htm", ".js", ".mjs"}
 _SCAN_LIMIT = 8 << 20
+# Where a duration can come from, strongest first: the root's data-duration (or the hook's), the
+# timeline (for HyperFrames projects the runtime's own duration), the end of the last
+# sub-composition, the end of the CSS/Web animations.
+_DURATION_SOURCES = ("duration", "timelineDuration", "subCompositionsEnd", "animationsEnd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +119,7 @@ def resolve_info(comp: Composition, described: dict[str, Any], overrides: Overri
     where = comp.entry_relative
     kind = str(described.get("kind") or "clock")
     duration_given = overrides.duration is not None or any(
-        described.get(k) not in (None, 0) for k in ("duration", "timelineDuration", "animationsEnd")
+        described.get(k) not in (None, 0) for k in _DURATION_SOURCES
     )
     missing = [
         name
@@ -182,7 +186,7 @@ def _fps(value: Any, where: str) -> Fps:
 
 
 def _duration(described: dict[str, Any], where: str) -> Fraction:
-    for key in ("duration", "timelineDuration", "animationsEnd"):
+    for key in _DURATION_SOURCES:
         v = described.get(key)
         if v is None:
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,15 @@ def test_static_scan_finds_project_parts() -> None:
     assert project is not None and project.composition_id == "main" and project.fps == "30"
     assert list(project.sub_files) == ["compositions/sub.html"] and not project.missing_sub_files
     assert read_project(FIXTURES / "frame-index-hook" / "index.html") is None
+
+
+def test_duration_from_the_runtime_when_the_root_states_none(tmp_path: Path) -> None:
+    comp = tmp_path / "p"
+    shutil.copytree(PROJECT, comp)
+    index = comp / "index.html"
+    index.write_text(index.read_text().replace('data-start="0" data-duration="3"', 'data-start="0"', 1))
+    r = run_renderd("inspect", comp, "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    # The root timeline's tween runs 3 s; the sub-composition ends at 2.5 s.
+    assert (info["duration"], info["total_frames"]) == (3.0, 90)
