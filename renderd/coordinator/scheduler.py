@@ -113,6 +113,7 @@ class Scheduler:
         self._inflight: dict[tuple[str, int], InFlight] = {}
         self._frame_seconds: dict[str, list[float]] = {}  # per job: seconds per frame of verified chunks
         self._background: set[asyncio.Task[None]] = set()
+        self._probing: dict[str, asyncio.Task[None]] = {}  # quarantined hosts being re-probed
         self.apply_inventory(inventory)
 
     # -- configuration -----------------------------------------------------------------
@@ -179,8 +180,13 @@ class Scheduler:
         usable = []
         for name, rt in list(self.hosts.items()):
             state = await self.store.get_host(name)
-            if rt.config.enabled and not rt.retired and (state is None or state.state.value not in UNUSABLE):
-                usable.append(name)
+            if not rt.config.enabled or rt.retired or (state is not None and state.state.value in UNUSABLE):
+                continue
+            if state is not None and state.quarantined_until is not None:
+                # Its quarantine has run out: the host gets work again only once the probe passes.
+                self._reprobe(rt)
+                continue
+            usable.append(name)
         # A chunk that failed on a host is retried elsewhere while there is an elsewhere.
         avoid = len(usable) > 1
         for name in usable:
@@ -192,6 +198,49 @@ class Scheduler:
                     break
                 key = (claim.chunk.job_id, claim.chunk.index)
                 rt.running[key] = asyncio.create_task(self._run_claim(rt, claim), name=f"chunk-{key}")
+
+    # -- quarantined hosts ---------------------------------------------------------------
+
+    def _reprobe(self, rt: HostRuntime) -> None:
+        name = rt.config.name
+        if name not in self._probing:
+            task = asyncio.get_running_loop().create_task(self._probe_host(rt), name=f"reprobe-{name}")
+            self._probing[name] = task
+            task.add_done_callback(lambda _t: self._probing.pop(name, None))
+
+    async def _probe_host(self, rt: HostRuntime) -> None:
+        """Probe a host whose quarantine ran out (as `hosts check` does): back in service, or a longer quarantine."""
+        from renderd.hostcheck import judge  # hostcheck builds transports with this module
+
+        name = rt.config.name
+        reachable = True
+        try:
+            facts = await asyncio.wait_for(rt.transport.probe(), self.config.timeouts.connect + 60)
+            problems = judge(name, facts).problems
+        except (RenderdError, OSError, TimeoutError, ValueError) as exc:
+            problems = [str(exc) or type(exc).__name__]
+            reachable = not isinstance(exc, HostUnavailable)
+            await rt.transport.close()
+        if not problems:
+            log.info("[host=%s] re-probe passed: back in service", name)
+            await asyncio.shield(self.store.record_host_success(name))
+            self.wake()
+            return
+        why = "; ".join(problems)
+        # The failure count keeps growing, so each failed probe doubles the wait for the next
+        # (counted from the threshold that quarantined it, or from 1 for a failed start-up probe).
+        before = await self.store.get_host(name)
+        failures = before.consecutive_failures if before else 0
+        threshold = self.config.scheduling.host_failure_quarantine
+        after = threshold if 0 < threshold <= failures + 1 else 1
+        state = await asyncio.shield(
+            self.store.record_host_failure(
+                name, f"re-probe failed: {why}", reachable=reachable,
+                quarantine_after=after, backoff_s=self.config.scheduling.quarantine_backoff,
+            )
+        )  # fmt: skip
+        wait = (state.quarantined_until or 0) - time.time()
+        log.warning("[host=%s] re-probe failed: %s; next probe in %.0f s", name, why, max(0.0, wait))
 
     # -- stragglers ----------------------------------------------------------------------
 
