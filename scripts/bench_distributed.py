@@ -72,9 +72,10 @@ def start_daemon(tmp: Path, name: str, inventory: Path) -> tuple[subprocess.Pope
     socket = tmp / f"{name}.sock"
     config.write_text(
         f'[daemon]\nsocket = "{socket}"\nstate_dir = "{tmp}/state-{name}"\nhosts_file = "{inventory}"\n'
-        "watchdog = false\n"
+        'watchdog = false\nlog_level = "info"\n'
     )
-    daemon = subprocess.Popen([RENDERD, "daemon", "--config", str(config)], stderr=subprocess.DEVNULL)
+    with (tmp / f"{name}.log").open("wb") as log:
+        daemon = subprocess.Popen([RENDERD, "daemon", "--config", str(config)], stderr=log)
     for _ in range(100):
         if socket.exists():
             break
@@ -89,6 +90,7 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, help="chunks on both sides (default: each side's own policy)")
     parser.add_argument("--frames", help="absolute range A:B (default: the whole composition)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--timings", action="store_true", help="print where each distributed chunk's time went")
     args = parser.parse_args()
     comp = args.composition or next((p for p in DEFAULT_COMPOSITIONS if p.exists()), None)
     if comp is None:
@@ -129,6 +131,14 @@ def main() -> int:
         print(f"distributed, agent per chunk ({n} hosts x 1 worker): {cm:6.1f} s  {100 * (cm / lm - 1):+.1f}%")
         print(f"distributed, warm agents ({n} hosts x 1 worker):     {wm:6.1f} s  {100 * (wm / lm - 1):+.1f}%")
         print("overhead target: <= 10%")
+        if args.timings:
+            # Where each chunk's time went (the daemon logs it per verified chunk).
+            for name in ("cold", "warm"):
+                lines = (tmp / f"{name}.log").read_text(errors="replace").splitlines()
+                print(f"chunk timings, {name}:")
+                for line in lines:
+                    if "timing:" in line:
+                        print("  " + line[line.find("[host="):].replace("timing: ", ""))
         for socket in (warm_socket, cold_socket):
             listing = subprocess.run(
                 [RENDERD, "list", "--json", "--socket", str(socket)], capture_output=True, text=True

@@ -227,12 +227,12 @@ class Scheduler:
             self.wake()
             return
         why = "; ".join(problems)
-        # The failure count keeps growing, so each failed probe doubles the wait for the next
-        # (counted from the threshold that quarantined it, or from 1 for a failed start-up probe).
+        # The failure count keeps growing: once it passes the quarantine threshold, each failed
+        # probe doubles the wait for the next (a host quarantined by its start-up probe, below
+        # the threshold, waits the plain backoff until then).
         before = await self.store.get_host(name)
         failures = before.consecutive_failures if before else 0
-        threshold = self.config.scheduling.host_failure_quarantine
-        after = threshold if 0 < threshold <= failures + 1 else 1
+        after = max(1, min(self.config.scheduling.host_failure_quarantine, failures + 1))
         state = await asyncio.shield(
             self.store.record_host_failure(
                 name, f"re-probe failed: {why}", reachable=reachable,
@@ -408,21 +408,36 @@ class Scheduler:
     ) -> tuple[Path, str, int, float]:
         """Stage, run the agent, fetch and verify one attempt; return (local file, sha256, frames, fps)."""
         started = time.monotonic()
+        marks: dict[str, float] = {}
         comp = await self._staged(rt, job)
+        marks["staged"] = time.monotonic()
         remote_out, remote_work = rt.transport.chunk_paths(job.id, chunk.index, attempt_id)
         output = self._local_chunk_path(job.id, chunk.index, attempt_id)
         output.parent.mkdir(parents=True, exist_ok=True)
         assignment = self._assignment(job, chunk, rt.config, comp, remote_out, remote_work)
 
         def on_event(event: dict[str, Any]) -> None:
-            if event.get("event") == "progress":
+            kind = event.get("event")
+            if kind == "started":
+                marks["agent ready"] = time.monotonic()
+            elif kind == "progress":
+                marks.setdefault("first frame", time.monotonic())
                 done = int(event.get("frames_done", 0))
                 progress.frames_done[chunk.index] = max(done, progress.frames_done.get(chunk.index, 0))
                 progress.touch()
 
         done = await rt.transport.run_chunk(assignment, on_event, timeout=self.config.timeouts.chunk)
+        marks["agent done"] = time.monotonic()
         await rt.transport.fetch(remote_out, output)
+        marks["fetched"] = time.monotonic()
         frames = await self._verify_chunk(output, done, chunk.end - chunk.start)
+        marks["verified"] = time.monotonic()
+        # Where a chunk's time goes (seconds since the previous mark), for tuning the distributed path.
+        steps, last = [], started
+        for name, t in sorted(marks.items(), key=lambda kv: kv[1]):
+            steps.append(f"{name} +{t - last:.2f}")
+            last = t
+        log.info("[host=%s job=%s chunk=%d] timing: %s", rt.config.name, job.id, chunk.index, ", ".join(steps))
         return output, str(done["sha256"]), frames, frames / max(1e-6, time.monotonic() - started)
 
     def _chunk_won(self, job_id: str, index: int, frames: int, fps: float, *, speculative: bool) -> None:
