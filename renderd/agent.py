@@ -1,12 +1,18 @@
-"""`renderd agent`: render one chunk assignment (JSON on stdin), stream JSON-line events on stdout.
+"""`renderd agent`: render chunk assignments (JSON on stdin), stream JSON-line events on stdout.
 
 The agent is the local render with the coordinator's metadata forced on it: the same engine,
-the same chunk encoder. Exit status 0 only when the chunk file is complete and verified; on
-failure the last stdout line is an ``error`` event. Human logs go to stderr.
+the same chunk encoder. One-shot (``--watch-stdin``): one assignment, exit status 0 only when the
+chunk file is complete and verified; on failure the last stdout line is an ``error`` event.
+Serving (``--serve``): one assignment per stdin line, each answered by events ending in ``done``
+or ``error``, browsers kept warm between chunks of a job; end of stdin cancels the chunk in
+progress and exits. Human logs go to stderr.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -16,9 +22,13 @@ from renderd.assignment import Assignment
 from renderd.composition import Overrides
 from renderd.encode import EncodeSettings
 from renderd.engine import CaptureSettings
-from renderd.events import Event
+from renderd.engine.warm import WarmEngines
+from renderd.errors import RenderdError
+from renderd.events import Error, Event
 from renderd.frames import Fps
 from renderd.render import RenderRequest, RenderResult, render_local
+
+log = logging.getLogger(__name__)
 
 
 def request_for(a: Assignment, **faults: Any) -> RenderRequest:
@@ -46,11 +56,53 @@ def request_for(a: Assignment, **faults: Any) -> RenderRequest:
     )
 
 
-async def run_assignment(a: Assignment, emit: Callable[[Event], None], **faults: Any) -> RenderResult:
-    """Render the assignment's chunk to its output path (``faults``: test hooks for the engine)."""
+async def run_assignment(
+    a: Assignment, emit: Callable[[Event], None], *, warm: WarmEngines | None = None, **faults: Any
+) -> RenderResult:
+    """Render the assignment's chunk to its output path (``faults``: test hooks for the engine).
+
+    With ``warm``, browsers stay up for the next chunk of the same job.
+    """
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.work_dir).mkdir(parents=True, exist_ok=True)
-    return await render_local(request_for(a, **faults), emit)
+    return await render_local(request_for(a, **faults), emit, warm=warm, warm_key=a.job_id)
+
+
+async def serve(lines: asyncio.StreamReader, emit: Callable[[Event], None], **faults: Any) -> None:
+    """Render one assignment per line of ``lines`` until it ends; each ends with ``done`` or ``error``.
+
+    The coordinator sends the next line only after the previous chunk's final event. End of
+    input while a chunk renders cancels it (its cleanup runs) and returns.
+    """
+    warm = WarmEngines()
+    try:
+        raw = await lines.readline()
+        while raw:
+            try:
+                a = Assignment.from_json(raw)
+            except RenderdError as exc:
+                emit(Error(message=str(exc), code=type(exc).__name__))
+                raw = await lines.readline()
+                continue
+            chunk = asyncio.create_task(run_assignment(a, emit, warm=warm, **faults))
+            reading = asyncio.create_task(lines.readline())
+            await asyncio.wait({chunk, reading}, return_when=asyncio.FIRST_COMPLETED)
+            if not chunk.done() and reading.done() and not reading.result():
+                log.warning("stdin closed: the coordinator is gone; cancelling the chunk")
+                chunk.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RenderdError):
+                    await chunk
+                return
+            try:
+                await chunk
+            except RenderdError as exc:
+                emit(Error(message=str(exc), code=type(exc).__name__))
+            except BaseException:
+                reading.cancel()
+                raise
+            raw = await reading
+    finally:
+        await asyncio.shield(warm.close())
 
 
 def probe_host(work_dir: Path | None) -> dict[str, object]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from renderd import __version__, cli_control
-from renderd.agent import probe_host, run_assignment
+from renderd.agent import probe_host, run_assignment, serve
 from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
 from renderd.composition import Overrides
 from renderd.config import check_config
@@ -163,6 +163,12 @@ def _add_agent_parser(sub: Any) -> None:
         help="read the assignment as the first line of stdin, then cancel when stdin closes "
         "(the coordinator keeps it open, so a dropped connection or a dead coordinator stops the agent)",
     )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="render one assignment per stdin line, keeping browsers warm between chunks of a job; "
+        "end of stdin cancels the chunk in progress and exits",
+    )
     p.add_argument("--probe", action="store_true", help="print what this host has (versions, tools, CPUs) as JSON")
     p.add_argument("--work-dir", type=Path, help="with --probe: report free disk there")
     p.set_defaults(func=_cmd_agent, json=True)
@@ -172,6 +178,14 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     if args.probe:
         print(json.dumps(probe_host(args.work_dir)), flush=True)
         return 0
+    if args.serve:
+        try:
+            _run(_serve_stdin(JsonDisplay(), _fault_settings()))
+            return 0
+        except RenderdError as exc:
+            return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            return _fail("cancelled; no chunk was written", True, code="cancelled", status=EXIT_CANCELLED)
     try:
         if args.assignment:
             raw = args.assignment.read_bytes()
@@ -301,6 +315,16 @@ async def _await(task: asyncio.Task[Any], cancel_on_stdin_eof: bool) -> Any:
         return await task
     finally:
         watcher.cancel()
+
+
+async def _serve_stdin(display: JsonDisplay, faults: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_ASSIGNMENT_BYTES + 1)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        await serve(reader, display, **faults)
+    finally:
+        transport.close()
 
 
 async def _cancel_on_eof(task: asyncio.Task[Any]) -> None:

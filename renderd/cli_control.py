@@ -280,7 +280,11 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     for h in reply["hosts"]:
         speed = f"{h['speed_fps']:.1f} fps" if h.get("speed_fps") else "-"
         err = f"  last error: {h['last_error']}" if h.get("last_error") else ""
-        print(f"{h['name']:16s} {h['state']:12s} slots {h['slots_in_use']}/{h['slots']}  speed {speed}{err}")
+        until = h.get("quarantined_until")
+        probe = ""
+        if h["state"] == "quarantined" and until:
+            probe = f"  re-probe in {max(0, round(until - time.time()))} s"
+        print(f"{h['name']:16s} {h['state']:12s} slots {h['slots_in_use']}/{h['slots']}  speed {speed}{probe}{err}")
     return 0
 
 

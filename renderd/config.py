@@ -76,6 +76,7 @@ class Timeouts:
     assemble: float = 600.0  # concat + audio mux of a finished job
     shutdown: float = 60.0  # drain of in-flight chunks on stop
     ready: float = 30.0  # a composition page becoming ready on an agent
+    keepalive: float = 15.0  # SSH keepalive interval; a host silent for 3 in a row is dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,8 @@ class HostConfig:
     enabled: bool = True
     jump_host: str | None = None
     host_key_policy: str = "strict"
+    # Keep a serving agent (its browsers) per slot between the chunks of a job; false: one agent per chunk.
+    warm_agents: bool = True
 
     @property
     def is_local(self) -> bool:
@@ -268,6 +271,7 @@ _HOST_KEYS: dict[str, Check] = {
     "enabled": boolean,
     "jump_host": _ssh_target,
     "host_key_policy": one_of(*HOST_KEY_POLICIES),
+    "warm_agents": boolean,
 }
 _PER_HOST_ONLY = ("name", "address")
 

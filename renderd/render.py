@@ -15,13 +15,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from renderd.composition import CompositionInfo, Overrides, load_composition
+from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
 from renderd.encode import EncodeSettings, VideoInfo, concat_videos, encode_frames, sha256_file_async
 from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice
+from renderd.engine.warm import WarmEngines
 from renderd.errors import RenderdError, first_error
 from renderd.events import ChunkDone, Done, Event, Retry, Started
 from renderd.frames import FrameRange, parse_frame_range, plan_chunks
@@ -72,8 +73,18 @@ def auto_chunk_count(frames: int) -> int:
     return max(1, math.ceil(frames / AUTO_CHUNK_FRAMES))
 
 
-async def render_local(req: RenderRequest, emit: Callable[[Event], None]) -> RenderResult:
-    """Render ``req.composition`` to ``req.output``; the output appears only when complete."""
+async def render_local(
+    req: RenderRequest,
+    emit: Callable[[Event], None],
+    *,
+    warm: WarmEngines | None = None,
+    warm_key: Hashable = None,
+) -> RenderResult:
+    """Render ``req.composition`` to ``req.output``; the output appears only when complete.
+
+    With ``warm`` (a serving agent) the engine is taken from it and left running for the next
+    request with the same ``warm_key``; it is dropped if this render fails.
+    """
     started_at = time.monotonic()
     comp = load_composition(req.composition)
     out = req.output.expanduser().resolve()
@@ -87,8 +98,7 @@ async def render_local(req: RenderRequest, emit: Callable[[Event], None]) -> Ren
     keep = False
     options = EngineOptions(capture=req.capture, chromium=req.chromium, gl=req.gl, workers=req.workers)
     try:
-        async with Engine(comp, options) as engine:
-            info = await engine.probe(req.overrides)
+        async with _probed_engine(comp, options, req.overrides, warm, warm_key) as (engine, info):
             if req.expect_total_frames is not None and info.total_frames != req.expect_total_frames:
                 raise RenderdError(
                     f"{comp.entry}: composition has {info.total_frames} frames here, "
@@ -136,6 +146,23 @@ async def render_local(req: RenderRequest, emit: Callable[[Event], None]) -> Ren
     finally:
         if not keep:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, work, True))
+
+
+@contextlib.asynccontextmanager
+async def _probed_engine(
+    comp: Composition, options: EngineOptions, overrides: Overrides, warm: WarmEngines | None, warm_key: Hashable
+) -> AsyncIterator[tuple[Engine, CompositionInfo]]:
+    """Yield a probed engine: a fresh one closed on exit, or the warm one (dropped on error)."""
+    if warm is None:
+        async with Engine(comp, options) as engine:
+            yield engine, await engine.probe(overrides)
+        return
+    engine, info = await warm.acquire((warm_key, comp.entry, options, overrides), comp, options, overrides)
+    try:
+        yield engine, info
+    except BaseException:
+        await asyncio.shield(warm.release())
+        raise
 
 
 async def _capture_and_encode(

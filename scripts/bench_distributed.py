@@ -4,6 +4,11 @@ Both sides use the same total workers: the local render runs `renderd render --w
 distributed one runs a real daemon fanning chunks over real SSH to W throwaway loopback hosts
 (scripts/testhosts) with one worker each. Runs are interleaved and medians compared, so machine
 noise hits both sides. Overhead = distributed wall / local wall - 1 (target: <= 10%).
+
+The distributed side runs twice per round, from two daemons over the same hosts: with warm
+agents (the default: one serving agent per slot for all of a job's chunks on a host) and with
+``warm_agents = false`` (one agent per chunk, the path before warm agents), so the two are
+compared side by side in one run. Every output's frame count is checked with ffprobe.
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from sshhosts import TestHosts  # noqa: E402
 
 RENDERD = str(Path(sys.executable).with_name("renderd"))
-DEFAULT_COMPOSITIONS = (ROOT.parent / "shared" / "bench" / "gsap-cards", ROOT / "examples" / "hyperframes-gsap")
+# The bench composition lives next to the checkout (../shared), or two levels up from a worktree.
+DEFAULT_COMPOSITIONS = (
+    ROOT.parent / "shared" / "bench" / "gsap-cards",
+    ROOT.parent.parent / "shared" / "bench" / "gsap-cards",
+    ROOT / "examples" / "hyperframes-gsap",
+)
 
 
 def _range_args(chunks: int | None, frames: str | None) -> list[str]:
@@ -48,6 +58,31 @@ def distributed_wall(socket: Path, comp: Path, out: Path, chunks: int | None, fr
     return _timed(argv + _range_args(chunks, frames))
 
 
+def frame_count(path: Path) -> int:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries",
+         "stream=nb_read_packets", "-of", "csv=p=0", str(path)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return int(out.stdout.strip())
+
+
+def start_daemon(tmp: Path, name: str, inventory: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    config = tmp / f"{name}.toml"
+    socket = tmp / f"{name}.sock"
+    config.write_text(
+        f'[daemon]\nsocket = "{socket}"\nstate_dir = "{tmp}/state-{name}"\nhosts_file = "{inventory}"\n'
+        'watchdog = false\nlog_level = "info"\n'
+    )
+    with (tmp / f"{name}.log").open("wb") as log:
+        daemon = subprocess.Popen([RENDERD, "daemon", "--config", str(config)], stderr=log)
+    for _ in range(100):
+        if socket.exists():
+            break
+        time.sleep(0.1)
+    return daemon, socket
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("composition", nargs="?", type=Path)
@@ -55,6 +90,7 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, help="chunks on both sides (default: each side's own policy)")
     parser.add_argument("--frames", help="absolute range A:B (default: the whole composition)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--timings", action="store_true", help="print where each distributed chunk's time went")
     args = parser.parse_args()
     comp = args.composition or next((p for p in DEFAULT_COMPOSITIONS if p.exists()), None)
     if comp is None:
@@ -62,41 +98,57 @@ def main() -> int:
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="rdb-", dir="/tmp"))
     os.chmod(tmp, 0o755)
-    daemon = None
+    daemons: list[subprocess.Popen[bytes]] = []
     hosts = None
     try:
         hosts = TestHosts(tmp / "ssh", args.workers, agent_command=[sys.executable, "-m", "renderd", "agent"])
-        config = tmp / "renderd.toml"
-        config.write_text(
-            f'[daemon]\nsocket = "{tmp}/renderd.sock"\nstate_dir = "{tmp}/state"\nhosts_file = "{hosts.inventory}"\n'
-            "watchdog = false\n"
+        cold_inventory = hosts.write_inventory(
+            tmp / "cold-hosts.toml", overrides={n: {"warm_agents": False} for n in hosts.names}
         )
-        daemon = subprocess.Popen([RENDERD, "daemon", "--config", str(config)], stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            if (tmp / "renderd.sock").exists():
-                break
-            time.sleep(0.1)
+        warm, warm_socket = start_daemon(tmp, "warm", hosts.inventory)
+        cold, cold_socket = start_daemon(tmp, "cold", cold_inventory)
+        daemons += [warm, cold]
         chunks = args.chunks or "default"
         print(f"bench: {comp}, {args.workers} workers, chunks {chunks}, frames {args.frames or 'all'}")
-        local: list[float] = []
-        dist: list[float] = []
+        sides: dict[str, list[float]] = {"local": [], "cold": [], "warm": []}
         for r in range(args.rounds):
-            local.append(local_wall(comp, tmp / f"local-{r}.mp4", args.workers, args.chunks, args.frames))
-            dist.append(distributed_wall(tmp / "renderd.sock", comp, tmp / f"dist-{r}.mp4", args.chunks, args.frames))
-            print(f"  round {r + 1}: local {local[-1]:6.1f} s   distributed {dist[-1]:6.1f} s", flush=True)
-        lm, dm = statistics.median(local), statistics.median(dist)
-        print(f"local (renderd render --workers {args.workers}): {lm:6.1f} s")
-        print(f"distributed ({args.workers} SSH hosts x 1 worker):  {dm:6.1f} s")
-        print(f"overhead of the distributed path: {100 * (dm / lm - 1):+.1f}% (target <= 10%)")
-        listing = subprocess.run(
-            [RENDERD, "list", "--json", "--socket", str(tmp / "renderd.sock")], capture_output=True, text=True
-        )
-        states = [j["state"] for j in json.loads(listing.stdout)["jobs"]] if listing.returncode == 0 else []
-        if any(s != "done" for s in states):
-            print(f"bench: warning: distributed jobs ended {states}", file=sys.stderr)
+            outs = {side: tmp / f"{side}-{r}.mp4" for side in sides}
+            sides["local"].append(local_wall(comp, outs["local"], args.workers, args.chunks, args.frames))
+            sides["cold"].append(distributed_wall(cold_socket, comp, outs["cold"], args.chunks, args.frames))
+            sides["warm"].append(distributed_wall(warm_socket, comp, outs["warm"], args.chunks, args.frames))
+            counts = {side: frame_count(path) for side, path in outs.items()}
+            if len(set(counts.values())) != 1:
+                print(f"bench: error: outputs differ in frame count: {counts}", file=sys.stderr)
+                return 1
+            print(
+                f"  round {r + 1}: local {sides['local'][-1]:6.1f} s   agent per chunk {sides['cold'][-1]:6.1f} s"
+                f"   warm agents {sides['warm'][-1]:6.1f} s   ({counts['local']} frames each)",
+                flush=True,
+            )
+        lm, cm, wm = (statistics.median(sides[k]) for k in ("local", "cold", "warm"))
+        n = args.workers
+        print(f"local (renderd render --workers {n}):              {lm:6.1f} s")
+        print(f"distributed, agent per chunk ({n} hosts x 1 worker): {cm:6.1f} s  {100 * (cm / lm - 1):+.1f}%")
+        print(f"distributed, warm agents ({n} hosts x 1 worker):     {wm:6.1f} s  {100 * (wm / lm - 1):+.1f}%")
+        print("overhead target: <= 10%")
+        if args.timings:
+            # Where each chunk's time went (the daemon logs it per verified chunk).
+            for name in ("cold", "warm"):
+                lines = (tmp / f"{name}.log").read_text(errors="replace").splitlines()
+                print(f"chunk timings, {name}:")
+                for line in lines:
+                    if "timing:" in line:
+                        print("  " + line[line.find("[host="):].replace("timing: ", ""))
+        for socket in (warm_socket, cold_socket):
+            listing = subprocess.run(
+                [RENDERD, "list", "--json", "--socket", str(socket)], capture_output=True, text=True
+            )
+            states = [j["state"] for j in json.loads(listing.stdout)["jobs"]] if listing.returncode == 0 else []
+            if any(s != "done" for s in states):
+                print(f"bench: warning: distributed jobs ended {states}", file=sys.stderr)
         return 0
     finally:
-        if daemon is not None:
+        for daemon in daemons:
             daemon.terminate()
             daemon.wait(timeout=60)
         if hosts is not None:

@@ -24,7 +24,8 @@ workers = 1
 class Daemon:
     """A renderd daemon process with its own config, state dir and socket."""
 
-    def __init__(self, root: Path, slots: int = 2, hosts_file: Path | None = None) -> None:
+    def __init__(self, root: Path, slots: int = 2, hosts_file: Path | None = None, timeouts: str = "") -> None:
+        """``timeouts``: extra TOML lines for ``[timeouts]``; further tables may follow them."""
         self.root = root
         self.socket = root / "renderd.sock"
         self.config = root / "renderd.toml"
@@ -33,7 +34,7 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.config.write_text(
             f'[daemon]\nsocket = "{self.socket}"\nstate_dir = "{root / "state"}"\nhosts_file = "{self.hosts}"\n'
-            'log_level = "info"\nwatchdog = false\n[timeouts]\nshutdown = "5s"\n'
+            f'log_level = "info"\nwatchdog = false\n[timeouts]\nshutdown = "5s"\n{timeouts}'
         )
         if hosts_file is None:
             self.hosts.write_text(HOSTS.format(slots=slots))

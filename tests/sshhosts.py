@@ -8,7 +8,17 @@ root directory at run time; none is ever committed. Faults are injected for real
   open survive, because each connection is served by its own sshd child;
 - :meth:`TestHosts.kill_sessions` SIGKILLs those children, which drops every open connection;
 - :meth:`TestHosts.session_commands` returns the processes run over SSH (an agent), to kill them;
-- :meth:`TestHosts.corrupt_known_host` puts a wrong key for a host into ``known_hosts``.
+- :meth:`TestHosts.corrupt_known_host` puts a wrong key for a host into ``known_hosts``;
+- ``behind={"h2": "h1"}`` starts h2's sshd inside namespaced h1's namespace on a loopback address
+  there: only h1's sshd can reach it, so the inventory routes h2 through ``jump_host`` h1 (which
+  logs its direct-tcpip forwards at DEBUG1);
+- :meth:`TestHosts.link_down` / :meth:`TestHosts.link_up` cut and restore the network link of a host
+  started in a network namespace (``netns=``): its own namespace, reached over a veth pair, where
+  a dropped link leaves open connections hanging, as a real partition does.
+
+A namespaced host ``hN`` is ``ip netns`` ``rdt<pid>hN`` with a veth pair ``rv<pid>-N`` (this side,
+``10.231.<pid % 256>.<4N+1>/30``) and its peer inside (``.4N+2``, where sshd listens on port
+2222). It needs root (CAP_NET_ADMIN); :func:`netns_available` says whether it works here.
 
 ``scripts/testhosts`` is the command-line front end of :class:`TestHosts`.
 """
@@ -38,6 +48,8 @@ STOP_TIMEOUT_S = 5.0
 PORT_ATTEMPTS = 5
 LOG_TAIL_BYTES = 2000
 PRIVSEP_DIR = Path("/run/sshd")
+NETNS_PORT = 2222  # a namespace has ports of its own; not 22, whose known_hosts entries look different
+IP = shutil.which("ip", path=f"{os.environ.get('PATH', os.defpath)}:/usr/sbin:/sbin") or "/usr/sbin/ip"
 # sshd re-executes itself for every connection, which needs an absolute path.
 SSHD = shutil.which("sshd", path=f"{os.environ.get('PATH', os.defpath)}:/usr/sbin:/usr/local/sbin") or "/usr/sbin/sshd"
 
@@ -61,6 +73,8 @@ class Host:
     address: str
     port: int
     dir: Path
+    netns: str | None = None  # the network namespace its sshd runs in
+    veth: str | None = None  # this side of its veth pair (its peer in the namespace is eth0)
 
     @property
     def config(self) -> Path:
@@ -95,6 +109,53 @@ def generate_key(path: Path, comment: str) -> str:
     return f"{kind} {blob}"
 
 
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([IP, *args], check=check, capture_output=True, text=True, timeout=30)
+
+
+def netns_available() -> str | None:
+    """Return None if network namespaces with veth pairs can be made here, else why not."""
+    name = f"rdtprobe{os.getpid()}"
+    try:
+        made = _ip("netns", "add", name, check=False)
+        if made.returncode != 0:
+            return f"ip netns add: {made.stderr.strip() or made.returncode}"
+        veth = f"rvp{os.getpid() % 100000}"
+        link = _ip("link", "add", veth, "type", "veth", "peer", "name", veth + "b", "netns", name, check=False)
+        _ip("link", "del", veth, check=False)
+        if link.returncode != 0:
+            return f"ip link add veth: {link.stderr.strip() or link.returncode}"
+        return None
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"ip: {exc}"
+    finally:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            _ip("netns", "del", name, check=False)
+
+
+def _make_netns(host: Host, index: int) -> Host:
+    """Create the namespace and veth pair named in ``host``; return the host at its address in there."""
+    assert host.netns and host.veth
+    net = f"10.231.{os.getpid() % 256}"
+    outside, inside = f"{net}.{4 * index + 1}", f"{net}.{4 * index + 2}"
+    _ip("netns", "add", host.netns)
+    _ip("link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns)
+    _ip("addr", "add", f"{outside}/30", "dev", host.veth)
+    _ip("link", "set", host.veth, "up")
+    _ip("-n", host.netns, "addr", "add", f"{inside}/30", "dev", "eth0")
+    _ip("-n", host.netns, "link", "set", "eth0", "up")
+    _ip("-n", host.netns, "link", "set", "lo", "up")
+    return replace(host, address=inside)
+
+
+def _remove_netns(host: Host) -> None:
+    # Deleting the namespace's last reference takes its end of the veth pair, and so the pair, along.
+    if host.netns:
+        _ip("netns", "del", host.netns, check=False)
+    if host.veth:
+        _ip("link", "del", host.veth, check=False)
+
+
 def free_port(address: str) -> int:
     """Return a TCP port that is free on ``address`` right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -103,7 +164,7 @@ def free_port(address: str) -> int:
         return port
 
 
-def sshd_config(host: Host, authorized_keys: Path) -> str:
+def sshd_config(host: Host, authorized_keys: Path, log_level: str = "ERROR") -> str:
     """Return the sshd_config of ``host``: key-only root login, nothing read from /etc/ssh."""
     return f"""\
 # Generated by tests/sshhosts.py for throwaway test host {host.name}.
@@ -125,7 +186,7 @@ X11Forwarding no
 UseDNS no
 MaxStartups 100
 MaxSessions 50
-LogLevel ERROR
+LogLevel {log_level}
 Subsystem sftp internal-sftp
 # The login shell reads ~/.bashrc even for commands (Debian's bash does, under sshd). A developer's
 # or CI's rc file (pyenv rehash, say) can then stall or serialise every session: give the
@@ -191,7 +252,15 @@ class TestHosts:
     __test__ = False  # a helper, not a pytest test class
 
     def __init__(
-        self, root: Path, count: int, *, agent_command: Sequence[str], slots: int = 1, workers: int = 1
+        self,
+        root: Path,
+        count: int,
+        *,
+        agent_command: Sequence[str],
+        slots: int = 1,
+        workers: int = 1,
+        netns: Sequence[str] = (),
+        behind: Mapping[str, str] | None = None,
     ) -> None:
         if not 1 <= count <= MAX_HOSTS:
             raise ValueError(f"count must be 1..{MAX_HOSTS}, got {count}")
@@ -214,6 +283,13 @@ class TestHosts:
         self._log_start: dict[str, int] = {}
         # Session processes of a stopped listener are no longer its children: remember them.
         self._orphans: dict[str, list[psutil.Process]] = {}
+        self._netns = set(netns)  # hosts to start in a network namespace of their own
+        # host -> jump host: its sshd listens inside the jump host's namespace, on a loopback
+        # address there, so nothing but the jump host's sshd (a direct-tcpip forward) reaches it.
+        self._behind = dict(behind or {})
+        for name, jump in self._behind.items():
+            if jump not in self._netns or name in self._netns or not jump < name:
+                raise ValueError(f"behind: {name} needs a namespaced jump host listed before it, got {jump}")
         self._closed = False
         try:
             self._setup(count)
@@ -230,7 +306,17 @@ class TestHosts:
         self.authorized_keys.write_text(user_key + "\n")
         for i in range(1, count + 1):
             name, address = f"h{i}", f"127.0.0.{LAST_OCTET_BASE + i}"
-            host = Host(name, address, free_port(address), self.root / "hosts" / name)
+            if name in self._behind:
+                jump = self._hosts[self._behind[name]]
+                host = Host(name, address, NETNS_PORT + i, self.root / "hosts" / name, jump.netns)
+            elif name in self._netns:
+                tag = os.getpid() % 100000
+                host = Host(name, address, NETNS_PORT, self.root / "hosts" / name, f"rdt{tag}{name}", f"rv{tag}-{i}")
+                # Registered before it is made, so that close() removes a half-made namespace too.
+                self._hosts[name] = host
+                host = _make_netns(host, i)
+            else:
+                host = Host(name, address, free_port(address), self.root / "hosts" / name)
             host.work_dir.mkdir(parents=True, exist_ok=True)
             (host.dir / "home").mkdir(exist_ok=True)
             for rc in (".bashrc", ".profile"):
@@ -254,6 +340,8 @@ class TestHosts:
             self.stop(name)
             _kill_and_wait(self._session_tree(name))
             self._orphans.pop(name, None)
+        for host in self._hosts.values():
+            _remove_netns(host)
 
     def __enter__(self) -> TestHosts:
         return self
@@ -334,6 +422,22 @@ class TestHosts:
         self.host(name)
         return [p for p in self._session_tree(name) if not _is_sshd(p)]
 
+    def link_down(self, name: str) -> None:
+        """Drop the network link of namespaced host ``name``: open connections hang, new ones fail."""
+        # The namespace's end goes down: this end loses its carrier but keeps its route, so
+        # packets are dropped here instead of following the default route off the machine.
+        _ip("-n", self._netns_of(name), "link", "set", "eth0", "down")
+
+    def link_up(self, name: str) -> None:
+        """Bring the link of namespaced host ``name`` back (and its route with it)."""
+        _ip("-n", self._netns_of(name), "link", "set", "eth0", "up")
+
+    def _netns_of(self, name: str) -> str:
+        host = self.host(name)
+        if host.netns is None:
+            raise ValueError(f"test host {name} is not in a network namespace (pass netns=[{name!r}])")
+        return host.netns
+
     def corrupt_known_host(self, name: str) -> None:
         """Make ``known_hosts`` list a different, freshly generated key for host ``name``."""
         host = self.host(name)
@@ -347,6 +451,11 @@ class TestHosts:
         self._write_known_hosts()
 
     # -- clients --------------------------------------------------------------------------------
+
+    def jump_target(self, name: str) -> str:
+        """Return ``user@address:port`` of host ``name``, as an inventory's ``jump_host``."""
+        host = self.host(name)
+        return f"{self.user}@{host.address}:{host.port}"
 
     def ssh_options(self, name: str) -> list[str]:
         """Return ssh options for host ``name``: this key only, strict host keys, no prompts, no ~/.ssh/config."""
@@ -402,6 +511,7 @@ class TestHosts:
                 "work_dir": host.work_dir,
                 "agent_command": self.agent_command,
                 "enabled": True,
+                **({"jump_host": self.jump_target(self._behind[host.name])} if host.name in self._behind else {}),
                 **overrides.get(host.name, {}),
             }
             lines = [f"{k} = {_toml_value(v)}" for k, v in entry.items() if v is not None]
@@ -413,11 +523,15 @@ class TestHosts:
 
     def _spawn(self, name: str) -> None:
         host = self._hosts[name]
-        host.config.write_text(sshd_config(host, self.authorized_keys))
+        # A jump host logs at DEBUG1, where sshd records each direct-tcpip forward it opens.
+        level = "DEBUG1" if name in self._behind.values() else "ERROR"
+        host.config.write_text(sshd_config(host, self.authorized_keys, level))
         with host.log.open("ab") as log:
             self._log_start[name] = log.tell()
+            # `ip netns exec` execs sshd in the namespace: the pid stays sshd's.
+            prefix = [IP, "netns", "exec", host.netns] if host.netns else []
             self._listeners[name] = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(host.config)],
+                [*prefix, SSHD, "-D", "-e", "-f", str(host.config)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
 
@@ -442,7 +556,7 @@ class TestHosts:
                 del self._listeners[name]
                 tail = _log_tail(host.log, self._log_start[name])
                 raise TestHostsError(f"sshd of {name} exited with {proc.returncode}", host=name, log_tail=tail)
-            if _listens(proc.pid, host.address, host.port):
+            if _listens(proc.pid, host.address, host.port) if host.netns is None else _listens_in_ns(proc.pid, host):
                 return
             if time.monotonic() > deadline:
                 tail = _log_tail(host.log, self._log_start[name])
@@ -485,6 +599,16 @@ def _listens(pid: int, address: str, port: int) -> bool:
     except psutil.Error:
         return False
     return any(c.status == psutil.CONN_LISTEN and c.laddr == (address, port) for c in conns)
+
+
+def _listens_in_ns(pid: int, host: Host) -> bool:
+    # psutil sees this namespace's sockets only; /proc/PID/net/tcp lists those of PID's namespace.
+    want = f"{socket.inet_aton(host.address)[::-1].hex().upper()}:{host.port:04X}"
+    try:
+        lines = Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(f[1] == want and f[3] == "0A" for f in (line.split() for line in lines))  # 0A: LISTEN
 
 
 def _ensure_privsep_dir() -> None:

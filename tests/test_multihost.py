@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import psutil
 import pytest
 from conftest import EXAMPLES, FIXTURES, decode_index, run_renderd
 from daemonctl import Daemon, wait_state
-from sshhosts import TestHosts, is_alive
+from sshhosts import TestHosts, is_alive, netns_available
 from videotools import decode_frames
 
 pytestmark = pytest.mark.browser
@@ -311,3 +312,185 @@ def test_accept_new_records_an_unknown_key_but_refuses_a_changed_one(root: Path,
     partial.write_text(partial.read_text().replace(recorded[0], wrong))
     check = run_renderd("hosts", "check", "h1", "--config", d.config)
     assert check.returncode == 1 and "host key not trusted" in check.stdout, check.stdout
+
+
+def _verified_by_host(status: dict[str, Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for a in status["attempts"]:
+        if a["outcome"] == "verified":
+            out[a["host"]] = out.get(a["host"], 0) + 1
+    return out
+
+
+def test_one_warm_agent_serves_all_chunks_of_a_job_on_its_host(root: Path, hosts: TestHosts, daemon: Daemon) -> None:
+    r = daemon.ctl("submit", FIXTURES / "frame-index-hook", "-o", root / "warm.mp4", "--chunks", "9")
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip()
+    seen: dict[str, set[int]] = {name: set() for name in hosts.names}
+    deadline = time.monotonic() + 240
+    while daemon.json("status", job)["job"]["state"] not in ("done", "failed"):
+        assert time.monotonic() < deadline
+        for name in hosts.names:
+            for p in _agents_on(hosts, name):
+                with contextlib.suppress(psutil.Error):
+                    assert "--serve" in p.cmdline(), p.cmdline()
+                    seen[name].add(p.pid)
+        time.sleep(0.05)
+    final = daemon.json("status", job)
+    assert final["job"]["state"] == "done", final["job"]
+    assert [decode_index(f, 320) for f in decode_frames(root / "warm.mp4", 320, 240)] == list(range(120))
+    verified = _verified_by_host(final)
+    # A host that rendered several chunks did so with one agent process (its browsers stayed up).
+    busy = [name for name, n in verified.items() if n >= 2]
+    assert busy, verified
+    for name in busy:
+        assert len(seen[name]) == 1, (name, seen[name], verified)
+    # The job is over: its idle agents were stopped with it.
+    _wait_clean(hosts)
+
+
+def test_an_agent_without_serve_falls_back_to_one_agent_per_chunk(root: Path, hosts: TestHosts) -> None:
+    # An older renderd on h1: its argparse refuses --serve, exactly as an agent without it would.
+    old = [
+        "sh", "-c",
+        'for a in "$@"; do [ "$a" = --serve ] && { echo "renderd: error: unrecognized arguments: --serve" >&2; '
+        'exit 2; }; done; exec "$0" "$@"',
+        *AGENT,
+    ]  # fmt: skip
+    d = Daemon(root, hosts_file=hosts.write_inventory(root / "old.toml", overrides={"h1": {"agent_command": old}}))
+    d.start()
+    try:
+        r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", root / "old.mp4", "--chunks", "6", "--wait")
+        assert r.returncode == 0, r.stderr
+        status = d.json("status", d.json("list")["jobs"][0]["id"])
+        assert _verified_by_host(status).get("h1"), status["attempts"]
+        assert all(a["outcome"] == "verified" for a in status["attempts"]), status["attempts"]
+        assert "h1: the agent has no --serve" in d.log.read_text()
+        assert [decode_index(f, 320) for f in decode_frames(root / "old.mp4", 320, 240)] == list(range(120))
+    finally:
+        d.stop()
+
+
+# A dropped link is noticed after 3 missed keepalives; connecting to it gives up after `connect`.
+PARTITION_TIMEOUTS = 'keepalive = "1s"\nconnect = "3s"\n[scheduling]\nquarantine_backoff = "1s"\n'
+
+
+def _host_view(d: Daemon, name: str) -> dict[str, Any]:
+    view: dict[str, Any] = next(h for h in d.json("hosts")["hosts"] if h["name"] == name)
+    return view
+
+
+def _wait_host_state(d: Daemon, name: str, state: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (view := _host_view(d, name))["state"] != state:
+        assert time.monotonic() < deadline, view
+        time.sleep(0.2)
+    return view
+
+
+def test_a_partitioned_host_loses_its_chunk_to_another_and_returns_when_the_link_does(root: Path) -> None:
+    why = netns_available()
+    if why is not None:
+        pytest.skip(f"network namespaces are not permitted here: {why}")
+    # h2 renders slowly enough that the link can be dropped in the middle of one of its chunks.
+    slow = ["env", "RENDERD_FAULT_FRAME_DELAY_MS=150", *AGENT]
+    with TestHosts(root / "ssh", 2, agent_command=AGENT, netns=["h2"]) as hosts:
+        inventory = hosts.write_inventory(root / "ns.toml", overrides={"h2": {"agent_command": slow}})
+        d = Daemon(root, hosts_file=inventory, timeouts=PARTITION_TIMEOUTS)
+        d.start()
+        try:
+            r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", root / "p.mp4", "--chunks", "4")
+            assert r.returncode == 0, r.stderr
+            job = r.stdout.strip()
+            deadline = time.monotonic() + 120
+            while not any(a["host"] == "h2" and a["outcome"] == "running" for a in d.json("status", job)["attempts"]):
+                assert time.monotonic() < deadline, d.json("status", job)
+                time.sleep(0.1)
+            time.sleep(1.0)  # into the chunk: the agent is rendering frames
+            hosts.link_down("h2")
+            final = wait_state(d, job, ("done", "failed"), timeout=300)
+            assert final["job"]["state"] == "done", final["job"]
+            assert [decode_index(f, 320) for f in decode_frames(root / "p.mp4", 320, 240)] == list(range(120))
+            lost = [a for a in final["attempts"] if a["host"] == "h2" and a["outcome"] == "lost"]
+            assert lost, final["attempts"]
+            for a in lost:
+                redone = [b for b in final["attempts"] if b["chunk_index"] == a["chunk_index"]]
+                assert any(b["host"] == "h1" and b["outcome"] == "verified" for b in redone), redone
+            verified = sorted(a["chunk_index"] for a in final["attempts"] if a["outcome"] == "verified")
+            assert verified == list(range(4)), final["attempts"]
+            assert _host_view(d, "h2")["last_error"], _host_view(d, "h2")
+            # The link comes back: the host is re-probed into service and takes chunks again.
+            hosts.link_up("h2")
+            deadline = time.monotonic() + 120
+            while _host_view(d, "h2")["state"] == "quarantined":  # until a re-probe passes
+                assert time.monotonic() < deadline, _host_view(d, "h2")
+                time.sleep(0.2)
+            r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", root / "p2.mp4", "--chunks", "4", "--wait")
+            assert r.returncode == 0, r.stderr
+            second = d.json("status", d.json("list")["jobs"][0]["id"])
+            assert _verified_by_host(second).get("h2"), second["attempts"]
+            assert [decode_index(f, 320) for f in decode_frames(root / "p2.mp4", 320, 240)] == list(range(120))
+        finally:
+            d.stop()
+    assert not [ns for ns in _netns_list() if ns.startswith(f"rdt{os.getpid() % 100000}")]
+
+
+def _netns_list() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def test_a_host_behind_a_jump_host_is_reached_through_it(root: Path) -> None:
+    why = netns_available()
+    if why is not None:
+        pytest.skip(f"network namespaces are not permitted here: {why}")
+    # h2's sshd listens on a loopback address inside h1's namespace: only h1's sshd can reach it.
+    with TestHosts(root / "ssh", 2, agent_command=AGENT, netns=["h1"], behind={"h2": "h1"}) as hosts:
+        h2 = hosts.host("h2")
+        direct = subprocess.run([*hosts.ssh_argv("h2"), "true"], capture_output=True, text=True, timeout=60)
+        assert direct.returncode == 255 and "refused" in direct.stderr, direct.stderr
+        d = Daemon(root, hosts_file=hosts.inventory)
+        d.start()
+        try:
+            r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", root / "j.mp4", "--chunks", "4", "--wait")
+            assert r.returncode == 0, r.stderr
+            status = d.json("status", d.json("list")["jobs"][0]["id"])
+            assert _verified_by_host(status).get("h2"), status["attempts"]
+            assert [decode_index(f, 320) for f in decode_frames(root / "j.mp4", 320, 240)] == list(range(120))
+        finally:
+            d.stop()
+        # h1's sshd opened the forwards to h2 (the agent's SSH session and rsync both came that way).
+        forwards = [
+            ln for ln in hosts.host("h1").log.read_text().splitlines()
+            if "server_request_direct_tcpip" in ln and f"target {h2.address} port {h2.port}" in ln
+        ]  # fmt: skip
+        assert len(forwards) >= 2, hosts.host("h1").log.read_text()[-3000:]
+
+
+def test_a_quarantined_host_is_re_probed_and_returns_to_service(root: Path, hosts: TestHosts) -> None:
+    d = Daemon(root, hosts_file=hosts.inventory, timeouts='[scheduling]\nquarantine_backoff = "1s"\n')
+    hosts.stop("h3")  # down at start-up: the start-up probe quarantines it
+    d.start()
+    try:
+        view = _wait_host_state(d, "h3", "quarantined", timeout=60)
+        assert view["consecutive_failures"] >= 1, view
+        # While it stays down, every failed re-probe quarantines it again, for longer.
+        deadline = time.monotonic() + 60
+        while not (_host_view(d, "h3")["last_error"] or "").startswith("re-probe failed"):
+            assert time.monotonic() < deadline, _host_view(d, "h3")
+            time.sleep(0.2)
+        failures = _host_view(d, "h3")["consecutive_failures"]
+        assert failures >= 2
+        shown = d.ctl("hosts")
+        assert "h3" in shown.stdout and ("quarantined" in shown.stdout or "down" in shown.stdout), shown.stdout
+        hosts.start("h3")
+        view = _wait_host_state(d, "h3", "up", timeout=120)
+        assert view["consecutive_failures"] == 0, view
+        assert "h3" in d.ctl("hosts").stdout
+        r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", root / "q.mp4", "--chunks", "6", "--wait")
+        assert r.returncode == 0, r.stderr
+        status = d.json("status", d.json("list")["jobs"][0]["id"])
+        assert _verified_by_host(status).get("h3"), status["attempts"]
+        assert "re-probe passed" in d.log.read_text()
+    finally:
+        d.stop()

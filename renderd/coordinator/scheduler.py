@@ -113,6 +113,7 @@ class Scheduler:
         self._inflight: dict[tuple[str, int], InFlight] = {}
         self._frame_seconds: dict[str, list[float]] = {}  # per job: seconds per frame of verified chunks
         self._background: set[asyncio.Task[None]] = set()
+        self._probing: dict[str, asyncio.Task[None]] = {}  # quarantined hosts being re-probed
         self.apply_inventory(inventory)
 
     # -- configuration -----------------------------------------------------------------
@@ -179,8 +180,13 @@ class Scheduler:
         usable = []
         for name, rt in list(self.hosts.items()):
             state = await self.store.get_host(name)
-            if rt.config.enabled and not rt.retired and (state is None or state.state.value not in UNUSABLE):
-                usable.append(name)
+            if not rt.config.enabled or rt.retired or (state is not None and state.state.value in UNUSABLE):
+                continue
+            if state is not None and state.quarantined_until is not None:
+                # Its quarantine has run out: the host gets work again only once the probe passes.
+                self._reprobe(rt)
+                continue
+            usable.append(name)
         # A chunk that failed on a host is retried elsewhere while there is an elsewhere.
         avoid = len(usable) > 1
         for name in usable:
@@ -192,6 +198,49 @@ class Scheduler:
                     break
                 key = (claim.chunk.job_id, claim.chunk.index)
                 rt.running[key] = asyncio.create_task(self._run_claim(rt, claim), name=f"chunk-{key}")
+
+    # -- quarantined hosts ---------------------------------------------------------------
+
+    def _reprobe(self, rt: HostRuntime) -> None:
+        name = rt.config.name
+        if name not in self._probing:
+            task = asyncio.get_running_loop().create_task(self._probe_host(rt), name=f"reprobe-{name}")
+            self._probing[name] = task
+            task.add_done_callback(lambda _t: self._probing.pop(name, None))
+
+    async def _probe_host(self, rt: HostRuntime) -> None:
+        """Probe a host whose quarantine ran out (as `hosts check` does): back in service, or a longer quarantine."""
+        from renderd.hostcheck import judge  # hostcheck builds transports with this module
+
+        name = rt.config.name
+        reachable = True
+        try:
+            facts = await asyncio.wait_for(rt.transport.probe(), self.config.timeouts.connect + 60)
+            problems = judge(name, facts).problems
+        except (RenderdError, OSError, TimeoutError, ValueError) as exc:
+            problems = [str(exc) or type(exc).__name__]
+            reachable = not isinstance(exc, HostUnavailable)
+            await rt.transport.close()
+        if not problems:
+            log.info("[host=%s] re-probe passed: back in service", name)
+            await asyncio.shield(self.store.record_host_success(name))
+            self.wake()
+            return
+        why = "; ".join(problems)
+        # The failure count keeps growing: once it passes the quarantine threshold, each failed
+        # probe doubles the wait for the next (a host quarantined by its start-up probe, below
+        # the threshold, waits the plain backoff until then).
+        before = await self.store.get_host(name)
+        failures = before.consecutive_failures if before else 0
+        after = max(1, min(self.config.scheduling.host_failure_quarantine, failures + 1))
+        state = await asyncio.shield(
+            self.store.record_host_failure(
+                name, f"re-probe failed: {why}", reachable=reachable,
+                quarantine_after=after, backoff_s=self.config.scheduling.quarantine_backoff,
+            )
+        )  # fmt: skip
+        wait = (state.quarantined_until or 0) - time.time()
+        log.warning("[host=%s] re-probe failed: %s; next probe in %.0f s", name, why, max(0.0, wait))
 
     # -- stragglers ----------------------------------------------------------------------
 
@@ -359,21 +408,36 @@ class Scheduler:
     ) -> tuple[Path, str, int, float]:
         """Stage, run the agent, fetch and verify one attempt; return (local file, sha256, frames, fps)."""
         started = time.monotonic()
+        marks: dict[str, float] = {}
         comp = await self._staged(rt, job)
+        marks["staged"] = time.monotonic()
         remote_out, remote_work = rt.transport.chunk_paths(job.id, chunk.index, attempt_id)
         output = self._local_chunk_path(job.id, chunk.index, attempt_id)
         output.parent.mkdir(parents=True, exist_ok=True)
         assignment = self._assignment(job, chunk, rt.config, comp, remote_out, remote_work)
 
         def on_event(event: dict[str, Any]) -> None:
-            if event.get("event") == "progress":
+            kind = event.get("event")
+            if kind == "started":
+                marks["agent ready"] = time.monotonic()
+            elif kind == "progress":
+                marks.setdefault("first frame", time.monotonic())
                 done = int(event.get("frames_done", 0))
                 progress.frames_done[chunk.index] = max(done, progress.frames_done.get(chunk.index, 0))
                 progress.touch()
 
         done = await rt.transport.run_chunk(assignment, on_event, timeout=self.config.timeouts.chunk)
+        marks["agent done"] = time.monotonic()
         await rt.transport.fetch(remote_out, output)
+        marks["fetched"] = time.monotonic()
         frames = await self._verify_chunk(output, done, chunk.end - chunk.start)
+        marks["verified"] = time.monotonic()
+        # Where a chunk's time goes (seconds since the previous mark), for tuning the distributed path.
+        steps, last = [], started
+        for name, t in sorted(marks.items(), key=lambda kv: kv[1]):
+            steps.append(f"{name} +{t - last:.2f}")
+            last = t
+        log.info("[host=%s job=%s chunk=%d] timing: %s", rt.config.name, job.id, chunk.index, ", ".join(steps))
         return output, str(done["sha256"]), frames, frames / max(1e-6, time.monotonic() - started)
 
     def _chunk_won(self, job_id: str, index: int, frames: int, fps: float, *, speculative: bool) -> None:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shlex
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,18 @@ import asyncssh
 from renderd import procs
 from renderd.assignment import Assignment
 from renderd.config import HostConfig, Timeouts
-from renderd.coordinator.transport import CANCEL_GRACE_S, AgentFailed, EventSink, follow_agent
+from renderd.coordinator.transport import (
+    CANCEL_GRACE_S,
+    STDERR_LINES,
+    AgentFailed,
+    EventSink,
+    collect_stderr,
+    follow_agent,
+)
 from renderd.errors import ProcessFailed, RenderdError
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_S = 15
 KEEPALIVE_MAX = 3
 RSYNC_TIMEOUT_S = 600.0
 
@@ -58,8 +65,12 @@ class SshTransport:
         self.host = host
         self.timeouts = timeouts
         self._conn: asyncssh.SSHClientConnection | None = None
+        self._tunnel: asyncssh.SSHClientConnection | None = None  # to the jump host, if any
         self._lock = asyncio.Lock()
         self.work = host.work_dir
+        # Serving agents between chunks, per job: the next chunk of the job reuses their browsers.
+        self._idle: dict[str, list[ServedAgent]] = {}
+        self._serve = host.warm_agents
 
     # -- connection ------------------------------------------------------------------------
 
@@ -82,7 +93,7 @@ class SshTransport:
             # accept-new: a host with no key on file is trusted once and its key recorded; a
             # changed key is refused exactly as in strict mode.
             "known_hosts": None if record_new_key else str(h.known_hosts),
-            "keepalive_interval": KEEPALIVE_S,
+            "keepalive_interval": self.timeouts.keepalive,
             "keepalive_count_max": KEEPALIVE_MAX,
             "connect_timeout": self.timeouts.connect,
             "agent_path": None,
@@ -97,7 +108,7 @@ class SshTransport:
                 async with asyncio.timeout(self.timeouts.connect + 5):
                     tunnel = None
                     if self.host.jump_host:
-                        tunnel = await asyncssh.connect(self.host.jump_host, **self._options())
+                        tunnel = await self._connect_jump()
                     record = self.host.host_key_policy == "accept-new" and not self._known()
                     self._conn = await asyncssh.connect(
                         self.host.address, tunnel=tunnel, **self._options(record_new_key=record)
@@ -115,6 +126,25 @@ class SshTransport:
                 raise HostUnavailable(f"host {self.name}: cannot connect: {_why(exc)}", host=self.name) from None
             return self._conn
 
+    async def _connect_jump(self) -> asyncssh.SSHClientConnection:
+        """Connect to the jump host with this host's identity and known_hosts (strict)."""
+        user, address, port = parse_target(self.host.jump_host or "")
+        options = {**self._options(), "port": port, "username": user or self.host.user}
+        if self._tunnel is not None:
+            self._tunnel.close()
+        try:
+            self._tunnel = await asyncssh.connect(address, **options)
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise HostUnavailable(
+                f"host {self.name}: jump host {address} key not trusted ({exc.reason}); check {self.host.known_hosts}",
+                host=self.name,
+            ) from None
+        except (OSError, TimeoutError, asyncssh.Error) as exc:
+            raise HostUnavailable(
+                f"host {self.name}: cannot reach jump host {address}: {_why(exc)}", host=self.name
+            ) from None
+        return self._tunnel
+
     def _record_host_key(self, conn: asyncssh.SSHClientConnection) -> None:
         h = self.host
         key = conn.get_server_host_key()
@@ -127,12 +157,14 @@ class SshTransport:
         log.warning("host %s: recorded its new host key in %s (host_key_policy = accept-new)", h.name, h.known_hosts)
 
     async def close(self) -> None:
-        """Close the pooled connection."""
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            conn.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.wait_closed(), 5)
+        """Stop the idle agents and close the pooled connection."""
+        await self._stop_idle()
+        for conn in (self._conn, self._tunnel):
+            if conn is not None:
+                conn.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.wait_closed(), 5)
+        self._conn = self._tunnel = None
 
     async def run(self, argv: list[str], *, timeout: float = 60) -> asyncssh.SSHCompletedProcess:
         """Run a short command on the host; raise RenderdError if it fails."""
@@ -157,15 +189,26 @@ class SshTransport:
 
     # -- files -----------------------------------------------------------------------------
 
-    def _rsh(self) -> str:
+    def _ssh_argv(self, port: int) -> list[str]:
+        """The system ssh client with this host's identity, known_hosts and timeouts."""
         h = self.host
-        argv = ["ssh", "-p", str(h.port), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(self.timeouts.connect)}"]
+        keepalive = max(1, round(self.timeouts.keepalive))
+        argv = ["ssh", "-p", str(port), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(self.timeouts.connect)}"]
+        argv += ["-o", f"ServerAliveInterval={keepalive}", "-o", f"ServerAliveCountMax={KEEPALIVE_MAX}"]
         if h.identity_file:
             argv += ["-i", str(h.identity_file), "-o", "IdentitiesOnly=yes"]
         if h.host_key_policy == "strict" and h.known_hosts:
             argv += ["-o", f"UserKnownHostsFile={h.known_hosts}", "-o", "StrictHostKeyChecking=yes"]
-        if h.jump_host:
-            argv += ["-J", h.jump_host]
+        return argv
+
+    def _rsh(self) -> str:
+        argv = self._ssh_argv(self.host.port)
+        if self.host.jump_host:
+            # Not `-J`: ssh would reach the jump host with its default identity and known_hosts.
+            user, address, port = parse_target(self.host.jump_host)
+            user = user or self.host.user
+            jump = [*self._ssh_argv(port), "-W", "%h:%p", f"{user}@{address}" if user else address]
+            argv += ["-o", f"ProxyCommand={shlex.join(jump)}"]
         return shlex.join(argv)
 
     def remote(self, path: str) -> str:
@@ -207,29 +250,74 @@ class SshTransport:
         os.replace(tmp, local_path)
 
     async def cleanup_job(self, job_id: str) -> None:
-        """Remove the job's directory on the host."""
+        """Stop the job's idle agents and remove its directory on the host."""
+        await self._stop_idle(job_id)
         await self.run(["rm", "-rf", f"{self.work}/jobs/{job_id}"])
 
     # -- agents ----------------------------------------------------------------------------
 
     async def run_chunk(self, assignment: Assignment, on_event: EventSink, *, timeout: float) -> dict[str, Any]:
-        """Run the agent on the host; closing its stdin (or losing the link) makes it stop."""
+        """Run the chunk on a warm serving agent of its job (started if none is idle).
+
+        A host whose agent has no ``--serve`` (an older install) falls back to one agent per chunk.
+        """
+        if self._serve:
+            try:
+                return await self._run_served(assignment, on_event, timeout)
+            except _NoServe:
+                log.warning("host %s: the agent has no --serve; starting one agent per chunk", self.name)
+                self._serve = False
+        return await self._run_once(assignment, on_event, timeout)
+
+    async def _start_agent(self, argv: list[str]) -> asyncssh.SSHClientProcess[bytes]:
         conn = await self.connection()
-        command = shlex.join([*self.host.agent_command, "--watch-stdin"])
         try:
-            proc = await conn.create_process(command, encoding=None)
+            return await conn.create_process(shlex.join(argv), encoding=None)
         except (OSError, asyncssh.Error) as exc:
             raise HostUnavailable(f"host {self.name}: cannot start the agent: {_why(exc)}", host=self.name) from None
 
-        async def stop() -> None:
-            with contextlib.suppress(Exception):
-                proc.stdin.write_eof()
-            try:
-                await asyncio.wait_for(proc.wait_closed(), CANCEL_GRACE_S)
-            except (TimeoutError, asyncssh.Error, OSError):
-                with contextlib.suppress(Exception):
-                    proc.kill()
-                proc.close()
+    async def _run_served(self, assignment: Assignment, on_event: EventSink, timeout: float) -> dict[str, Any]:
+        idle = self._idle.get(assignment.job_id, [])
+        agent = None
+        while idle and agent is None:
+            candidate = idle.pop()
+            if candidate.usable(self._conn):
+                agent = candidate
+            else:
+                await candidate.stop()
+        fresh = agent is None
+        if agent is None:
+            agent = ServedAgent(await self._start_agent([*self.host.agent_command, "--serve"]), self._conn)
+        proc = agent.proc
+        try:
+            done = await follow_agent(
+                self.name, assignment, on_event, timeout,
+                stdin=proc.stdin, stdout=proc.stdout, stderr=agent.tail, wait=agent.exit_status, stop=agent.stop,
+                served=True,
+            )  # fmt: skip
+        except (AgentFailed, asyncssh.Error, ConnectionError, BrokenPipeError) as exc:
+            await agent.stop()
+            if fresh and agent.lacks_serve():
+                raise _NoServe from None
+            if isinstance(exc, AgentFailed):
+                raise
+            raise HostUnavailable(f"host {self.name}: connection lost: {_why(exc)}", host=self.name) from None
+        except BaseException:
+            await agent.stop()
+            raise
+        self._idle.setdefault(assignment.job_id, []).append(agent)
+        return done
+
+    async def _stop_idle(self, job_id: str | None = None) -> None:
+        """Stop the idle agents of ``job_id`` (of every job when None): their browsers exit."""
+        jobs = [job_id] if job_id is not None else list(self._idle)
+        agents = [a for j in jobs for a in self._idle.pop(j, [])]
+        await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
+
+    async def _run_once(self, assignment: Assignment, on_event: EventSink, timeout: float) -> dict[str, Any]:
+        """Run one agent for one chunk; closing its stdin (or losing the link) makes it stop."""
+        proc = await self._start_agent([*self.host.agent_command, "--watch-stdin"])
+        agent = ServedAgent(proc, self._conn)
 
         async def wait() -> int | None:
             completed = await proc.wait()
@@ -238,10 +326,68 @@ class SshTransport:
         try:
             return await follow_agent(
                 self.name, assignment, on_event, timeout,
-                stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr, wait=wait, stop=stop,
+                stdin=proc.stdin, stdout=proc.stdout, stderr=agent.tail, wait=wait, stop=agent.stop,
             )  # fmt: skip
         except (asyncssh.Error, ConnectionError, BrokenPipeError) as exc:
             raise HostUnavailable(f"host {self.name}: connection lost: {_why(exc)}", host=self.name) from None
+        finally:
+            await agent.stop()
+
+
+class _NoServe(Exception):
+    """The host's agent does not know ``--serve``."""
+
+
+class ServedAgent:
+    """An agent process on a host, its stderr tail collected for as long as it runs."""
+
+    def __init__(self, proc: asyncssh.SSHClientProcess[bytes], conn: asyncssh.SSHClientConnection | None) -> None:
+        self.proc = proc
+        self.conn = conn
+        self.tail: deque[str] = deque(maxlen=STDERR_LINES)
+        self._stderr = asyncio.create_task(collect_stderr(proc.stderr, self.tail))
+
+    def usable(self, conn: asyncssh.SSHClientConnection | None) -> bool:
+        """Whether the agent still runs on the current connection."""
+        return self.conn is conn and conn is not None and not conn.is_closed() and self.proc.exit_status is None
+
+    def lacks_serve(self) -> bool:
+        """Whether the agent refused ``--serve`` as an unknown option (an older renderd)."""
+        return self.proc.exit_status == 2 and any("--serve" in line for line in self.tail)
+
+    async def exit_status(self) -> int | None:
+        """Wait for the agent to exit; return its status."""
+        completed = await self.proc.wait()
+        return completed.exit_status
+
+    async def stop(self) -> None:
+        """Close the agent's stdin (it cancels and cleans up); kill it after a grace period."""
+        proc = self.proc
+        with contextlib.suppress(Exception):
+            proc.stdin.write_eof()
+        try:
+            await asyncio.wait_for(proc.wait_closed(), CANCEL_GRACE_S)
+        except (TimeoutError, asyncssh.Error, OSError):
+            with contextlib.suppress(Exception):
+                proc.kill()
+            proc.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._stderr, 5)
+
+
+def parse_target(target: str) -> tuple[str | None, str, int]:
+    """Split ``[user@]host[:port]`` (an IPv6 host in brackets) into (user, host, port)."""
+    user, _, rest = target.rpartition("@")
+    port = 22
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        if tail.startswith(":") and tail[1:].isdigit():
+            port = int(tail[1:])
+    elif rest.count(":") == 1 and rest.split(":")[1].isdigit():
+        host, port = rest.split(":")[0], int(rest.split(":")[1])
+    else:
+        host = rest
+    return user or None, host, port
 
 
 def _why(exc: BaseException) -> str:

@@ -147,17 +147,23 @@ async def follow_agent(
     *,
     stdin: _Writer,
     stdout: AsyncIterator[bytes],
-    stderr: AsyncIterator[bytes],
+    stderr: AsyncIterator[bytes] | deque[str],
     wait: Callable[[], Awaitable[int | None]],
     stop: Callable[[], Awaitable[None]],
+    served: bool = False,
 ) -> dict[str, Any]:
     """Send the assignment, relay the agent's events, and judge how it ended.
 
     Returns the ``done`` event; raises AgentFailed otherwise. On timeout or cancellation the
-    agent is stopped with ``stop()`` before this returns.
+    agent is stopped with ``stop()`` before this returns. A ``served`` agent (``--serve``) stays
+    up after its chunk: the chunk ends with its ``done`` or ``error`` event, not with the process,
+    and ``stderr`` is then the tail its session collects.
     """
-    stderr_tail: deque[str] = deque(maxlen=STDERR_LINES)
-    stderr_task = asyncio.create_task(_collect(stderr, stderr_tail))
+    if isinstance(stderr, deque):
+        stderr_tail, stderr_task = stderr, None
+    else:
+        stderr_tail = deque(maxlen=STDERR_LINES)
+        stderr_task = asyncio.create_task(_collect(stderr, stderr_tail))
     done: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     status: int | None = None
@@ -174,7 +180,12 @@ async def follow_agent(
                 elif event.get("event") == "error":
                     error = event
                 on_event(event)
-            status = await wait()
+                if served and (done is not None or error is not None):
+                    break
+            if not served or (done is None and error is None):
+                status = await wait()
+            elif done is not None:
+                status = 0
     except TimeoutError:
         await stop()
         raise AgentFailed(f"chunk timed out after {timeout:.0f} s", host=host) from None
@@ -182,8 +193,9 @@ async def follow_agent(
         await stop()
         raise
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(stderr_task, 5)
+        if stderr_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(stderr_task, 5)
     if status == 0 and done is not None:
         return done
     if error is not None:
@@ -201,6 +213,11 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
         log.debug("agent printed a non-JSON line: %r", raw[:200])
         return None
     return event if isinstance(event, dict) else None
+
+
+async def collect_stderr(stream: AsyncIterator[bytes], tail: deque[str]) -> None:
+    """Keep the last lines of an agent's stderr in ``tail`` (and log them at debug level)."""
+    await _collect(stream, tail)
 
 
 async def _collect(stream: AsyncIterator[bytes], tail: deque[str]) -> None:

@@ -117,18 +117,21 @@ class Prober:
 class Engine:
     """Render frames of one composition on this host; use as ``async with``."""
 
-    def __init__(self, comp: Composition, options: EngineOptions) -> None:
+    def __init__(self, comp: Composition, options: EngineOptions, *, playwright: Playwright | None = None) -> None:
         self.comp = comp
         self.options = options
         self.info: CompositionInfo | None = None
         self.gl = options.gl == "on" or (options.gl == "auto" and comp.uses_webgl())
         self._browser_options = BrowserOptions(executable=options.chromium, gl=self.gl)
         self._pw_cm = async_playwright()
-        self._pw: Playwright | None = None
+        # A driver passed in belongs to the caller (a serving agent keeps one for its whole life).
+        self._own_driver = playwright is None
+        self._pw: Playwright | None = playwright
         self._pool: CapturePool | None = None
 
     async def __aenter__(self) -> Engine:
-        self._pw = await self._pw_cm.start()
+        if self._own_driver:
+            self._pw = await self._pw_cm.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -139,7 +142,7 @@ class Engine:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
-        if self._pw is not None:
+        if self._pw is not None and self._own_driver:
             self._pw = None
             with contextlib.suppress(Exception):
                 await self._pw_cm.__aexit__(None, None, None)
