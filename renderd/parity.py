@@ -5,11 +5,13 @@ knows nothing about either tool: it compares any two videos of the same size.
 
 How the comparison is made consistent: each video is decoded and converted to planar RGB
 (``gbrp``) by ffmpeg's ``scale`` with the input colour matrix and range named explicitly from
-that file's own tags (bt709/limited when untagged). ffmpeg 5's ``scale`` does not read the tags
-by itself and would use bt601 for both, which hides a real matrix mismatch between the files
-and, for a bt709 file, shifts colours; naming them makes a file tagged bt601 full-range and one
-tagged bt709 limited-range with the same picture compare as equal. Chroma is upsampled the same
-way (``accurate_rnd+full_chroma_int``) on both sides. Frames are paired by index, not timestamp
+that file's own tags, so a file stored as bt601 full range and one stored as bt709 limited range
+with the same picture compare as (nearly) equal, and a real difference in how the two tools
+convert RGB to YUV shows as what it does to the picture. Untagged files are decoded as bt709
+limited range, what renderd and HyperFrames both write, rather than swscale's bt601 fallback,
+and the result records whether the tags were there. Reading one file with the other's matrix
+costs ~20 dB (tests/test_parity.py measures it). Chroma is upsampled the same way
+(``accurate_rnd+full_chroma_int``) on both sides. Frames are paired by index, not timestamp
 (``settb=1/1000,setpts=N`` on both), so a different time base or start offset cannot shift the pairing; the
 frame counts and durations are checked separately with ffprobe.
 

@@ -168,7 +168,9 @@ def table(results: list[Result], min_psnr: float) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join([*lines, "", f"(frames and duration: renderd/HyperFrames; pass: min PSNR >= {min_psnr:g} dB)", *notes])
+    return "\n".join(
+        [*lines, "", f"(frames and duration: renderd/HyperFrames; pass: min PSNR >= {min_psnr:g} dB)", *notes]
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

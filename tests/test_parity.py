@@ -1,0 +1,215 @@
+"""The parity harness (renderd.parity, scripts/compare-peer) on videos made here with the real ffmpeg.
+
+The videos are lossless H.264 (qp 0) of ffmpeg's testsrc2, so frames that are the same picture
+decode to the same pixels and only the frames a test changes can differ. The end-to-end run of the
+HyperFrames CLI needs npm and is opt-in: RENDERD_PEER=1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from renderd.parity import (
+    ParityError,
+    compare_videos,
+    mse_from_psnr,
+    parse_psnr_stats,
+    parse_ssim_stats,
+    psnr_from_mse,
+    summarize,
+)
+from tests.conftest import EXAMPLES, ROOT
+from tests.videotools import decode_frames, pixel, stream
+
+W, H = 160, 120
+BOX = (40, 30, 60, 40)  # x, y, w, h of the box drawn into frame 7 only
+COMPARE_PEER = ROOT / "scripts" / "compare-peer"
+
+
+def make_video(
+    path: Path,
+    *,
+    frames: int = 12,
+    vf: str = "",
+    yuv: str = "bt709:tv",
+    tag: str = "",
+    pix_fmt: str = "yuv420p",
+    size: str = f"{W}x{H}",
+) -> Path:
+    """Encode ``frames`` frames of testsrc2 at 10 fps, lossless, converted to YUV with ``yuv`` (matrix:range).
+
+    The file is tagged with ``tag`` (matrix:range), by default the truth.
+    """
+    matrix, rng = yuv.split(":")
+    chain = [
+        f for f in (vf, f"scale=out_color_matrix={matrix}:out_range={rng}:flags=neighbor", f"format={pix_fmt}") if f
+    ]
+    matrix, rng = (tag or yuv).split(":")
+    tags = {"bt709": ("bt709", "bt709"), "bt601": ("smpte170m", "bt470bg")}[matrix]
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+         "-i", f"testsrc2=size={size}:rate=10", "-frames:v", str(frames), "-vf", ",".join(chain),
+         "-c:v", "libx264", "-qp", "0", "-preset", "ultrafast",
+         "-colorspace", tags[1], "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", rng, str(path)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("parity")
+    x, y, w, h = BOX
+    return {
+        "base": make_video(d / "base.mp4"),
+        "copy": make_video(d / "copy.mp4"),
+        "box7": make_video(d / "box7.mp4", vf=f"drawbox=x={x}:y={y}:w={w}:h={h}:color=red:t=fill:enable='eq(n,7)'"),
+        "short": make_video(d / "short.mp4", frames=10),
+        "base444": make_video(d / "base444.mp4", pix_fmt="yuv444p"),
+        "bt601pc": make_video(d / "bt601pc.mp4", yuv="bt601:pc", pix_fmt="yuv444p"),
+        "mistagged": make_video(d / "mistagged.mp4", yuv="bt601:pc", tag="bt709:tv", pix_fmt="yuv444p"),
+        "small": make_video(d / "small.mp4", size="80x60"),
+    }
+
+
+def test_stats_files_are_parsed_in_frame_order_with_inf() -> None:
+    psnr = "n:2 mse_avg:4.00 psnr_avg:42.11 psnr_r:40.0\nn:1 mse_avg:0.00 psnr_avg:inf psnr_r:inf\n"
+    assert parse_psnr_stats(psnr) == [math.inf, 42.11]
+    ssim = "n:1 R:0.99 G:0.98 B:0.97 All:0.980000 (16.98)\n\nn:2 Y:1.0 U:1.0 V:1.0 All:1.000000 (inf)\n"
+    assert parse_ssim_stats(ssim) == [0.98, 1.0]
+    with pytest.raises(ValueError, match="line 1 has no n or psnr_avg"):
+        parse_psnr_stats("mse_avg:1.0\n")
+
+
+def test_mean_psnr_is_the_psnr_of_the_mean_mse() -> None:
+    assert psnr_from_mse(0) == math.inf
+    assert mse_from_psnr(math.inf) == 0
+    assert mse_from_psnr(psnr_from_mse(12.5)) == pytest.approx(12.5)
+    frames, stats = summarize([math.inf, 20.0, 30.0], [1.0, 0.5, 0.9])
+    assert stats.worst == 1 and stats.min_psnr == 20.0 and stats.min_ssim == 0.5
+    mean_mse = (0 + mse_from_psnr(20.0) + mse_from_psnr(30.0)) / 3
+    assert stats.mean_psnr == pytest.approx(psnr_from_mse(mean_mse))
+    assert stats.mean_ssim == pytest.approx(0.8) and [f.index for f in frames] == [0, 1, 2]
+    with pytest.raises(ValueError):
+        summarize([1.0], [])
+
+
+async def test_identical_videos_score_inf_on_every_frame(videos: dict[str, Path], tmp_path: Path) -> None:
+    result = await compare_videos(videos["base"], videos["copy"], tmp_path, images=False)
+    assert result.stats.compared == 12 and result.frames_match and result.duration_match
+    assert all(f.psnr == math.inf and f.ssim == pytest.approx(1.0) for f in result.frames)
+    assert result.stats.mean_psnr == math.inf
+
+
+async def test_the_one_changed_frame_is_found_as_the_worst(videos: dict[str, Path], tmp_path: Path) -> None:
+    result = await compare_videos(videos["base"], videos["box7"], tmp_path)
+    assert result.stats.worst == 7
+    assert result.frames[7].psnr < 30 and result.frames[7].ssim < 0.99
+    assert [f.index for f in result.frames if f.psnr != math.inf] == [7]
+    assert result.stats.min_psnr == result.frames[7].psnr and math.isfinite(result.stats.mean_psnr)
+
+    # Images of frame 7: a, b, |a-b| x8, and all three side by side.
+    images = {role: Path(p) for role, p in result.images.items()}
+    assert all(p.is_file() for p in images.values())
+    side = stream(images["side-by-side"])
+    assert (side["width"], side["height"]) == (3 * W, H)
+    (diff,) = decode_frames(images["diff"], W, H)
+    (b,) = decode_frames(images["b"], W, H)
+    x, y, w, h = BOX
+    assert pixel(b, W, x + w // 2, y + h // 2)[0] > 200  # the red box is in b's frame 7
+    assert max(pixel(diff, W, x + w // 2, y + h // 2)) == 255  # a large difference, amplified to saturation
+    assert pixel(diff, W, 5, 5) == (0, 0, 0) and pixel(diff, W, W - 5, H - 5) == (0, 0, 0)
+
+
+async def test_a_frame_count_mismatch_is_reported_and_the_common_frames_compared(
+    videos: dict[str, Path], tmp_path: Path
+) -> None:
+    result = await compare_videos(videos["base"], videos["short"], tmp_path, images=False)
+    assert (result.a.frames, result.b.frames) == (12, 10)
+    assert not result.frames_match and not result.duration_match
+    assert result.stats.compared == 10 and result.stats.min_psnr == math.inf
+
+
+async def test_colour_matrix_and_range_come_from_each_files_tags(videos: dict[str, Path], tmp_path: Path) -> None:
+    # The same pictures stored as bt601 full range and as bt709 limited range (4:4:4, so chroma
+    # subsampling does not blur the edges differently) compare as near-equal, only 8-bit rounding
+    # differs, because each side is converted to RGB with its own matrix and range...
+    result = await compare_videos(videos["base444"], videos["bt601pc"], tmp_path, images=False)
+    assert (result.b.color_matrix, result.b.color_range, result.b.tagged) == ("bt601", "pc", True)
+    assert (result.a.color_matrix, result.a.color_range) == ("bt709", "tv")
+    assert result.stats.min_psnr > 45
+    # ... and the tags are what decides: the same bt601/full-range data tagged bt709/limited is far off.
+    wrong = await compare_videos(videos["base444"], videos["mistagged"], tmp_path, images=False)
+    assert (wrong.b.color_matrix, wrong.b.color_range) == ("bt709", "tv")
+    assert wrong.stats.min_psnr < 35
+
+
+async def test_different_sizes_cannot_be_compared(videos: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ParityError, match="is 80x60 but .* is 160x120; cannot compare"):
+        await compare_videos(videos["base"], videos["small"], tmp_path)
+
+
+def run_compare_peer(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compare_peer.py"), *map(str, args)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+
+
+def test_cli_exit_status_follows_the_verdict(videos: dict[str, Path], tmp_path: Path) -> None:
+    same = run_compare_peer("--videos", videos["base"], videos["copy"], "--out", tmp_path / "same", "--json")
+    assert same.returncode == 0, same.stderr
+    doc = json.loads(same.stdout)
+    assert doc["ok"] and doc["results"][0]["comparison"]["stats"]["min_psnr"] == "inf"
+
+    box = run_compare_peer("--videos", videos["base"], videos["box7"], "--out", tmp_path / "box")
+    assert box.returncode == 1
+    assert "min PSNR" in box.stdout and "< 40 at frame 7" in box.stdout and "FAIL" in box.stdout
+    assert (tmp_path / "box" / "videos" / "worst-side-by-side.png").is_file()
+    # A threshold below the changed frame's PSNR lets it pass.
+    low = run_compare_peer("--videos", videos["base"], videos["box7"], "--out", tmp_path / "low", "--min-psnr", "5")
+    assert low.returncode == 0, low.stdout
+
+    short = run_compare_peer("--videos", videos["base"], videos["short"], "--out", tmp_path / "short", "--json")
+    assert short.returncode == 1
+    assert "frame counts differ (12 vs 10)" in json.loads(short.stdout)["results"][0]["problems"]
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    r = run_compare_peer("--videos", tmp_path / "nope.mp4", tmp_path / "nope2.mp4")
+    assert (
+        r.returncode == 2
+        and r.stderr.strip() == f"compare-peer: {tmp_path / 'nope.mp4'} does not exist or is not a file"
+    )
+    r = run_compare_peer(tmp_path)
+    assert (
+        r.returncode == 2
+        and r.stderr.strip() == f"compare-peer: {tmp_path} is not a composition directory (no index.html)"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.skipif(os.environ.get("RENDERD_PEER") != "1", reason="needs npm and the HyperFrames CLI: RENDERD_PEER=1")
+def test_end_to_end_against_the_hyperframes_cli(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [str(COMPARE_PEER), str(EXAMPLES / "hyperframes-gsap"), "--out", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=3600, cwd=ROOT,
+    )  # fmt: skip
+    doc = json.loads(r.stdout)
+    (result,) = doc["results"]
+    assert result["error"] is None, result["error"]
+    c = result["comparison"]
+    assert (c["a"]["frames"], c["b"]["frames"]) == (120, 120) and c["duration_match"]
+    assert doc["versions"]["hyperframes"].startswith("hyperframes ")
+    assert Path(c["images"]["side-by-side"]).is_file()
+    # Same composition, same layout: structurally alike even where fonts differ (see docs/parity.md).
+    assert c["stats"]["mean_ssim"] > 0.8
+    assert r.returncode == (0 if result["passed"] else 1)
