@@ -88,10 +88,25 @@ async def run_logged(argv: list[str], log: Path, what: str) -> None:
     except ProcessFailed as exc:  # timed out
         log.write_text(exc.stderr_tail)
         raise RenderdError(f"{what} {exc}") from exc
-    log.write_bytes(done.stdout + done.stderr)
+    output = done.stdout + done.stderr
+    log.write_bytes(output)
     if done.returncode != 0:
-        lines = done.stderr.decode(errors="replace").strip().splitlines()
-        raise RenderdError(f"{what} failed (exit {done.returncode}): {lines[-1] if lines else 'no output'} (see {log})")
+        raise RenderdError(f"{what} failed (exit {done.returncode}): {failure_reason(output)} (see {log})")
+
+
+def failure_reason(output: bytes, limit: int = 300) -> str:
+    """Return the lines of a failed render's output that say why, shortened to ``limit`` characters.
+
+    renderd ends with one ``renderd: ...`` line; the HyperFrames CLI prints a block after "Render
+    failed" or "Render blocked", then a hint and our wrapper's own "failed (exit N)" line, which are
+    dropped here.
+    """
+    lines = [ln.strip() for ln in output.decode(errors="replace").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("peer-hyperframes:", "Try --docker"))]
+    start = max((i for i, ln in enumerate(lines) if "Render failed" in ln or "Render blocked" in ln), default=None)
+    picked = lines[start + 1 : start + 3] if start is not None else lines[-1:]
+    text = " ".join(picked) or "no output"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 async def peer_version() -> str:

@@ -213,3 +213,23 @@ def test_end_to_end_against_the_hyperframes_cli(tmp_path: Path) -> None:
     # Same composition, same layout: structurally alike even where fonts differ (see docs/parity.md).
     assert c["stats"]["mean_ssim"] > 0.8
     assert r.returncode == (0 if result["passed"] else 1)
+
+
+def test_a_failed_render_is_summed_up_by_the_lines_that_say_why() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from compare_peer import failure_reason
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    # The shape of the HyperFrames CLI's output on a failed render (0.8.170), then our wrapper's line.
+    hf = (
+        b"[BrowserManager] Browser launched\n\n\xe2\x9c\x97  Render failed\n"
+        b"   [FrameCapture] Composition has zero duration.\n     Runtime ready: true\n     -> Fix: add data-duration\n"
+        b"   Try --docker for containerized rendering\n\npeer-hyperframes: hyperframes render failed (exit 1)\n"
+    )
+    assert failure_reason(hf) == "[FrameCapture] Composition has zero duration. Runtime ready: true"
+    assert failure_reason(b"renderd: 10/20 frames\nrenderd: x/index.html: width 641 is odd\n") == (
+        "renderd: x/index.html: width 641 is odd"
+    )
+    assert failure_reason(b"") == "no output"
+    assert failure_reason(b"e" * 500).endswith("...") and len(failure_reason(b"e" * 500)) == 300
