@@ -19,6 +19,10 @@ PSNR is ffmpeg's ``psnr`` filter over R, G and B (peak 255); the per-frame value
 stats file (``psnr_avg``, ``inf`` for identical frames) and the mean is the PSNR of the mean MSE
 over all frames (as ffmpeg's own "average" line), so one identical frame does not make it
 infinite. SSIM is ffmpeg's ``ssim`` filter's ``All`` value per frame (1.0 = identical).
+
+Either side may also be a directory of numbered PNG frames (``frame_000000.png`` ... or starting
+at 1), compared losslessly; PNGs with an alpha channel are flattened over white, the canvas
+Chrome paints behind a page without a background.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ _MATRIX = {
     "bt2020c": "bt2020",
 }
 _RANGE = {"tv": "tv", "mpeg": "tv", "limited": "tv", "pc": "pc", "jpeg": "pc", "full": "pc"}
+_FRAME_FILE = re.compile(r"frame_(\d{6})\.png")
 _RGB_FORMATS = re.compile(r"^(rgb|bgr|gbr|argb|abgr|rgba|bgra|gray|pal8|ya8|monob|monow)")
 
 
@@ -74,6 +79,7 @@ class VideoSummary:
     color_matrix: str  # the matrix the comparison decoded with (from the tags, or the default)
     color_range: str
     tagged: bool  # False when the file carried no matrix/range tags and defaults were assumed
+    input_args: tuple[str, ...] = ()  # ffmpeg options before ``-i path`` (frame rate of a PNG sequence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,24 +214,78 @@ async def probe(path: Path) -> VideoSummary:
     )
 
 
+async def probe_sequence(directory: Path, fps: Fraction) -> VideoSummary:
+    """Describe a directory of ``frame_NNNNNN.png`` files numbered without gaps, shown at ``fps``."""
+    numbers = sorted(int(m[1]) for p in Path(directory).iterdir() if (m := _FRAME_FILE.fullmatch(p.name)))
+    if not numbers:
+        raise ParityError(f"{directory} has no frame_NNNNNN.png files")
+    if numbers[-1] - numbers[0] + 1 != len(numbers):
+        missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+        raise ParityError(f"{directory}: frames {missing[:5]} are missing from the sequence")
+    first = Path(directory) / f"frame_{numbers[0]:06d}.png"
+    try:
+        done = await procs.run(
+            ["ffprobe", "-hide_banner", "-loglevel", "error", "-show_entries", "stream=width,height,pix_fmt",
+             "-of", "json", str(first.absolute())],
+            timeout=PROBE_TIMEOUT_S,
+        )  # fmt: skip
+    except RenderdError as exc:
+        raise ParityError(f"{first} is not a readable image: {exc}") from exc
+    info = (json.loads(done.stdout).get("streams") or [{}])[0]
+    return VideoSummary(
+        path=str(Path(directory).absolute() / "frame_%06d.png"),
+        frames=len(numbers),
+        duration=float(len(numbers) / fps),
+        width=int(info.get("width") or 0),
+        height=int(info.get("height") or 0),
+        fps=f"{fps.numerator}/{fps.denominator}",
+        pix_fmt=str(info.get("pix_fmt", "")),
+        color_matrix="bt709",  # unused for RGB
+        color_range="pc",
+        tagged=True,
+        input_args=("-framerate", f"{fps.numerator}/{fps.denominator}", "-start_number", str(numbers[0])),
+    )
+
+
+async def probe_input(path: Path, fps: Fraction | None = None) -> VideoSummary:
+    """Describe a video file, or a PNG frame directory (which needs ``fps``)."""
+    if Path(path).is_dir():
+        if fps is None:
+            raise ParityError(f"{path} is a directory of frames; its frame rate must be given")
+        return await probe_sequence(Path(path), fps)
+    return await probe(Path(path))
+
+
 def to_rgb_filter(video: VideoSummary) -> str:
     """Return the filter chain that turns ``video``'s decoded frames into index-stamped gbrp."""
+    flatten = ""
+    if _has_alpha(video.pix_fmt):
+        # Straight alpha over white, per channel: c * a + 255 * (1 - a).
+        over = ":".join(f"{c}='{c}(X,Y)*alpha(X,Y)/255+255-alpha(X,Y)'" for c in ("r", "g", "b"))
+        flatten = f"format=rgba,geq={over}:a=255,"
     return (
-        f"settb=1/1000,setpts=N,scale=in_color_matrix={video.color_matrix}:in_range={video.color_range}"
+        f"settb=1/1000,setpts=N,{flatten}scale=in_color_matrix={video.color_matrix}:in_range={video.color_range}"
         ":flags=bicubic+accurate_rnd+full_chroma_int,format=gbrp"
     )
 
 
 async def compare_videos(
-    a: Path, b: Path, out_dir: Path, *, images: bool = True, timeout: float = FFMPEG_TIMEOUT_S
+    a: Path,
+    b: Path,
+    out_dir: Path,
+    *,
+    images: bool = True,
+    fps: Fraction | None = None,
+    timeout: float = FFMPEG_TIMEOUT_S,
 ) -> Comparison:
     """Compare ``a`` and ``b`` frame by frame; write stats files (and worst-frame images) to ``out_dir``.
 
+    ``a`` and ``b`` are video files or PNG frame directories (then ``fps`` gives their rate).
     Only the frames both have are scored (the common prefix); a count mismatch shows in
     ``Comparison.frames_match``. Raises ParityError when the sizes differ or nothing decodes.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    sa, sb = await asyncio.gather(probe(a), probe(b))
+    sa, sb = await asyncio.gather(probe_input(a, fps), probe_input(b, fps))
     if (sa.width, sa.height) != (sb.width, sb.height):
         raise ParityError(f"{b} is {sb.width}x{sb.height} but {a} is {sa.width}x{sa.height}; cannot compare")
     psnr_log, ssim_log = out_dir / "psnr.log", out_dir / "ssim.log"
@@ -236,7 +296,8 @@ async def compare_videos(
         f"[a][b1]psnr=stats_file={_filter_path(psnr_log)}:shortest=1[ap];"
         f"[ap][b2]ssim=stats_file={_filter_path(ssim_log)}:shortest=1"
     )
-    await _ffmpeg(["-i", a, "-i", b, "-filter_complex", graph, "-f", "null", "-"], timeout, f"comparing {a} with {b}")
+    inputs = [*sa.input_args, "-i", sa.path, *sb.input_args, "-i", sb.path]
+    await _ffmpeg([*inputs, "-filter_complex", graph, "-f", "null", "-"], timeout, f"comparing {a} with {b}")
     try:
         psnr = parse_psnr_stats(psnr_log.read_text()) if psnr_log.exists() else []
         ssim = parse_ssim_stats(ssim_log.read_text()) if ssim_log.exists() else []
@@ -279,7 +340,9 @@ async def write_frame_images(
     for label, role in (("a0", "a"), ("b0", "b"), ("d0", "diff"), ("side", "side-by-side")):
         outputs += ["-map", f"[{label}]", "-frames:v", "1", "-update", "1", paths[role]]
     await _ffmpeg(
-        ["-i", a.path, "-i", b.path, "-filter_complex", graph, *outputs], timeout, f"writing frame {index} images"
+        [*a.input_args, "-i", a.path, *b.input_args, "-i", b.path, "-filter_complex", graph, *outputs],
+        timeout,
+        f"writing frame {index} images",
     )
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
@@ -319,6 +382,12 @@ def _filter_path(path: Path) -> str:
     # Inside a filtergraph, ':' separates options and '\' and "'" are special; quote the path.
     escaped = str(path.absolute()).replace("\\", "\\\\").replace("'", "'\\\\\\''").replace(":", "\\:")
     return f"'{escaped}'"
+
+
+def _has_alpha(pix_fmt: str) -> bool:
+    return pix_fmt in ("rgba", "bgra", "argb", "abgr", "ya8", "ya16be", "ya16le") or pix_fmt.startswith(
+        ("rgba64", "bgra64", "gbrap", "yuva")
+    )
 
 
 def _json_number(v: float | int) -> float | int | str:

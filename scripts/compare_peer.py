@@ -1,14 +1,18 @@
 """Parity harness: render compositions with renderd and with the HyperFrames CLI, compare frame by frame.
 
-    scripts/compare-peer COMP [COMP...] [--out DIR] [--min-psnr DB] [--crf N] [--workers N] [--json]
-    scripts/compare-peer --videos A.mp4 B.mp4 [--out DIR] [--min-psnr DB] [--json]
+    scripts/compare-peer COMP [COMP...] [--frames] [--out DIR] [--min-psnr DB] [--crf N] [--workers N] [--json]
+    scripts/compare-peer --videos A B [--fps R] [--out DIR] [--min-psnr DB] [--json]
 
 For each composition directory: ``renderd render COMP --format png --crf N`` and
 ``scripts/peer-hyperframes render COMP -- --quality high --crf N`` (the pinned HyperFrames CLI,
 installed on first use), one after the other (the two renders would otherwise fight over the
 cores), then renderd.parity.compare_videos on the two MP4s: per-frame PSNR/SSIM in RGB, frame
 count and duration, images of the worst frame (renderd | HyperFrames | difference x8).
-``--videos`` skips the renders and compares two existing videos (A plays renderd's part).
+``--frames`` compares lossless PNG frames instead of the MP4s: renderd's kept frames
+(``--keep-frames --format png``) against ``hyperframes render --format png-sequence``, which takes
+both tools' JPEG/4:2:0 encoding out of the numbers and leaves only what the browsers drew.
+``--videos`` skips the renders and compares two existing videos or PNG frame directories (A plays
+renderd's part; directories need ``--fps``).
 
 A composition passes when both videos have the same frame count and duration and every frame's
 PSNR is at least --min-psnr (default 40 dB). Exit status: 0 when all pass, 1 when any fails or
@@ -23,19 +27,23 @@ import argparse
 import asyncio
 import json
 import math
+import re
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 from renderd import __version__, procs
 from renderd.errors import ProcessFailed, RenderdError
-from renderd.parity import Comparison, compare_videos, format_db
+from renderd.parity import Comparison, compare_videos, format_db, probe
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / "scripts" / "peer-hyperframes"
 RENDERD = Path(sys.executable).with_name("renderd")
 RENDER_TIMEOUT_S = 1800.0
+CHUNK_DIR = re.compile(r"chunk-\d+-(\d+)-(\d+)")  # renderd's kept chunk folders: chunk-<n>-<start>-<end>
 INSTALL_TIMEOUT_S = 1800.0
 
 
@@ -119,33 +127,67 @@ async def peer_version() -> str:
 
 
 async def compare_composition(comp: Path, out: Path, args: argparse.Namespace) -> Result:
-    """Render ``comp`` with both tools into ``out`` and compare the two videos."""
+    """Render ``comp`` with both tools into ``out`` and compare the two videos (or frame sets)."""
     result = Result(name=out.name, source=str(comp))
     out.mkdir(parents=True, exist_ok=True)
-    ours, peer = out / "renderd.mp4", out / "hyperframes.mp4"
+    ours = out / "renderd.mp4"
+    peer = out / ("hyperframes-frames" if args.frames else "hyperframes.mp4")
     workers = [] if args.workers is None else ["--workers", args.workers]
+    keep = ["--keep-frames", "--work-dir", str(out / "renderd-work")] if args.frames else []
+    peer_format = ["--format", "png-sequence"] if args.frames else ["--quality", "high", "--crf", str(args.crf)]
+    for stale in (peer, out / "renderd-work", out / "renderd-frames"):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+    if args.frames:
+        (out / "renderd-work").mkdir()  # renderd wants its --work-dir to exist
     try:
         await run_logged(
-            [str(RENDERD), "render", str(comp), "-o", str(ours), "--format", "png", "--crf", str(args.crf), *workers],
+            [str(RENDERD), "render", str(comp), "-o", str(ours), "--format", "png", "--crf", str(args.crf),
+             *workers, *keep],
             out / "renderd.log",
             "renderd render",
-        )
+        )  # fmt: skip
         await run_logged(
             [str(PEER), "render", str(comp), "-o", str(peer), "--no-frame-check", *workers,
-             "--", "--quality", "high", "--crf", str(args.crf), "--quiet"],
+             "--", *peer_format, "--quiet"],
             out / "hyperframes.log",
             "hyperframes render",
         )  # fmt: skip
+        if not args.frames:
+            return await compare_pair(result, ours, peer, out, args.min_psnr)
+        fps = Fraction((await probe(ours)).fps)
+        frames = gather_renderd_frames(out / "renderd-work", out / "renderd-frames")
     except RenderdError as exc:
         result.error = str(exc)
         return result
-    return await compare_pair(result, ours, peer, out, args.min_psnr)
+    return await compare_pair(result, frames, peer, out, args.min_psnr, fps=fps)
 
 
-async def compare_pair(result: Result, a: Path, b: Path, out: Path, min_psnr: float) -> Result:
+def gather_renderd_frames(work: Path, dest: Path) -> Path:
+    """Link the PNGs renderd kept per chunk (local numbering) into ``dest`` as absolute frame_NNNNNN.png."""
+    dest.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for chunk in work.glob(".renderd-*/chunk-*"):
+        m = CHUNK_DIR.fullmatch(chunk.name)
+        if not m:
+            continue
+        start = int(m[1])
+        for png in chunk.glob("frame_*.png"):
+            target = dest / f"frame_{start + int(png.stem.removeprefix('frame_')):06d}.png"
+            target.unlink(missing_ok=True)
+            target.hardlink_to(png)
+            count += 1
+    if count == 0:
+        raise RenderdError(f"renderd kept no PNG frames under {work}")
+    return dest
+
+
+async def compare_pair(
+    result: Result, a: Path, b: Path, out: Path, min_psnr: float, fps: Fraction | None = None
+) -> Result:
     """Fill ``result`` with the comparison of ``a`` and ``b`` and the verdict."""
     try:
-        result.comparison = await compare_videos(a, b, out)
+        result.comparison = await compare_videos(a, b, out, fps=fps)
     except RenderdError as exc:
         result.error = str(exc)
         return result
@@ -195,7 +237,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Render compositions with renderd and the HyperFrames CLI and compare them frame by frame.",
     )
     p.add_argument("compositions", nargs="*", type=Path, help="composition directories (index.html inside)")
+    p.add_argument("--frames", action="store_true", help="compare lossless PNG frames, not the MP4s")
     p.add_argument("--videos", nargs=2, type=Path, metavar=("A", "B"), help="compare two existing videos instead")
+    p.add_argument("--fps", help="frame rate of PNG frame directories given to --videos (e.g. 30 or 30000/1001)")
     p.add_argument("--out", type=Path, help="where videos, logs and images go (default: a new temp directory)")
     p.add_argument("--min-psnr", type=float, default=40.0, help="pass threshold for every frame, dB (default 40)")
     p.add_argument("--crf", type=int, default=0, help="x264 CRF for both renders (default 0: lossless encode)")
@@ -208,6 +252,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--crf must be from 0 to 51")
     if math.isnan(args.min_psnr):
         p.error("--min-psnr must be a number")
+    try:
+        args.fps = Fraction(args.fps) if args.fps else None
+    except (ValueError, ZeroDivisionError):
+        p.error(f"--fps {args.fps!r} is not a frame rate")
+    if args.fps is not None and args.fps <= 0:
+        p.error("--fps must be positive")
     return args
 
 
@@ -217,8 +267,10 @@ def check_inputs(args: argparse.Namespace) -> str | None:
         if not (comp / "index.html").is_file():
             return f"{comp} is not a composition directory (no index.html)"
     for video in args.videos or ():
-        if not video.is_file():
-            return f"{video} does not exist or is not a file"
+        if video.is_dir() and args.fps is None:
+            return f"{video} is a directory of frames: give its frame rate with --fps"
+        if not video.exists():
+            return f"{video} does not exist"
     return None
 
 
@@ -228,7 +280,8 @@ async def run(args: argparse.Namespace) -> tuple[list[Result], dict[str, str]]:
     versions = {"renderd": __version__}
     if args.videos:
         a, b = args.videos
-        return [await compare_pair(Result("videos", f"{a} vs {b}"), a, b, out / "videos", args.min_psnr)], versions
+        result = await compare_pair(Result("videos", f"{a} vs {b}"), a, b, out / "videos", args.min_psnr, args.fps)
+        return [result], versions
     versions["hyperframes"] = await peer_version()
     results = []
     used: set[str] = set()
@@ -259,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     ok = all(r.passed for r in results)
     if args.json:
-        doc = {"ok": ok, "min_psnr": args.min_psnr, "crf": args.crf, "versions": versions}
+        doc = {"ok": ok, "min_psnr": args.min_psnr, "crf": args.crf, "frames": args.frames, "versions": versions}
         print(json.dumps({**doc, "results": [r.to_json() for r in results]}, indent=2))
     else:
         print(" ".join(f"{k} {v}" for k, v in versions.items()))
