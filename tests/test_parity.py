@@ -14,6 +14,7 @@ import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ from renderd.parity import (
     psnr_from_mse,
     summarize,
 )
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, FIXTURES, ROOT, decode_index, run_renderd
 from tests.videotools import decode_frames, pixel, stream
 
 W, H = 160, 120
@@ -264,12 +265,37 @@ def test_end_to_end_against_the_hyperframes_cli(tmp_path: Path) -> None:
     assert r.returncode == (0 if result["passed"] else 1)
 
 
-def test_a_failed_render_is_summed_up_by_the_lines_that_say_why() -> None:
+def compare_peer_module() -> Any:
+    """Import scripts/compare_peer.py (a script, not part of the package)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        from compare_peer import failure_reason
+        import compare_peer
     finally:
         sys.path.remove(str(ROOT / "scripts"))
+    return compare_peer
+
+
+@pytest.mark.browser
+async def test_renderd_kept_frames_are_gathered_in_absolute_order(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    r = run_renderd(
+        "render", FIXTURES / "frame-index-hook", "-o", tmp_path / "out.mp4", "--frames", "0:24", "--chunks", "2",
+        "--format", "png", "--crf", "0", "--keep-frames", "--work-dir", work,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    frames = compare_peer_module().gather_renderd_frames(work, tmp_path / "frames")
+    assert sorted(p.name for p in frames.iterdir()) == [f"frame_{i:06d}.png" for i in range(24)]
+    for i in (0, 11, 12, 23):  # both sides of the chunk boundary
+        (png,) = decode_frames(frames / f"frame_{i:06d}.png", 320, 240)
+        assert decode_index(png, 320) == i
+    # The frames against renderd's own lossless-YUV encode of them: same count, near-equal pixels.
+    result = await compare_videos(frames, tmp_path / "out.mp4", tmp_path / "cmp", fps=Fraction(30), images=False)
+    assert result.frames_match and result.duration_match and result.stats.min_psnr > 40
+
+
+def test_a_failed_render_is_summed_up_by_the_lines_that_say_why() -> None:
+    failure_reason = compare_peer_module().failure_reason
     # The shape of the HyperFrames CLI's output on a failed render (0.8.170), then our wrapper's line.
     hf = (
         b"[BrowserManager] Browser launched\n\n\xe2\x9c\x97  Render failed\n"
