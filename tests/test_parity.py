@@ -308,3 +308,36 @@ def test_a_failed_render_is_summed_up_by_the_lines_that_say_why() -> None:
     )
     assert failure_reason(b"") == "no output"
     assert failure_reason(b"e" * 500).endswith("...") and len(failure_reason(b"e" * 500)) == 300
+
+
+def test_peer_samples_extracts_a_sample_and_points_cdn_gsap_at_a_local_copy(tmp_path: Path) -> None:
+    # A stand-in for the HyperFrames repository: one sample loading GSAP from jsDelivr in its
+    # index.html and in a sub-composition, plus a Google Fonts link.
+    repo = tmp_path / "repo"
+    sample = repo / "registry" / "examples" / "demo"
+    (sample / "compositions").mkdir(parents=True)
+    cdn = '<script src="https://cdn.jsdelivr.net/npm/gsap@3.14.2/dist/gsap.min.js"></script>'
+    font = '<link href="https://fonts.googleapis.com/css2?family=Inter" rel="stylesheet" />'
+    (sample / "index.html").write_text(f"<html><head>{font}{cdn}</head><body></body></html>\n")
+    (sample / "compositions" / "scene.html").write_text(f"<template>{cdn}</template>\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, timeout=30)
+    subprocess.run([*git, "add", "-A"], check=True, timeout=30)
+    subprocess.run([*git, "commit", "-q", "-m", "sample"], check=True, timeout=30)
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    gsap = EXAMPLES / "vendor" / "gsap" / "gsap.min.js"
+
+    out = tmp_path / "out"
+    cmd = [str(ROOT / "scripts" / "peer-samples"), "--repo", str(repo), "--commit", sha, "--gsap", str(gsap), str(out)]
+    r = subprocess.run([*cmd, "registry/examples/demo"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (out / "demo" / "gsap.min.js").read_bytes() == gsap.read_bytes()
+    index = (out / "demo" / "index.html").read_text()
+    assert '<script src="gsap.min.js"></script>' in index and font in index  # fonts left as they are
+    assert '<script src="../gsap.min.js"></script>' in (out / "demo" / "compositions" / "scene.html").read_text()
+    assert "still remote: " in r.stderr and "fonts.googleapis.com" in r.stderr
+    assert (out / "HYPERFRAMES_COMMIT").read_text().strip() == sha
+
+    missing = subprocess.run([*cmd, "registry/examples/nope"], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1
+    assert missing.stderr == f"peer-samples: registry/examples/nope is not in {repo} at {sha}\n"
