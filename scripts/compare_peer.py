@@ -1,0 +1,324 @@
+"""Parity harness: render compositions with renderd and with the HyperFrames CLI, compare frame by frame.
+
+    scripts/compare-peer COMP [COMP...] [--frames] [--out DIR] [--min-psnr DB] [--crf N] [--workers N] [--json]
+    scripts/compare-peer --videos A B [--fps R] [--out DIR] [--min-psnr DB] [--json]
+
+For each composition directory: ``renderd render COMP --format png --crf N`` and
+``scripts/peer-hyperframes render COMP -- --quality high --crf N`` (the pinned HyperFrames CLI,
+installed on first use), one after the other (the two renders would otherwise fight over the
+cores), then renderd.parity.compare_videos on the two MP4s: per-frame PSNR/SSIM in RGB, frame
+count and duration, images of the worst frame (renderd | HyperFrames | difference x8).
+``--frames`` compares lossless PNG frames instead of the MP4s: renderd's kept frames
+(``--keep-frames --format png``) against ``hyperframes render --format png-sequence``, which takes
+both tools' JPEG/4:2:0 encoding out of the numbers and leaves only what the browsers drew.
+``--videos`` skips the renders and compares two existing videos or PNG frame directories (A plays
+renderd's part; directories need ``--fps``).
+
+A composition passes when both videos have the same frame count and duration and every frame's
+PSNR is at least --min-psnr (default 40 dB). Exit status: 0 when all pass, 1 when any fails or
+could not be rendered, 2 for bad arguments. Everything is kept under --out (default: a new
+temporary directory, printed), one folder per composition with both videos, both render logs,
+the ffmpeg stats files and the worst-frame PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from renderd import __version__, procs
+from renderd.errors import ProcessFailed, RenderdError
+from renderd.parity import Comparison, compare_videos, format_db, probe
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER = ROOT / "scripts" / "peer-hyperframes"
+RENDERD = Path(sys.executable).with_name("renderd")
+RENDER_TIMEOUT_S = 1800.0
+CHUNK_DIR = re.compile(r"chunk-\d+-(\d+)-(\d+)")  # renderd's kept chunk folders: chunk-<n>-<start>-<end>
+INSTALL_TIMEOUT_S = 1800.0
+
+
+@dataclass(slots=True)
+class Result:
+    """The outcome for one composition (or one --videos pair)."""
+
+    name: str
+    source: str
+    comparison: Comparison | None = None
+    error: str | None = None  # a render or comparison that failed: no numbers
+    problems: list[str] = field(default_factory=list)  # why it does not pass
+
+    @property
+    def passed(self) -> bool:
+        """True when it was compared and nothing is wrong."""
+        return self.comparison is not None and not self.problems and self.error is None
+
+    def to_json(self) -> dict[str, object]:
+        """Return a JSON-ready dict."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "passed": self.passed,
+            "error": self.error,
+            "problems": self.problems,
+            "comparison": self.comparison.to_json() if self.comparison else None,
+        }
+
+
+def judge(comparison: Comparison, min_psnr: float) -> list[str]:
+    """Return why ``comparison`` fails the parity target (empty when it passes)."""
+    problems = []
+    a, b = comparison.a, comparison.b
+    if not comparison.frames_match:
+        problems.append(f"frame counts differ ({a.frames} vs {b.frames})")
+    if not comparison.duration_match:
+        problems.append(f"durations differ ({a.duration:.3f} s vs {b.duration:.3f} s)")
+    if comparison.stats.min_psnr < min_psnr:
+        problems.append(
+            f"min PSNR {format_db(comparison.stats.min_psnr)} dB < {min_psnr:g} at frame {comparison.stats.worst}"
+        )
+    return problems
+
+
+async def run_logged(argv: list[str], log: Path, what: str) -> None:
+    """Run ``argv`` writing its output to ``log``; raise RenderdError naming ``what`` when it fails."""
+    try:
+        done = await procs.run(argv, timeout=RENDER_TIMEOUT_S, check=False)
+    except ProcessFailed as exc:  # timed out
+        log.write_text(exc.stderr_tail)
+        raise RenderdError(f"{what} {exc}") from exc
+    output = done.stdout + done.stderr
+    log.write_bytes(output)
+    if done.returncode != 0:
+        raise RenderdError(f"{what} failed (exit {done.returncode}): {failure_reason(output)} (see {log})")
+
+
+def failure_reason(output: bytes, limit: int = 300) -> str:
+    """Return the lines of a failed render's output that say why, shortened to ``limit`` characters.
+
+    renderd ends with one ``renderd: ...`` line; the HyperFrames CLI prints a block after "Render
+    failed" or "Render blocked", then a hint and our wrapper's own "failed (exit N)" line, which are
+    dropped here.
+    """
+    lines = [ln.strip() for ln in output.decode(errors="replace").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("peer-hyperframes:", "Try --docker"))]
+    start = max((i for i, ln in enumerate(lines) if "Render failed" in ln or "Render blocked" in ln), default=None)
+    picked = lines[start + 1 : start + 3] if start is not None else lines[-1:]
+    text = " ".join(picked) or "no output"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+async def peer_version() -> str:
+    """Install (if needed) the pinned HyperFrames CLI and return its version line."""
+    try:
+        done = await procs.run([str(PEER), "install"], timeout=INSTALL_TIMEOUT_S)
+    except ProcessFailed as exc:
+        raise RenderdError(f"cannot install the HyperFrames CLI: {exc}") from exc
+    return done.stdout.decode().strip()
+
+
+async def compare_composition(comp: Path, out: Path, args: argparse.Namespace) -> Result:
+    """Render ``comp`` with both tools into ``out`` and compare the two videos (or frame sets)."""
+    result = Result(name=out.name, source=str(comp))
+    out.mkdir(parents=True, exist_ok=True)
+    ours = out / "renderd.mp4"
+    peer = out / ("hyperframes-frames" if args.frames else "hyperframes.mp4")
+    workers = [] if args.workers is None else ["--workers", args.workers]
+    keep = ["--keep-frames", "--work-dir", str(out / "renderd-work")] if args.frames else []
+    peer_format = ["--format", "png-sequence"] if args.frames else ["--quality", "high", "--crf", str(args.crf)]
+    for stale in (peer, out / "renderd-work", out / "renderd-frames"):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+    if args.frames:
+        (out / "renderd-work").mkdir()  # renderd wants its --work-dir to exist
+    try:
+        await run_logged(
+            [str(RENDERD), "render", str(comp), "-o", str(ours), "--format", "png", "--crf", str(args.crf),
+             *workers, *keep],
+            out / "renderd.log",
+            "renderd render",
+        )  # fmt: skip
+        await run_logged(
+            [str(PEER), "render", str(comp), "-o", str(peer), "--no-frame-check", *workers,
+             "--", *peer_format, "--quiet"],
+            out / "hyperframes.log",
+            "hyperframes render",
+        )  # fmt: skip
+        if not args.frames:
+            return await compare_pair(result, ours, peer, out, args.min_psnr)
+        fps = Fraction((await probe(ours)).fps)
+        frames = gather_renderd_frames(out / "renderd-work", out / "renderd-frames")
+    except RenderdError as exc:
+        result.error = str(exc)
+        return result
+    return await compare_pair(result, frames, peer, out, args.min_psnr, fps=fps)
+
+
+def gather_renderd_frames(work: Path, dest: Path) -> Path:
+    """Link the PNGs renderd kept per chunk (local numbering) into ``dest`` as absolute frame_NNNNNN.png."""
+    dest.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for chunk in work.glob(".renderd-*/chunk-*"):
+        m = CHUNK_DIR.fullmatch(chunk.name)
+        if not m:
+            continue
+        start = int(m[1])
+        for png in chunk.glob("frame_*.png"):
+            target = dest / f"frame_{start + int(png.stem.removeprefix('frame_')):06d}.png"
+            target.unlink(missing_ok=True)
+            target.hardlink_to(png)
+            count += 1
+    if count == 0:
+        raise RenderdError(f"renderd kept no PNG frames under {work}")
+    return dest
+
+
+async def compare_pair(
+    result: Result, a: Path, b: Path, out: Path, min_psnr: float, fps: Fraction | None = None
+) -> Result:
+    """Fill ``result`` with the comparison of ``a`` and ``b`` and the verdict."""
+    try:
+        result.comparison = await compare_videos(a, b, out, fps=fps)
+    except RenderdError as exc:
+        result.error = str(exc)
+        return result
+    result.problems = judge(result.comparison, min_psnr)
+    return result
+
+
+def table(results: list[Result], min_psnr: float) -> str:
+    """Return the human-readable table, one row per composition, then the worst-frame images."""
+    head = ("composition", "frames", "duration s", "min PSNR", "mean PSNR", "min SSIM", "mean SSIM", "worst", "result")
+    rows = [head]
+    notes = []
+    for r in results:
+        c = r.comparison
+        if c is None:
+            rows.append((r.name, "-", "-", "-", "-", "-", "-", "-", "ERROR"))
+            notes.append(f"{r.name}: {r.error}")
+            continue
+        s = c.stats
+        rows.append((
+            r.name,
+            f"{c.a.frames}/{c.b.frames}",
+            f"{c.a.duration:.3f}/{c.b.duration:.3f}",
+            format_db(s.min_psnr),
+            format_db(s.mean_psnr),
+            f"{s.min_ssim:.4f}",
+            f"{s.mean_ssim:.4f}",
+            str(s.worst),
+            "ok" if r.passed else "FAIL",
+        ))  # fmt: skip
+        if r.problems:
+            notes.append(f"{r.name}: " + "; ".join(r.problems))
+        if c.images:
+            notes.append(f"{r.name}: worst frame {s.worst}: {c.images['side-by-side']}")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(
+        [*lines, "", f"(frames and duration: renderd/HyperFrames; pass: min PSNR >= {min_psnr:g} dB)", *notes]
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line (argparse exits 2 on bad arguments)."""
+    p = argparse.ArgumentParser(
+        prog="compare-peer",
+        description="Render compositions with renderd and the HyperFrames CLI and compare them frame by frame.",
+    )
+    p.add_argument("compositions", nargs="*", type=Path, help="composition directories (index.html inside)")
+    p.add_argument("--frames", action="store_true", help="compare lossless PNG frames, not the MP4s")
+    p.add_argument("--videos", nargs=2, type=Path, metavar=("A", "B"), help="compare two existing videos instead")
+    p.add_argument("--fps", help="frame rate of PNG frame directories given to --videos (e.g. 30 or 30000/1001)")
+    p.add_argument("--out", type=Path, help="where videos, logs and images go (default: a new temp directory)")
+    p.add_argument("--min-psnr", type=float, default=40.0, help="pass threshold for every frame, dB (default 40)")
+    p.add_argument("--crf", type=int, default=0, help="x264 CRF for both renders (default 0: lossless encode)")
+    p.add_argument("--workers", help="capture workers for both tools (default: each tool's own)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    args = p.parse_args(argv)
+    if bool(args.compositions) == bool(args.videos):
+        p.error("give composition directories or --videos A B (not both)")
+    if not 0 <= args.crf <= 51:
+        p.error("--crf must be from 0 to 51")
+    if math.isnan(args.min_psnr):
+        p.error("--min-psnr must be a number")
+    try:
+        args.fps = Fraction(args.fps) if args.fps else None
+    except (ValueError, ZeroDivisionError):
+        p.error(f"--fps {args.fps!r} is not a frame rate")
+    if args.fps is not None and args.fps <= 0:
+        p.error("--fps must be positive")
+    return args
+
+
+def check_inputs(args: argparse.Namespace) -> str | None:
+    """Return one line naming the first input that cannot be used, or None."""
+    for comp in args.compositions:
+        if not (comp / "index.html").is_file():
+            return f"{comp} is not a composition directory (no index.html)"
+    for video in args.videos or ():
+        if video.is_dir() and args.fps is None:
+            return f"{video} is a directory of frames: give its frame rate with --fps"
+        if not video.exists():
+            return f"{video} does not exist"
+    return None
+
+
+async def run(args: argparse.Namespace) -> tuple[list[Result], dict[str, str]]:
+    """Compare everything asked for; return the results and the tool versions used."""
+    out = args.out or Path(tempfile.mkdtemp(prefix="renderd-parity-"))
+    versions = {"renderd": __version__}
+    if args.videos:
+        a, b = args.videos
+        result = await compare_pair(Result("videos", f"{a} vs {b}"), a, b, out / "videos", args.min_psnr, args.fps)
+        return [result], versions
+    versions["hyperframes"] = await peer_version()
+    results = []
+    used: set[str] = set()
+    for comp in args.compositions:
+        name = comp.resolve().name
+        while name in used:  # two compositions with the same folder name get separate output folders
+            name += "_"
+        used.add(name)
+        if not args.json:
+            print(f"compare-peer: {comp} -> {out / name}", file=sys.stderr)
+        results.append(await compare_composition(comp.resolve(), out / name, args))
+    return results, versions
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: print the table (or JSON) and return the exit status."""
+    args = parse_args(argv)
+    bad = check_inputs(args)
+    if bad:
+        print(f"compare-peer: {bad}", file=sys.stderr)
+        return 2
+    try:
+        results, versions = asyncio.run(run(args))
+    except RenderdError as exc:
+        print(f"compare-peer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    ok = all(r.passed for r in results)
+    if args.json:
+        doc = {"ok": ok, "min_psnr": args.min_psnr, "crf": args.crf, "frames": args.frames, "versions": versions}
+        print(json.dumps({**doc, "results": [r.to_json() for r in results]}, indent=2))
+    else:
+        print(" ".join(f"{k} {v}" for k, v in versions.items()))
+        print(table(results, args.min_psnr))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
