@@ -118,9 +118,7 @@ def resolve_info(comp: Composition, described: dict[str, Any], overrides: Overri
     """Merge what the page described with the user's overrides and validate the result."""
     where = comp.entry_relative
     kind = str(described.get("kind") or "clock")
-    duration_given = overrides.duration is not None or any(
-        described.get(k) not in (None, 0) for k in _DURATION_SOURCES
-    )
+    duration_given = overrides.duration is not None or any(described.get(k) not in (None, 0) for k in _DURATION_SOURCES)
     missing = [
         name
         for name, given in (

@@ -22,7 +22,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from renderd.composition import DEFAULT_FPS, Composition
-from renderd.engine import hf_runtime
+from renderd.engine import hf_fonts, hf_runtime
 from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError
 from renderd.frames import Fps
 from renderd.hyperframes import read_project
@@ -232,12 +232,21 @@ def _project_fps(value: str | None) -> Fps:
 def _router(comp: Composition, *, hyperframes: bool) -> Any:
     root = comp.root
     runtime_url = f"{ORIGIN}{hf_runtime.RUNTIME_PATH}"
+    fonts_prefix = f"{ORIGIN}{hf_fonts.FONTS_PATH}"
+    documents = _HyperFramesDocuments(comp) if hyperframes else None
 
     async def handle(route: Route) -> None:
         url = route.request.url
-        if hyperframes and url == runtime_url:
+        if documents is not None and url == runtime_url:
             body = hf_runtime.runtime_source()
             await route.fulfill(status=200, body=body, headers={"content-type": "text/javascript"})
+            return
+        if documents is not None and url.startswith(fonts_prefix):
+            font = hf_fonts.font_file(url[len(fonts_prefix) :])
+            if font is None:
+                await route.abort("blockedbyclient")
+            else:
+                await route.fulfill(status=200, body=font, headers={"content-type": "font/woff2"})
             return
         path = _serve_path(root, url)
         if path is None:
@@ -245,13 +254,39 @@ def _router(comp: Composition, *, hyperframes: bool) -> Any:
             return
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         body = await asyncio.to_thread(path.read_bytes)
-        if hyperframes and path == comp.entry:
-            # Only the entry document gets the runtime: sub-composition files are fetched and
-            # mounted by the runtime itself.
-            body = hf_runtime.inject_runtime(body.decode("utf-8", errors="replace")).encode("utf-8")
+        if documents is not None and path.suffix.lower() in (".html", ".htm"):
+            body = await asyncio.to_thread(documents.serve, path, body)
         await route.fulfill(status=200, body=body, headers={"content-type": ctype, "cache-control": "no-store"})
 
     return handle
+
+
+class _HyperFramesDocuments:
+    """The HTML of a HyperFrames project as the HyperFrames CLI would hand it to the browser."""
+
+    def __init__(self, comp: Composition) -> None:
+        self._comp = comp
+        project = read_project(comp.entry)
+        base = comp.entry.parent
+        self._subs = {(base / src).resolve() for src in (project.sub_files if project else {})}
+        self._font_css: str | None = None
+
+    def serve(self, path: Path, body: bytes) -> bytes:
+        """Return the bytes to serve for HTML file ``path``: the entry gets fonts and the runtime."""
+        if path != self._comp.entry and path not in self._subs:
+            return body
+        html = hf_fonts.normalize_generic_primary(body.decode("utf-8", errors="replace"))
+        if path == self._comp.entry:
+            if self._font_css is None:
+                # Families asked for anywhere in the project count: the sub-compositions are
+                # mounted into this document.
+                texts = [body.decode("utf-8", errors="replace")]
+                texts += [p.read_text(encoding="utf-8", errors="replace") for p in self._subs if p.is_file()]
+                self._font_css = hf_fonts.font_face_css(texts)
+            # Only the entry document gets the runtime: sub-composition files are fetched and
+            # mounted by the runtime itself.
+            html = hf_runtime.inject_runtime(hf_fonts.inject_font_faces(html, self._font_css))
+        return html.encode("utf-8")
 
 
 def _error_text(exc: Exception) -> str:

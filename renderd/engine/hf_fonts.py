@@ -1,0 +1,189 @@
+"""HyperFrames' deterministic fonts, applied to HyperFrames projects so text renders as there.
+
+The HyperFrames CLI does not draw system fonts: a family it knows (Inter, Roboto, ...) or an
+alias of one ("DejaVu Sans", Arial, Helvetica -> Inter; Menlo -> JetBrains Mono; Georgia -> EB
+Garamond ...) gets @font-face rules pointing at fonts it embeds, and a declaration that starts
+with a generic family (``font-family: sans-serif``) gets Inter put in front. Render hosts then draw
+the same glyphs whatever fonts they have installed, and renderd matches the CLI's pixels. The
+faces and the alias table are vendored from the same npm package as the runtime
+(scripts/vendor-hf-runtime); a project's own @font-face rules always win.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+FONTS_PATH = "/__renderd/fonts/"
+DETERMINISTIC_PRIMARY = "Inter"
+_GENERIC = {
+    "sans-serif", "serif", "monospace", "cursive", "fantasy", "system-ui", "ui-sans-serif", "ui-serif",
+    "ui-monospace", "emoji", "math", "fangsong", "-apple-system", "blinkmacsystemfont",
+}  # fmt: skip
+_STYLE_BLOCK = re.compile(r"(<style\b[^>]*>)(.*?)(</style\s*>)", re.IGNORECASE | re.DOTALL)
+_STYLE_ATTR = re.compile(r"""(\sstyle\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+_FONT_FACE = re.compile(r"@font-face\s*\{[^}]*\}", re.IGNORECASE)
+_DECL = re.compile(r"(?P<prop>font-family|--[A-Za-z0-9_-]+)(?P<sep>\s*:\s*)(?P<value>[^;{}]+)", re.IGNORECASE)
+_FACE_FAMILY = re.compile(r"font-family\s*:\s*([^;}]+)", re.IGNORECASE)
+_VAR = re.compile(r"^var\(\s*(--[A-Za-z0-9_-]+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    """One vendored font face."""
+
+    canonical: str
+    weight: str
+    style: str
+    file: str
+
+
+@functools.cache
+def _table() -> tuple[dict[str, str], dict[str, list[Face]]]:
+    vendor = resources.files("renderd.engine").joinpath("vendor/hyperframes/fonts")
+    data = json.loads(vendor.joinpath("fonts.json").read_text(encoding="utf-8"))
+    faces: dict[str, list[Face]] = {}
+    for f in data["faces"]:
+        faces.setdefault(f["canonical"], []).append(Face(f["canonical"], f["weight"], f["style"], f["file"]))
+    return dict(data["aliases"]), faces
+
+
+def font_file(name: str) -> bytes | None:
+    """Return the bytes of vendored font ``name`` (a bare file name), or None."""
+    if "/" in name or not name.endswith(".woff2"):
+        return None
+    try:
+        return resources.files("renderd.engine").joinpath("vendor/hyperframes/fonts", name).read_bytes()
+    except OSError:
+        return None
+
+
+def split_families(value: str) -> list[str]:
+    """Split a font-family value into family names, unquoted, ignoring commas inside parentheses."""
+    out, depth, quote, cur = [], 0, "", []
+    for ch in value:
+        if quote:
+            if ch == quote:
+                quote = ""
+            cur.append(ch)
+            continue
+        if ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            out.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    out.append("".join(cur))
+    return [p.strip().strip("'\"").strip() for p in out if p.strip()]
+
+
+def _outside_font_faces(css: str) -> str:
+    return _FONT_FACE.sub("", css)
+
+
+def _css_sources(html: str) -> list[str]:
+    return [m.group(2) for m in _STYLE_BLOCK.finditer(html)] + [
+        "*{" + m.group(3) + "}" for m in _STYLE_ATTR.finditer(html)
+    ]
+
+
+def requested_families(htmls: list[str]) -> dict[str, str]:
+    """Return the families the documents ask for (lower-case -> as written), minus their own @font-faces."""
+    custom: dict[str, str] = {}
+    declared: list[str] = []
+    existing: set[str] = set()
+    for html in htmls:
+        for css in _css_sources(html):
+            for face in _FONT_FACE.finditer(css):
+                m = _FACE_FAMILY.search(face.group(0))
+                if m:
+                    existing.update(f.lower() for f in split_families(m.group(1)))
+            for d in _DECL.finditer(_outside_font_faces(css)):
+                prop, value = d.group("prop").lower(), d.group("value").strip()
+                if prop.startswith("--"):
+                    custom[prop] = value
+                else:
+                    declared.append(value)
+    requested: dict[str, str] = {}
+    for value in declared:
+        families = split_families(value)
+        var = _VAR.match(value)
+        if var and var.group(1).lower() in custom:
+            families = split_families(custom[var.group(1).lower()]) + families[1:]
+        for fam in families:
+            low = fam.lower()
+            if not low or low in _GENERIC or low.startswith("var("):
+                continue
+            requested.setdefault(low, fam)
+    return {k: v for k, v in requested.items() if k not in existing}
+
+
+def font_face_css(htmls: list[str]) -> str:
+    """Return the @font-face rules HyperFrames would inject for these documents ('' if none)."""
+    aliases, faces = _table()
+    rules = []
+    for low, fam in requested_families(htmls).items():
+        canonical = aliases.get(low)
+        if canonical is None:
+            continue
+        for face in faces.get(canonical, []):
+            name = fam.replace("\\", "\\\\").replace('"', '\\"')
+            rules.append(
+                f'@font-face {{\n  font-family: "{name}";\n  src: url("{FONTS_PATH}{face.file}") format("woff2");\n'
+                f"  font-style: {face.style};\n  font-weight: {face.weight};\n  font-display: block;\n}}"
+            )
+    return "\n\n".join(rules)
+
+
+def _prefix_generic(value: str) -> str | None:
+    families = split_families(value)
+    if not families or families[0].lower() not in _GENERIC:
+        return None
+    return f"{DETERMINISTIC_PRIMARY}, {value.strip()}"
+
+
+def _normalize_css(css: str) -> str:
+    # Declarations inside @font-face are not font choices; leave those blocks untouched.
+    pieces, last = [], 0
+    for face in _FONT_FACE.finditer(css):
+        pieces.append(_normalize_decls(css[last : face.start()]))
+        pieces.append(face.group(0))
+        last = face.end()
+    pieces.append(_normalize_decls(css[last:]))
+    return "".join(pieces)
+
+
+def _normalize_decls(css: str) -> str:
+    def repl(m: re.Match[str]) -> str:
+        new = _prefix_generic(m.group("value"))
+        if new is None:
+            return m.group(0)
+        trailing = m.group("value")[len(m.group("value").rstrip()) :]
+        return f"{m.group('prop')}{m.group('sep')}{new}{trailing}"
+
+    return _DECL.sub(repl, css)
+
+
+def normalize_generic_primary(html: str) -> str:
+    """Put Inter in front of font-family values that start with a generic family, as HyperFrames does."""
+    html = _STYLE_BLOCK.sub(lambda m: m.group(1) + _normalize_css(m.group(2)) + m.group(3), html)
+    return _STYLE_ATTR.sub(lambda m: m.group(1) + m.group(2) + _normalize_css(m.group(3)) + m.group(2), html)
+
+
+def inject_font_faces(html: str, css: str) -> str:
+    """Insert ``css`` as the first element of ``<head>`` (HyperFrames' place for it)."""
+    if not css:
+        return html
+    tag = f"<style data-renderd-deterministic-fonts>\n{css}\n</style>"
+    m = re.search(r"<head\b[^>]*>", html, re.IGNORECASE)
+    if m:
+        return f"{html[: m.end()]}\n{tag}{html[m.end() :]}"
+    return f"{tag}\n{html}"
