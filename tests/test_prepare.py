@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, renderd_cmd, run_renderd
+from daemonctl import Daemon, wait_state
 from PIL import Image
 from videotools import decode_frames, pixel
 
@@ -254,6 +255,34 @@ def test_render_prepares_implicitly_unless_told_not_to(tmp_path: Path, cdn: CdnS
     assert r.returncode != 0
     assert "gsap is not defined" in r.stderr
     assert not (tmp_path / "raw.mp4").exists()
+
+
+@pytest.mark.browser
+def test_daemon_submit_renders_the_prepared_copy(short_tmp: Path, cdn: CdnServer) -> None:
+    _serve_assets(cdn)
+    comp = _write_composition(short_tmp / "comp", cdn.base)
+    before = _tree(comp)
+    daemon = Daemon(short_tmp)
+    daemon.start()
+    try:
+        out = short_tmp / "out.mp4"
+        r = daemon.ctl("submit", comp, "-o", out, "--frames", "0:31", "--chunks", "2")
+        assert r.returncode == 0, r.stderr
+        job = r.stdout.strip()
+        cdn.stop()  # prepared at submission: the agents never need the CDN
+        status = wait_state(daemon, job, ("done", "failed"))
+        assert status["job"]["state"] == "done", status["job"]
+        assert status["job"]["composition"] == str(comp)
+        prepared = Path(status["job"]["params"]["prepared"])
+        # The daemon's home may be read-only (systemd): its cache is under the state directory.
+        assert prepared.is_relative_to(short_tmp / "state" / "cache" / "prepared") and prepared.is_file()
+    finally:
+        daemon.stop()
+    frames = decode_frames(out, W, H)
+    assert len(frames) == 31
+    for k in (0, 30):
+        _assert_picture(frames[k], k)
+    assert _tree(comp) == before
 
 
 def _closed_port() -> int:
