@@ -285,6 +285,51 @@ def test_daemon_submit_renders_the_prepared_copy(short_tmp: Path, cdn: CdnServer
     assert _tree(comp) == before
 
 
+def test_sub_compositions_and_local_stylesheets_are_followed(tmp_path: Path, cdn: CdnServer) -> None:
+    _serve_assets(cdn)
+    b = cdn.base
+    comp = tmp_path / "comp"
+    for d in ("css", "compositions", "img"):
+        (comp / d).mkdir(parents=True)
+    files = {
+        "index.html": '<link rel="stylesheet" href="css/style.css">\n'
+        '<div data-composition-src="compositions/intro.html"></div>\n'
+        f'<img src="{b}/img/green.png">\n',
+        "css/style.css": f'@import url("{b}/css2?family=Test+Sans&display=block");\n'
+        f".bg {{ background: url({b}/img/blue.png) }}\n.local {{ background: url(../img/local.png) }}\n",
+        "compositions/intro.html": f'<template id="intro-template">\n<div style="background: url({b}/img/blue.png)">'
+        f'<img src="{b}/img/green.png"></div>\n</template>\n',
+        "unrelated.html": f'<script src="{b}/not-served.js"></script>\n',  # referenced by nothing: left alone
+    }
+    for rel, text in files.items():
+        (comp / rel).write_text(text)
+    (comp / "img" / "local.png").write_bytes(_png((1, 2, 3)))
+    r = run_renderd("prepare", comp, "--json", env={"RENDERD_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["rewritten"] == ["compositions/intro.html", "css/style.css", "index.html"]
+    prepared = Path(result["prepared"])
+    name = {a["url"]: a["file"] for a in result["assets"]}
+    green, blue = name[f"{b}/img/green.png"], name[f"{b}/img/blue.png"]
+    css2 = name[f"{b}/css2?family=Test+Sans&display=block"]
+    expected = {
+        # Next to the entry: relative; CSS: relative to the stylesheet; a sub-composition in a
+        # sub-directory is mounted into the entry document, so root-absolute.
+        "index.html": files["index.html"].replace(f"{b}/img/green.png", f"_renderd_assets/{green}"),
+        "css/style.css": files["css/style.css"]
+        .replace(f"{b}/css2?family=Test+Sans&display=block", f"../_renderd_assets/{css2}")
+        .replace(f"{b}/img/blue.png", f"../_renderd_assets/{blue}"),
+        "compositions/intro.html": files["compositions/intro.html"]
+        .replace(f"{b}/img/blue.png", f"/_renderd_assets/{blue}")
+        .replace(f"{b}/img/green.png", f"/_renderd_assets/{green}"),
+        "unrelated.html": files["unrelated.html"],
+    }
+    for rel, text in expected.items():
+        assert (prepared / rel).read_text() == text, rel
+    assert (prepared / "css" / f"../_renderd_assets/{css2}").resolve().is_file()
+    assert (prepared / "img" / "local.png").read_bytes() == (comp / "img" / "local.png").read_bytes()
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

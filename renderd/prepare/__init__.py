@@ -8,8 +8,7 @@ URLs point at the local files. See docs/prepare.md.
 
 from renderd.prepare.build import PrepareOptions, needs_prepare, prepare_composition, scan_composition
 from renderd.prepare.cache import CACHE_ENV, default_cache_root
-from renderd.prepare.fetch import FetchLimits
-from renderd.prepare.model import AssetRecord, PrepareError, PrepareResult, Problem
+from renderd.prepare.model import AssetRecord, FetchLimits, PrepareError, PrepareResult, Problem
 
 __all__ = [
     "CACHE_ENV",

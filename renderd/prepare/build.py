@@ -29,12 +29,12 @@ from pathlib import Path
 
 from renderd.composition import Composition
 from renderd.prepare.cache import AssetCache, default_cache_root
-from renderd.prepare.fetch import Fetcher, FetchLimits
 from renderd.prepare.model import (
     ASSETS_DIR,
     FORMAT_VERSION,
     MANIFEST,
     AssetRecord,
+    FetchLimits,
     PrepareError,
     PrepareResult,
     Problem,
@@ -188,6 +188,8 @@ async def _resolve_all(
         for r in f.refs:
             if wanted.get(r.url) != "stylesheet":
                 wanted[r.url] = r.kind
+    from renderd.prepare.fetch import Fetcher  # httpx: imported only when there is something to fetch
+
     npm = NpmResolver(offline=options.offline)
     try:
         async with contextlib.AsyncExitStack() as stack:

@@ -7,27 +7,14 @@ only a modern browser's gets woff2 (others get TrueType or even no ``@font-face`
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import httpx
+
+from renderd.prepare.model import FetchFailed, FetchLimits
 
 BROWSER_USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class FetchLimits:
-    """Bounds for one prepare run's downloads."""
-
-    max_bytes: int = 256 << 20  # per asset: compositions may carry video
-    timeout_s: float = 120.0  # per asset, whole transfer
-    connect_timeout_s: float = 10.0
-    parallel: int = 8
-
-
-class FetchFailed(Exception):
-    """A URL could not be fetched; the message is one line saying why."""
 
 
 class Fetcher:

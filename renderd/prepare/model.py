@@ -17,6 +17,20 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
+class FetchLimits:
+    """Bounds for one prepare run's downloads."""
+
+    max_bytes: int = 256 << 20  # per asset: compositions may carry video
+    timeout_s: float = 120.0  # per asset, whole transfer
+    connect_timeout_s: float = 10.0
+    parallel: int = 8
+
+
+class FetchFailed(Exception):
+    """A URL could not be fetched; the message is one line saying why."""
+
+
+@dataclass(frozen=True, slots=True)
 class Ref:
     """One remote URL as written in a file: where its text sits and what it points at.
 

@@ -13,14 +13,17 @@ import asyncio
 import mimetypes
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from renderd.prepare.cache import AssetCache, Cached, sha256_hex
 from renderd.prepare.cdn import npm_file_for
-from renderd.prepare.fetch import Fetcher, FetchFailed
-from renderd.prepare.model import Problem
+from renderd.prepare.model import FetchFailed, Problem
 from renderd.prepare.npm import NpmFailed, NpmResolver
 from renderd.prepare.scan import scan_css
+
+if TYPE_CHECKING:
+    from renderd.prepare.fetch import Fetcher
 
 _CSS_ACCEPT = "text/css,*/*;q=0.1"
 _EXT_FOR_TYPE = {

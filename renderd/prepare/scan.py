@@ -92,9 +92,11 @@ class _Lines:
         return self.starts[line - 1] + col
 
 
-def _make_ref(raw: str, start: int, end: int, lines: _Lines, kind: str, base: str | None) -> Ref | None:
-    """Return a Ref for the URL text ``raw`` at ``[start, end)`` if it is remote."""
-    url = remote_url(html.unescape(raw) if base is None else raw, base)
+def _make_ref(
+    raw: str, start: int, end: int, lines: _Lines, kind: str, base: str | None, *, in_html: bool
+) -> Ref | None:
+    """Return a Ref for the URL text ``raw`` at ``[start, end)`` if it is remote (``in_html``: entities decoded)."""
+    url = remote_url(html.unescape(raw) if in_html else raw, base)
     if url is None:
         return None
     bare, frag = urldefrag(url)
@@ -109,10 +111,13 @@ class CssScan:
     local_imports: list[str] = field(default_factory=list)
 
 
-def scan_css(text: str, *, base: str | None = None, offset: int = 0, lines: _Lines | None = None) -> CssScan:
+def scan_css(
+    text: str, *, base: str | None = None, offset: int = 0, lines: _Lines | None = None, in_html: bool = False
+) -> CssScan:
     """Scan CSS ``text`` (placed at ``offset`` in its file) for ``@import`` and ``url()``.
 
-    With ``base`` (the URL of a remote stylesheet) relative URLs are remote too.
+    With ``base`` (the URL of a remote stylesheet) relative URLs are remote too; ``in_html`` says
+    the CSS sits in an HTML file, where character references (``&amp;``) are decoded.
     """
     lines = lines or _Lines(text)
     # Blank out comments, keeping offsets, so commented-out URLs are not loads.
@@ -124,7 +129,7 @@ def scan_css(text: str, *, base: str | None = None, offset: int = 0, lines: _Lin
         s, e = m.span(group)
         imports.append(m.span())
         raw = text[s:e]
-        ref = _make_ref(raw, offset + s, offset + e, lines, "stylesheet", base)
+        ref = _make_ref(raw, offset + s, offset + e, lines, "stylesheet", base, in_html=in_html)
         if ref is not None:
             out.refs.append(ref)
         elif raw.strip() and not raw.strip().lower().startswith(_SKIP_PREFIXES):
@@ -134,7 +139,7 @@ def scan_css(text: str, *, base: str | None = None, offset: int = 0, lines: _Lin
             continue  # the argument of an @import, handled above
         group = next(g for g in "abc" if m.group(g) is not None)
         s, e = m.span(group)
-        ref = _make_ref(text[s:e], offset + s, offset + e, lines, "asset", base)
+        ref = _make_ref(text[s:e], offset + s, offset + e, lines, "asset", base, in_html=in_html)
         if ref is not None:
             out.refs.append(ref)
     return out
@@ -174,7 +179,7 @@ class _HtmlScanner(HTMLParser):
             self._css(data, self.lines.offset(*self.getpos()))
 
     def _css(self, css: str, offset: int) -> None:
-        found = scan_css(css, offset=offset, lines=self.lines)
+        found = scan_css(css, offset=offset, lines=self.lines, in_html=True)
         self.out.refs.extend(found.refs)
         self.out.local_css.extend(found.local_imports)
 
@@ -210,7 +215,7 @@ class _HtmlScanner(HTMLParser):
             elif name == "srcset":
                 self._srcset(s, e)
             else:
-                ref = _make_ref(self.text[s:e], s, e, self.lines, wanted[name], None)
+                ref = _make_ref(self.text[s:e], s, e, self.lines, wanted[name], None, in_html=True)
                 if ref is not None:
                     self.out.refs.append(ref)
 
@@ -219,7 +224,7 @@ class _HtmlScanner(HTMLParser):
             if not m.group(1):
                 continue
             a, b = m.span(1)
-            ref = _make_ref(self.text[a:b], a, b, self.lines, "asset", None)
+            ref = _make_ref(self.text[a:b], a, b, self.lines, "asset", None, in_html=True)
             if ref is not None:
                 self.out.refs.append(ref)
 
