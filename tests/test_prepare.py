@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ import pytest
 from conftest import EXAMPLES, renderd_cmd, run_renderd
 from daemonctl import Daemon, wait_state
 from PIL import Image
+from sshhosts import TestHosts
 from videotools import decode_frames, pixel
 
 from renderd.prepare.cdn import NpmFile, npm_file_for
@@ -328,6 +330,37 @@ def test_sub_compositions_and_local_stylesheets_are_followed(tmp_path: Path, cdn
         assert (prepared / rel).read_text() == text, rel
     assert (prepared / "css" / f"../_renderd_assets/{css2}").resolve().is_file()
     assert (prepared / "img" / "local.png").read_bytes() == (comp / "img" / "local.png").read_bytes()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not _unshare_prefix(), reason="cannot create a network namespace here")
+def test_ssh_hosts_without_network_render_the_prepared_copy(short_tmp: Path, cdn: CdnServer) -> None:
+    """The done-when of the issue: a composition referencing a CDN renders on hosts with no network."""
+    _serve_assets(cdn)
+    comp = _write_composition(short_tmp / "comp", cdn.base)
+    # Each host's agent runs in its own network namespace: no interface up, not even loopback.
+    agent = [*_unshare_prefix(), sys.executable, "-m", "renderd", "agent"]
+    with TestHosts(short_tmp / "ssh", 2, agent_command=agent) as hosts:
+        daemon = Daemon(short_tmp, hosts_file=hosts.inventory)
+        daemon.start()
+        try:
+            out = short_tmp / "out.mp4"
+            r = daemon.ctl("submit", comp, "-o", out, "--frames", "0:31", "--chunks", "2")
+            assert r.returncode == 0, r.stderr
+            cdn.stop()
+            status = wait_state(daemon, r.stdout.strip(), ("done", "failed"))
+            assert status["job"]["state"] == "done", status["job"]
+            prepared = Path(status["job"]["params"]["prepared"]).parent
+        finally:
+            daemon.stop()
+        # What the hosts received is the prepared copy, with its assets.
+        synced = [c for name in hosts.names for c in (hosts.host(name).work_dir / "cache").glob("*")]
+        assert synced
+        for copy in synced:
+            assert _content(copy) == _content(prepared)
+    frames = decode_frames(out, W, H)
+    for k in (0, 15, 30):
+        _assert_picture(frames[k], k)
 
 
 def _closed_port() -> int:
