@@ -17,7 +17,6 @@ engine serves the composition directory at the root of its origin.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -92,7 +91,10 @@ def scan_composition(comp: Composition) -> list[SourceFile]:
             raise PrepareError(message=f"cannot read {path}: {exc.strerror}") from None
         rel = path.relative_to(comp.root).as_posix()
         if path.name.lower().endswith(_HTML_SUFFIXES):
-            found = scan_html(text)
+            try:
+                found = scan_html(text)
+            except (AssertionError, ValueError) as exc:  # HTMLParser's own complaints
+                raise PrepareError(message=f"{rel}: cannot parse the HTML: {exc}") from None
             refs, follow = found.refs, found.local_html + found.local_css
         else:
             css = scan_css(text)
@@ -139,6 +141,15 @@ async def prepare_composition(comp: Composition, options: PrepareOptions | None 
     output = options.output.expanduser().resolve() if options.output else None
     if output is not None and (output == comp.root or output.is_relative_to(comp.root)):
         raise PrepareError(message=f"output {output} must be outside the composition directory {comp.root}")
+    try:
+        return await _prepare(comp, options, cache_root, output)
+    except OSError as exc:
+        # Cache or output not writable, disk full: name the file, no traceback.
+        where = f" {exc.filename}" if exc.filename else ""
+        raise PrepareError(message=f"cannot prepare {comp.root}:{where}: {exc.strerror or exc}") from None
+
+
+async def _prepare(comp: Composition, options: PrepareOptions, cache_root: Path, output: Path | None) -> PrepareResult:
     files = await asyncio.to_thread(scan_composition, comp)
     resolver, results = await _resolve_all(files, AssetCache(cache_root), options)
     problems = list(resolver.problems)
@@ -188,16 +199,13 @@ async def _resolve_all(
         for r in f.refs:
             if wanted.get(r.url) != "stylesheet":
                 wanted[r.url] = r.kind
-    from renderd.prepare.fetch import Fetcher  # httpx: imported only when there is something to fetch
-
     npm = NpmResolver(offline=options.offline)
+    resolver = Resolver(cache, npm, offline=options.offline, limits=options.limits)
+    urls = sorted(wanted)
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            fetcher = None if options.offline else await stack.enter_async_context(Fetcher(options.limits))
-            resolver = Resolver(cache, fetcher, npm)
-            urls = sorted(wanted)
-            got = await asyncio.gather(*(resolver.resolve(u, wanted[u]) for u in urls))
+        got = await asyncio.gather(*(resolver.resolve(u, wanted[u]) for u in urls))
     finally:
+        await resolver.aclose()
         npm.close()
     return resolver, dict(zip(urls, got, strict=True))
 
@@ -223,8 +231,10 @@ def _write_tree(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         tree = tmp / "tree"
-        shutil.copytree(src, tree, symlinks=False, copy_function=shutil.copyfile)
+        # Symlinks are copied as the files they point at: the copy must be whole on a render host.
+        shutil.copytree(src, tree, symlinks=False, ignore_dangling_symlinks=True, copy_function=shutil.copyfile)
         for rel, data in rewritten.items():
+            (tree / rel).unlink(missing_ok=True)  # never write through a link into the user's files
             (tree / rel).write_bytes(data)
         (tree / ASSETS_DIR).mkdir(exist_ok=True)
         for name, data in assets.items():

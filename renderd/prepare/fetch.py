@@ -18,7 +18,7 @@ BROWSER_USER_AGENT = (
 
 
 class Fetcher:
-    """An HTTP client for one prepare run (use as an async context manager)."""
+    """An HTTP client for one prepare run; close it with :meth:`aclose`."""
 
     def __init__(self, limits: FetchLimits | None = None) -> None:
         self.limits = limits or FetchLimits()
@@ -31,10 +31,8 @@ class Fetcher:
             trust_env=True,  # honour HTTPS_PROXY/NO_PROXY of the coordinator
         )
 
-    async def __aenter__(self) -> Fetcher:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
+    async def aclose(self) -> None:
+        """Close the connections."""
         await self._client.aclose()
 
     async def get(self, url: str, *, accept: str = "*/*") -> tuple[bytes, str]:
@@ -47,6 +45,8 @@ class Fetcher:
                 raise FetchFailed(f"no complete answer within {self.limits.timeout_s:g} s") from None
             except httpx.HTTPError as exc:
                 raise FetchFailed(_http_reason(exc)) from None
+            except (httpx.InvalidURL, ValueError) as exc:
+                raise FetchFailed(f"not a valid URL: {exc}") from None
 
     async def _get(self, url: str, accept: str) -> tuple[bytes, str]:
         limit = self.limits.max_bytes

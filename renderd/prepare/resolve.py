@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from renderd.prepare.cache import AssetCache, Cached, sha256_hex
 from renderd.prepare.cdn import npm_file_for
-from renderd.prepare.model import FetchFailed, Problem
+from renderd.prepare.model import FetchFailed, FetchLimits, Problem
 from renderd.prepare.npm import NpmFailed, NpmResolver
 from renderd.prepare.scan import scan_css
 
@@ -81,12 +81,28 @@ def _is_css(url: str, kind: str, content_type: str) -> bool:
 class Resolver:
     """Resolve URLs once each per run; failures of nested references are kept in ``problems``."""
 
-    def __init__(self, cache: AssetCache, fetcher: Fetcher | None, npm: NpmResolver) -> None:
+    def __init__(self, cache: AssetCache, npm: NpmResolver, *, offline: bool, limits: FetchLimits) -> None:
         self.cache = cache
-        self.fetcher = fetcher
         self.npm = npm
+        self.offline = offline
+        self.limits = limits
         self.problems: list[Problem] = []
         self._tasks: dict[str, asyncio.Task[Resolved | str]] = {}
+        self._fetcher: Fetcher | None = None
+
+    def _http(self) -> Fetcher:
+        # Created on the first cache miss only: httpx and its TLS setup cost ~100 ms, and a
+        # prepare whose assets are all cached (every render after the first) needs neither.
+        if self._fetcher is None:
+            from renderd.prepare.fetch import Fetcher
+
+            self._fetcher = Fetcher(self.limits)
+        return self._fetcher
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, if one was needed."""
+        if self._fetcher is not None:
+            await self._fetcher.aclose()
 
     def resolved(self) -> list[Resolved]:
         """Return every URL resolved so far (nested ones included), in URL order."""
@@ -117,9 +133,9 @@ class Resolver:
         if hit is not None:
             return hit, "cache"
         reasons: list[str] = []
-        if self.fetcher is not None:
+        if not self.offline:
             try:
-                data, ctype = await self.fetcher.get(url, accept=_CSS_ACCEPT if kind == "stylesheet" else "*/*")
+                data, ctype = await self._http().get(url, accept=_CSS_ACCEPT if kind == "stylesheet" else "*/*")
                 await asyncio.to_thread(self.cache.store, url, data, ctype)
                 return Cached(data, ctype), "network"
             except FetchFailed as exc:
