@@ -329,7 +329,16 @@ def test_sub_compositions_and_local_stylesheets_are_followed(tmp_path: Path, cdn
     for rel, text in expected.items():
         assert (prepared / rel).read_text() == text, rel
     assert (prepared / "css" / f"../_renderd_assets/{css2}").resolve().is_file()
-    assert (prepared / "img" / "local.png").read_bytes() == (comp / "img" / "local.png").read_bytes()
+    # In the cache, files that need no rewrite are hard links to the user's (no second copy of
+    # media); rewritten ones are new files. A copy asked for with -o is a real copy.
+    assert (prepared / "img" / "local.png").stat().st_ino == (comp / "img" / "local.png").stat().st_ino
+    assert (prepared / "index.html").stat().st_ino != (comp / "index.html").stat().st_ino
+    assert (comp / "index.html").read_text() == files["index.html"]
+    out = tmp_path / "out"
+    r = run_renderd("prepare", comp, "-o", out, env={"RENDERD_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    assert _content(out) == _content(prepared)
+    assert (out / "img" / "local.png").stat().st_ino != (comp / "img" / "local.png").stat().st_ino
 
 
 @pytest.mark.browser

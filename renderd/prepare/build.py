@@ -231,15 +231,18 @@ def _write_tree(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         tree = tmp / "tree"
-        # Symlinks are copied as the files they point at: the copy must be whole on a render host.
-        shutil.copytree(src, tree, symlinks=False, ignore_dangling_symlinks=True, copy_function=shutil.copyfile)
+        # Symlinks become the files they point at: the copy must be whole on a render host. In the
+        # cache, unchanged files are hard links to the user's (no second copy of a composition's
+        # media); that is safe because a copy is reused only while the source hashes to its key,
+        # and nothing writes into it. A copy the user asked for with -o is always a real copy.
+        copy = shutil.copyfile if output is not None else _link_or_copy
+        shutil.copytree(src, tree, symlinks=False, ignore_dangling_symlinks=True, copy_function=copy)
         for rel, data in rewritten.items():
-            (tree / rel).unlink(missing_ok=True)  # never write through a link into the user's files
-            (tree / rel).write_bytes(data)
+            _replace(tree / rel, data)
         (tree / ASSETS_DIR).mkdir(exist_ok=True)
         for name, data in assets.items():
-            (tree / ASSETS_DIR / name).write_bytes(data)
-        (tree / MANIFEST).write_bytes(manifest)
+            _replace(tree / ASSETS_DIR / name, data)
+        _replace(tree / MANIFEST, manifest)
         if output is not None and dest.exists():
             shutil.rmtree(dest) if any(dest.iterdir()) else dest.rmdir()
         try:
@@ -251,6 +254,19 @@ def _write_tree(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest, False
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or not the owner (fs.protected_hardlinks)
+        shutil.copyfile(src, dst)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` as a new file at ``path``: never through a hard link into the user's files."""
+    path.unlink(missing_ok=True)
+    path.write_bytes(data)
 
 
 def _check_replaceable(dest: Path) -> None:
