@@ -65,12 +65,18 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 async def prepare_for_render(path: Path, *, offline: bool, quiet: bool) -> Path:
     """Return the composition to render: ``path`` itself, or its prepared copy when it loads remote URLs."""
-    from renderd.prepare import PrepareOptions, needs_prepare, prepare_composition
+    from renderd.prepare import PrepareError, PrepareOptions, needs_prepare, prepare_composition
 
     comp = load_composition(path)
     if not await asyncio.to_thread(needs_prepare, comp):
         return path
-    result = await prepare_composition(comp, PrepareOptions(offline=offline))
+    try:
+        result = await prepare_composition(comp, PrepareOptions(offline=offline))
+    except PrepareError as exc:
+        if not exc.problems:
+            raise
+        hint = "to render without them (the page cannot load them then), pass --no-prepare"
+        raise PrepareError(exc.problems, message=f"{exc}\n{hint}") from None
     if not quiet:
         print(f"renderd: {summary(result)}; rendering {result.prepared}", file=sys.stderr, flush=True)
     return result.entry

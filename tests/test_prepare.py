@@ -410,6 +410,7 @@ def test_unresolved_urls_fail_with_every_url_and_where(tmp_path: Path, cdn: CdnS
         assert f"index.html:3: {cdn.base}/missing.js: HTTP 404" in err
         assert f"compositions/intro.html:3: {dead}/logo.png: cannot connect" in err
         assert f"{cdn.base}/fonts.css:1: {cdn.base}/gone.woff2: HTTP 404" in err
+        assert ("--no-prepare" in err) == (argv[0] == "render")
     assert not (tmp_path / "out.mp4").exists()
     assert _tree(comp) == before
     r = run_renderd("prepare", comp, "--offline", env=env)
