@@ -439,37 +439,68 @@ def _npm_registry(cdn: CdnServer) -> None:
     cdn.routes[f"/npm-registry/gsap/-/gsap-{GSAP_VERSION}.tgz"] = (tgz, "application/octet-stream")
 
 
+GSAP_CDN_URLS = [
+    f"https://cdn.jsdelivr.net/npm/gsap@{GSAP_VERSION}/dist/gsap.min.js",
+    f"https://unpkg.com/gsap@{GSAP_VERSION}/dist/gsap.min.js",
+    f"https://cdnjs.cloudflare.com/ajax/libs/gsap/{GSAP_VERSION}/gsap.min.js",
+]
+
+
+def _npm_env(cdn: CdnServer, cache: Path) -> dict[str, str]:
+    return {
+        "npm_config_registry": f"{cdn.base}/npm-registry/",
+        "npm_config_cache": str(cache),
+        "npm_config_update_notifier": "false",
+        "NO_PROXY": "127.0.0.1",  # the registry is local, whatever proxy the machine has
+        "no_proxy": "127.0.0.1",
+    }
+
+
+def _assert_gsap_from_npm(stdout: str) -> None:
+    result = json.loads(stdout)
+    assert result["sources"] == {"npm": 3}
+    assert {a["url"] for a in result["assets"]} == set(GSAP_CDN_URLS)
+    prepared = Path(result["prepared"])
+    for a in result["assets"]:
+        assert (prepared / "_renderd_assets" / a["file"]).read_bytes() == GSAP.read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
+def test_cdn_urls_resolve_from_the_npm_registry_when_the_cdn_is_unreachable(tmp_path: Path, cdn: CdnServer) -> None:
+    _npm_registry(cdn)
+    comp = tmp_path / "comp"
+    comp.mkdir()
+    (comp / "index.html").write_text("".join(f'<script src="{u}"></script>\n' for u in GSAP_CDN_URLS))
+    # HTTPS goes through a proxy that is not there: the CDNs cannot be reached, the registry can.
+    env = {
+        **_npm_env(cdn, tmp_path / "npm-cache"),
+        "RENDERD_CACHE_DIR": str(tmp_path / "cache"),
+        "HTTPS_PROXY": f"http://127.0.0.1:{_closed_port()}",
+        "https_proxy": f"http://127.0.0.1:{_closed_port()}",
+    }
+    r = run_renderd("prepare", comp, "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    _assert_gsap_from_npm(r.stdout)
+    assert any(path.endswith(".tgz") for path, _ in cdn.requests), "npm did not fetch from the registry"
+
+
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
 def test_cdn_urls_resolve_from_the_npm_cache_offline(tmp_path: Path, cdn: CdnServer) -> None:
     _npm_registry(cdn)
-    npm_env = {
-        "npm_config_registry": f"{cdn.base}/npm-registry/",
-        "npm_config_cache": str(tmp_path / "npm-cache"),
-        "npm_config_update_notifier": "false",
-    }
+    npm_env = _npm_env(cdn, tmp_path / "npm-cache")
     add = subprocess.run(
         ["npm", "cache", "add", f"gsap@{GSAP_VERSION}"],
         capture_output=True, text=True, timeout=120, env={**os.environ, **npm_env}, cwd=tmp_path,
     )  # fmt: skip
     assert add.returncode == 0, add.stderr
     cdn.stop()  # from here on, only npm's cache has gsap
-    urls = [
-        f"https://cdn.jsdelivr.net/npm/gsap@{GSAP_VERSION}/dist/gsap.min.js",
-        f"https://unpkg.com/gsap@{GSAP_VERSION}/dist/gsap.min.js",
-        f"https://cdnjs.cloudflare.com/ajax/libs/gsap/{GSAP_VERSION}/gsap.min.js",
-    ]
     comp = tmp_path / "comp"
     comp.mkdir()
-    (comp / "index.html").write_text("".join(f'<script src="{u}"></script>\n' for u in urls))
+    (comp / "index.html").write_text("".join(f'<script src="{u}"></script>\n' for u in GSAP_CDN_URLS))
     env = {**npm_env, "RENDERD_CACHE_DIR": str(tmp_path / "cache")}
     r = run_renderd("prepare", comp, "--offline", "--json", env=env)
     assert r.returncode == 0, r.stderr
-    result = json.loads(r.stdout)
-    assert result["sources"] == {"npm": 3}
-    assert {a["url"] for a in result["assets"]} == set(urls)
-    prepared = Path(result["prepared"])
-    for a in result["assets"]:
-        assert (prepared / "_renderd_assets" / a["file"]).read_bytes() == GSAP.read_bytes()
+    _assert_gsap_from_npm(r.stdout)
     # Not in npm's cache either: the reason says so.
     anime = "https://unpkg.com/animejs@3.2.2/lib/anime.min.js"
     (comp / "index.html").write_text(f'<script src="{anime}"></script>\n')
