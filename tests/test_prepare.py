@@ -372,6 +372,21 @@ def test_ssh_hosts_without_network_render_the_prepared_copy(short_tmp: Path, cdn
         _assert_picture(frames[k], k)
 
 
+def test_stylesheets_importing_each_other_fail_instead_of_hanging(tmp_path: Path, cdn: CdnServer) -> None:
+    b = cdn.base
+    cdn.routes["/a.css"] = (f'@import "{b}/b.css";\n.a {{ color: red }}\n'.encode(), "text/css")
+    cdn.routes["/b.css"] = (b'@import "a.css";\n.b { color: blue }\n', "text/css")
+    comp = tmp_path / "comp"
+    comp.mkdir()
+    # Both referenced from the page, so both are being resolved when each reaches the other.
+    (comp / "index.html").write_text(
+        f'<link rel="stylesheet" href="{b}/a.css">\n<link rel="stylesheet" href="{b}/b.css">\n'
+    )
+    r = run_renderd("prepare", comp, env={"RENDERD_CACHE_DIR": str(tmp_path / "cache")}, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "in a cycle" in r.stderr and "1 remote URL could not be localised" in r.stderr
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

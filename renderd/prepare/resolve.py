@@ -89,6 +89,7 @@ class Resolver:
         self.problems: list[Problem] = []
         self._tasks: dict[str, asyncio.Task[Resolved | str]] = {}
         self._fetcher: Fetcher | None = None
+        self._edges: dict[str, set[str]] = {}  # stylesheet URL -> URLs it waits for
 
     def _http(self) -> Fetcher:
         # Created on the first cache miss only: httpx and its TLS setup cost ~100 ms, and a
@@ -109,23 +110,39 @@ class Resolver:
         done = [t.result() for t in self._tasks.values() if t.done() and not t.cancelled()]
         return sorted((r for r in done if isinstance(r, Resolved)), key=lambda r: r.url)
 
-    async def resolve(self, url: str, kind: str, chain: tuple[str, ...] = ()) -> Resolved | str:
-        """Return the localised asset for ``url``, or a one-line reason it could not be had."""
-        if url in chain:
-            return "stylesheet imports itself"
+    async def resolve(self, url: str, kind: str, parent: str | None = None) -> Resolved | str:
+        """Return the localised asset for ``url`` (referenced by stylesheet ``parent``), or why it could not be had."""
+        if parent is not None:
+            # Stylesheet A waiting for B while B waits for A would never finish: refuse the edge
+            # that closes a cycle (checked and added without an await in between).
+            if url == parent or self._reaches(url, parent):
+                return "stylesheets import each other in a cycle"
+            self._edges.setdefault(parent, set()).add(url)
         task = self._tasks.get(url)
         if task is None:
-            task = asyncio.create_task(self._resolve(url, kind, (*chain, url)))
+            task = asyncio.create_task(self._resolve(url, kind))
             self._tasks[url] = task
         return await asyncio.shield(task)
 
-    async def _resolve(self, url: str, kind: str, chain: tuple[str, ...]) -> Resolved | str:
+    def _reaches(self, start: str, goal: str) -> bool:
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            node = todo.pop()
+            if node == goal:
+                return True
+            if node not in seen:
+                seen.add(node)
+                todo.extend(self._edges.get(node, ()))
+        return False
+
+    async def _resolve(self, url: str, kind: str) -> Resolved | str:
         got = await self._bytes(url, kind)
         if isinstance(got, str):
             return got
         cached, source = got
         css = _is_css(url, kind, cached.content_type)
-        data = await self._localise_css(url, cached.data, chain) if css else cached.data
+        data = await self._localise_css(url, cached.data) if css else cached.data
         return Resolved(url, asset_name(url, data, cached.content_type, css), data, source)
 
     async def _bytes(self, url: str, kind: str) -> tuple[Cached, str] | str:
@@ -154,11 +171,11 @@ class Resolver:
                 return Cached(data, ctype), "npm"
         return "; ".join(reasons)
 
-    async def _localise_css(self, url: str, data: bytes, chain: tuple[str, ...]) -> bytes:
+    async def _localise_css(self, url: str, data: bytes) -> bytes:
         # surrogateescape keeps any non-UTF-8 byte exactly as it was.
         text = data.decode("utf-8", "surrogateescape")
         found = scan_css(text, base=url)
-        results = await asyncio.gather(*(self.resolve(r.url, r.kind, chain) for r in found.refs))
+        results = await asyncio.gather(*(self.resolve(r.url, r.kind, url) for r in found.refs))
         replacements: list[tuple[int, int, str]] = []
         for ref, res in zip(found.refs, results, strict=True):
             if isinstance(res, str):
