@@ -14,7 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, NoReturn
 
-from renderd import __version__, cli_control
+from renderd import __version__, cli_control, cli_prepare
 from renderd.agent import probe_host, run_assignment, serve
 from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
 from renderd.composition import Overrides
@@ -121,6 +121,8 @@ def _add_render_parser(sub: Any) -> None:
     p.add_argument("--frame-timeout", type=_seconds("--frame-timeout"), default=Fraction(30))
     p.add_argument("--ready-timeout", type=_seconds("--ready-timeout"), default=Fraction(30))
     p.add_argument("--json", action="store_true", help="print JSON-line events on stdout")
+    p.add_argument("--no-prepare", action="store_true", help="render as is, even if the page loads remote URLs")
+    p.add_argument("--offline", action="store_true", help="prepare without network (asset cache and npm cache only)")
     p.set_defaults(func=_cmd_render)
 
 
@@ -238,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect_parser(sub)
     _add_agent_parser(sub)
     _add_config_parser(sub)
+    cli_prepare.add_parser(sub)
     cli_control.add_parsers(sub, _Parser)
     return parser
 
@@ -265,8 +268,15 @@ def _cmd_render(args: argparse.Namespace) -> int:
         encode = EncodeSettings(crf=args.crf, preset=args.preset)
     except RenderdError as exc:
         return _fail(str(exc), args.json)
+    composition = args.composition
+    if not args.no_prepare:
+        # Remote scripts, fonts and media are localised first: the engine serves the page nothing else.
+        try:
+            composition = _run(cli_prepare.prepare_for_render(composition, offline=args.offline, quiet=args.json))
+        except RenderdError as exc:
+            return _fail(str(exc), args.json, code=type(exc).__name__, status=exc.exit_code)
     req = RenderRequest(
-        composition=args.composition,
+        composition=composition,
         output=args.output,
         overrides=Overrides(width=args.width, height=args.height, fps=args.fps, duration=args.duration),
         frames=args.frames,

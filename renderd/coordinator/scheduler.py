@@ -325,7 +325,9 @@ class Scheduler:
         key = (rt.config.name, job.id)
         task = self._staging.get(key)
         if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
-            task = asyncio.create_task(rt.transport.stage_composition(job.id, Path(job.composition)))
+            # A prepared copy (remote assets localised at submission) is what hosts render.
+            comp = Path(job.params.get("prepared") or job.composition)
+            task = asyncio.create_task(rt.transport.stage_composition(job.id, comp))
             self._staging[key] = task
         return await asyncio.shield(task)
 

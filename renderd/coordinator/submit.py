@@ -6,6 +6,7 @@ refused at submission with the page's own error, and the job is planned with exa
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import stat
@@ -13,7 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from renderd.composition import Overrides, load_composition
+from renderd.composition import Composition, Overrides, load_composition
 from renderd.config import DaemonConfig
 from renderd.coordinator.models import NewJob
 from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
@@ -23,6 +24,7 @@ from renderd.encode import EncodeSettings
 from renderd.engine import Prober
 from renderd.errors import RenderdError
 from renderd.frames import Fps, FrameRange, parse_frame_range
+from renderd.prepare import CACHE_ENV, PrepareOptions, needs_prepare, prepare_composition
 
 
 def peer_gids(peer: Peer) -> set[int]:
@@ -111,6 +113,20 @@ def _settings(fields: dict[str, Any]) -> dict[str, Any]:
     return {"format": fmt, "quality": quality, "crf": enc.crf, "preset": enc.preset, "workers": workers}
 
 
+async def prepared(comp: Composition, config: DaemonConfig) -> Composition:
+    """Return the composition a job renders: ``comp``, or its prepared copy when it loads remote URLs.
+
+    Render hosts have no network, so remote scripts, fonts and media are localised here, once;
+    the prepared copy (under the state directory unless $RENDERD_CACHE_DIR is set) is what the
+    hosts get.
+    """
+    if not await asyncio.to_thread(needs_prepare, comp):
+        return comp
+    cache_root = None if os.environ.get(CACHE_ENV) else config.state_dir / "cache"
+    result = await prepare_composition(comp, PrepareOptions(cache_root=cache_root))
+    return load_composition(result.entry)
+
+
 async def plan_submission(
     fields: dict[str, Any],
     peer: Peer,
@@ -125,7 +141,9 @@ async def plan_submission(
     settings = _settings(fields)
     overrides = _overrides(fields)
     try:
-        info = await prober.probe(load_composition(comp_path), overrides)
+        source = load_composition(comp_path)
+        comp = await prepared(source, config)
+        info = await prober.probe(comp, overrides)
         span = parse_frame_range(fields["frames"], info.total_frames) if fields.get("frames") else None
     except RenderdError as exc:
         raise ControlError(BAD_INPUT, str(exc)) from None
@@ -146,6 +164,8 @@ async def plan_submission(
         "duration": str(info.duration),
         **settings,
     }
+    if comp != source:
+        params["prepared"] = str(comp.entry)  # what the scheduler stages on hosts
     job = NewJob(
         composition=str(comp_path),
         output=str(out),

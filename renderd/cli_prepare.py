@@ -1,0 +1,82 @@
+"""`renderd prepare`, and the implicit prepare `renderd render` runs before rendering.
+
+renderd.prepare (and httpx) is imported inside the functions: `renderd agent` starts for every
+chunk and never prepares, so it should not pay for the import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from renderd.composition import load_composition
+
+if TYPE_CHECKING:
+    from renderd.prepare import PrepareResult
+
+
+def add_parser(sub: Any) -> None:
+    """Add `renderd prepare` to the CLI."""
+    p = sub.add_parser(
+        "prepare",
+        help="localise a composition's remote scripts, stylesheets, fonts and media for rendering without network",
+    )
+    p.add_argument("composition", type=Path, help="directory with index.html, or an .html file")
+    p.add_argument(
+        "-o", "--output", type=Path, help="write the prepared copy to this new directory (default: in the cache)"
+    )
+    p.add_argument(
+        "--offline", action="store_true", help="never use the network: only the asset cache and npm's local cache"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_prepare)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+def summary(result: PrepareResult) -> str:
+    """Return one line saying what was localised and where the prepared copy is."""
+    sources = ", ".join(f"{n} from {s}" for s, n in result.sources().items()) or "nothing to fetch"
+    return (
+        f"localised {result.references} remote reference(s) in {len(result.rewritten)} file(s) as "
+        f"{len(result.assets)} asset(s), {_mib(result.total_bytes)} ({sources})"
+    )
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Prepare a composition and print what was localised."""
+    from renderd.prepare import PrepareOptions, prepare_composition
+
+    comp = load_composition(args.composition)
+    result = asyncio.run(prepare_composition(comp, PrepareOptions(offline=args.offline, output=args.output)))
+    if args.json:
+        print(json.dumps(result.to_dict(), separators=(",", ":")), flush=True)
+    else:
+        print(f"renderd: {summary(result)}", file=sys.stderr)
+        print(result.prepared, flush=True)
+    return 0
+
+
+async def prepare_for_render(path: Path, *, offline: bool, quiet: bool) -> Path:
+    """Return the composition to render: ``path`` itself, or its prepared copy when it loads remote URLs."""
+    from renderd.prepare import PrepareError, PrepareOptions, needs_prepare, prepare_composition
+
+    comp = load_composition(path)
+    if not await asyncio.to_thread(needs_prepare, comp):
+        return path
+    try:
+        result = await prepare_composition(comp, PrepareOptions(offline=offline))
+    except PrepareError as exc:
+        if not exc.problems:
+            raise
+        hint = "to render without them (the page cannot load them then), pass --no-prepare"
+        raise PrepareError(exc.problems, message=f"{exc}\n{hint}") from None
+    if not quiet:
+        print(f"renderd: {summary(result)}; rendering {result.prepared}", file=sys.stderr, flush=True)
+    return result.entry

@@ -1,0 +1,278 @@
+"""Prepare a composition: scan it, localise its remote URLs, write the prepared copy.
+
+The user's directory is only read. The prepared copy is the whole composition directory plus
+``_renderd_assets/`` (the assets and a ``manifest.json``), with the URLs rewritten in the files
+that had them. It is a pure function of the source files and the asset bytes, so preparing the
+same composition twice gives identical trees, and by default it lives in the cache under a key
+computed from exactly those inputs: an unchanged composition is not copied again, and the
+coordinator's content-addressed sync to render hosts sends it once.
+
+Rewritten URLs: in CSS files, relative to the CSS file (CSS resolves ``url()`` against the
+stylesheet); in HTML files next to the entry file, ``_renderd_assets/<name>``; in HTML files in
+sub-directories (sub-compositions are mounted into the entry document, whose URL they then
+resolve against) ``/_renderd_assets/<name>``, which is right from either place because the
+engine serves the composition directory at the root of its origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from renderd.composition import Composition
+from renderd.prepare.cache import AssetCache, default_cache_root
+from renderd.prepare.model import (
+    ASSETS_DIR,
+    FORMAT_VERSION,
+    MANIFEST,
+    AssetRecord,
+    FetchLimits,
+    PrepareError,
+    PrepareResult,
+    Problem,
+    Ref,
+)
+from renderd.prepare.npm import NpmResolver
+from renderd.prepare.resolve import Resolved, Resolver, apply_replacements
+from renderd.prepare.scan import local_target, scan_css, scan_html
+
+_HTML_SUFFIXES = (".html", ".htm")
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareOptions:
+    """How to prepare: network or not, where the cache is, where the copy goes (None: in the cache)."""
+
+    offline: bool = False
+    cache_root: Path | None = None
+    output: Path | None = None
+    limits: FetchLimits = field(default_factory=FetchLimits)
+
+
+@dataclass(slots=True)
+class SourceFile:
+    """An HTML or CSS file of the composition and the remote references in it."""
+
+    path: Path
+    rel: str
+    text: str
+    refs: list[Ref]
+
+    @property
+    def is_css(self) -> bool:
+        return not self.path.name.lower().endswith(_HTML_SUFFIXES)
+
+
+def scan_composition(comp: Composition) -> list[SourceFile]:
+    """Read the entry file and every HTML/CSS file it pulls in; return them with their remote references.
+
+    Followed: ``data-composition-src`` sub-compositions, local stylesheets (``<link>``, ``@import``).
+    A relative reference is looked up next to the file first, then next to the entry file (where
+    a mounted sub-composition resolves it).
+    """
+    queue: list[Path] = [comp.entry]
+    seen: set[Path] = set()
+    files: list[SourceFile] = []
+    while queue:
+        path = queue.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            text = path.read_bytes().decode("utf-8", "surrogateescape")
+        except OSError as exc:
+            raise PrepareError(message=f"cannot read {path}: {exc.strerror}") from None
+        rel = path.relative_to(comp.root).as_posix()
+        if path.name.lower().endswith(_HTML_SUFFIXES):
+            try:
+                found = scan_html(text)
+            except (AssertionError, ValueError) as exc:  # HTMLParser's own complaints
+                raise PrepareError(message=f"{rel}: cannot parse the HTML: {exc}") from None
+            refs, follow = found.refs, found.local_html + found.local_css
+        else:
+            css = scan_css(text)
+            refs, follow = css.refs, css.local_imports
+        for raw in follow:
+            target = local_target(raw, path.parent, comp.root) or local_target(raw, comp.entry.parent, comp.root)
+            if target is not None and target not in seen:
+                queue.append(target)
+        files.append(SourceFile(path, rel, text, refs))
+    return files
+
+
+def needs_prepare(comp: Composition) -> bool:
+    """Return whether the composition loads anything from a remote URL."""
+    return any(f.refs for f in scan_composition(comp))
+
+
+def _local_url(file: SourceFile, comp: Composition, name: str) -> str:
+    target = f"{ASSETS_DIR}/{name}"
+    file_dir = posixpath.dirname(file.rel)
+    if file.is_css:
+        return posixpath.relpath(target, file_dir or ".")
+    entry_dir = posixpath.dirname(comp.entry_relative)
+    return target if file_dir == entry_dir else "/" + target
+
+
+def tree_digest(root: Path) -> str:
+    """Return a hash of every file under ``root`` (relative names and bytes), following symlinks."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix().encode("utf-8", "surrogateescape")
+        h.update(len(rel).to_bytes(4, "big") + rel)
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+async def prepare_composition(comp: Composition, options: PrepareOptions | None = None) -> PrepareResult:
+    """Localise every remote URL of ``comp`` and return the prepared copy (raise PrepareError listing failures)."""
+    options = options or PrepareOptions()
+    cache_root = (options.cache_root or default_cache_root()).expanduser()
+    output = options.output.expanduser().resolve() if options.output else None
+    if output is not None and (output == comp.root or output.is_relative_to(comp.root)):
+        raise PrepareError(message=f"output {output} must be outside the composition directory {comp.root}")
+    try:
+        return await _prepare(comp, options, cache_root, output)
+    except OSError as exc:
+        # Cache or output not writable, disk full: name the file, no traceback.
+        where = f" {exc.filename}" if exc.filename else ""
+        raise PrepareError(message=f"cannot prepare {comp.root}:{where}: {exc.strerror or exc}") from None
+
+
+async def _prepare(comp: Composition, options: PrepareOptions, cache_root: Path, output: Path | None) -> PrepareResult:
+    files = await asyncio.to_thread(scan_composition, comp)
+    resolver, results = await _resolve_all(files, AssetCache(cache_root), options)
+    problems = list(resolver.problems)
+    for f in files:
+        problems += [Problem(f.rel, r.line, r.url, res) for r in f.refs if isinstance(res := results[r.url], str)]
+    if problems:
+        raise PrepareError(problems)
+    rewritten: dict[str, bytes] = {}
+    for f in files:
+        if f.refs:
+            reps = [(r.start, r.end, _local_url(f, comp, _ok(results[r.url]).name) + r.fragment) for r in f.refs]
+            rewritten[f.rel] = apply_replacements(f.text, reps).encode("utf-8", "surrogateescape")
+    assets = resolver.resolved()
+    records = tuple(
+        AssetRecord(a.url, a.name, hashlib.sha256(a.data).hexdigest(), len(a.data), a.source) for a in assets
+    )
+    manifest = {
+        "format": FORMAT_VERSION,
+        "assets": [r.manifest_entry() for r in records],
+        "rewritten": sorted(rewritten),
+    }
+    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    dest, reused = await asyncio.to_thread(
+        _write_tree, comp.root, output, cache_root, rewritten, {a.name: a.data for a in assets}, manifest_bytes
+    )
+    return PrepareResult(
+        source=comp.root,
+        prepared=dest,
+        entry=dest / comp.entry_relative,
+        references=sum(len(f.refs) for f in files),
+        rewritten=tuple(sorted(rewritten)),
+        assets=records,
+        reused=reused,
+    )
+
+
+def _ok(res: Resolved | str) -> Resolved:
+    assert isinstance(res, Resolved)
+    return res
+
+
+async def _resolve_all(
+    files: list[SourceFile], cache: AssetCache, options: PrepareOptions
+) -> tuple[Resolver, dict[str, Resolved | str]]:
+    wanted: dict[str, str] = {}
+    for f in files:
+        for r in f.refs:
+            if wanted.get(r.url) != "stylesheet":
+                wanted[r.url] = r.kind
+    npm = NpmResolver(offline=options.offline)
+    resolver = Resolver(cache, npm, offline=options.offline, limits=options.limits)
+    urls = sorted(wanted)
+    try:
+        got = await asyncio.gather(*(resolver.resolve(u, wanted[u]) for u in urls))
+    finally:
+        await resolver.aclose()
+        npm.close()
+    return resolver, dict(zip(urls, got, strict=True))
+
+
+def _write_tree(
+    src: Path,
+    output: Path | None,
+    cache_root: Path,
+    rewritten: dict[str, bytes],
+    assets: dict[str, bytes],
+    manifest: bytes,
+) -> tuple[Path, bool]:
+    """Write the prepared tree (atomically: a temp dir renamed into place); return it and whether it existed."""
+    if output is None:
+        key = hashlib.sha256(f"renderd-prepare-{FORMAT_VERSION}\0{tree_digest(src)}\0".encode() + manifest)
+        dest = cache_root / "prepared" / key.hexdigest()[:32]
+        if (dest / MANIFEST).is_file():
+            return dest, True
+    else:
+        dest = output
+        _check_replaceable(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        tree = tmp / "tree"
+        # Symlinks become the files they point at: the copy must be whole on a render host. In the
+        # cache, unchanged files are hard links to the user's (no second copy of a composition's
+        # media); that is safe because a copy is reused only while the source hashes to its key,
+        # and nothing writes into it. A copy the user asked for with -o is always a real copy.
+        copy = shutil.copyfile if output is not None else _link_or_copy
+        shutil.copytree(src, tree, symlinks=False, ignore_dangling_symlinks=True, copy_function=copy)
+        for rel, data in rewritten.items():
+            _replace(tree / rel, data)
+        (tree / ASSETS_DIR).mkdir(exist_ok=True)
+        for name, data in assets.items():
+            _replace(tree / ASSETS_DIR / name, data)
+        _replace(tree / MANIFEST, manifest)
+        if output is not None and dest.exists():
+            shutil.rmtree(dest) if any(dest.iterdir()) else dest.rmdir()
+        try:
+            os.rename(tree, dest)
+        except OSError:
+            if output is None and (dest / MANIFEST).is_file():
+                return dest, True  # another prepare of the same inputs finished first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest, False
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or not the owner (fs.protected_hardlinks)
+        shutil.copyfile(src, dst)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` as a new file at ``path``: never through a hard link into the user's files."""
+    path.unlink(missing_ok=True)
+    path.write_bytes(data)
+
+
+def _check_replaceable(dest: Path) -> None:
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise PrepareError(message=f"output {dest} exists and is not a directory")
+    if any(dest.iterdir()) and not (dest / MANIFEST).is_file():
+        raise PrepareError(message=f"output {dest} exists and is not a prepared composition; give a new directory")

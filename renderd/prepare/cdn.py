@@ -1,0 +1,85 @@
+"""Recognise npm-backed CDN URLs (jsDelivr, unpkg, cdnjs) and name the npm file they serve.
+
+jsDelivr (``/npm/...``) and unpkg serve any npm package: ``NAME@VERSION/PATH`` names the file
+``PATH`` inside the package tarball, so every such URL can be resolved from npm. cdnjs has its own
+names and layout, so only the well-known animation libraries are mapped (see ``CDNJS``).
+A version is required: an unversioned URL names "latest", which is not reproducible.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+
+@dataclass(frozen=True, slots=True)
+class NpmFile:
+    """A file inside an npm package: ``path`` None means the package's browser entry file."""
+
+    name: str
+    version: str
+    path: str | None
+    # cdnjs flattens a package: try these directories inside the package, in order.
+    search_dirs: tuple[str, ...] = ("",)
+
+    @property
+    def spec(self) -> str:
+        """Return the ``name@version`` spec npm understands."""
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class CdnjsLibrary:
+    """Where a cdnjs library's files live in its npm package."""
+
+    npm_name: str
+    dirs: tuple[str, ...]
+
+
+CDNJS: dict[str, CdnjsLibrary] = {
+    "gsap": CdnjsLibrary("gsap", ("dist/", "")),
+    "animejs": CdnjsLibrary("animejs", ("lib/", "dist/", "")),
+    "lottie-web": CdnjsLibrary("lottie-web", ("build/player/", "")),
+    "bodymovin": CdnjsLibrary("lottie-web", ("build/player/", "")),
+    "three.js": CdnjsLibrary("three", ("build/", "")),
+}
+_NPM_PATH = re.compile(r"^(?P<name>(?:@[^/@]+/)?[^/@]+)@(?P<version>[^/]+)(?:/(?P<path>.*))?$")
+_THREE_REVISION = re.compile(r"^r(\d+)$")
+
+
+def npm_file_for(url: str) -> NpmFile | None:
+    """Return the npm file a CDN ``url`` serves, or None if it is not a recognised CDN URL."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    path = unquote(parts.path)
+    if host == "cdn.jsdelivr.net" and path.startswith("/npm/"):
+        return _npm_path(path[len("/npm/") :])
+    if host in ("unpkg.com", "www.unpkg.com"):
+        return _npm_path(path.lstrip("/"))
+    if host == "cdnjs.cloudflare.com" and path.startswith("/ajax/libs/"):
+        return _cdnjs_path(path[len("/ajax/libs/") :])
+    return None
+
+
+def _npm_path(rest: str) -> NpmFile | None:
+    m = _NPM_PATH.match(rest)
+    if m is None:
+        return None
+    file = m.group("path") or None
+    if file is not None and (file.endswith("/") or file.startswith("+") or "/+" in file):
+        return None  # a directory listing or a jsDelivr-generated bundle (+esm): not a file in the package
+    return NpmFile(m.group("name"), m.group("version"), file)
+
+
+def _cdnjs_path(rest: str) -> NpmFile | None:
+    lib, _, tail = rest.partition("/")
+    version, _, file = tail.partition("/")
+    known = CDNJS.get(lib)
+    if known is None or not version or not file:
+        return None
+    if known.npm_name == "three":
+        # cdnjs names three.js releases "r128"; npm publishes them as 0.128.0.
+        rev = _THREE_REVISION.match(version)
+        version = f"0.{rev.group(1)}.0" if rev else version
+    return NpmFile(known.npm_name, version, file, known.dirs)

@@ -1,0 +1,130 @@
+"""What `renderd prepare` works with: references found in files, localised assets, problems, the result."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from renderd.errors import RenderdError
+
+ASSETS_DIR = "_renderd_assets"
+MANIFEST = f"{ASSETS_DIR}/manifest.json"
+# Bumped whenever the prepared tree's layout or rewriting changes, so older prepared copies in
+# the cache are not reused for the new layout.
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FetchLimits:
+    """Bounds for one prepare run's downloads."""
+
+    max_bytes: int = 256 << 20  # per asset: compositions may carry video
+    timeout_s: float = 120.0  # per asset, whole transfer
+    connect_timeout_s: float = 10.0
+    parallel: int = 8
+
+
+class FetchFailed(Exception):
+    """A URL could not be fetched; the message is one line saying why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """One remote URL as written in a file: where its text sits and what it points at.
+
+    ``start``/``end`` delimit the URL text in the decoded file (what gets replaced); ``url`` is
+    the absolute URL without its fragment, ``fragment`` (with ``#``) is kept on the local path.
+    """
+
+    url: str
+    start: int
+    end: int
+    line: int
+    kind: str  # "stylesheet" (parsed for more URLs) or "asset"
+    fragment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A remote URL that could not be localised, and where it is referenced."""
+
+    where: str  # a file relative to the composition root, or the URL of a remote stylesheet
+    line: int
+    url: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}:{self.line}: {self.url}: {self.reason}"
+
+
+class PrepareError(RenderdError):
+    """Remote URLs that could not be localised; ``problems`` has one entry per reference."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem] | None = None, message: str | None = None) -> None:
+        self.problems = sorted(problems or [], key=lambda p: (p.where, p.line, p.url))
+        if message is None:
+            n = len({p.url for p in self.problems})
+            lines = "\n".join(f"  {p}" for p in self.problems)
+            message = (
+                f"{n} remote URL{'' if n == 1 else 's'} could not be localised "
+                f"(fetch them once with network, or pre-fill the npm cache):\n{lines}"
+            )
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class AssetRecord:
+    """A localised asset as the prepared copy holds it."""
+
+    url: str
+    file: str  # name inside ASSETS_DIR
+    sha256: str
+    size: int
+    source: str  # "cache", "network" or "npm": where its bytes came from this time
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """Return the manifest entry; ``source`` is left out so the tree does not depend on it."""
+        return {"url": self.url, "file": f"{ASSETS_DIR}/{self.file}", "sha256": self.sha256, "bytes": self.size}
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareResult:
+    """A prepared composition: where it is and what was localised into it."""
+
+    source: Path
+    prepared: Path
+    entry: Path
+    references: int
+    rewritten: tuple[str, ...]
+    assets: tuple[AssetRecord, ...] = field(default=())
+    reused: bool = False
+
+    @property
+    def total_bytes(self) -> int:
+        """Return the bytes of every localised asset."""
+        return sum(a.size for a in self.assets)
+
+    def sources(self) -> dict[str, int]:
+        """Return how many assets came from each source (cache, network, npm)."""
+        return dict(sorted(Counter(a.source for a in self.assets).items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-friendly summary."""
+        return {
+            "source": str(self.source),
+            "prepared": str(self.prepared),
+            "entry": str(self.entry),
+            "references": self.references,
+            "rewritten": list(self.rewritten),
+            "assets": [
+                {"url": a.url, "file": a.file, "sha256": a.sha256, "bytes": a.size, "source": a.source}
+                for a in self.assets
+            ],
+            "bytes": self.total_bytes,
+            "sources": self.sources(),
+            "reused": self.reused,
+        }

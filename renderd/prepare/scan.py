@@ -1,0 +1,239 @@
+"""Find the remote URLs a composition's HTML and CSS load, with the exact text span of each.
+
+HTML is tokenised with the standard library's HTMLParser only to locate tags; the files are
+never re-serialised, so a rewrite changes the URL text and nothing else. What counts as a load:
+``src``/``srcset``/``poster`` of media and scripts, ``<link href>`` for stylesheets, preloads and
+icons, SVG ``href``, ``<object data>``, CSS ``url()`` and ``@import`` in ``<style>``, ``style=""``
+and CSS files. Links to other pages, ``preconnect`` hints and URLs inside scripts are not loads
+of the page and are left alone.
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+
+from renderd.prepare.model import Ref
+
+_SKIP_PREFIXES = ("data:", "blob:", "about:", "javascript:", "#")
+# Tag -> attributes whose value is a URL the page loads.
+_URL_ATTRS: dict[str, tuple[str, ...]] = {
+    "script": ("src",),
+    "img": ("src", "srcset"),
+    "source": ("src", "srcset"),
+    "video": ("src", "poster"),
+    "audio": ("src",),
+    "track": ("src",),
+    "iframe": ("src",),
+    "embed": ("src",),
+    "input": ("src",),
+    "object": ("data",),
+    "image": ("href", "xlink:href"),
+    "use": ("href", "xlink:href"),
+    "feimage": ("href", "xlink:href"),
+}
+_LINK_LOADS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon", "apple-touch-icon", "mask-icon"}
+_ATTR = re.compile(r"""([^\s"'<>/=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'>]+))?""")
+_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_CSS_IMPORT = re.compile(
+    r"""@import\s+(?:url\(\s*(?:"(?P<a>[^"]*)"|'(?P<b>[^']*)'|(?P<c>[^)"'\s]*))\s*\)|"(?P<d>[^"]*)"|'(?P<e>[^']*)')""",
+    re.I,
+)
+_CSS_URL = re.compile(r"""url\(\s*(?:"(?P<a>[^"]*)"|'(?P<b>[^']*)'|(?P<c>[^)"'\s]*))\s*\)""", re.I)
+_SRCSET_ITEM = re.compile(r"\s*([^\s,][^\s]*?)(?:,|\s[^,]*(?:,|$)|$)")
+
+
+def remote_url(raw: str, base: str | None = None) -> str | None:
+    """Return the absolute http(s) URL ``raw`` loads (resolved against a remote ``base``), or None if local."""
+    raw = raw.strip()
+    if not raw or raw.lower().startswith(_SKIP_PREFIXES):
+        return None
+    if raw.startswith("//"):
+        return "https:" + raw
+    scheme = urlsplit(raw).scheme.lower()
+    if scheme in ("http", "https"):
+        return raw
+    if scheme:
+        return None
+    if base is not None:
+        return urljoin(base, raw)
+    return None
+
+
+def local_target(raw: str, file_dir: Path, root: Path) -> Path | None:
+    """Return the file inside ``root`` a relative ``raw`` URL names (as the engine serves it), or None."""
+    raw = raw.strip()
+    parts = urlsplit(raw)
+    if not raw or parts.scheme or parts.netloc or raw.lower().startswith(_SKIP_PREFIXES):
+        return None
+    path = unquote(parts.path)
+    if not path:
+        return None
+    target = (root / path.lstrip("/")) if path.startswith("/") else (file_dir / path)
+    target = target.resolve()
+    return target if target.is_relative_to(root) and target.is_file() else None
+
+
+class _Lines:
+    """Map character offsets in a text to 1-based line numbers."""
+
+    def __init__(self, text: str) -> None:
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def line(self, offset: int) -> int:
+        return bisect.bisect_right(self.starts, offset)
+
+    def offset(self, line: int, col: int) -> int:
+        return self.starts[line - 1] + col
+
+
+def _make_ref(
+    raw: str, start: int, end: int, lines: _Lines, kind: str, base: str | None, *, in_html: bool
+) -> Ref | None:
+    """Return a Ref for the URL text ``raw`` at ``[start, end)`` if it is remote (``in_html``: entities decoded)."""
+    url = remote_url(html.unescape(raw) if in_html else raw, base)
+    if url is None:
+        return None
+    bare, frag = urldefrag(url)
+    return Ref(bare, start, end, lines.line(start), kind, f"#{frag}" if frag else "")
+
+
+@dataclass(slots=True)
+class CssScan:
+    """Remote references and local ``@import`` targets found in a piece of CSS."""
+
+    refs: list[Ref] = field(default_factory=list)
+    local_imports: list[str] = field(default_factory=list)
+
+
+def scan_css(
+    text: str, *, base: str | None = None, offset: int = 0, lines: _Lines | None = None, in_html: bool = False
+) -> CssScan:
+    """Scan CSS ``text`` (placed at ``offset`` in its file) for ``@import`` and ``url()``.
+
+    With ``base`` (the URL of a remote stylesheet) relative URLs are remote too; ``in_html`` says
+    the CSS sits in an HTML file, where character references (``&amp;``) are decoded.
+    """
+    lines = lines or _Lines(text)
+    # Blank out comments, keeping offsets, so commented-out URLs are not loads.
+    clean = _CSS_COMMENT.sub(lambda m: " " * len(m.group()), text)
+    out = CssScan()
+    imports: list[tuple[int, int]] = []
+    for m in _CSS_IMPORT.finditer(clean):
+        group = next(g for g in "abcde" if m.group(g) is not None)
+        s, e = m.span(group)
+        imports.append(m.span())
+        raw = text[s:e]
+        ref = _make_ref(raw, offset + s, offset + e, lines, "stylesheet", base, in_html=in_html)
+        if ref is not None:
+            out.refs.append(ref)
+        elif raw.strip() and not raw.strip().lower().startswith(_SKIP_PREFIXES):
+            out.local_imports.append(raw)
+    for m in _CSS_URL.finditer(clean):
+        if any(a <= m.start() < b for a, b in imports):
+            continue  # the argument of an @import, handled above
+        group = next(g for g in "abc" if m.group(g) is not None)
+        s, e = m.span(group)
+        ref = _make_ref(text[s:e], offset + s, offset + e, lines, "asset", base, in_html=in_html)
+        if ref is not None:
+            out.refs.append(ref)
+    return out
+
+
+@dataclass(slots=True)
+class HtmlScan:
+    """Remote references in an HTML file and the local files it pulls in."""
+
+    refs: list[Ref] = field(default_factory=list)
+    local_html: list[str] = field(default_factory=list)  # data-composition-src values
+    local_css: list[str] = field(default_factory=list)  # local stylesheet hrefs
+
+
+class _HtmlScanner(HTMLParser):
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=False)
+        self.text = text
+        self.lines = _Lines(text)
+        self.out = HtmlScan()
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._tag(tag, attrs)
+        if tag == "style":
+            self._in_style = True
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._tag(tag, attrs)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "style":
+            self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self._css(data, self.lines.offset(*self.getpos()))
+
+    def _css(self, css: str, offset: int) -> None:
+        found = scan_css(css, offset=offset, lines=self.lines, in_html=True)
+        self.out.refs.extend(found.refs)
+        self.out.local_css.extend(found.local_imports)
+
+    def _tag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        wanted = dict.fromkeys(_URL_ATTRS.get(tag, ()), "asset")
+        if tag == "link":
+            rel = set(values.get("rel", "").lower().split())
+            if rel & _LINK_LOADS:
+                is_css = "stylesheet" in rel or values.get("as", "").lower() == "style"
+                wanted["href"] = "stylesheet" if is_css else "asset"
+                if is_css and remote_url(values.get("href", "")) is None:
+                    self.out.local_css.append(html.unescape(values.get("href", "")))
+        src = values.get("data-composition-src")
+        if src and remote_url(src) is None:
+            self.out.local_html.append(html.unescape(src))
+        elif src:
+            wanted["data-composition-src"] = "asset"
+        if "style" not in values and not wanted:
+            return
+        raw_tag = self.get_starttag_text() or ""
+        tag_start = self.lines.offset(*self.getpos())
+        name_end = re.match(r"<\s*[^\s/>]+", raw_tag)
+        for m in _ATTR.finditer(raw_tag, name_end.end() if name_end else 0):
+            name, value = m.group(1).lower(), m.group(2)
+            if value is None or (name not in wanted and name != "style"):
+                continue
+            quoted = value[:1] in ("'", '"')
+            s = tag_start + m.start(2) + (1 if quoted else 0)
+            e = tag_start + m.end(2) - (1 if quoted else 0)
+            if name == "style":
+                self._css(self.text[s:e], s)
+            elif name == "srcset":
+                self._srcset(s, e)
+            else:
+                ref = _make_ref(self.text[s:e], s, e, self.lines, wanted[name], None, in_html=True)
+                if ref is not None:
+                    self.out.refs.append(ref)
+
+    def _srcset(self, s: int, e: int) -> None:
+        for m in _SRCSET_ITEM.finditer(self.text, s, e):
+            if not m.group(1):
+                continue
+            a, b = m.span(1)
+            ref = _make_ref(self.text[a:b], a, b, self.lines, "asset", None, in_html=True)
+            if ref is not None:
+                self.out.refs.append(ref)
+
+
+def scan_html(text: str) -> HtmlScan:
+    """Scan HTML ``text`` for remote loads, sub-composition files and local stylesheets."""
+    scanner = _HtmlScanner(text)
+    scanner.feed(text)
+    scanner.close()
+    refs = sorted({(r.start, r.end): r for r in scanner.out.refs}.values(), key=lambda r: r.start)
+    scanner.out.refs = refs
+    return scanner.out
