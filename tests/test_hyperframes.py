@@ -11,7 +11,7 @@ import pytest
 from conftest import FIXTURES, run_renderd
 from videotools import RGB, close, decode_frames, ffprobe, pixel
 
-from renderd.engine import hf_runtime
+from renderd.engine import hf_fonts, hf_runtime
 from renderd.hyperframes import read_project
 
 PROJECT = FIXTURES / "hf-project"
@@ -165,3 +165,54 @@ def test_duration_from_the_runtime_when_the_root_states_none(tmp_path: Path) -> 
     info = json.loads(r.stdout)
     # The root timeline's tween runs 3 s; the sub-composition ends at 2.5 s.
     assert (info["duration"], info["total_frames"]) == (3.0, 90)
+
+
+def _text_page(directory: Path, family: str, *, hyperframes: bool) -> Path:
+    directory.mkdir()
+    root = 'data-composition-id="main" data-no-timeline' if hyperframes else 'id="main"'
+    (directory / "index.html").write_text(
+        "<html><head><style>body{margin:0;background:#fff}"
+        f"#t{{font-family:{family};font-size:40px;color:#000;padding:20px}}</style></head><body>"
+        f'<div {root} data-width="320" data-height="120" data-duration="1"><div id="t">Hamburgefonts 0123</div>'
+        "</div></body></html>"
+    )
+    return directory
+
+
+def _first_frame(tmp_path: Path, comp: Path) -> bytes:
+    out = tmp_path / f"{comp.name}.mp4"
+    r = run_renderd("render", comp, "-o", out, "--frames", "0:1", "--crf", "0")
+    assert r.returncode == 0, r.stderr
+    return decode_frames(out, 320, 120)[0]
+
+
+def test_hyperframes_fonts_are_the_clis_deterministic_faces(tmp_path: Path) -> None:
+    """ "DejaVu Sans" in a HyperFrames project is drawn with Inter, as the HyperFrames CLI does."""
+    dejavu = _first_frame(tmp_path, _text_page(tmp_path / "dejavu", '"DejaVu Sans"', hyperframes=True))
+    inter = _first_frame(tmp_path, _text_page(tmp_path / "inter", "Inter", hyperframes=True))
+    generic = _first_frame(tmp_path, _text_page(tmp_path / "generic", "sans-serif", hyperframes=True))
+    plain = _first_frame(tmp_path, _text_page(tmp_path / "plain", '"DejaVu Sans"', hyperframes=False))
+    assert dejavu == inter, "an alias is drawn with its canonical face"
+    assert inter == generic, "a generic family gets Inter first"
+    assert plain != dejavu  # outside HyperFrames projects the system font is used
+    assert any(p < 128 for p in dejavu[::3]), "no text drawn"
+
+
+def test_font_family_scan_and_generic_prefix() -> None:
+    html = (
+        "<style>@font-face{font-family:'Own Font';src:url(x.woff2)}"
+        ":root{--f: 'Helvetica Neue', Arial}"
+        "h1{font-family: var(--f), serif} p{font-family:'Own Font', Menlo} b{font-family: monospace}</style>"
+        '<span style="font-family: sans-serif">x</span>'
+    )
+    assert hf_fonts.requested_families([html]) == {
+        "helvetica neue": "Helvetica Neue",
+        "arial": "Arial",
+        "menlo": "Menlo",
+    }
+    css = hf_fonts.font_face_css([html])
+    assert 'font-family: "Helvetica Neue";' in css and "inter-latin-700-normal.woff2" in css
+    assert 'font-family: "Menlo";' in css and "jetbrains-mono-latin-400-normal.woff2" in css
+    out = hf_fonts.normalize_generic_primary(html)
+    assert "font-family: Inter, monospace" in out and "font-family: Inter, sans-serif" in out
+    assert "font-family:'Own Font';src" in out and "font-family: var(--f), serif" in out

@@ -103,7 +103,7 @@ def _serve_assets(cdn: CdnServer) -> None:
 # 320x240, 2 s at 30 fps. Red box 40x40 at y 0..39 moved by GSAP from x = 0 to x = 200 (linear),
 # so at frame k its left edge is at 100*k/30. Green <img> at x 260..299, y 0..39; blue CSS
 # background at x 260..299, y 45..84. Two lines of ten "i" at 40 px: line 1 (y 100..149) in the
-# web font, falling back to monospace; line 2 (y 170..219) in monospace. DejaVu Sans "i" is about
+# web font, falling back to monospace; line 2 (y 170..219) in a monospace face (HyperFrames draws "DejaVu Sans Mono" with JetBrains Mono). DejaVu Sans "i" is about
 # 11 px wide, DejaVu Sans Mono's 24 px: line 1 ends near x = 111 only if the web font loaded.
 COMPOSITION = """<!doctype html>
 <html>
@@ -128,7 +128,7 @@ COMPOSITION = """<!doctype html>
       <div style="position: absolute; left: 260px; top: 45px; width: 40px; height: 40px;
                   background: url('{base}/img/blue.png')"></div>
       <div class="line" style="top:100px;font-family:'Test Sans', monospace">iiiiiiiiii</div>
-      <div class="line" style="top:170px;font-family:monospace">iiiiiiiiii</div>
+      <div class="line" style="top:170px;font-family:'DejaVu Sans Mono', monospace">iiiiiiiiii</div>
     </div>
     <script>
       window.__timelines = window.__timelines || {{}};
@@ -255,7 +255,7 @@ def test_render_prepares_implicitly_unless_told_not_to(tmp_path: Path, cdn: CdnS
     # Unprepared, the engine blocks the CDN: GSAP never loads and the page fails.
     r = run_renderd("render", comp, "-o", tmp_path / "raw.mp4", "--no-prepare", "--ready-timeout", "5", env=env)
     assert r.returncode != 0
-    assert "gsap is not defined" in r.stderr
+    assert "script error during load" in r.stderr and f"remote request refused: {cdn.base}" in r.stderr
     assert not (tmp_path / "raw.mp4").exists()
 
 

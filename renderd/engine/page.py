@@ -79,6 +79,7 @@ class CompositionPage:
         self._cdp = cdp
         self._comp = comp
         self.page_errors: list[str] = []
+        self.blocked: list[str] = []  # remote URLs the page asked for and was refused
         self.crashed = False
 
     @classmethod
@@ -110,9 +111,11 @@ class CompositionPage:
         try:
             page = await context.new_page()
             await page.add_init_script(init_script)
-            await page.route("**/*", _router(comp, hyperframes=project is not None))
+            blocked: list[str] = []
+            await page.route("**/*", _router(comp, hyperframes=project is not None, blocked=blocked))
             cdp = await context.new_cdp_session(page)
             self = cls(context, page, cdp, comp)
+            self.blocked = blocked
             page.on("pageerror", lambda e: self.page_errors.append(_error_text(e)))
             page.on("crash", lambda _p: setattr(self, "crashed", True))
             await self._load(ready_timeout_s)
@@ -178,7 +181,17 @@ class CompositionPage:
     def _raise_script_errors(self) -> None:
         if self.page_errors:
             where = self._comp.entry_relative
-            raise CompositionError(f"{where}: script error during load: {self.page_errors[0]}", path=where)
+            raise CompositionError(
+                f"{where}: script error during load: {self.page_errors[0]}{self._blocked_hint()}", path=where
+            )
+
+    def _blocked_hint(self) -> str:
+        """Name the remote requests refused so far: usually why a script failed (say how to fix it)."""
+        remote = [u for u in self.blocked if u.startswith(("http://", "https://")) and not u.startswith(ORIGIN)]
+        if not remote:
+            return ""
+        more = f" and {len(remote) - 1} more" if len(remote) > 1 else ""
+        return f" (remote request refused: {remote[0]}{more}; run 'renderd prepare' or render without --no-prepare)"
 
     async def describe(self) -> dict[str, Any]:
         """Return what the page says about itself (kind, size, fps, duration)."""
@@ -229,7 +242,7 @@ def _project_fps(value: str | None) -> Fps:
         return DEFAULT_FPS  # reported as a proper error once the page describes itself
 
 
-def _router(comp: Composition, *, hyperframes: bool) -> Any:
+def _router(comp: Composition, *, hyperframes: bool, blocked: list[str]) -> Any:
     root = comp.root
     runtime_url = f"{ORIGIN}{hf_runtime.RUNTIME_PATH}"
     fonts_prefix = f"{ORIGIN}{hf_fonts.FONTS_PATH}"
@@ -250,6 +263,8 @@ def _router(comp: Composition, *, hyperframes: bool) -> Any:
             return
         path = _serve_path(root, url)
         if path is None:
+            if len(blocked) < 100:
+                blocked.append(url)
             await route.abort("blockedbyclient")
             return
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -280,8 +295,13 @@ class _HyperFramesDocuments:
             if self._font_css is None:
                 # Families asked for anywhere in the project count: the sub-compositions are
                 # mounted into this document.
-                texts = [body.decode("utf-8", errors="replace")]
-                texts += [p.read_text(encoding="utf-8", errors="replace") for p in self._subs if p.is_file()]
+                # (after the generic-family rewrite, which asks for Inter).
+                texts = [html]
+                texts += [
+                    hf_fonts.normalize_generic_primary(p.read_text(encoding="utf-8", errors="replace"))
+                    for p in self._subs
+                    if p.is_file()
+                ]
                 self._font_css = hf_fonts.font_face_css(texts)
             # Only the entry document gets the runtime: sub-composition files are fetched and
             # mounted by the runtime itself.
