@@ -142,8 +142,9 @@ async def compare_composition(comp: Path, out: Path, args: argparse.Namespace) -
         (out / "renderd-work").mkdir()  # renderd wants its --work-dir to exist
     try:
         await run_logged(
+            # --no-prepare: both tools get the very same files; remote URLs fail alike in both.
             [str(RENDERD), "render", str(comp), "-o", str(ours), "--format", "png", "--crf", str(args.crf),
-             *workers, *keep],
+             "--no-prepare", *workers, *keep],
             out / "renderd.log",
             "renderd render",
         )  # fmt: skip
