@@ -21,7 +21,7 @@ from daemonctl import Daemon
 from videotools import RGB, close, decode_frames, index_colour, pixel, stream
 
 from renderd.audio import atempo_chain, build_mix_argv
-from renderd.engine.media_frames import frame_index
+from renderd.engine.media_frames import frame_index, read_range
 from renderd.media import SourceInfo, VideoClip
 
 pytestmark = pytest.mark.browser
@@ -265,3 +265,15 @@ def test_mix_outside_every_track_is_silence_of_the_slice_length(tmp_path: Path) 
     subprocess.run(argv, check=True, timeout=60)
     info = stream(tmp_path / "mix.wav", "audio")
     assert int(info["duration_ts"]) == 72000
+
+
+def test_media_files_are_served_by_byte_range(tmp_path: Path) -> None:
+    f = tmp_path / "m.mp4"
+    f.write_bytes(bytes(range(256)) * 4)
+    assert read_range(f, None)[0] == 200 and len(read_range(f, None)[1]) == 1024
+    status, body, headers = read_range(f, "bytes=10-19")
+    assert (status, body, headers["content-range"]) == (206, bytes(range(10, 20)), "bytes 10-19/1024")
+    status, body, headers = read_range(f, "bytes=1000-")
+    assert (status, len(body), headers["content-range"]) == (206, 24, "bytes 1000-1023/1024")
+    assert read_range(f, "bytes=-4")[1] == bytes(range(252, 256))
+    assert read_range(f, "bytes=2000-")[0] == 416

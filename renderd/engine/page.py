@@ -24,7 +24,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 from renderd.composition import DEFAULT_FPS, Composition
 from renderd.engine import hf_runtime
 from renderd.engine.media_frames import URL_PREFIX as MEDIA_URL_PREFIX
-from renderd.engine.media_frames import MediaFrames
+from renderd.engine.media_frames import MediaFrames, read_range
 from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError
 from renderd.frames import Fps
 from renderd.hyperframes import read_project
@@ -270,6 +270,12 @@ def _router(comp: Composition, *, hyperframes: bool, media: MediaFrames | None =
             await route.abort("blockedbyclient")
             return
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if ctype.startswith(("video/", "audio/")):
+            # Chrome reads media by byte ranges; a whole large file per request would be copied
+            # through the driver several times per page.
+            status, body, headers = await asyncio.to_thread(read_range, path, route.request.headers.get("range"))
+            await route.fulfill(status=status, body=body, headers={"content-type": ctype, **headers})
+            return
         body = await asyncio.to_thread(path.read_bytes)
         if hyperframes and path == comp.entry:
             # Only the entry document gets the runtime: sub-composition files are fetched and
