@@ -65,6 +65,7 @@ class VideoClip:
     media_start: float
     rate: float
     loop: bool
+    url: str = ""  # the source URL the page gave (every page must show the same element)
 
     @property
     def loop_duration(self) -> float:
@@ -208,7 +209,18 @@ async def resolve_media(root: Path, origin: str, described: list[dict[str, Any]]
                     path=where,
                 )
             videos.append(
-                VideoClip(int(d["index"]), element, path, info, start, end, media_start, rate, bool(d.get("loop")))
+                VideoClip(
+                    int(d["index"]),
+                    element,
+                    path,
+                    info,
+                    start,
+                    end,
+                    media_start,
+                    rate,
+                    bool(d.get("loop")),
+                    url=str(d["url"]),
+                )  # fmt: skip
             )
         if _plays_audio(d, info) and media_start < (info.audio_duration or 0.0):
             audio.append(

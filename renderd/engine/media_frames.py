@@ -96,6 +96,8 @@ class MediaFrames:
             key = f"{await _file_digest(clip.path)}-{fps.num}_{fps.den}-{clip.media_start!r}-{ext}"
             entry: dict[str, Any] = {
                 "index": clip.index,
+                "url": clip.url,
+                "element": clip.element,
                 "start": clip.start,
                 "end": clip.end,
                 "rate": clip.rate,

@@ -165,7 +165,10 @@
       const decodes = [];
       for (const v of p.videos) {
         const video = els[v.index];
-        if (!video) continue;
+        if (!video || (v.url && sourceUrl(video) !== v.url)) {
+          // The plan was read from another page; a different element here would show wrong frames.
+          throw new Error(`media element ${v.index} is not ${v.element} (${v.url}) in this page`);
+        }
         hideNative(video);
         const k = frameAt(v, t);
         const img = overlayOf(video, k !== null);
