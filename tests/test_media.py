@@ -11,6 +11,7 @@ import array
 import math
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, run_renderd
 from daemonctl import Daemon
+from sshhosts import TestHosts
 from videotools import RGB, close, decode_frames, index_colour, pixel, stream
 
 from renderd.audio import atempo_chain, build_mix_argv
@@ -230,6 +232,28 @@ def test_daemon_job_gets_frames_on_hosts_and_one_soundtrack(daemon: Daemon, proj
     assert peak(pcm, 0.02, 0.48) < 0.005
     assert abs(amplitude(pcm, 0.6, 2.4, 440) - 0.25) < 0.025
     assert abs(amplitude(pcm, 2.6, 2.95, 880) - 0.4) < 0.04
+
+
+def test_ssh_hosts_extract_the_frames_of_their_own_chunks(project: Path, short_tmp: Path) -> None:
+    """Over SSH every chunk runs in its own work dir on its host: it extracts what it shows."""
+    with TestHosts(short_tmp / "ssh", 2, agent_command=[sys.executable, "-m", "renderd", "agent"]) as hosts:
+        d = Daemon(short_tmp, hosts_file=hosts.inventory)
+        d.start()
+        try:
+            out = short_tmp / "ssh.mp4"
+            r = d.ctl("submit", project, "-o", out, "--chunks", "4", "--wait")
+            assert r.returncode == 0, r.stderr + d.log.read_text()[-3000:]
+        finally:
+            d.stop()
+    frames = decode_frames(out, W, H)
+    assert len(frames) == 90
+    # Chunks of 22-23 frames: the clip spans three of them, #fast the last one.
+    for n in (29, 30, 44, 45, 67, 68, 75, 76):
+        t = n / FPS
+        assert shown_frame(frames[n], CLIP_AT) == (expected_source_frame(CLIP, t) if 1 <= t <= 2.5 else None), n
+    assert shown_frame(frames[89], FAST_AT) == expected_source_frame(FAST, 89 / FPS)
+    pcm = decode_left(out)
+    assert abs(amplitude(pcm, 0.6, 2.4, 440) - 0.25) < 0.025
 
 
 # -- pure parts --------------------------------------------------------------------------------
