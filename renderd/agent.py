@@ -53,6 +53,10 @@ def request_for(a: Assignment, **faults: Any) -> RenderRequest:
         chromium=a.chromium,
         gl=a.gl,
         expect_total_frames=a.total_frames,
+        # The coordinator mixes the soundtrack once, after concatenation.
+        audio=False,
+        # Chunks sharing a work dir share extracted video frames.
+        media_dir=Path(a.work_dir) / "media",
     )
 
 

@@ -15,10 +15,11 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from renderd.audio import add_audio
 from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
 from renderd.encode import EncodeSettings, VideoInfo, concat_videos, encode_frames, sha256_file_async
 from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice
@@ -26,6 +27,7 @@ from renderd.engine.warm import WarmEngines
 from renderd.errors import RenderdError, first_error
 from renderd.events import ChunkDone, Done, Event, Retry, Started
 from renderd.frames import FrameRange, parse_frame_range, plan_chunks
+from renderd.media import AudioTrack
 from renderd.progress import ProgressTracker
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,11 @@ class RenderRequest:
     # Set by the agent: the frame count the coordinator planned with; a page that disagrees
     # (another version of the composition on this host) must not produce a chunk.
     expect_total_frames: int | None = None
+    # Mix the composition's audio into the output. Off for the agent: its chunk is one part of
+    # a video the coordinator gives one soundtrack after concatenation.
+    audio: bool = True
+    # Where extracted video frames are kept (content-addressed); None = inside the temp work dir.
+    media_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,7 @@ async def render_local(
                 )
             span = parse_frame_range(req.frames, info.total_frames) if req.frames else FrameRange(0, info.total_frames)
             chunks = plan_chunks(len(span), chunks=req.chunks or auto_chunk_count(len(span)), range_start=span.start)
+            await engine.prepare_media(span, req.media_dir or work / "media")
             workers = engine.worker_count(max(len(c) for c in chunks))
             emit(
                 Started(
@@ -125,7 +133,7 @@ async def render_local(
             tracker.workers = workers
             await engine.warm_up(workers)
             parts = await _capture_and_encode(engine, chunks, work, workers, req, tracker, emit)
-        video = await _assemble(parts, out, work, info, span)
+        video = await _assemble(parts, out, info, span, engine.media.audio if req.audio else ())
         keep = req.keep_frames
         digest = await sha256_file_async(out)
         frames_dir = work if keep else None
@@ -232,9 +240,12 @@ async def _capture_and_encode(
     return parts
 
 
-async def _assemble(parts: list[Path], out: Path, work: Path, info: CompositionInfo, span: FrameRange) -> VideoInfo:
-    """Concatenate the chunk videos into a temp file next to ``out``, verify, then move it."""
+async def _assemble(
+    parts: list[Path], out: Path, info: CompositionInfo, span: FrameRange, audio: Sequence[AudioTrack]
+) -> VideoInfo:
+    """Concatenate the chunk videos into a temp file next to ``out``, add the audio, verify, move it."""
     tmp = out.with_name(f".{out.name}.renderd-{os.getpid()}.partial.mp4")
+    tmp_audio = out.with_name(f".{out.name}.renderd-{os.getpid()}.audio.mp4")
     try:
         video = await concat_videos(parts, tmp, timeout=120 + len(span) * 0.1)
         if video.frames != len(span) or (video.width, video.height) != (info.width, info.height):
@@ -242,8 +253,12 @@ async def _assemble(parts: list[Path], out: Path, work: Path, info: CompositionI
                 f"assembled video has {video.frames} frames at {video.width}x{video.height}, "
                 f"expected {len(span)} at {info.width}x{info.height}"
             )
+        if audio:
+            video = await add_audio(tmp, tmp_audio, audio, span, info.fps, timeout=120 + len(span) * 0.1)
+            os.replace(tmp_audio, tmp)
         os.replace(tmp, out)
         return video
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        for p in (tmp, tmp_audio):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()

@@ -103,7 +103,8 @@ def _serve_assets(cdn: CdnServer) -> None:
 # 320x240, 2 s at 30 fps. Red box 40x40 at y 0..39 moved by GSAP from x = 0 to x = 200 (linear),
 # so at frame k its left edge is at 100*k/30. Green <img> at x 260..299, y 0..39; blue CSS
 # background at x 260..299, y 45..84. Two lines of ten "i" at 40 px: line 1 (y 100..149) in the
-# web font, falling back to monospace; line 2 (y 170..219) in a monospace face (HyperFrames draws "DejaVu Sans Mono" with JetBrains Mono). DejaVu Sans "i" is about
+# web font, falling back to monospace; line 2 (y 170..219) in a monospace face (HyperFrames draws
+# "DejaVu Sans Mono" with JetBrains Mono). DejaVu Sans "i" is about
 # 11 px wide, DejaVu Sans Mono's 24 px: line 1 ends near x = 111 only if the web font loaded.
 COMPOSITION = """<!doctype html>
 <html>

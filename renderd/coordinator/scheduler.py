@@ -15,10 +15,13 @@ import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from renderd.assignment import Assignment
+from renderd.audio import add_composition_audio
+from renderd.composition import Overrides
 from renderd.config import DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.models import AttemptOutcome, Chunk, Claim, Job, JobState
 from renderd.coordinator.ssh import HostUnavailable, SshTransport
@@ -26,6 +29,7 @@ from renderd.coordinator.store import Store
 from renderd.coordinator.transport import AgentFailed, LocalTransport, Transport, default_local_agent_command
 from renderd.encode import concat_videos, probe_video, sha256_file_async
 from renderd.errors import RenderdError
+from renderd.frames import Fps, FrameRange
 
 log = logging.getLogger(__name__)
 
@@ -531,12 +535,15 @@ class Scheduler:
             chunks = sorted(await self.store.get_chunks(job_id), key=lambda c: c.index)
             parts = [Path(c.output_path or "") for c in chunks]
             out = Path(job.output)
+            job_span = FrameRange(job.start_frame, job.end_frame)
             tmp = out.with_name(f".{out.name}.renderd-{job_id}.partial.mp4")
             try:
                 async with asyncio.timeout(self.config.timeouts.assemble):
                     video = await concat_videos(parts, tmp)
-                if video.frames != job.frames:
-                    raise RenderdError(f"assembled video has {video.frames} frames, expected {job.frames}")
+                    if video.frames != job.frames:
+                        raise RenderdError(f"assembled video has {video.frames} frames, expected {job.frames}")
+                    # The soundtrack is mixed once over the job's frames, after concatenation.
+                    await add_composition_audio(Path(job.composition), _job_overrides(job), job_span, tmp)
                 digest = await sha256_file_async(tmp)
                 os.replace(tmp, out)
             finally:
@@ -595,3 +602,11 @@ class Scheduler:
         if pending:
             await asyncio.wait(pending, timeout=30)
         return len(pending)
+
+
+def _job_overrides(job: Job) -> Overrides:
+    """Return the metadata the job was planned with, to load its composition the same way."""
+    p = job.params
+    return Overrides(
+        width=int(p["width"]), height=int(p["height"]), fps=Fps.parse(p["fps"]), duration=Fraction(p["duration"])
+    )

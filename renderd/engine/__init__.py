@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,8 @@ from playwright.async_api import Browser, Playwright, async_playwright
 
 from renderd.composition import Composition, CompositionInfo, Overrides, resolve_info
 from renderd.engine.browser import BrowserOptions, launch_browser
-from renderd.engine.page import CompositionPage
+from renderd.engine.media_frames import MediaFrames
+from renderd.engine.page import ORIGIN, CompositionPage
 from renderd.engine.pool import CapturePool, CaptureSettings, FrameCallback
 from renderd.engine.retry import (
     CaptureOutcome,
@@ -25,6 +26,7 @@ from renderd.engine.retry import (
     execute_disk_capture_with_adaptive_retry,
 )
 from renderd.frames import FrameRange, choose_worker_count
+from renderd.media import MediaPlan, has_media, resolve_media
 
 PROBE_VIEWPORT = (1920, 1080)
 
@@ -36,6 +38,7 @@ __all__ = [
     "Prober",
     "RetryNotice",
     "execute_disk_capture_with_adaptive_retry",
+    "read_media",
 ]
 
 
@@ -50,18 +53,30 @@ class EngineOptions:
 
 
 async def read_info(
-    browser: Browser, comp: Composition, overrides: Overrides, ready_timeout_s: float, *, keep_page: bool = False
+    browser: Browser,
+    comp: Composition,
+    overrides: Overrides,
+    ready_timeout_s: float,
+    *,
+    keep_page: bool = False,
+    on_ready: Callable[[CompositionPage], Awaitable[None]] | None = None,
+    media: MediaFrames | None = None,
 ) -> tuple[CompositionInfo, CompositionPage | None]:
     """Load ``comp`` in ``browser`` and return its validated metadata.
 
     With ``keep_page`` the loaded page is returned too when it was loaded at the final size
     (the caller then owns it), so the first worker need not load the composition again.
+    ``on_ready`` is called with the ready page before it is closed or returned.
     """
     w = overrides.width or PROBE_VIEWPORT[0]
     h = overrides.height or PROBE_VIEWPORT[1]
-    page = await CompositionPage.open(browser, comp, w, h, ready_timeout_s=ready_timeout_s, fps=overrides.fps)
+    page = await CompositionPage.open(
+        browser, comp, w, h, ready_timeout_s=ready_timeout_s, fps=overrides.fps, media=media
+    )
     try:
         info = resolve_info(comp, await page.describe(), overrides)
+        if on_ready is not None:
+            await on_ready(page)
     except BaseException:
         await page.close()
         raise
@@ -69,6 +84,12 @@ async def read_info(
         return info, page
     await page.close()
     return info, None
+
+
+async def read_media(page: CompositionPage, comp: Composition) -> MediaPlan:
+    """Return the media plan of the loaded ``page``: its videos and audio tracks, files checked."""
+    described = await page.discover_media()
+    return await resolve_media(comp.root, ORIGIN, described, comp.entry_relative)
 
 
 class Prober:
@@ -128,6 +149,9 @@ class Engine:
         self._own_driver = playwright is None
         self._pw: Playwright | None = playwright
         self._pool: CapturePool | None = None
+        # The composition's media (HyperFrames <video>/<audio>), read from the page at probe time.
+        self.media = MediaPlan()
+        self._media_frames = MediaFrames()
 
     async def __aenter__(self) -> Engine:
         if self._own_driver:
@@ -154,7 +178,13 @@ class Engine:
         browser = await launch_browser(self._pw, self._browser_options)
         try:
             info, page = await read_info(
-                browser, self.comp, overrides, self.options.capture.ready_timeout_s, keep_page=True
+                browser,
+                self.comp,
+                overrides,
+                self.options.capture.ready_timeout_s,
+                keep_page=True,
+                on_ready=self._read_media if has_media(self.comp) else None,
+                media=self._media_frames,
             )
         except BaseException:
             with contextlib.suppress(Exception):
@@ -171,8 +201,18 @@ class Engine:
             playwright=self._pw,
             first_browser=browser,
             first_page=page,
+            media=self._media_frames,
         )
         return info
+
+    async def _read_media(self, page: CompositionPage) -> None:
+        self.media = await read_media(page, self.comp)
+
+    async def prepare_media(self, span: FrameRange, cache_dir: Path) -> None:
+        """Extract the video frames ``span`` shows into ``cache_dir`` for the pages (no-op without video)."""
+        assert self.info is not None, "probe() first"
+        if self.media.videos:
+            await self._media_frames.prepare(self.media.videos, span, self.info.fps, cache_dir)
 
     def worker_count(self, frames: int) -> int:
         """Return the workers to use for ``frames`` frames (explicit option, else auto)."""

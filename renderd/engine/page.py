@@ -23,12 +23,16 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from renderd.composition import DEFAULT_FPS, Composition
 from renderd.engine import hf_fonts, hf_runtime
+from renderd.engine.media_frames import URL_PREFIX as MEDIA_URL_PREFIX
+from renderd.engine.media_frames import MediaFrames, read_range
 from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError
 from renderd.frames import Fps
 from renderd.hyperframes import read_project
 
 ORIGIN = "http://composition.renderd.invalid"
 _SHIM = resources.files("renderd.engine").joinpath("page_shim.js").read_text(encoding="utf-8")
+# Video frames swapped in per frame (HyperFrames projects only; see media_frames.py).
+_MEDIA_SHIM = resources.files("renderd.engine").joinpath("media_shim.js").read_text(encoding="utf-8")
 _READY_POLL_MS = 50
 # Which compositions still lack a registered timeline (HyperFrames' own readiness rule: every
 # element with data-composition-id, unless it carries data-no-timeline).
@@ -92,16 +96,19 @@ class CompositionPage:
         *,
         ready_timeout_s: float,
         fps: Fps | None = None,
+        media: MediaFrames | None = None,
     ) -> CompositionPage:
         """Open ``comp`` at ``width``x``height`` and wait until it can be seeked.
 
         ``fps`` is the render rate (the HyperFrames runtime quantises seeks to it from its first
-        line); None means the project's own ``data-fps``, else 30.
+        line); None means the project's own ``data-fps``, else 30. ``media`` serves the
+        render's extracted video frames to a HyperFrames page.
         """
         project = read_project(comp.entry)
         init_script = _SHIM
         if project is not None:
             init_script += "\n" + hf_runtime.render_config_script(fps or _project_fps(project.fps))
+            init_script += "\n" + _MEDIA_SHIM
         context = await browser.new_context(
             viewport={"width": width, "height": height},
             device_scale_factor=1,
@@ -112,7 +119,7 @@ class CompositionPage:
             page = await context.new_page()
             await page.add_init_script(init_script)
             blocked: list[str] = []
-            await page.route("**/*", _router(comp, hyperframes=project is not None, blocked=blocked))
+            await page.route("**/*", _router(comp, hyperframes=project is not None, blocked=blocked, media=media))
             cdp = await context.new_cdp_session(page)
             self = cls(context, page, cdp, comp)
             self.blocked = blocked
@@ -198,6 +205,16 @@ class CompositionPage:
         result: dict[str, Any] = await self.page.evaluate("() => window.__renderdShim.describe()")
         return result
 
+    async def discover_media(self) -> list[dict[str, Any]]:
+        """Return the page's <video>/<audio> elements with their resolved timing (HyperFrames pages)."""
+        try:
+            result: list[dict[str, Any]] = await self.page.evaluate(
+                "() => window.__renderdMedia ? window.__renderdMedia.discover() : []"
+            )
+        except PlaywrightError as exc:
+            raise CompositionError(f"{self._comp.entry_relative}: cannot list media: {_first_line(exc)}") from None
+        return result
+
     async def capture(
         self, frame: int, t: Fraction, *, fmt: str, quality: int, settle_frames: int, timeout_s: float
     ) -> bytes:
@@ -242,10 +259,11 @@ def _project_fps(value: str | None) -> Fps:
         return DEFAULT_FPS  # reported as a proper error once the page describes itself
 
 
-def _router(comp: Composition, *, hyperframes: bool, blocked: list[str]) -> Any:
+def _router(comp: Composition, *, hyperframes: bool, blocked: list[str], media: MediaFrames | None = None) -> Any:
     root = comp.root
     runtime_url = f"{ORIGIN}{hf_runtime.RUNTIME_PATH}"
     fonts_prefix = f"{ORIGIN}{hf_fonts.FONTS_PATH}"
+    media_url = f"{ORIGIN}{MEDIA_URL_PREFIX}"
     documents = _HyperFramesDocuments(comp) if hyperframes else None
 
     async def handle(route: Route) -> None:
@@ -261,6 +279,14 @@ def _router(comp: Composition, *, hyperframes: bool, blocked: list[str]) -> Any:
             else:
                 await route.fulfill(status=200, body=font, headers={"content-type": "font/woff2"})
             return
+        if documents is not None and url.startswith(media_url):
+            # Reserved path: the render's extracted video frames and their plan.
+            served = await asyncio.to_thread(media.serve, urlsplit(url).path) if media is not None else None
+            if served is None:
+                await route.fulfill(status=404, body=b"")
+            else:
+                await route.fulfill(status=200, body=served[0], headers={"content-type": served[1]})
+            return
         path = _serve_path(root, url)
         if path is None:
             if len(blocked) < 100:
@@ -268,6 +294,12 @@ def _router(comp: Composition, *, hyperframes: bool, blocked: list[str]) -> Any:
             await route.abort("blockedbyclient")
             return
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if ctype.startswith(("video/", "audio/")):
+            # Chrome reads media by byte ranges; a whole large file per request would be copied
+            # through the driver several times per page.
+            status, body, headers = await asyncio.to_thread(read_range, path, route.request.headers.get("range"))
+            await route.fulfill(status=status, body=body, headers={"content-type": ctype, **headers})
+            return
         body = await asyncio.to_thread(path.read_bytes)
         if documents is not None and path.suffix.lower() in (".html", ".htm"):
             body = await asyncio.to_thread(documents.serve, path, body)
@@ -293,9 +325,8 @@ class _HyperFramesDocuments:
         html = hf_fonts.normalize_generic_primary(body.decode("utf-8", errors="replace"))
         if path == self._comp.entry:
             if self._font_css is None:
-                # Families asked for anywhere in the project count: the sub-compositions are
-                # mounted into this document.
-                # (after the generic-family rewrite, which asks for Inter).
+                # Families asked for anywhere in the project count (after the generic-family
+                # rewrite, which asks for Inter): the sub-compositions are mounted into this document.
                 texts = [html]
                 texts += [
                     hf_fonts.normalize_generic_primary(p.read_text(encoding="utf-8", errors="replace"))

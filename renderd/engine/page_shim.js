@@ -181,6 +181,8 @@
         flushRAF();
         p.renderSeek(t);
         if (typeof window.__hfWaitForSeekCompletion === "function") await window.__hfWaitForSeekCompletion();
+        // Videos show renderd's extracted frame for t (media_shim.js), after the runtime placed them.
+        if (window.__renderdMedia) await window.__renderdMedia.apply(t);
         await mediaReady();
         await settle(settleFrames);
         return errors.length;

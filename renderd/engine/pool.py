@@ -19,6 +19,7 @@ from playwright.async_api import Browser, Playwright
 
 from renderd.composition import Composition
 from renderd.engine.browser import BrowserOptions, launch_browser
+from renderd.engine.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage, PageBroken
 from renderd.errors import CaptureError, first_error
 from renderd.frames import Fps, WorkerTask, frame_file_name, frame_time
@@ -84,7 +85,13 @@ class Worker:
             self._browser = await launch_browser(self._pool.playwright, self._pool.browser_options)
         p = self._pool
         self._page = await CompositionPage.open(
-            self._browser, p.comp, p.width, p.height, ready_timeout_s=p.settings.ready_timeout_s, fps=p.fps
+            self._browser,
+            p.comp,
+            p.width,
+            p.height,
+            ready_timeout_s=p.settings.ready_timeout_s,
+            fps=p.fps,
+            media=p.media,
         )
         return self._page
 
@@ -158,8 +165,10 @@ class CapturePool:
         playwright: Playwright,
         first_browser: Browser | None = None,
         first_page: CompositionPage | None = None,
+        media: MediaFrames | None = None,
     ) -> None:
         self.comp = comp
+        self.media = media
         self.width = width
         self.height = height
         self.fps = fps
