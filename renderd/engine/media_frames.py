@@ -77,6 +77,9 @@ class MediaFrames:
     def __init__(self) -> None:
         self._plan = _EMPTY_PLAN
         self._dirs: dict[str, Path] = {}
+        # Per cache entry, the frame indices the current render extracted (first, last): a
+        # request past them gets the nearest (the source's held last frame, mostly).
+        self._bounds: dict[str, tuple[int, int]] = {}
 
     @property
     def plan(self) -> dict[str, Any]:
@@ -136,6 +139,7 @@ class MediaFrames:
                 n = merged[key]
                 entry["last"] = last[key]
                 entry["first"] = min(n.lo, last[key])
+                self._bounds[key] = (entry["first"], entry["last"])
             self._dirs[key] = cache_dir / key
         self._plan = json.dumps({"videos": entries}).encode()
 
@@ -147,10 +151,12 @@ class MediaFrames:
         key, _, name = rest.partition("/")
         directory = self._dirs.get(key)
         stem, _, ext = name.partition(".")
-        if directory is None or not stem.isdigit() or ext not in ("jpg", "png"):
+        bounds = self._bounds.get(key)
+        if directory is None or bounds is None or not stem.isdigit() or ext not in ("jpg", "png"):
             return None
+        k = max(bounds[0], min(int(stem), bounds[1]))
         try:
-            body = (directory / f"{int(stem):06d}.{ext}").read_bytes()
+            body = (directory / f"{k:06d}.{ext}").read_bytes()
         except OSError:
             return None
         return body, "image/png" if ext == "png" else "image/jpeg"

@@ -119,12 +119,13 @@
 
   // Which extracted frame a video shows at time t (HyperFrames' FrameLookupTable rule), or null.
   function frameAt(v, t) {
-    if (!(t >= v.start && t <= v.end) || v.last < 0) return null;
+    if (!(t >= v.start && t <= v.end)) return null;
     let local = t - v.start;
     if (v.loop && v.loopDuration > 0 && local >= v.loopDuration) local %= v.loopDuration;
     const k = Math.floor(local * v.rate * v.fps + 1e-9);
-    if (k < 0) return null;
-    return Math.max(v.first, Math.min(k, v.last)); // past the source's end: hold its last frame
+    // Past the source's end the server answers with its last frame (it clamps to what the
+    // current render extracted: a warm page keeps the plan it read for an earlier chunk).
+    return k < 0 ? null : k;
   }
 
   window.__renderdMedia = {
