@@ -349,7 +349,9 @@ class ServedAgent:
 
     def usable(self, conn: asyncssh.SSHClientConnection | None) -> bool:
         """Whether the agent still runs on the current connection."""
-        return self.conn is conn and conn is not None and not conn.is_closed() and self.proc.exit_status is None
+        proc = self.proc
+        alive = proc.returncode is None and not proc.is_closing() and not proc.stdout.at_eof()
+        return self.conn is conn and conn is not None and not conn.is_closed() and alive
 
     def lacks_serve(self) -> bool:
         """Whether the agent refused ``--serve`` as an unknown option (an older renderd)."""
