@@ -493,3 +493,21 @@ def test_a_quarantined_host_is_re_probed_and_returns_to_service(root: Path, host
         assert "re-probe passed" in d.log.read_text()
     finally:
         d.stop()
+
+
+def test_a_host_without_sftp_gets_its_chunks_fetched_with_rsync(root: Path, hosts: TestHosts) -> None:
+    hosts.without_sftp.add("h1")
+    hosts.stop("h1")
+    hosts.start("h1")
+    d = Daemon(root, hosts_file=hosts.write_inventory(root / "nosftp.toml", overrides={"h2": {"enabled": False}}))
+    d.start()
+    try:
+        r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", root / "n.mp4", "--chunks", "4", "--wait")
+        assert r.returncode == 0, r.stderr
+        status = d.json("status", d.json("list")["jobs"][0]["id"])
+        assert _verified_by_host(status).get("h1"), status["attempts"]
+        assert all(a["outcome"] == "verified" for a in status["attempts"]), status["attempts"]
+        assert "h1: no SFTP" in d.log.read_text()
+        assert [decode_index(f, 320) for f in decode_frames(root / "n.mp4", 320, 240)] == list(range(120))
+    finally:
+        d.stop()

@@ -261,6 +261,8 @@ class SshTransport:
                 os.replace(tmp, local_path)
                 return
             except asyncssh.ChannelOpenError as exc:
+                if self._conn is None or self._conn.is_closed():  # the link, not the subsystem
+                    raise HostUnavailable(f"host {self.name}: connection lost: {_why(exc)}", host=self.name) from None
                 log.warning("host %s: no SFTP (%s); fetching chunks with rsync", self.name, _why(exc))
                 self._sftp = False
             except (OSError, TimeoutError, asyncssh.Error) as exc:
