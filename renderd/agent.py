@@ -76,7 +76,8 @@ async def serve(lines: asyncio.StreamReader, emit: Callable[[Event], None], **fa
     """Render one assignment per line of ``lines`` until it ends; each ends with ``done`` or ``error``.
 
     The coordinator sends the next line only after the previous chunk's final event. End of
-    input while a chunk renders cancels it (its cleanup runs) and returns.
+    input between chunks returns; while a chunk renders, it cancels the chunk (its cleanup runs)
+    and raises CancelledError.
     """
     warm = WarmEngines()
     try:
@@ -96,7 +97,8 @@ async def serve(lines: asyncio.StreamReader, emit: Callable[[Event], None], **fa
                 chunk.cancel()
                 with contextlib.suppress(asyncio.CancelledError, RenderdError):
                     await chunk
-                return
+                # As a one-shot agent would: end cancelled (the CLI reports it and exits 130).
+                raise asyncio.CancelledError
             try:
                 await chunk
             except RenderdError as exc:

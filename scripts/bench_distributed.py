@@ -14,6 +14,7 @@ compared side by side in one run. Every output's frame count is checked with ffp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,20 +44,75 @@ def _range_args(chunks: int | None, frames: str | None) -> list[str]:
     return [*(["--chunks", str(chunks)] if chunks else []), *(["--frames", frames] if frames else [])]
 
 
-def _timed(argv: list[str]) -> float:
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+
+
+class CpuMeter:
+    """CPU seconds of this process and everything it starts (a cgroup v1 ``cpuacct`` of its own).
+
+    The daemons, the test hosts' sshd, the agents and their browsers all descend from this
+    process, so they land in the group too; as the sides run one at a time, the group's usage
+    across one run is that run's CPU, whatever else the machine is doing. None without cgroup
+    v1 cpuacct (or without permission).
+    """
+
+    def __init__(self) -> None:
+        self.group: Path | None = CPUACCT / f"rdbench-{os.getpid()}"
+        try:
+            self.group.mkdir()
+            (self.group / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError:
+            self.group = None
+
+    def seconds(self) -> float | None:
+        if self.group is None:
+            return None
+        return int((self.group / "cpuacct.usage").read_text()) / 1e9
+
+    def close(self) -> None:
+        if self.group is not None:
+            with contextlib.suppress(OSError):
+                (CPUACCT / "cgroup.procs").write_text(str(os.getpid()))
+                self.group.rmdir()
+
+
+def _timed(argv: list[str], meter: CpuMeter, settle: Callable[[], None] = lambda: None) -> tuple[float, float | None]:
+    """Run ``argv``; return (wall seconds, CPU seconds used by everything this bench started).
+
+    ``settle`` waits for work the run leaves behind (agents stopping after the job) before the
+    CPU is read, so it counts for this run and not the next.
+    """
+    cpu0 = meter.seconds()
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    settle()
+    cpu1 = meter.seconds()
+    return wall, None if cpu0 is None or cpu1 is None else cpu1 - cpu0
 
 
-def local_wall(comp: Path, out: Path, workers: int, chunks: int | None, frames: str | None) -> float:
+def local_run(
+    comp: Path, out: Path, workers: int, chunks: int | None, frames: str | None, meter: CpuMeter
+) -> tuple[float, float | None]:
     argv = [RENDERD, "render", str(comp), "-o", str(out), "--workers", str(workers)]
-    return _timed(argv + _range_args(chunks, frames))
+    return _timed(argv + _range_args(chunks, frames), meter)
 
 
-def distributed_wall(socket: Path, comp: Path, out: Path, chunks: int | None, frames: str | None) -> float:
+def distributed_run(
+    socket: Path, comp: Path, out: Path, chunks: int | None, frames: str | None, meter: CpuMeter, hosts: TestHosts
+) -> tuple[float, float | None]:
     argv = [RENDERD, "submit", str(comp), "-o", str(out), "--wait", "--socket", str(socket)]
-    return _timed(argv + _range_args(chunks, frames))
+
+    def agents_gone() -> None:
+        deadline = time.monotonic() + 30
+        while any(hosts.session_commands(n) for n in hosts.names) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    return _timed(argv + _range_args(chunks, frames), meter, agents_gone)
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
 
 
 def frame_count(path: Path) -> int:
@@ -100,6 +157,7 @@ def main() -> int:
     os.chmod(tmp, 0o755)
     daemons: list[subprocess.Popen[bytes]] = []
     hosts = None
+    meter = CpuMeter()
     try:
         hosts = TestHosts(tmp / "ssh", args.workers, agent_command=[sys.executable, "-m", "renderd", "agent"])
         cold_inventory = hosts.write_inventory(
@@ -111,25 +169,49 @@ def main() -> int:
         chunks = args.chunks or "default"
         print(f"bench: {comp}, {args.workers} workers, chunks {chunks}, frames {args.frames or 'all'}")
         sides: dict[str, list[float]] = {"local": [], "cold": [], "warm": []}
+        cpu: dict[str, list[float | None]] = {"local": [], "cold": [], "warm": []}
         for r in range(args.rounds):
             outs = {side: tmp / f"{side}-{r}.mp4" for side in sides}
-            sides["local"].append(local_wall(comp, outs["local"], args.workers, args.chunks, args.frames))
-            sides["cold"].append(distributed_wall(cold_socket, comp, outs["cold"], args.chunks, args.frames))
-            sides["warm"].append(distributed_wall(warm_socket, comp, outs["warm"], args.chunks, args.frames))
+            runs = {
+                "local": lambda out: local_run(comp, out, args.workers, args.chunks, args.frames, meter),
+                "cold": lambda out: distributed_run(cold_socket, comp, out, args.chunks, args.frames, meter, hosts),
+                "warm": lambda out: distributed_run(warm_socket, comp, out, args.chunks, args.frames, meter, hosts),
+            }
+            # The order rotates every round, so a burst of load on the machine does not always
+            # hit the same side.
+            order = list(runs)[r % 3 :] + list(runs)[: r % 3]
+            for side in order:
+                wall, used = runs[side](outs[side])
+                sides[side].append(wall)
+                cpu[side].append(used)
             counts = {side: frame_count(path) for side, path in outs.items()}
             if len(set(counts.values())) != 1:
                 print(f"bench: error: outputs differ in frame count: {counts}", file=sys.stderr)
                 return 1
             print(
                 f"  round {r + 1}: local {sides['local'][-1]:6.1f} s   agent per chunk {sides['cold'][-1]:6.1f} s"
-                f"   warm agents {sides['warm'][-1]:6.1f} s   ({counts['local']} frames each)",
+                f"   warm agents {sides['warm'][-1]:6.1f} s   ({counts['local']} frames each; CPU s: "
+                f"{_num(cpu['local'][-1])} / {_num(cpu['cold'][-1])} / {_num(cpu['warm'][-1])})",
                 flush=True,
             )
         lm, cm, wm = (statistics.median(sides[k]) for k in ("local", "cold", "warm"))
+        lb, cb, wb = (min(sides[k]) for k in ("local", "cold", "warm"))
         n = args.workers
+        print("medians:")
         print(f"local (renderd render --workers {n}):              {lm:6.1f} s")
         print(f"distributed, agent per chunk ({n} hosts x 1 worker): {cm:6.1f} s  {100 * (cm / lm - 1):+.1f}%")
         print(f"distributed, warm agents ({n} hosts x 1 worker):     {wm:6.1f} s  {100 * (wm / lm - 1):+.1f}%")
+        print(
+            f"best of each: local {lb:.1f} s, agent per chunk {cb:.1f} s ({100 * (cb / lb - 1):+.1f}%), "
+            f"warm agents {wb:.1f} s ({100 * (wb / lb - 1):+.1f}%)"
+        )
+        if all(v is not None for k in cpu for v in cpu[k]):
+            lc, cc, wc = (statistics.median([v for v in cpu[k] if v is not None]) for k in ("local", "cold", "warm"))
+            print(
+                f"CPU seconds, medians (all processes of each side; load on the machine barely moves them): "
+                f"local {lc:.1f}, agent per chunk {cc:.1f} ({100 * (cc / lc - 1):+.1f}%), "
+                f"warm agents {wc:.1f} ({100 * (wc / lc - 1):+.1f}%)"
+            )
         print("overhead target: <= 10%")
         if args.timings:
             # Where each chunk's time went (the daemon logs it per verified chunk).
@@ -138,7 +220,7 @@ def main() -> int:
                 print(f"chunk timings, {name}:")
                 for line in lines:
                     if "timing:" in line:
-                        print("  " + line[line.find("[host="):].replace("timing: ", ""))
+                        print("  " + line[line.find("[host=") :].replace("timing: ", ""))
         for socket in (warm_socket, cold_socket):
             listing = subprocess.run(
                 [RENDERD, "list", "--json", "--socket", str(socket)], capture_output=True, text=True
@@ -153,6 +235,7 @@ def main() -> int:
             daemon.wait(timeout=60)
         if hosts is not None:
             hosts.close()
+        meter.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -422,13 +422,16 @@ def test_a_partitioned_host_loses_its_chunk_to_another_and_returns_when_the_link
             # The link comes back: the host is re-probed into service and takes chunks again.
             hosts.link_up("h2")
             deadline = time.monotonic() + 120
-            while _host_view(d, "h2")["state"] == "quarantined":  # until a re-probe passes
+            while _host_view(d, "h2")["quarantined_until"] is not None:  # until a re-probe passes
                 assert time.monotonic() < deadline, _host_view(d, "h2")
                 time.sleep(0.2)
             r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", root / "p2.mp4", "--chunks", "4", "--wait")
             assert r.returncode == 0, r.stderr
             second = d.json("status", d.json("list")["jobs"][0]["id"])
-            assert _verified_by_host(second).get("h2"), second["attempts"]
+            # h2 rendered a chunk again: verified, or overtaken by a speculative copy on fast h1
+            # (h2 still renders slowly); never lost to the old link.
+            on_h2 = [a["outcome"] for a in second["attempts"] if a["host"] == "h2"]
+            assert on_h2 and set(on_h2) <= {"verified", "cancelled"}, second["attempts"]
             assert [decode_index(f, 320) for f in decode_frames(root / "p2.mp4", 320, 240)] == list(range(120))
         finally:
             d.stop()
@@ -492,5 +495,23 @@ def test_a_quarantined_host_is_re_probed_and_returns_to_service(root: Path, host
         status = d.json("status", d.json("list")["jobs"][0]["id"])
         assert _verified_by_host(status).get("h3"), status["attempts"]
         assert "re-probe passed" in d.log.read_text()
+    finally:
+        d.stop()
+
+
+def test_a_host_without_sftp_gets_its_chunks_fetched_with_rsync(root: Path, hosts: TestHosts) -> None:
+    hosts.without_sftp.add("h1")
+    hosts.stop("h1")
+    hosts.start("h1")
+    d = Daemon(root, hosts_file=hosts.write_inventory(root / "nosftp.toml", overrides={"h2": {"enabled": False}}))
+    d.start()
+    try:
+        r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", root / "n.mp4", "--chunks", "4", "--wait")
+        assert r.returncode == 0, r.stderr
+        status = d.json("status", d.json("list")["jobs"][0]["id"])
+        assert _verified_by_host(status).get("h1"), status["attempts"]
+        assert all(a["outcome"] == "verified" for a in status["attempts"]), status["attempts"]
+        assert "h1: no SFTP" in d.log.read_text()
+        assert [decode_index(f, 320) for f in decode_frames(root / "n.mp4", 320, 240)] == list(range(120))
     finally:
         d.stop()

@@ -578,7 +578,12 @@ class Scheduler:
     # -- shutdown ------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close every host's connection (after drain)."""
+        """Stop re-probes and close every host's connection (after drain)."""
+        probes = list(self._probing.values())
+        for task in probes:
+            task.cancel()
+        if probes:
+            await asyncio.wait(probes, timeout=10)
         await asyncio.gather(*(rt.transport.close() for rt in self.hosts.values()), return_exceptions=True)
 
     def stop_claiming(self) -> None:
