@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-_MEDIA_TAGS = {"video", "audio", "img"}
+_MEDIA_TAGS = {"video", "audio"}
 _URL_ATTRS = ("src", "href", "data-composition-src", "poster")
 _CSS_URL = re.compile(r"""url\(\s*(['"]?)(https?://[^)'"\s]+)\1\s*\)|@import\s+(['"])(https?://[^'"]+)\3""")
 
@@ -40,7 +40,7 @@ class HtmlScan:
     roots: list[Element] = field(default_factory=list)  # elements with data-composition-id
     hosts: list[Element] = field(default_factory=list)  # elements with data-composition-src
     clips: list[Element] = field(default_factory=list)  # elements with data-start
-    media: list[Element] = field(default_factory=list)  # video/audio (and img) elements
+    media: list[Element] = field(default_factory=list)  # video/audio elements and their <source>s
     remote_urls: list[tuple[str, int]] = field(default_factory=list)  # (url, line)
     has_template: bool = False
 
@@ -61,7 +61,7 @@ class _Scanner(HTMLParser):
             s.hosts.append(el)
         if "data-start" in a:
             s.clips.append(el)
-        if tag in _MEDIA_TAGS and tag != "img":
+        if tag in _MEDIA_TAGS:
             s.media.append(el)
         if tag == "template":
             s.has_template = True

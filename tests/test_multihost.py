@@ -357,16 +357,22 @@ def test_an_agent_without_serve_falls_back_to_one_agent_per_chunk(root: Path, ho
         'exit 2; }; done; exec "$0" "$@"',
         *AGENT,
     ]  # fmt: skip
-    d = Daemon(root, hosts_file=hosts.write_inventory(root / "old.toml", overrides={"h1": {"agent_command": old}}))
+    inventory = hosts.write_inventory(root / "old.toml", overrides={"h1": {"agent_command": old}})
+    _job_verified_on_h1(root, inventory, root / "old.mp4", "6", "h1: the agent has no --serve")
+
+
+def _job_verified_on_h1(root: Path, inventory: Path, out: Path, chunks: str, logged: str) -> None:
+    """Run one job: every attempt verified, some on h1, ``logged`` in the daemon log, frames right."""
+    d = Daemon(root, hosts_file=inventory)
     d.start()
     try:
-        r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", root / "old.mp4", "--chunks", "6", "--wait")
+        r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", out, "--chunks", chunks, "--wait")
         assert r.returncode == 0, r.stderr
         status = d.json("status", d.json("list")["jobs"][0]["id"])
         assert _verified_by_host(status).get("h1"), status["attempts"]
         assert all(a["outcome"] == "verified" for a in status["attempts"]), status["attempts"]
-        assert "h1: the agent has no --serve" in d.log.read_text()
-        assert [decode_index(f, 320) for f in decode_frames(root / "old.mp4", 320, 240)] == list(range(120))
+        assert logged in d.log.read_text()
+        assert [decode_index(f, 320) for f in decode_frames(out, 320, 240)] == list(range(120))
     finally:
         d.stop()
 
@@ -503,15 +509,5 @@ def test_a_host_without_sftp_gets_its_chunks_fetched_with_rsync(root: Path, host
     hosts.without_sftp.add("h1")
     hosts.stop("h1")
     hosts.start("h1")
-    d = Daemon(root, hosts_file=hosts.write_inventory(root / "nosftp.toml", overrides={"h2": {"enabled": False}}))
-    d.start()
-    try:
-        r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", root / "n.mp4", "--chunks", "4", "--wait")
-        assert r.returncode == 0, r.stderr
-        status = d.json("status", d.json("list")["jobs"][0]["id"])
-        assert _verified_by_host(status).get("h1"), status["attempts"]
-        assert all(a["outcome"] == "verified" for a in status["attempts"]), status["attempts"]
-        assert "h1: no SFTP" in d.log.read_text()
-        assert [decode_index(f, 320) for f in decode_frames(root / "n.mp4", 320, 240)] == list(range(120))
-    finally:
-        d.stop()
+    inventory = hosts.write_inventory(root / "nosftp.toml", overrides={"h2": {"enabled": False}})
+    _job_verified_on_h1(root, inventory, root / "n.mp4", "4", "h1: no SFTP")
