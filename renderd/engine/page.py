@@ -27,7 +27,7 @@ from renderd.engine.media_frames import URL_PREFIX as MEDIA_URL_PREFIX
 from renderd.engine.media_frames import MediaFrames, read_range
 from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError
 from renderd.frames import Fps
-from renderd.hyperframes import read_project
+from renderd.hyperframes import HyperFramesProject, read_project
 
 ORIGIN = "http://composition.renderd.invalid"
 _SHIM = resources.files("renderd.engine").joinpath("page_shim.js").read_text(encoding="utf-8")
@@ -119,7 +119,7 @@ class CompositionPage:
             page = await context.new_page()
             await page.add_init_script(init_script)
             blocked: list[str] = []
-            await page.route("**/*", _router(comp, hyperframes=project is not None, blocked=blocked, media=media))
+            await page.route("**/*", _router(comp, project, blocked=blocked, media=media))
             cdp = await context.new_cdp_session(page)
             self = cls(context, page, cdp, comp)
             self.blocked = blocked
@@ -259,12 +259,14 @@ def _project_fps(value: str | None) -> Fps:
         return DEFAULT_FPS  # reported as a proper error once the page describes itself
 
 
-def _router(comp: Composition, *, hyperframes: bool, blocked: list[str], media: MediaFrames | None = None) -> Any:
+def _router(
+    comp: Composition, project: HyperFramesProject | None, *, blocked: list[str], media: MediaFrames | None = None
+) -> Any:
     root = comp.root
     runtime_url = f"{ORIGIN}{hf_runtime.RUNTIME_PATH}"
     fonts_prefix = f"{ORIGIN}{hf_fonts.FONTS_PATH}"
     media_url = f"{ORIGIN}{MEDIA_URL_PREFIX}"
-    documents = _HyperFramesDocuments(comp) if hyperframes else None
+    documents = _HyperFramesDocuments(comp, project) if project is not None else None
 
     async def handle(route: Route) -> None:
         url = route.request.url
@@ -311,11 +313,10 @@ def _router(comp: Composition, *, hyperframes: bool, blocked: list[str], media: 
 class _HyperFramesDocuments:
     """The HTML of a HyperFrames project as the HyperFrames CLI would hand it to the browser."""
 
-    def __init__(self, comp: Composition) -> None:
+    def __init__(self, comp: Composition, project: HyperFramesProject) -> None:
         self._comp = comp
-        project = read_project(comp.entry)
         base = comp.entry.parent
-        self._subs = {(base / src).resolve() for src in (project.sub_files if project else {})}
+        self._subs = {(base / src).resolve() for src in project.sub_files}
         self._font_css: str | None = None
 
     def serve(self, path: Path, body: bytes) -> bytes:
