@@ -109,8 +109,6 @@ class MediaFrames:
                 "loopDuration": clip.loop_duration,
                 "urlPrefix": f"{URL_PREFIX}{key}/",
                 "ext": ext,
-                "first": 0,
-                "last": -1,  # nothing to show in this range
             }
             entries.append(entry)
             if ks:
@@ -132,14 +130,11 @@ class MediaFrames:
                 tasks = [tg.create_task(one(n)) for n in merged.values()]
         except BaseExceptionGroup as group:
             raise first_error(group) from None
-        last = dict(t.result() for t in tasks)
+        for task in tasks:
+            key, last = task.result()
+            self._bounds[key] = (min(merged[key].lo, last), last)
         for entry in entries:
             key = entry["urlPrefix"][len(URL_PREFIX) : -1]
-            if key in last:
-                n = merged[key]
-                entry["last"] = last[key]
-                entry["first"] = min(n.lo, last[key])
-                self._bounds[key] = (entry["first"], entry["last"])
             self._dirs[key] = cache_dir / key
         self._plan = json.dumps({"videos": entries}).encode()
 
