@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import default_composition
+
 from renderd.composition import load_composition
 from renderd.engine import CaptureSettings, Engine, EngineOptions
 from renderd.frames import FrameRange
@@ -28,10 +30,6 @@ from renderd.frames import FrameRange
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / "scripts" / "peer-hyperframes"
 PEER_TIMEOUT_S = 1800
-DEFAULT_COMPOSITIONS = (
-    ROOT.parent / "shared" / "bench" / "gsap-cards",
-    ROOT / "examples" / "hyperframes-gsap",
-)
 
 
 async def capture_ms_per_frame(comp_dir: Path, workers: int, frames: int, fmt: str, settle: int) -> float:
@@ -164,7 +162,7 @@ def main() -> int:
     )
     parser.add_argument("--peer-workers", default="1,2", help="worker counts for --peer (default 1,2)")
     args = parser.parse_args()
-    comp = args.composition or next((p for p in DEFAULT_COMPOSITIONS if p.exists()), None)
+    comp = args.composition or default_composition()
     if comp is None:
         print("bench: no composition found; pass one", file=sys.stderr)
         return 2

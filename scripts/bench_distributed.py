@@ -29,15 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench_common import default_composition  # noqa: E402
 from sshhosts import TestHosts  # noqa: E402
 
 RENDERD = str(Path(sys.executable).with_name("renderd"))
-# The bench composition lives next to the checkout (../shared), or two levels up from a worktree.
-DEFAULT_COMPOSITIONS = (
-    ROOT.parent / "shared" / "bench" / "gsap-cards",
-    ROOT.parent.parent / "shared" / "bench" / "gsap-cards",
-    ROOT / "examples" / "hyperframes-gsap",
-)
 
 
 def _range_args(chunks: int | None, frames: str | None) -> list[str]:
@@ -149,7 +144,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timings", action="store_true", help="print where each distributed chunk's time went")
     args = parser.parse_args()
-    comp = args.composition or next((p for p in DEFAULT_COMPOSITIONS if p.exists()), None)
+    comp = args.composition or default_composition()
     if comp is None:
         print("bench: no composition found; pass one", file=sys.stderr)
         return 2
