@@ -178,6 +178,25 @@ def normalize_generic_primary(html: str) -> str:
     return _STYLE_ATTR.sub(lambda m: m.group(1) + m.group(2) + _normalize_css(m.group(3)) + m.group(2), html)
 
 
+TEXT_RENDERING_RULE = "html,body,*{text-rendering:geometricPrecision}"
+
+
+def inject_text_rendering(html: str) -> str:
+    """Make text use unhinted glyph advances, as HyperFrames' compiler does for every render.
+
+    Chrome's default (``auto``) rounds advances in some builds and not in others (headless shell
+    vs full Chrome), which shifts whole lines of text by a pixel or more; HyperFrames pins
+    ``geometricPrecision`` as the first rule of ``<head>`` so a project's own rules still win.
+    """
+    if "data-hyperframes-text-rendering" in html:
+        return html
+    tag = f'<style data-hyperframes-text-rendering="true">{TEXT_RENDERING_RULE}</style>'
+    m = re.search(r"<head\b[^>]*>", html, re.IGNORECASE)
+    if m:
+        return f"{html[: m.end()]}{tag}{html[m.end() :]}"
+    return f"{tag}\n{html}"
+
+
 def inject_font_faces(html: str, css: str) -> str:
     """Insert ``css`` as the first element of ``<head>`` (HyperFrames' place for it)."""
     if not css:

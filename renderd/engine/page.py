@@ -337,7 +337,8 @@ class _HyperFramesDocuments:
                 self._font_css = hf_fonts.font_face_css(texts)
             # Only the entry document gets the runtime: sub-composition files are fetched and
             # mounted by the runtime itself.
-            html = hf_runtime.inject_runtime(hf_fonts.inject_font_faces(html, self._font_css))
+            html = hf_fonts.inject_text_rendering(hf_fonts.inject_font_faces(html, self._font_css))
+            html = hf_runtime.inject_runtime(html)
         return html.encode("utf-8")
 
 
