@@ -112,6 +112,12 @@ def _add_render_parser(sub: Any) -> None:
     p.add_argument("--chunks", type=_auto_or_int("--chunks"), default=None, help="chunk count, or auto")
     p.add_argument("--format", choices=("jpeg", "png"), default="jpeg", help="intermediate frame format")
     p.add_argument("--quality", type=_int_in("--quality", 1, 100), default=90, help="JPEG quality of frames")
+    p.add_argument(
+        "--transparent",
+        action="store_true",
+        help="clear the page's html/body background and keep alpha in the frames (needs --format png; "
+        "the MP4 has no alpha, see --keep-frames)",
+    )
     p.add_argument("--crf", type=_int_in("--crf", 0, 51), default=18, help="x264 CRF (lower is better)")
     p.add_argument("--preset", default="veryfast", help="x264 preset")
     p.add_argument("--gl", choices=("auto", "on", "off"), default="auto", help="WebGL-capable browser")
@@ -268,6 +274,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         encode = EncodeSettings(crf=args.crf, preset=args.preset)
     except RenderdError as exc:
         return _fail(str(exc), args.json)
+    if args.transparent and args.format != "png":
+        return _fail("--transparent needs --format png (JPEG frames have no alpha)", args.json)
     composition = args.composition
     if not args.no_prepare:
         # Remote scripts, fonts and media are localised first: the engine serves the page nothing else.
@@ -285,6 +293,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         capture=CaptureSettings(
             fmt=args.format,
             quality=args.quality,
+            transparent=args.transparent,
             frame_timeout_s=float(args.frame_timeout),
             ready_timeout_s=float(args.ready_timeout),
             **_fault_settings(),

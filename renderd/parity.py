@@ -32,7 +32,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -258,15 +258,34 @@ async def probe_input(path: Path, fps: Fraction | None = None) -> VideoSummary:
 
 def to_rgb_filter(video: VideoSummary) -> str:
     """Return the filter chain that turns ``video``'s decoded frames into index-stamped gbrp."""
-    flatten = ""
-    if _has_alpha(video.pix_fmt):
-        # Straight alpha over white, per channel: c * a + 255 * (1 - a).
-        over = ":".join(f"{c}='{c}(X,Y)*alpha(X,Y)/255+255-alpha(X,Y)'" for c in ("r", "g", "b"))
-        flatten = f"format=rgba,geq={over}:a=255,"
     return (
-        f"settb=1/1000,setpts=N,{flatten}scale=in_color_matrix={video.color_matrix}:in_range={video.color_range}"
+        f"settb=1/1000,setpts=N,scale=in_color_matrix={video.color_matrix}:in_range={video.color_range}"
         ":flags=bicubic+accurate_rnd+full_chroma_int,format=gbrp"
     )
+
+
+async def flatten(video: VideoSummary, target: Path, timeout: float = FFMPEG_TIMEOUT_S) -> VideoSummary:
+    """Write ``video`` as opaque lossless RGB (FFV1 gbrp in ``target``), alpha composited over white.
+
+    PNG sequences need this pass: the decoder gives each file its own pixel format (HyperFrames
+    writes RGBA only for frames that have transparency), and by default ffmpeg rebuilds the
+    filter graph on every change, which restarts ``setpts=N`` on one side only and pairs the
+    wrong frames. The comparison then reads one uniform stream.
+    """
+    graph = (
+        f"color=c=white:s={video.width}x{video.height}:r={video.fps}[bg];"
+        f"[0:v]scale=in_color_matrix={video.color_matrix}:in_range={video.color_range},format=rgba[fg];"
+        "[bg][fg]overlay=shortest=1:format=rgb,format=gbrp"
+    )
+    # -reinit_filter 0 keeps one graph for the whole input, its scale filter converting each frame
+    # from whatever format it arrives in (a rebuilt graph emits a stray extra frame).
+    argv = ["-reinit_filter", "0", *video.input_args, "-i", video.path, "-filter_complex", graph]
+    argv += ["-frames:v", str(video.frames), "-c:v", "ffv1", str(target)]
+    await _ffmpeg(argv, timeout, f"flattening {video.path}")
+    flat = await probe(target)
+    if flat.frames != video.frames:
+        raise ParityError(f"flattening {video.path} gave {flat.frames} frames, not {video.frames}")
+    return replace(flat, duration=video.duration, fps=video.fps)
 
 
 async def compare_videos(
@@ -291,12 +310,18 @@ async def compare_videos(
     psnr_log, ssim_log = out_dir / "psnr.log", out_dir / "ssim.log"
     for log in (psnr_log, ssim_log):
         log.unlink(missing_ok=True)
+    # Frame directories and inputs with alpha are compared through an opaque lossless copy.
+    fa, fb = sa, sb
+    if sa.input_args or _has_alpha(sa.pix_fmt):
+        fa = await flatten(sa, out_dir / "a-flat.mkv", timeout)
+    if sb.input_args or _has_alpha(sb.pix_fmt):
+        fb = await flatten(sb, out_dir / "b-flat.mkv", timeout)
     graph = (
-        f"[0:v]{to_rgb_filter(sa)}[a];[1:v]{to_rgb_filter(sb)},split[b1][b2];"
+        f"[0:v]{to_rgb_filter(fa)}[a];[1:v]{to_rgb_filter(fb)},split[b1][b2];"
         f"[a][b1]psnr=stats_file={_filter_path(psnr_log)}:shortest=1[ap];"
         f"[ap][b2]ssim=stats_file={_filter_path(ssim_log)}:shortest=1"
     )
-    inputs = [*sa.input_args, "-i", sa.path, *sb.input_args, "-i", sb.path]
+    inputs = [*fa.input_args, "-i", fa.path, *fb.input_args, "-i", fb.path]
     await _ffmpeg([*inputs, "-filter_complex", graph, "-f", "null", "-"], timeout, f"comparing {a} with {b}")
     try:
         psnr = parse_psnr_stats(psnr_log.read_text()) if psnr_log.exists() else []
@@ -308,7 +333,7 @@ async def compare_videos(
         raise ParityError(f"no frames could be compared between {a} and {b}")
     result = Comparison(sa, sb, frames, stats)
     if images:
-        result.images = await write_frame_images(sa, sb, stats.worst, out_dir, prefix="worst", timeout=timeout)
+        result.images = await write_frame_images(fa, fb, stats.worst, out_dir, prefix="worst", timeout=timeout)
     return result
 
 

@@ -1,6 +1,6 @@
 """Parity harness: render compositions with renderd and with the HyperFrames CLI, compare frame by frame.
 
-    scripts/compare-peer COMP [COMP...] [--frames] [--out DIR] [--min-psnr DB] [--crf N] [--workers N] [--json]
+    scripts/compare-peer COMP [COMP...] [--frames] [--out DIR] [--min-psnr DB] [--crf N] [--workers N] [--peer-workers N] [--json]
     scripts/compare-peer --videos A B [--fps R] [--out DIR] [--min-psnr DB] [--json]
 
 For each composition directory: ``renderd render COMP --format png --crf N`` and
@@ -133,7 +133,9 @@ async def compare_composition(comp: Path, out: Path, args: argparse.Namespace) -
     ours = out / "renderd.mp4"
     peer = out / ("hyperframes-frames" if args.frames else "hyperframes.mp4")
     workers = [] if args.workers is None else ["--workers", args.workers]
-    keep = ["--keep-frames", "--work-dir", str(out / "renderd-work")] if args.frames else []
+    # HyperFrames' png-sequence clears the html/body background (alpha output); renderd's
+    # --transparent does the same, so both frame sets show the same pixels.
+    keep = ["--keep-frames", "--work-dir", str(out / "renderd-work"), "--transparent"] if args.frames else []
     peer_format = ["--format", "png-sequence"] if args.frames else ["--quality", "high", "--crf", str(args.crf)]
     for stale in (peer, out / "renderd-work", out / "renderd-frames"):
         if stale.is_dir():
@@ -149,7 +151,7 @@ async def compare_composition(comp: Path, out: Path, args: argparse.Namespace) -
             "renderd render",
         )  # fmt: skip
         await run_logged(
-            [str(PEER), "render", str(comp), "-o", str(peer), "--no-frame-check", *workers,
+            [str(PEER), "render", str(comp), "-o", str(peer), "--no-frame-check", "--workers", args.peer_workers,
              "--", *peer_format, "--quiet"],
             out / "hyperframes.log",
             "hyperframes render",
@@ -244,7 +246,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="where videos, logs and images go (default: a new temp directory)")
     p.add_argument("--min-psnr", type=float, default=40.0, help="pass threshold for every frame, dB (default 40)")
     p.add_argument("--crf", type=int, default=0, help="x264 CRF for both renders (default 0: lossless encode)")
-    p.add_argument("--workers", help="capture workers for both tools (default: each tool's own)")
+    p.add_argument("--workers", help="renderd's capture workers (default: its own choice)")
+    p.add_argument(
+        "--peer-workers",
+        default="1",
+        help="HyperFrames' capture workers (default 1: its multi-worker renders differ at their split points "
+        "for compositions that keep state between seeks, so one worker is the sequential reference)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = p.parse_args(argv)
     if bool(args.compositions) == bool(args.videos):

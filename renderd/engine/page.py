@@ -11,10 +11,11 @@ import asyncio
 import base64
 import contextlib
 import mimetypes
+from collections.abc import Coroutine
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from playwright.async_api import Browser, BrowserContext, CDPSession, Page, Route
@@ -28,6 +29,15 @@ from renderd.engine.media_frames import MediaFrames, read_range
 from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError
 from renderd.frames import Fps
 from renderd.hyperframes import HyperFramesProject, read_project
+
+_T = TypeVar("_T")
+_CLEAR_BACKGROUND = """() => {
+  const style = document.createElement("style");
+  style.dataset.renderdTransparent = "";
+  style.textContent = "html,body{background:transparent !important;background-color:transparent !important;"
+    + "background-image:none !important;}";
+  document.head.appendChild(style);
+}"""
 
 ORIGIN = "http://composition.renderd.invalid"
 _SHIM = resources.files("renderd.engine").joinpath("page_shim.js").read_text(encoding="utf-8")
@@ -85,6 +95,10 @@ class CompositionPage:
         self.page_errors: list[str] = []
         self.blocked: list[str] = []  # remote URLs the page asked for and was refused
         self.crashed = False
+        # The absolute frame the page last showed, so a worker knows whether the page's
+        # history already leads up to the next frame (see CaptureSettings.prime_frames).
+        self.shown_frame: int | None = None
+        self.transparent = False
 
     @classmethod
     async def open(
@@ -97,12 +111,14 @@ class CompositionPage:
         ready_timeout_s: float,
         fps: Fps | None = None,
         media: MediaFrames | None = None,
+        transparent: bool = False,
     ) -> CompositionPage:
         """Open ``comp`` at ``width``x``height`` and wait until it can be seeked.
 
         ``fps`` is the render rate (the HyperFrames runtime quantises seeks to it from its first
         line); None means the project's own ``data-fps``, else 30. ``media`` serves the
-        render's extracted video frames to a HyperFrames page.
+        render's extracted video frames to a HyperFrames page. ``transparent`` clears the
+        html/body backgrounds so PNG screenshots keep the page's transparency.
         """
         project = read_project(comp.entry)
         init_script = _SHIM
@@ -126,6 +142,8 @@ class CompositionPage:
             page.on("pageerror", lambda e: self.page_errors.append(_error_text(e)))
             page.on("crash", lambda _p: setattr(self, "crashed", True))
             await self._load(ready_timeout_s)
+            if transparent:
+                await self.clear_background()
             return self
         except BaseException:
             with contextlib.suppress(Exception):
@@ -163,6 +181,16 @@ class CompositionPage:
         except PlaywrightError as exc:
             raise CompositionError(f"{where}: page failed while getting ready: {_first_line(exc)}") from None
         self._raise_script_errors()
+
+    async def clear_background(self) -> None:
+        """Make the page transparent behind its content (idempotent); PNG screenshots keep the alpha."""
+        if self.transparent:
+            return
+        # The same two steps as HyperFrames' alpha capture, so both tools' transparent frames
+        # agree: no default white behind the page, and no html/body background of its own.
+        self.transparent = True
+        await self._cdp.send("Emulation.setDefaultBackgroundColorOverride", {"color": {"r": 0, "g": 0, "b": 0, "a": 0}})
+        await self.page.evaluate(_CLEAR_BACKGROUND)
 
     async def _hyperframes_not_ready(self) -> str:
         """Say which part of a HyperFrames page never got ready (for the timeout error)."""
@@ -215,6 +243,10 @@ class CompositionPage:
             raise CompositionError(f"{self._comp.entry_relative}: cannot list media: {_first_line(exc)}") from None
         return result
 
+    async def seek(self, frame: int, t: Fraction, *, settle_frames: int, timeout_s: float) -> None:
+        """Show time ``t`` (absolute ``frame``) without capturing it."""
+        await self._run(frame, timeout_s, self._seek(frame, t, settle_frames))
+
     async def capture(
         self, frame: int, t: Fraction, *, fmt: str, quality: int, settle_frames: int, timeout_s: float
     ) -> bytes:
@@ -222,12 +254,24 @@ class CompositionPage:
         params: dict[str, Any] = {"format": fmt, "optimizeForSpeed": True, "captureBeyondViewport": False}
         if fmt == "jpeg":
             params["quality"] = quality
+
+        async def seek_and_shoot() -> dict[str, Any]:
+            await self._seek(frame, t, settle_frames)
+            return await self._cdp.send("Page.captureScreenshot", params)
+
+        shot = await self._run(frame, timeout_s, seek_and_shoot())
+        return base64.b64decode(shot["data"])
+
+    async def _seek(self, frame: int, t: Fraction, settle_frames: int) -> None:
+        self.shown_frame = None  # unknown until the seek has finished
+        await self.page.evaluate("([t, f, s]) => window.__renderdShim.seek(t, f, s)", [float(t), frame, settle_frames])
+        self.shown_frame = frame
+
+    async def _run(self, frame: int, timeout_s: float, work: Coroutine[Any, Any, _T]) -> _T:
+        """Await ``work`` on this page, turning its failures into PageBroken or CompositionError."""
         try:
             async with asyncio.timeout(timeout_s):
-                await self.page.evaluate(
-                    "([t, f, s]) => window.__renderdShim.seek(t, f, s)", [float(t), frame, settle_frames]
-                )
-                shot = await self._cdp.send("Page.captureScreenshot", params)
+                result = await work
         except TimeoutError:
             raise PageBroken(f"frame {frame}: capture timed out after {timeout_s:g} s", timeout=True) from None
         except PlaywrightError as exc:
@@ -238,7 +282,7 @@ class CompositionPage:
             raise PageBroken(f"frame {frame}: {_first_line(exc)}") from None
         if self.page_errors:
             raise CompositionError(f"frame {frame}: composition script error: {self.page_errors[-1]}")
-        return base64.b64decode(shot["data"])
+        return result
 
     async def crash(self) -> None:
         """Crash the renderer process (test hook for the retry path)."""

@@ -36,6 +36,15 @@ class CaptureSettings:
     # Animation frames to let pass after a seek before the screenshot: without one, a
     # screenshot can show the previous frame's paint (measured on the bench composition).
     settle_frames: int = 1
+    # Frames to show, uncaptured, before a frame whose predecessor the page did not just show
+    # (the first frame of every task). Compositions that keep state between seeks, such as
+    # velocity-driven motion blur, then render each frame as one sequential pass would, whatever
+    # the split into workers and chunks. HyperFrames' own multi-worker renders differ at their
+    # split points; renderd's do not.
+    prime_frames: int = 1
+    # Clear the html/body backgrounds and keep alpha in PNG frames, as HyperFrames does for its
+    # alpha outputs (png-sequence): the composition's own elements are all that is drawn.
+    transparent: bool = False
     frame_timeout_s: float = 30.0
     ready_timeout_s: float = 30.0
     # Test hooks: crash the page the first time this absolute frame is about to be captured;
@@ -78,6 +87,8 @@ class Worker:
     async def ensure_ready(self) -> CompositionPage:
         """Return a loaded page, (re)launching the browser and page as needed."""
         if self._page is not None and not self._page.crashed and not self._page.page.is_closed():
+            if self._pool.settings.transparent:
+                await self._page.clear_background()  # a page adopted from probing was opened opaque
             return self._page
         await self._drop_page()
         if self._browser is None or not self._browser.is_connected():
@@ -90,6 +101,7 @@ class Worker:
             p.width,
             p.height,
             ready_timeout_s=p.settings.ready_timeout_s,
+            transparent=p.settings.transparent,
             fps=p.fps,
             media=p.media,
         )
@@ -108,6 +120,10 @@ class Worker:
                     p.fault_fired = True
                     log.warning("test hook: crashing worker %d's page at frame %d", self.index, i)
                     await page.crash()
+                if page.shown_frame != i - 1:
+                    for k in range(max(0, i - s.prime_frames), i):
+                        t = frame_time(k, p.fps)
+                        await page.seek(k, t, settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
                 data = await page.capture(
                     i,
                     frame_time(i, p.fps),
