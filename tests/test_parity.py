@@ -202,6 +202,31 @@ async def test_transparent_frames_are_flattened_over_white(tmp_path: Path) -> No
     assert (await compare_videos(opaque, black, tmp_path / "out2", fps=Fraction(10), images=False)).stats.min_psnr < 10
 
 
+def _png(target: Path, source: str, pix_fmt: str, vf: str | None = None) -> None:
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source, "-frames:v", "1",
+         *(["-vf", vf] if vf else []), "-pix_fmt", pix_fmt, str(target)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+async def test_a_sequence_whose_pixel_format_changes_midway_is_paired_frame_by_frame(tmp_path: Path) -> None:
+    """HyperFrames writes RGBA only for frames with transparency; the pairing must not slip there."""
+    a = write_pngs(tmp_path / "a", f"testsrc2=size={W}x{H}:rate=10", frames=6)
+    b = tmp_path / "b"
+    b.mkdir()
+    for n in range(5):  # the same pictures, frames 2 and 3 stored as (opaque) RGBA
+        src = f"movie={a / f'frame_{n:06d}.png'}"
+        _png(b / f"frame_{n:06d}.png", src, "rgba" if n in (2, 3) else "rgb24")
+    # Frame 5: red at alpha 128 over white is (255, 127, 127).
+    _png(a / "frame_000005.png", f"color=c=0xff7f7f:size={W}x{H}", "rgb24")
+    _png(b / "frame_000005.png", f"color=c=red@0.502:size={W}x{H},format=rgba", "rgba")
+    result = await compare_videos(a, b, tmp_path / "out", fps=Fraction(10), images=False)
+    assert (result.a.frames, result.b.frames) == (6, 6)
+    assert [f.psnr for f in result.frames[:5]] == [math.inf] * 5
+    assert result.frames[5].psnr > 45
+
+
 async def test_a_gap_in_a_frame_directory_is_named(tmp_path: Path) -> None:
     a = write_pngs(tmp_path / "a", f"testsrc2=size={W}x{H}:rate=10", frames=5)
     (a / "frame_000002.png").unlink()

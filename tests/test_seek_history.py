@@ -1,0 +1,63 @@
+"""Frames do not depend on how a render is split, and --transparent keeps the page's alpha."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, run_renderd
+from videotools import close, decode_frames, pixel
+
+HISTORY = FIXTURES / "hf-history"
+W, H = 160, 120
+GREEN = (0, 255, 0)
+
+
+def test_a_composition_with_state_between_seeks_renders_as_one_sequential_pass(tmp_path: Path) -> None:
+    """Every task starts mid-range on a fresh or reused page; the previous frame is shown first."""
+    out = tmp_path / "out.mp4"
+    r = run_renderd("render", HISTORY, "-o", out, "--workers", "2", "--chunks", "3", "--crf", "10")
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, W, H)
+    assert len(frames) == 60
+    red = [i for i, f in enumerate(frames) if not close(pixel(f, W, 40, 60), GREEN, 40)]
+    assert red == [], f"frames rendered without their predecessor shown first: {red}"
+
+
+def _rgba(png: Path, x: int, y: int) -> tuple[int, ...]:
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(png), "-f", "rawvideo", "-pix_fmt", "rgba", "-"],
+        check=True, capture_output=True, timeout=60,
+    ).stdout  # fmt: skip
+    i = (y * W + x) * 4
+    return tuple(raw[i : i + 4])
+
+
+def _first_kept_frame(work: Path) -> Path:
+    frames = sorted(work.glob(".renderd-*/chunk-*/frame_000000.png"))
+    assert frames, f"no kept PNG frames under {work}"
+    return frames[0]
+
+
+@pytest.mark.parametrize("transparent", [False, True])
+def test_transparent_clears_the_page_background_and_keeps_alpha(tmp_path: Path, transparent: bool) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    extra = ["--transparent"] if transparent else []
+    r = run_renderd(
+        "render", HISTORY, "-o", tmp_path / "out.mp4", "--frames", "0:2", "--format", "png",
+        "--keep-frames", "--work-dir", work, *extra,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    png = _first_kept_frame(work)
+    assert _rgba(png, 40, 60) == (0, 255, 0, 255)  # the composition's own box stays opaque
+    # Right half: only the html background (blue) is there; --transparent clears it.
+    assert _rgba(png, 120, 60) == ((0, 0, 0, 0) if transparent else (0, 0, 255, 255))
+
+
+def test_transparent_needs_png_frames(tmp_path: Path) -> None:
+    r = run_renderd("render", HISTORY, "-o", tmp_path / "out.mp4", "--transparent")
+    assert r.returncode != 0
+    assert r.stderr.strip() == "renderd: error: --transparent needs --format png (JPEG frames have no alpha)"
+    assert not (tmp_path / "out.mp4").exists()
