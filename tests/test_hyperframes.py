@@ -216,3 +216,23 @@ def test_font_family_scan_and_generic_prefix() -> None:
     out = hf_fonts.normalize_generic_primary(html)
     assert "font-family: Inter, monospace" in out and "font-family: Inter, sans-serif" in out
     assert "font-family:'Own Font';src" in out and "font-family: var(--f), serif" in out
+
+
+def _bold_text_page(directory: Path, rule: str) -> Path:
+    directory.mkdir()
+    (directory / "index.html").write_text(
+        f"<html><head><style>body{{margin:0;background:#fff}}{rule}"
+        "#t{font-family:Inter;font-size:31px;font-weight:bold;letter-spacing:-1px;color:#000;padding:20px}"
+        '</style></head><body><div data-composition-id="main" data-no-timeline data-width="320" data-height="120" '
+        'data-duration="1"><div id="t">Hamburgefonts 0123</div></div></body></html>'
+    )
+    return directory
+
+
+def test_text_is_laid_out_with_geometric_precision_as_hyperframes_does(tmp_path: Path) -> None:
+    """HyperFrames' compiler makes every element use text-rendering: geometricPrecision; so does renderd."""
+    plain = _first_frame(tmp_path, _bold_text_page(tmp_path / "plain", ""))
+    stated = _first_frame(tmp_path, _bold_text_page(tmp_path / "stated", "*{text-rendering:geometricPrecision}"))
+    auto = _first_frame(tmp_path, _bold_text_page(tmp_path / "auto", "*{text-rendering:auto}"))
+    assert plain == stated
+    assert plain != auto, "Chrome's default lays this text out the same way; the check proves nothing"
