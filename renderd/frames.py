@@ -217,6 +217,18 @@ def distribute_frames(
     return tasks
 
 
+def prime_window(min_frames: int, history_s: float, fps: Fps, max_s: float) -> int:
+    """Return how many frames to show before a frame whose predecessor the page did not just show.
+
+    At least ``min_frames``; enough to cover ``history_s`` seconds of state the page carries from
+    one seek to the next (its longest CSS transition), but never more than ``max_s`` seconds.
+    """
+    rate = Fraction(fps.num, fps.den)
+    want = math.ceil(Fraction(history_s) * rate) if history_s > 0 else 0
+    cap = math.ceil(Fraction(max_s) * rate) if max_s > 0 else 0
+    return max(min_frames, min(want, cap))
+
+
 def is_complete_frame_file(path: Path) -> bool:
     """Return True when ``path`` holds a whole JPEG or PNG (truncated writes fail this)."""
     try:

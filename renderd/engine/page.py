@@ -31,6 +31,20 @@ from renderd.frames import Fps
 from renderd.hyperframes import HyperFramesProject, read_project
 
 _T = TypeVar("_T")
+# Longest transition-duration + transition-delay (seconds) of any element in the ready page.
+_LONGEST_TRANSITION = """() => {
+  let longest = 0;
+  for (const el of document.querySelectorAll("*")) {
+    const cs = getComputedStyle(el);
+    if (cs.transitionProperty === "none") continue;
+    const durations = cs.transitionDuration.split(",").map(parseFloat);
+    const delays = cs.transitionDelay.split(",").map(parseFloat);
+    durations.forEach((d, i) => {
+      longest = Math.max(longest, (d || 0) + Math.max(0, delays[i % delays.length] || 0));
+    });
+  }
+  return longest;
+}"""
 _CLEAR_BACKGROUND = """() => {
   const style = document.createElement("style");
   style.dataset.renderdTransparent = "";
@@ -99,6 +113,8 @@ class CompositionPage:
         # history already leads up to the next frame (see CaptureSettings.prime_frames).
         self.shown_frame: int | None = None
         self.transparent = False
+        # Seconds of state the page carries from one seek to the next: its longest CSS transition.
+        self.history_s = 0.0
 
     @classmethod
     async def open(
@@ -168,6 +184,7 @@ class CompositionPage:
                     # Timelines registered late are nested into the root only on a rebind.
                     await self.page.evaluate("() => window.__hfForceTimelineRebind && window.__hfForceTimelineRebind()")
                 await self.page.evaluate("() => window.__renderdShim.ready()")
+                self.history_s = float(await self.page.evaluate(_LONGEST_TRANSITION))
         except TimeoutError:
             self._raise_script_errors()
             what = (

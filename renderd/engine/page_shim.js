@@ -109,6 +109,26 @@
     return end;
   };
 
+  // CSS transitions start when a seek changes a style, and would then run in real time:
+  // frames depended on capture speed (a slower host drew them further along), and HyperFrames'
+  // WAAPI adapter adopts them only now and then. renderd drives every transition itself: it
+  // starts at the composition time of the seek that first sees it and advances with composition
+  // time, as it would in a browser playing the composition at normal speed.
+  const transitionStart = new WeakMap(); // CSSTransition -> composition time (s) first seen
+  const isTransition = (a) => typeof CSSTransition !== "undefined" && a instanceof CSSTransition;
+  const driveTransitions = (t) => {
+    for (const a of document.getAnimations()) {
+      if (!isTransition(a)) continue;
+      let t0 = transitionStart.get(a);
+      if (t0 === undefined) {
+        t0 = t;
+        transitionStart.set(a, t0);
+      }
+      a.pause();
+      a.currentTime = Math.max(0, (t - t0) * 1000);
+    }
+  };
+
   const settle = (n) => new Promise((resolve) => {
     const step = (k) => (k <= 0 ? resolve() : realRAF(() => step(k - 1)));
     step(n);
@@ -181,6 +201,7 @@
         flushRAF();
         p.renderSeek(t);
         if (typeof window.__hfWaitForSeekCompletion === "function") await window.__hfWaitForSeekCompletion();
+        driveTransitions(t);
         // Videos show renderd's extracted frame for t (media_shim.js), after the runtime placed them.
         if (window.__renderdMedia) await window.__renderdMedia.apply(t);
         await mediaReady();
@@ -199,9 +220,11 @@
         }
       }
       for (const a of document.getAnimations()) {
+        if (isTransition(a)) continue;
         a.pause();
         a.currentTime = t * 1000;
       }
+      driveTransitions(t);
       await mediaReady();
       await settle(settleFrames);
       return errors.length;

@@ -22,7 +22,7 @@ from renderd.engine.browser import BrowserOptions, launch_browser
 from renderd.engine.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage, PageBroken
 from renderd.errors import CaptureError, first_error
-from renderd.frames import Fps, WorkerTask, frame_file_name, frame_time
+from renderd.frames import Fps, WorkerTask, frame_file_name, frame_time, prime_window
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ class CaptureSettings:
     # the split into workers and chunks. HyperFrames' own multi-worker renders differ at their
     # split points; renderd's do not.
     prime_frames: int = 1
+    # A page with CSS transitions carries state for as long as its longest transition (a GSAP
+    # value set at one seek is still easing in at the next ones): priming covers that too, up to
+    # this many seconds.
+    max_prime_s: float = 2.0
     # Clear the html/body backgrounds and keep alpha in PNG frames, as HyperFrames does for its
     # alpha outputs (png-sequence): the composition's own elements are all that is drawn.
     transparent: bool = False
@@ -121,7 +125,8 @@ class Worker:
                     log.warning("test hook: crashing worker %d's page at frame %d", self.index, i)
                     await page.crash()
                 if page.shown_frame != i - 1:
-                    for k in range(max(0, i - s.prime_frames), i):
+                    window = prime_window(s.prime_frames, page.history_s, p.fps, s.max_prime_s)
+                    for k in range(max(0, i - window), i):
                         t = frame_time(k, p.fps)
                         await page.seek(k, t, settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
                 data = await page.capture(
