@@ -1,6 +1,7 @@
 """Parity harness: render compositions with renderd and with the HyperFrames CLI, compare frame by frame.
 
-    scripts/compare-peer COMP [COMP...] [--frames] [--out DIR] [--min-psnr DB] [--crf N] [--workers N] [--peer-workers N] [--json]
+    scripts/compare-peer COMP [COMP...] [--frames] [--out DIR] [--min-psnr DB] [--crf N] [--workers N]
+                         [--peer-workers N] [--json]
     scripts/compare-peer --videos A B [--fps R] [--out DIR] [--min-psnr DB] [--json]
 
 For each composition directory: ``renderd render COMP --format png --crf N`` and
