@@ -224,8 +224,12 @@ def prime_window(min_frames: int, history_s: float, fps: Fps, max_s: float) -> i
     one seek to the next (its longest CSS transition), but never more than ``max_s`` seconds.
     """
     rate = Fraction(fps.num, fps.den)
-    want = math.ceil(Fraction(history_s) * rate) if history_s > 0 else 0
-    cap = math.ceil(Fraction(max_s) * rate) if max_s > 0 else 0
+
+    def frames(seconds: float) -> int:
+        # Whole microseconds: 0.8 s is 24 frames at 30 fps, not 24.000000000000001.
+        return math.ceil(Fraction(round(seconds * 1_000_000), 1_000_000) * rate) if seconds > 0 else 0
+
+    want, cap = frames(history_s), frames(max_s)
     return max(min_frames, min(want, cap))
 
 

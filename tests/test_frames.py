@@ -30,6 +30,7 @@ from renderd.frames import (
     is_complete_frame_file,
     parse_frame_range,
     plan_chunks,
+    prime_window,
     total_frames_for,
 )
 
@@ -830,3 +831,17 @@ def test_choose_worker_count_auto_bounds(frames, cpu, mem):
     assert n <= max(1, cpu)
     assert n <= max(1, mem // MEMORY_PER_WORKER)
     assert n == 1 or n * MIN_FRAMES_PER_WORKER <= frames
+
+
+@pytest.mark.parametrize(
+    ("history_s", "fps", "want"),
+    [(0.0, Fps(30), 1), (0.01, Fps(30), 1), (0.8, Fps(30), 24), (0.81, Fps(30), 25), (0.5, Fps(30000, 1001), 15),
+     (10.0, Fps(30), 60), (10.0, Fps(60), 120)],
+)  # fmt: skip
+def test_prime_window_covers_the_longest_transition_within_the_cap(history_s: float, fps: Fps, want: int) -> None:
+    assert prime_window(1, history_s, fps, max_s=2.0) == want
+
+
+def test_prime_window_never_goes_below_the_minimum_or_above_a_zero_cap() -> None:
+    assert prime_window(3, 0.0, Fps(30), max_s=2.0) == 3
+    assert prime_window(1, 5.0, Fps(30), max_s=0.0) == 1

@@ -25,6 +25,25 @@ def test_a_composition_with_state_between_seeks_renders_as_one_sequential_pass(t
     assert red == [], f"frames rendered without their predecessor shown first: {red}"
 
 
+def _slider_x(frame: bytes) -> int | None:
+    """Left edge of the black slider on row y = 110 (see tests/fixtures/hf-history)."""
+    dark = [x for x in range(W) if max(pixel(frame, W, x, 110)) < 60]
+    return dark[0] if dark else None
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["fast", "slow-capture"])
+def test_css_transitions_advance_with_composition_time_not_capture_speed(tmp_path: Path, slow: bool) -> None:
+    """The transition starts at 0.5 s and runs 1 s; a slower host must not draw it further along."""
+    out = tmp_path / "out.mp4"
+    env = {"RENDERD_FAULT_FRAME_DELAY_MS": "150"} if slow else None
+    r = run_renderd("render", HISTORY, "-o", out, "--workers", "2", "--chunks", "3", "--crf", "10", env=env)
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, W, H)
+    got = {i: _slider_x(frames[i]) for i in (0, 15, 20, 30, 40, 45, 59)}
+    want = {0: 0, 15: 0, 20: 10, 30: 30, 40: 50, 45: 60, 59: 60}
+    assert all(got[i] is not None and abs(got[i] - x) <= 1 for i, x in want.items()), got
+
+
 def _rgba(png: Path, x: int, y: int) -> tuple[int, ...]:
     raw = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(png), "-f", "rawvideo", "-pix_fmt", "rgba", "-"],

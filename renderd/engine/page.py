@@ -260,6 +260,10 @@ class CompositionPage:
             raise CompositionError(f"{self._comp.entry_relative}: cannot list media: {_first_line(exc)}") from None
         return result
 
+    async def forget_history(self, frame: int, timeout_s: float) -> None:
+        """End the CSS transitions in flight: the page just jumped to ``frame`` from elsewhere."""
+        await self._run(frame, timeout_s, self.page.evaluate("() => window.__renderdShim.settleTransitions()"))
+
     async def seek(self, frame: int, t: Fraction, *, settle_frames: int, timeout_s: float) -> None:
         """Show time ``t`` (absolute ``frame``) without capturing it."""
         await self._run(frame, timeout_s, self._seek(frame, t, settle_frames))

@@ -187,6 +187,11 @@
       await mediaReady();
       return true;
     },
+    // After the page jumped to a frame its last one did not lead to: the transitions in flight
+    // started from the old position; a sequential pass would have none of them.
+    settleTransitions() {
+      for (const a of document.getAnimations()) if (isTransition(a)) a.cancel();
+    },
     // Show composition time t (seconds) for absolute frame `frame`, then let it paint.
     async seek(t, frame, settleFrames) {
       nowMs = t * 1000;

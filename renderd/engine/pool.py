@@ -125,10 +125,7 @@ class Worker:
                     log.warning("test hook: crashing worker %d's page at frame %d", self.index, i)
                     await page.crash()
                 if page.shown_frame != i - 1:
-                    window = prime_window(s.prime_frames, page.history_s, p.fps, s.max_prime_s)
-                    for k in range(max(0, i - window), i):
-                        t = frame_time(k, p.fps)
-                        await page.seek(k, t, settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
+                    await self._prime(page, i)
                 data = await page.capture(
                     i,
                     frame_time(i, p.fps),
@@ -153,6 +150,18 @@ class Worker:
                 # A full or read-only disk will not get better by retrying on this host.
                 raise CaptureError(f"cannot write frame {i} to {task.work_dir}: {exc.strerror or exc}") from None
             on_frame(i)
+
+    async def _prime(self, page: CompositionPage, i: int) -> None:
+        """Show the frames before ``i``, uncaptured, so the page's state is as in a sequential pass."""
+        p = self._pool
+        s = p.settings
+        start = max(0, i - prime_window(s.prime_frames, page.history_s, p.fps, s.max_prime_s))
+        await page.seek(start, frame_time(start, p.fps), settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
+        # The jump itself started CSS transitions from wherever the page was before; a sequential
+        # pass would have none of those at ``start``.
+        await page.forget_history(start, s.frame_timeout_s)
+        for k in range(start + 1, i):
+            await page.seek(k, frame_time(k, p.fps), settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
 
     async def _drop_page(self) -> None:
         if self._page is not None:
