@@ -236,3 +236,13 @@ def test_text_is_laid_out_with_geometric_precision_as_hyperframes_does(tmp_path:
     auto = _first_frame(tmp_path, _bold_text_page(tmp_path / "auto", "*{text-rendering:auto}"))
     assert plain == stated
     assert plain != auto, "Chrome's default lays this text out the same way; the check proves nothing"
+
+
+def test_a_missing_sub_composition_file_is_named_at_once(tmp_path: Path) -> None:
+    comp = tmp_path / "proj"
+    shutil.copytree(PROJECT, comp)
+    (comp / "compositions" / "sub.html").unlink()
+    r = run_renderd("render", comp, "-o", tmp_path / "out.mp4", "--ready-timeout", "120")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "renderd: error: index.html: sub-composition file not found: compositions/sub.html"
+    assert not (tmp_path / "out.mp4").exists()

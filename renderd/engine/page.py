@@ -137,6 +137,11 @@ class CompositionPage:
         html/body backgrounds so PNG screenshots keep the page's transparency.
         """
         project = read_project(comp.entry)
+        if project is not None and project.missing_sub_files:
+            # The runtime would wait for their timelines until --ready-timeout; say why right away.
+            where = comp.entry_relative
+            names = ", ".join(project.missing_sub_files)
+            raise CompositionError(f"{where}: sub-composition file not found: {names}", path=where)
         init_script = _SHIM
         if project is not None:
             init_script += "\n" + hf_runtime.render_config_script(fps or _project_fps(project.fps))
