@@ -246,3 +246,13 @@ def test_a_missing_sub_composition_file_is_named_at_once(tmp_path: Path) -> None
     assert r.returncode == 2
     assert r.stderr.strip() == "renderd: error: index.html: sub-composition file not found: compositions/sub.html"
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_an_unfilled_template_duration_is_quoted_as_written(tmp_path: Path) -> None:
+    comp = tmp_path / "proj"
+    shutil.copytree(PROJECT, comp)
+    index = comp / "index.html"
+    index.write_text(index.read_text().replace('data-duration="3"', 'data-duration="__VIDEO_DURATION__"', 1))
+    r = run_renderd("render", comp, "-o", tmp_path / "out.mp4")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "renderd: error: index.html: duration '__VIDEO_DURATION__' is not a number"

@@ -172,7 +172,9 @@
         info.width = num(dataRoot.getAttribute("data-width"));
         info.height = num(dataRoot.getAttribute("data-height"));
         info.fps = dataRoot.getAttribute("data-fps");
-        info.duration = num(dataRoot.getAttribute("data-duration"));
+        // As written, so an unfilled template value is named in the error, not as NaN.
+        const d = dataRoot.getAttribute("data-duration");
+        info.duration = d === null || d.trim() === "" ? null : d.trim();
       }
       info.animationsEnd = cssEnd();
       return info;
