@@ -1,7 +1,7 @@
 """Parity harness: render compositions with renderd and with the HyperFrames CLI, compare frame by frame.
 
     scripts/compare-peer COMP [COMP...] [--frames] [--out DIR] [--min-psnr DB] [--crf N] [--workers N]
-                         [--peer-workers N] [--json]
+                         [--peer-workers N] [--peer-runs N] [--json]
     scripts/compare-peer --videos A B [--fps R] [--out DIR] [--min-psnr DB] [--json]
 
 For each composition directory: ``renderd render COMP --format png --crf N`` and
@@ -32,6 +32,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -57,6 +58,9 @@ class Result:
     comparison: Comparison | None = None
     error: str | None = None  # a render or comparison that failed: no numbers
     problems: list[str] = field(default_factory=list)  # why it does not pass
+    # Frames where HyperFrames' own runs (--peer-runs) disagree below the threshold: not judged.
+    unstable: list[int] = field(default_factory=list)
+    peer_self_min: float | None = None  # min PSNR between HyperFrames' runs
 
     @property
     def passed(self) -> bool:
@@ -71,23 +75,39 @@ class Result:
             "passed": self.passed,
             "error": self.error,
             "problems": self.problems,
+            "peer_unstable_frames": self.unstable,
+            "peer_self_min_psnr": None if self.peer_self_min is None else format_db(self.peer_self_min),
             "comparison": self.comparison.to_json() if self.comparison else None,
         }
 
 
-def judge(comparison: Comparison, min_psnr: float) -> list[str]:
-    """Return why ``comparison`` fails the parity target (empty when it passes)."""
+def judge(comparison: Comparison, min_psnr: float, unstable: Collection[int] = ()) -> list[str]:
+    """Return why ``comparison`` fails the parity target (empty when it passes).
+
+    Frames in ``unstable`` (where the reference does not reproduce itself) are not judged.
+    """
     problems = []
     a, b = comparison.a, comparison.b
     if not comparison.frames_match:
         problems.append(f"frame counts differ ({a.frames} vs {b.frames})")
     if not comparison.duration_match:
         problems.append(f"durations differ ({a.duration:.3f} s vs {b.duration:.3f} s)")
-    if comparison.stats.min_psnr < min_psnr:
-        problems.append(
-            f"min PSNR {format_db(comparison.stats.min_psnr)} dB < {min_psnr:g} at frame {comparison.stats.worst}"
-        )
+    judged = [f for f in comparison.frames if f.index not in set(unstable)]
+    worst = min(judged, key=lambda f: (f.psnr, f.index), default=None)
+    if worst is not None and worst.psnr < min_psnr:
+        problems.append(f"min PSNR {format_db(worst.psnr)} dB < {min_psnr:g} at frame {worst.index}")
     return problems
+
+
+def frame_spans(indices: Sequence[int]) -> str:
+    """Format sorted frame indices as spans: ``3-5, 9``."""
+    spans: list[list[int]] = []
+    for i in sorted(indices):
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 async def run_logged(argv: list[str], log: Path, what: str) -> None:
@@ -151,20 +171,40 @@ async def compare_composition(comp: Path, out: Path, args: argparse.Namespace) -
             out / "renderd.log",
             "renderd render",
         )  # fmt: skip
-        await run_logged(
-            [str(PEER), "render", str(comp), "-o", str(peer), "--no-frame-check", "--workers", args.peer_workers,
-             "--", *peer_format, "--quiet"],
-            out / "hyperframes.log",
-            "hyperframes render",
-        )  # fmt: skip
+        peers = [peer] + [out / f"{peer.stem}-run{k}{peer.suffix}" for k in range(2, args.peer_runs + 1)]
+        for k, target in enumerate(peers, 1):
+            if target.is_dir():
+                shutil.rmtree(target)
+            await run_logged(
+                [str(PEER), "render", str(comp), "-o", str(target), "--no-frame-check", "--workers",
+                 args.peer_workers, "--", *peer_format, "--quiet"],
+                out / ("hyperframes.log" if k == 1 else f"hyperframes-run{k}.log"),
+                "hyperframes render" if k == 1 else f"hyperframes render (run {k})",
+            )  # fmt: skip
+        fps = None if not args.frames else Fraction((await probe(ours)).fps)
+        for k, target in enumerate(peers[1:], 2):
+            await peer_self_check(result, peer, target, out / f"peer-run{k}", args.min_psnr, fps)
         if not args.frames:
             return await compare_pair(result, ours, peer, out, args.min_psnr)
-        fps = Fraction((await probe(ours)).fps)
         frames = gather_renderd_frames(out / "renderd-work", out / "renderd-frames")
     except RenderdError as exc:
         result.error = str(exc)
         return result
     return await compare_pair(result, frames, peer, out, args.min_psnr, fps=fps)
+
+
+async def peer_self_check(
+    result: Result, first: Path, again: Path, out: Path, min_psnr: float, fps: Fraction | None
+) -> None:
+    """Compare two HyperFrames renders of the same composition; frames they disagree on are unstable.
+
+    A frame on which the reference does not reproduce itself to ``min_psnr`` cannot be matched
+    by any deterministic renderer (CSS transitions that run on the wall clock, for one).
+    """
+    own = await compare_videos(first, again, out, fps=fps, images=False)
+    result.unstable = sorted(set(result.unstable) | {f.index for f in own.frames if f.psnr < min_psnr})
+    lowest = own.stats.min_psnr
+    result.peer_self_min = lowest if result.peer_self_min is None else min(result.peer_self_min, lowest)
 
 
 def gather_renderd_frames(work: Path, dest: Path) -> Path:
@@ -195,19 +235,20 @@ async def compare_pair(
     except RenderdError as exc:
         result.error = str(exc)
         return result
-    result.problems = judge(result.comparison, min_psnr)
+    result.problems = judge(result.comparison, min_psnr, result.unstable)
     return result
 
 
 def table(results: list[Result], min_psnr: float) -> str:
     """Return the human-readable table, one row per composition, then the worst-frame images."""
-    head = ("composition", "frames", "duration s", "min PSNR", "mean PSNR", "min SSIM", "mean SSIM", "worst", "result")
+    head = ("composition", "frames", "duration s", "min PSNR", "mean PSNR", "min SSIM", "mean SSIM", "worst",
+            "HF unstable", "result")  # fmt: skip
     rows = [head]
     notes = []
     for r in results:
         c = r.comparison
         if c is None:
-            rows.append((r.name, "-", "-", "-", "-", "-", "-", "-", "ERROR"))
+            rows.append((r.name, "-", "-", "-", "-", "-", "-", "-", "-", "ERROR"))
             notes.append(f"{r.name}: {r.error}")
             continue
         s = c.stats
@@ -220,8 +261,14 @@ def table(results: list[Result], min_psnr: float) -> str:
             f"{s.min_ssim:.4f}",
             f"{s.mean_ssim:.4f}",
             str(s.worst),
+            "-" if r.peer_self_min is None else str(len(r.unstable)),
             "ok" if r.passed else "FAIL",
         ))  # fmt: skip
+        if r.unstable:
+            notes.append(
+                f"{r.name}: not judged, HyperFrames' own runs differ there (down to "
+                f"{format_db(r.peer_self_min or math.nan)} dB): frames {frame_spans(r.unstable)}"
+            )
         if r.problems:
             notes.append(f"{r.name}: " + "; ".join(r.problems))
         if c.images:
@@ -254,10 +301,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="HyperFrames' capture workers (default 1: its multi-worker renders differ at their split points "
         "for compositions that keep state between seeks, so one worker is the sequential reference)",
     )
+    p.add_argument(
+        "--peer-runs",
+        type=int,
+        default=1,
+        help="render with HyperFrames this many times (default 1); frames its runs disagree on "
+        "(below --min-psnr) are reported and not judged",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = p.parse_args(argv)
     if bool(args.compositions) == bool(args.videos):
         p.error("give composition directories or --videos A B (not both)")
+    if args.peer_runs < 1:
+        p.error("--peer-runs must be at least 1")
     if not 0 <= args.crf <= 51:
         p.error("--crf must be from 0 to 51")
     if math.isnan(args.min_psnr):

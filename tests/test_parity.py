@@ -21,6 +21,7 @@ import pytest
 from renderd.parity import (
     ParityError,
     compare_videos,
+    format_db,
     mse_from_psnr,
     parse_psnr_stats,
     parse_ssim_stats,
@@ -366,3 +367,17 @@ def test_peer_samples_extracts_a_sample_and_points_cdn_gsap_at_a_local_copy(tmp_
     missing = subprocess.run([*cmd, "registry/examples/nope"], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1
     assert missing.stderr == f"peer-samples: registry/examples/nope is not in {repo} at {sha}\n"
+
+
+async def test_frames_where_the_reference_disagrees_with_itself_are_not_judged(
+    videos: dict[str, Path], tmp_path: Path
+) -> None:
+    """--peer-runs: HyperFrames rendered twice differs on frame 7 (in this stand-in), so frame 7 is not judged."""
+    cp = compare_peer_module()
+    result = cp.Result(name="x", source="x")
+    await cp.peer_self_check(result, videos["base"], videos["box7"], tmp_path / "self", 40.0, None)
+    assert result.unstable == [7] and result.peer_self_min is not None and result.peer_self_min < 30
+    comparison = await compare_videos(videos["box7"], videos["base"], tmp_path / "cmp", images=False)
+    assert cp.judge(comparison, 40.0) == [f"min PSNR {format_db(comparison.frames[7].psnr)} dB < 40 at frame 7"]
+    assert cp.judge(comparison, 40.0, result.unstable) == []
+    assert cp.frame_spans([3, 4, 5, 9, 11, 12]) == "3-5, 9, 11-12"
