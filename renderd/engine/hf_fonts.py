@@ -190,19 +190,19 @@ def inject_text_rendering(html: str) -> str:
     """
     if "data-hyperframes-text-rendering" in html:
         return html
-    tag = f'<style data-hyperframes-text-rendering="true">{TEXT_RENDERING_RULE}</style>'
-    m = re.search(r"<head\b[^>]*>", html, re.IGNORECASE)
-    if m:
-        return f"{html[: m.end()]}{tag}{html[m.end() :]}"
-    return f"{tag}\n{html}"
+    return _at_head_start(html, f'<style data-hyperframes-text-rendering="true">{TEXT_RENDERING_RULE}</style>')
 
 
 def inject_font_faces(html: str, css: str) -> str:
     """Insert ``css`` as the first element of ``<head>`` (HyperFrames' place for it)."""
     if not css:
         return html
-    tag = f"<style data-renderd-deterministic-fonts>\n{css}\n</style>"
+    return _at_head_start(html, f"<style data-renderd-deterministic-fonts>\n{css}\n</style>", after_tag="\n")
+
+
+def _at_head_start(html: str, markup: str, *, after_tag: str = "") -> str:
+    """Insert ``markup`` right after the ``<head>`` tag (``after_tag`` between them), else first."""
     m = re.search(r"<head\b[^>]*>", html, re.IGNORECASE)
     if m:
-        return f"{html[: m.end()]}\n{tag}{html[m.end() :]}"
-    return f"{tag}\n{html}"
+        return f"{html[: m.end()]}{after_tag}{markup}{html[m.end() :]}"
+    return f"{markup}\n{html}"

@@ -116,17 +116,17 @@
   // time, as it would in a browser playing the composition at normal speed.
   const transitionStart = new WeakMap(); // CSSTransition -> composition time (s) first seen
   const isTransition = (a) => typeof CSSTransition !== "undefined" && a instanceof CSSTransition;
-  const driveTransitions = (t) => {
-    for (const a of document.getAnimations()) {
-      if (!isTransition(a)) continue;
-      let t0 = transitionStart.get(a);
-      if (t0 === undefined) {
-        t0 = t;
-        transitionStart.set(a, t0);
-      }
-      a.pause();
-      a.currentTime = Math.max(0, (t - t0) * 1000);
+  const driveTransition = (a, t) => {
+    let t0 = transitionStart.get(a);
+    if (t0 === undefined) {
+      t0 = t;
+      transitionStart.set(a, t0);
     }
+    a.pause();
+    a.currentTime = Math.max(0, (t - t0) * 1000);
+  };
+  const driveTransitions = (t) => {
+    for (const a of document.getAnimations()) if (isTransition(a)) driveTransition(a, t);
   };
 
   const settle = (n) => new Promise((resolve) => {
@@ -227,11 +227,13 @@
         }
       }
       for (const a of document.getAnimations()) {
-        if (isTransition(a)) continue;
-        a.pause();
-        a.currentTime = t * 1000;
+        if (isTransition(a)) {
+          driveTransition(a, t);
+        } else {
+          a.pause();
+          a.currentTime = t * 1000;
+        }
       }
-      driveTransitions(t);
       await mediaReady();
       await settle(settleFrames);
       return errors.length;
