@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit
 from renderd import procs
 from renderd.composition import Composition
 from renderd.errors import CompositionError, ProcessFailed, first_error
-from renderd.hyperframes import read_project
+from renderd.hyperframes import HyperFramesProject, read_project
 
 MIN_RATE, MAX_RATE = 0.1, 5.0
 MAX_GAIN = 10 ** (12 / 20)
@@ -255,7 +255,11 @@ def has_media(comp: Composition) -> bool:
     A cheap static scan, so that compositions without media never pay for reading it from the
     page (media created by scripts at run time is not seen).
     """
-    project = read_project(comp.entry)
+    return project_has_media(read_project(comp.entry))
+
+
+def project_has_media(project: HyperFramesProject | None) -> bool:
+    """Return whether an already scanned project has <video>/<audio> in its files (see has_media)."""
     if project is None:
         return False
     return any(m.tag in ("video", "audio") for scan in (project.entry, *project.sub_files.values()) for m in scan.media)

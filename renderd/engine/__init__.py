@@ -26,7 +26,7 @@ from renderd.engine.retry import (
     execute_disk_capture_with_adaptive_retry,
 )
 from renderd.frames import FrameRange, choose_worker_count
-from renderd.media import MediaPlan, has_media, resolve_media
+from renderd.media import MediaPlan, project_has_media, resolve_media
 
 PROBE_VIEWPORT = (1920, 1080)
 
@@ -183,7 +183,7 @@ class Engine:
                 overrides,
                 self.options.capture.ready_timeout_s,
                 keep_page=True,
-                on_ready=self._read_media if has_media(self.comp) else None,
+                on_ready=self._read_media,
                 media=self._media_frames,
             )
         except BaseException:
@@ -206,7 +206,9 @@ class Engine:
         return info
 
     async def _read_media(self, page: CompositionPage) -> None:
-        self.media = await read_media(page, self.comp)
+        # The page's own scan of the project says whether there is media to read (no second scan).
+        if project_has_media(page.project):
+            self.media = await read_media(page, self.comp)
 
     async def prepare_media(self, span: FrameRange, cache_dir: Path) -> None:
         """Extract the video frames ``span`` shows into ``cache_dir`` for the pages (no-op without video)."""

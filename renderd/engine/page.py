@@ -109,6 +109,7 @@ class CompositionPage:
         self.page_errors: list[str] = []
         self.blocked: list[str] = []  # remote URLs the page asked for and was refused
         self.crashed = False
+        self.project: HyperFramesProject | None = None  # the static scan the page was opened with
         # The absolute frame the page last showed, so a worker knows whether the page's
         # history already leads up to the next frame (see CaptureSettings.prime_frames).
         self.shown_frame: int | None = None
@@ -159,6 +160,7 @@ class CompositionPage:
             await page.route("**/*", _router(comp, project, blocked=blocked, media=media))
             cdp = await context.new_cdp_session(page)
             self = cls(context, page, cdp, comp)
+            self.project = project
             self.blocked = blocked
             page.on("pageerror", lambda e: self.page_errors.append(_error_text(e)))
             page.on("crash", lambda _p: setattr(self, "crashed", True))
