@@ -217,11 +217,38 @@ def distribute_frames(
     return tasks
 
 
-def prime_window(min_frames: int, history_s: float, fps: Fps, max_s: float) -> int:
-    """Return how many frames to show before a frame whose predecessor the page did not just show.
+@dataclass(frozen=True)
+class PrimePlan:
+    """How to bring a page to the state of a sequential pass before a frame it did not lead up to.
 
-    At least ``min_frames``; enough to cover ``history_s`` seconds of state the page carries from
-    one seek to the next (its longest CSS transition), but never more than ``max_s`` seconds.
+    The worker jumps to ``i - span`` (ending the CSS transitions in flight), then shows every frame
+    up to ``i - 1`` uncaptured. The page's state then equals a sequential pass once ``quiet``
+    frames in a row started no transition: by then every transition in flight has ended, both
+    in the sequential pass and after the jump. A timeline that moves an element with a transition
+    every frame keeps a chain of transitions going for as long as it moves, so a span as long as
+    the transition may not reach such a quiet stretch: the next, doubled span is tried then.
+    """
+
+    quiet: int  # frames without a new transition after which none is in flight (0: no transitions)
+    spans: tuple[int, ...]  # windows to try, shortest first
+
+    def settled(self, started: Sequence[int]) -> bool:
+        """Return True when ``started`` (transitions started per primed frame) has a quiet stretch."""
+        if self.quiet == 0:
+            return True
+        run = 0
+        for n in started:
+            run = 0 if n else run + 1
+            if run >= self.quiet:
+                return True
+        return False
+
+
+def prime_plan(min_frames: int, history_s: float, fps: Fps, max_s: float) -> PrimePlan:
+    """Return the priming plan for a page whose longest CSS transition lasts ``history_s`` seconds.
+
+    At least ``min_frames``; enough to cover ``history_s`` (state the page carries from one seek
+    to the next), doubling up to ``max_s`` seconds while no quiet stretch was seen.
     """
     rate = Fraction(fps.num, fps.den)
 
@@ -229,8 +256,12 @@ def prime_window(min_frames: int, history_s: float, fps: Fps, max_s: float) -> i
         # Whole microseconds: 0.8 s is 24 frames at 30 fps, not 24.000000000000001.
         return math.ceil(Fraction(round(seconds * 1_000_000), 1_000_000) * rate) if seconds > 0 else 0
 
-    want, cap = frames(history_s), frames(max_s)
-    return max(min_frames, min(want, cap))
+    quiet, cap = frames(history_s), frames(max_s)
+    first = max(min_frames, min(quiet, cap))
+    spans = [first]
+    while quiet and spans[-1] < cap:
+        spans.append(min(spans[-1] * 2, cap))
+    return PrimePlan(quiet, tuple(spans))
 
 
 def is_complete_frame_file(path: Path) -> bool:

@@ -19,6 +19,7 @@ from renderd.frames import (
     MIN_FRAMES_PER_WORKER,
     Fps,
     FrameRange,
+    PrimePlan,
     WorkerTask,
     build_missing_frame_retry_batches,
     choose_worker_count,
@@ -30,7 +31,7 @@ from renderd.frames import (
     is_complete_frame_file,
     parse_frame_range,
     plan_chunks,
-    prime_window,
+    prime_plan,
     total_frames_for,
 )
 
@@ -838,10 +839,24 @@ def test_choose_worker_count_auto_bounds(frames, cpu, mem):
     [(0.0, Fps(30), 1), (0.01, Fps(30), 1), (0.8, Fps(30), 24), (0.81, Fps(30), 25), (0.5, Fps(30000, 1001), 15),
      (10.0, Fps(30), 60), (10.0, Fps(60), 120)],
 )  # fmt: skip
-def test_prime_window_covers_the_longest_transition_within_the_cap(history_s: float, fps: Fps, want: int) -> None:
-    assert prime_window(1, history_s, fps, max_s=2.0) == want
+def test_prime_plan_first_covers_the_longest_transition_within_the_cap(history_s: float, fps: Fps, want: int) -> None:
+    assert prime_plan(1, history_s, fps, max_s=2.0).spans[0] == want
 
 
-def test_prime_window_never_goes_below_the_minimum_or_above_a_zero_cap() -> None:
-    assert prime_window(3, 0.0, Fps(30), max_s=2.0) == 3
-    assert prime_window(1, 5.0, Fps(30), max_s=0.0) == 1
+def test_prime_plan_doubles_up_to_the_cap_only_for_pages_with_transitions() -> None:
+    assert prime_plan(1, 0.8, Fps(30), max_s=4.0) == PrimePlan(quiet=24, spans=(24, 48, 96, 120))
+    assert prime_plan(3, 0.0, Fps(30), max_s=2.0) == PrimePlan(quiet=0, spans=(3,))
+    assert prime_plan(1, 5.0, Fps(30), max_s=0.0) == PrimePlan(quiet=150, spans=(1,))
+
+
+@pytest.mark.parametrize(
+    ("started", "settled"),
+    [([], False), ([0, 0], False), ([0, 0, 0], True), ([1, 0, 0, 0], True), ([0, 0, 2, 0, 0], False),
+     ([1, 1, 0, 0, 0, 1], True)],
+)  # fmt: skip
+def test_prime_plan_is_settled_after_a_quiet_stretch_as_long_as_a_transition(started: list[int], settled: bool) -> None:
+    assert PrimePlan(quiet=3, spans=(3,)).settled(started) is settled
+
+
+def test_a_page_without_transitions_is_settled_by_any_priming() -> None:
+    assert PrimePlan(quiet=0, spans=(1,)).settled([])

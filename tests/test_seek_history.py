@@ -44,6 +44,64 @@ def test_css_transitions_advance_with_composition_time_not_capture_speed(tmp_pat
     assert all(got[i] is not None and abs(got[i] - x) <= 1 for i, x in want.items()), got
 
 
+CHASE = FIXTURES / "hf-chase"
+
+
+def _chase_sequential() -> list[float]:
+    """x of the hf-chase square at each frame of a browser playing it at 30 fps (see the fixture)."""
+    fps, duration = 30, 0.2
+
+    def target(k: int) -> float:
+        return min(max(120 * (k / fps - 0.2) / 1.2, 0.0), 120.0)
+
+    xs, run = [], None  # run: (start frame, from x, to x) of the transition in flight
+    for k in range(60):
+        # Where the square is when frame k's style change comes: still at the previous target, or
+        # part of the way along the transition in flight.
+        if run is None:
+            now = target(max(k - 1, 0))
+        else:
+            now = run[1] + (run[2] - run[1]) * min(1.0, (k - run[0]) / fps / duration)
+        if k and target(k) != target(k - 1):
+            run = (k, now, target(k))  # the new transition starts where the running one has got to
+        xs.append(now)
+    return xs
+
+
+def _square_x(frame: bytes) -> int | None:
+    """Left edge of the black square on row y = 60 (see tests/fixtures/hf-chase)."""
+    dark = [x for x in range(W) if max(pixel(frame, W, x, 60)) < 128]
+    return dark[0] if dark else None
+
+
+@pytest.fixture(scope="module")
+def chase_renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[bytes]]:
+    """hf-chase rendered as one sequential pass and split into 6 worker tasks (3 chunks x 2)."""
+    out = {}
+    for name, split in (("sequential", ("1", "1")), ("split", ("2", "3"))):
+        video = tmp_path_factory.mktemp("chase") / f"{name}.mp4"
+        r = run_renderd("render", CHASE, "-o", video, "--workers", split[0], "--chunks", split[1], "--crf", "0")
+        assert r.returncode == 0, r.stderr
+        out[name] = decode_frames(video, W, H)
+        assert len(out[name]) == 60
+    return out
+
+
+def test_an_element_a_timeline_moves_chases_its_target_through_its_transition(chase_renders) -> None:
+    """Each frame's style change restarts the transition from where it has got to, as in a browser."""
+    got = [_square_x(f) for f in chase_renders["sequential"]]
+    want = _chase_sequential()
+    off = [(k, got[k], round(x, 1)) for k, x in enumerate(want) if got[k] is None or abs(got[k] - x) > 1]
+    assert off == [], f"(frame, drawn x, expected x): {off}"
+
+
+def test_a_chain_of_transitions_renders_the_same_whatever_the_split(chase_renders) -> None:
+    """Tasks start inside the chain (frames 10..50); priming reaches back to before it began."""
+    seq, split = chase_renders["sequential"], chase_renders["split"]
+    differ = [k for k in range(60) if seq[k] != split[k]]
+    assert differ == [], f"frames that differ from the sequential pass: {differ}"
+
+
 def _rgba(png: Path, x: int, y: int) -> tuple[int, ...]:
     raw = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(png), "-f", "rawvideo", "-pix_fmt", "rgba", "-"],

@@ -271,9 +271,9 @@ class CompositionPage:
         """End the CSS transitions in flight: the page just jumped to ``frame`` from elsewhere."""
         await self._run(frame, timeout_s, self.page.evaluate("() => window.__renderdShim.settleTransitions()"))
 
-    async def seek(self, frame: int, t: Fraction, *, settle_frames: int, timeout_s: float) -> None:
-        """Show time ``t`` (absolute ``frame``) without capturing it."""
-        await self._run(frame, timeout_s, self._seek(frame, t, settle_frames))
+    async def seek(self, frame: int, t: Fraction, *, settle_frames: int, timeout_s: float) -> int:
+        """Show time ``t`` (absolute ``frame``) without capturing it; return the CSS transitions it started."""
+        return await self._run(frame, timeout_s, self._seek(frame, t, settle_frames))
 
     async def capture(
         self, frame: int, t: Fraction, *, fmt: str, quality: int, settle_frames: int, timeout_s: float
@@ -290,10 +290,13 @@ class CompositionPage:
         shot = await self._run(frame, timeout_s, seek_and_shoot())
         return base64.b64decode(shot["data"])
 
-    async def _seek(self, frame: int, t: Fraction, settle_frames: int) -> None:
+    async def _seek(self, frame: int, t: Fraction, settle_frames: int) -> int:
         self.shown_frame = None  # unknown until the seek has finished
-        await self.page.evaluate("([t, f, s]) => window.__renderdShim.seek(t, f, s)", [float(t), frame, settle_frames])
+        started = await self.page.evaluate(
+            "([t, f, s]) => window.__renderdShim.seek(t, f, s)", [float(t), frame, settle_frames]
+        )
         self.shown_frame = frame
+        return int(started or 0)
 
     async def _run(self, frame: int, timeout_s: float, work: Coroutine[Any, Any, _T]) -> _T:
         """Await ``work`` on this page, turning its failures into PageBroken or CompositionError."""

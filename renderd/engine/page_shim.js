@@ -114,19 +114,39 @@
   // WAAPI adapter adopts them only now and then. renderd drives every transition itself: it
   // starts at the composition time of the seek that first sees it and advances with composition
   // time, as it would in a browser playing the composition at normal speed.
+  //
+  // A style change that interrupts a running transition starts the next one from where the
+  // running one has got to, so a timeline that moves an element with a transition every frame
+  // builds a chain: the element chases its target. Existing transitions are therefore moved to
+  // the new time before the seek changes styles (advanceTransitions), as a browser playing the
+  // composition would have them; driven only afterwards, each link would start from its
+  // predecessor's first frame and the element would not move until the timeline stops.
   const transitionStart = new WeakMap(); // CSSTransition -> composition time (s) first seen
+  const inFlight = new Set(); // transitions driven by the last seek, not yet replaced or ended
+  let started = 0; // transitions first seen by the current seek
   const isTransition = (a) => typeof CSSTransition !== "undefined" && a instanceof CSSTransition;
   const driveTransition = (a, t) => {
     let t0 = transitionStart.get(a);
     if (t0 === undefined) {
       t0 = t;
       transitionStart.set(a, t0);
+      started += 1;
     }
     a.pause();
     a.currentTime = Math.max(0, (t - t0) * 1000);
+    inFlight.add(a);
   };
   const driveTransitions = (t) => {
     for (const a of document.getAnimations()) if (isTransition(a)) driveTransition(a, t);
+  };
+  const advanceTransitions = (t) => {
+    started = 0;
+    for (const a of inFlight) {
+      const end = a.effect ? a.effect.getComputedTiming().endTime : 0;
+      // Replaced by a newer transition (cancelled) or over: nothing left to move.
+      if (a.playState === "idle" || (t - transitionStart.get(a)) * 1000 >= end) inFlight.delete(a);
+      else driveTransition(a, t);
+    }
   };
 
   const settle = (n) => new Promise((resolve) => {
@@ -193,8 +213,10 @@
     // started from the old position; a sequential pass would have none of them.
     settleTransitions() {
       for (const a of document.getAnimations()) if (isTransition(a)) a.cancel();
+      inFlight.clear();
     },
-    // Show composition time t (seconds) for absolute frame `frame`, then let it paint.
+    // Show composition time t (seconds) for absolute frame `frame`, then let it paint. Returns
+    // how many CSS transitions this seek started (the driver's priming looks for quiet spans).
     async seek(t, frame, settleFrames) {
       nowMs = t * 1000;
       reseed(frame);
@@ -205,6 +227,7 @@
         // relative to their own starts. In this order the runtime's own rAF tick cannot leave
         // the timeline a hair off the seeked time (which made pixels depend on the frames
         // rendered before); then pending async seeks finish.
+        advanceTransitions(t);
         flushRAF();
         p.renderSeek(t);
         if (typeof window.__hfWaitForSeekCompletion === "function") await window.__hfWaitForSeekCompletion();
@@ -213,8 +236,9 @@
         if (window.__renderdMedia) await window.__renderdMedia.apply(t);
         await mediaReady();
         await settle(settleFrames);
-        return errors.length;
+        return started;
       }
+      advanceTransitions(t);
       flushRAF();
       const h = hook();
       if (h) {
@@ -236,7 +260,7 @@
       }
       await mediaReady();
       await settle(settleFrames);
-      return errors.length;
+      return started;
     },
   };
 })();

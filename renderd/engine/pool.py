@@ -22,7 +22,7 @@ from renderd.engine.browser import BrowserOptions, launch_browser
 from renderd.engine.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage, PageBroken
 from renderd.errors import CaptureError, first_error
-from renderd.frames import Fps, WorkerTask, frame_file_name, frame_time, prime_window
+from renderd.frames import Fps, WorkerTask, frame_file_name, frame_time, prime_plan
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,9 @@ class CaptureSettings:
     # split points; renderd's do not.
     prime_frames: int = 1
     # A page with CSS transitions carries state for as long as its longest transition (a GSAP
-    # value set at one seek is still easing in at the next ones): priming covers that too, up to
-    # this many seconds.
-    max_prime_s: float = 2.0
+    # value set at one seek is still easing in at the next ones), longer while a timeline keeps
+    # restarting them: priming covers that too (frames.PrimePlan), up to this many seconds.
+    max_prime_s: float = 4.0
     # Clear the html/body backgrounds and keep alpha in PNG frames, as HyperFrames does for its
     # alpha outputs (png-sequence): the composition's own elements are all that is drawn.
     transparent: bool = False
@@ -155,13 +155,30 @@ class Worker:
         """Show the frames before ``i``, uncaptured, so the page's state is as in a sequential pass."""
         p = self._pool
         s = p.settings
-        start = max(0, i - prime_window(s.prime_frames, page.history_s, p.fps, s.max_prime_s))
-        await page.seek(start, frame_time(start, p.fps), settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
+        plan = prime_plan(s.prime_frames, page.history_s, p.fps, s.max_prime_s)
+        for span in plan.spans:
+            start = max(0, i - span)
+            started = await self._replay(page, start, i)
+            if start == 0 or plan.settled(started):
+                return
+        log.info(
+            "worker %d: CSS transitions kept starting through the %g s before frame %d; "
+            "it may differ slightly from a sequential render",
+            self.index, s.max_prime_s, i,
+        )  # fmt: skip
+
+    async def _replay(self, page: CompositionPage, start: int, end: int) -> list[int]:
+        """Jump to ``start``, then show each frame up to ``end`` (excluded); return transitions started per frame."""
+        s = self._pool.settings
+        fps = self._pool.fps
+        await page.seek(start, frame_time(start, fps), settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
         # The jump itself started CSS transitions from wherever the page was before; a sequential
         # pass would have none of those at ``start``.
         await page.forget_history(start, s.frame_timeout_s)
-        for k in range(start + 1, i):
-            await page.seek(k, frame_time(k, p.fps), settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
+        return [
+            await page.seek(k, frame_time(k, fps), settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
+            for k in range(start + 1, end)
+        ]
 
     async def _drop_page(self) -> None:
         if self._page is not None:
