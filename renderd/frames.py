@@ -222,11 +222,12 @@ class PrimePlan:
     """How to bring a page to the state of a sequential pass before a frame it did not lead up to.
 
     The worker jumps to ``i - span`` (ending the CSS transitions in flight), then shows every frame
-    up to ``i - 1`` uncaptured. The page's state then equals a sequential pass once ``quiet``
-    frames in a row started no transition: by then every transition in flight has ended, both
-    in the sequential pass and after the jump. A timeline that moves an element with a transition
-    every frame keeps a chain of transitions going for as long as it moves, so a span as long as
-    the transition may not reach such a quiet stretch: the next, doubled span is tried then.
+    up to ``i - 1`` uncaptured. A transition started at frame ``c`` has ended by frame
+    ``c + quiet``; so once ``quiet - 1`` frames in a row after ``c`` started no transition, the
+    next frame finds none in flight, in a sequential pass as after the jump, and from there on the
+    page's state is the same. A timeline that moves an element with a transition every frame keeps
+    a chain of transitions going for as long as it moves, so a span as long as the transition may
+    not reach such a quiet stretch: the next, doubled span is tried then.
     """
 
     quiet: int  # frames without a new transition after which none is in flight (0: no transitions)
@@ -234,14 +235,11 @@ class PrimePlan:
 
     def settled(self, started: Sequence[int]) -> bool:
         """Return True when ``started`` (transitions started per primed frame) has a quiet stretch."""
-        if self.quiet == 0:
-            return True
-        run = 0
+        run = longest = 0
         for n in started:
             run = 0 if n else run + 1
-            if run >= self.quiet:
-                return True
-        return False
+            longest = max(longest, run)
+        return longest >= self.quiet - 1
 
 
 def prime_plan(min_frames: int, history_s: float, fps: Fps, max_s: float) -> PrimePlan:

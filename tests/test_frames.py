@@ -851,12 +851,13 @@ def test_prime_plan_doubles_up_to_the_cap_only_for_pages_with_transitions() -> N
 
 @pytest.mark.parametrize(
     ("started", "settled"),
-    [([], False), ([0, 0], False), ([0, 0, 0], True), ([1, 0, 0, 0], True), ([0, 0, 2, 0, 0], False),
-     ([1, 1, 0, 0, 0, 1], True)],
-)  # fmt: skip
-def test_prime_plan_is_settled_after_a_quiet_stretch_as_long_as_a_transition(started: list[int], settled: bool) -> None:
+    [([], False), ([0], False), ([0, 0], True), ([1, 0, 0], True), ([0, 2, 0], False), ([1, 1, 0, 0, 1], True)],
+)
+def test_prime_plan_is_settled_once_transitions_started_before_have_ended(started: list[int], settled: bool) -> None:
+    """quiet=3: a transition started at frame c has ended by c + 3, so two quiet frames after c suffice."""
     assert PrimePlan(quiet=3, spans=(3,)).settled(started) is settled
 
 
-def test_a_page_without_transitions_is_settled_by_any_priming() -> None:
+def test_a_page_without_transitions_or_with_one_frame_transitions_is_settled_by_any_priming() -> None:
     assert PrimePlan(quiet=0, spans=(1,)).settled([])
+    assert PrimePlan(quiet=1, spans=(1,)).settled([])

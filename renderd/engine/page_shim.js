@@ -142,10 +142,14 @@
   const advanceTransitions = (t) => {
     started = 0;
     for (const a of inFlight) {
+      // Replaced by a newer transition (cancelled): nothing left to move.
+      if (a.playState === "idle") {
+        inFlight.delete(a);
+        continue;
+      }
+      driveTransition(a, t);
       const end = a.effect ? a.effect.getComputedTiming().endTime : 0;
-      // Replaced by a newer transition (cancelled) or over: nothing left to move.
-      if (a.playState === "idle" || (t - transitionStart.get(a)) * 1000 >= end) inFlight.delete(a);
-      else driveTransition(a, t);
+      if ((t - transitionStart.get(a)) * 1000 >= end) inFlight.delete(a); // over, now at its end
     }
   };
 

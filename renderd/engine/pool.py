@@ -159,6 +159,7 @@ class Worker:
         for span in plan.spans:
             start = max(0, i - span)
             started = await self._replay(page, start, i)
+            log.debug("worker %d: primed from frame %d for frame %d", self.index, start, i)
             if start == 0 or plan.settled(started):
                 return
         log.info(
@@ -171,6 +172,8 @@ class Worker:
         """Jump to ``start``, then show each frame up to ``end`` (excluded); return transitions started per frame."""
         s = self._pool.settings
         fps = self._pool.fps
+        # Frames are let pass after these seeks as after captured ones, though nothing is drawn:
+        # without them, a chain of CSS transitions came out a few levels off (product-promo).
         await page.seek(start, frame_time(start, fps), settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
         # The jump itself started CSS transitions from wherever the page was before; a sequential
         # pass would have none of those at ``start``.
