@@ -346,6 +346,11 @@ def test_peer_samples_extracts_a_sample_and_points_cdn_gsap_at_a_local_copy(tmp_
     font = '<link href="https://fonts.googleapis.com/css2?family=Inter" rel="stylesheet" />'
     (sample / "index.html").write_text(f"<html><head>{font}{cdn}</head><body></body></html>\n")
     (sample / "compositions" / "scene.html").write_text(f"<template>{cdn}</template>\n")
+    # A producer regression test: the project sits in <test>/src and loads GSAP from cdnjs.
+    test = repo / "packages" / "producer" / "tests" / "boundary" / "src"
+    test.mkdir(parents=True)
+    cdnjs = '<script src="https://cdnjs.cloudflare.com/ajax/libs/gsap/3.12.2/gsap.min.js"></script>'
+    (test / "index.html").write_text(f"<html><head>{cdnjs}</head><body></body></html>\n")
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(repo)], check=True, timeout=30)
     subprocess.run([*git, "add", "-A"], check=True, timeout=30)
@@ -363,6 +368,12 @@ def test_peer_samples_extracts_a_sample_and_points_cdn_gsap_at_a_local_copy(tmp_
     assert '<script src="../gsap.min.js"></script>' in (out / "demo" / "compositions" / "scene.html").read_text()
     assert "still remote: " in r.stderr and "fonts.googleapis.com" in r.stderr
     assert (out / "HYPERFRAMES_COMMIT").read_text().strip() == sha
+
+    r = subprocess.run([*cmd, "packages/producer/tests/boundary/src"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert '<script src="gsap.min.js"></script>' in (out / "boundary" / "index.html").read_text()
+    assert (out / "boundary" / "gsap.min.js").read_bytes() == gsap.read_bytes()
+    assert "still remote" not in r.stderr
 
     missing = subprocess.run([*cmd, "registry/examples/nope"], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1
