@@ -256,3 +256,19 @@ def test_an_unfilled_template_duration_is_quoted_as_written(tmp_path: Path) -> N
     r = run_renderd("render", comp, "-o", tmp_path / "out.mp4")
     assert r.returncode == 2
     assert r.stderr.strip() == "renderd: error: index.html: duration '__VIDEO_DURATION__' is not a number"
+
+
+def test_an_iframe_animated_by_its_own_raf_follows_the_composition_clock(tmp_path: Path) -> None:
+    """HyperFrames' iframe-render-compat: a same-origin iframe's rAF timestamps are composition time."""
+    out = tmp_path / "out.mp4"
+    r = run_renderd("render", FIXTURES / "iframe-raf", "-o", out, "--workers", "2", "--chunks", "2", "--crf", "0")
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, 160, 120)
+    assert len(frames) == 60
+
+    def box_x(frame: bytes) -> int | None:
+        lit = [x for x in range(160) if min(pixel(frame, 160, x, 60)) > 128]
+        return lit[0] if lit else None
+
+    got = {i: box_x(frames[i]) for i in (0, 15, 30, 45, 59)}
+    assert all(got[i] is not None and abs(got[i] - 2 * i) <= 1 for i in got), got

@@ -45,6 +45,19 @@
     rafQueue = [];
     for (const [, cb] of queue) cb(nowMs);
   };
+  // Documents in same-origin iframes (this shim runs in every frame) keep the page's clock:
+  // their rAF-driven content advances with composition time too, as in HyperFrames.
+  const tickFrames = (t, frame) => {
+    for (const el of document.querySelectorAll("iframe")) {
+      let child = null;
+      try {
+        child = el.contentWindow && el.contentWindow.__renderdShim; // cross-origin: throws
+      } catch {
+        continue;
+      }
+      if (child && typeof child.tick === "function") child.tick(t, frame);
+    }
+  };
 
   // HyperFrames pages register their timelines on window.__timelines, often without creating
   // it; page scripts (shader transitions) write to window.__hf before the runtime exists.
@@ -221,9 +234,17 @@
     },
     // Show composition time t (seconds) for absolute frame `frame`, then let it paint. Returns
     // how many CSS transitions this seek started (the driver's priming looks for quiet spans).
+    // Set this document's clock (and its iframes') to t and run its queued rAF callbacks.
+    tick(t, frame) {
+      nowMs = t * 1000;
+      reseed(frame);
+      tickFrames(t, frame);
+      flushRAF();
+    },
     async seek(t, frame, settleFrames) {
       nowMs = t * 1000;
       reseed(frame);
+      tickFrames(t, frame);
       const p = hfPlayer();
       if (p) {
         // rAF-driven content sees the new time first; then the runtime seeks clips,
