@@ -43,6 +43,7 @@ class HtmlScan:
     media: list[Element] = field(default_factory=list)  # video/audio elements and their <source>s
     remote_urls: list[tuple[str, int]] = field(default_factory=list)  # (url, line)
     has_template: bool = False
+    scripts: int = 0  # <script> elements
 
 
 class _Scanner(HTMLParser):
@@ -65,6 +66,8 @@ class _Scanner(HTMLParser):
             s.media.append(el)
         if tag == "template":
             s.has_template = True
+        if tag == "script":
+            s.scripts += 1
         if tag == "source" and s.media and "src" in a:
             s.media.append(el)
         for name in _URL_ATTRS:
@@ -106,6 +109,27 @@ class HyperFramesProject:
     entry: HtmlScan
     sub_files: dict[str, HtmlScan]  # composition-src as written -> scan (missing files absent)
     missing_sub_files: tuple[str, ...]
+
+    def without_scripts(self) -> frozenset[str]:
+        """Return the composition ids that no script of the project can register a timeline for.
+
+        A sub-composition belongs to its file, an inline composition to the entry file; when that
+        file has no script at all, no timeline will come (the HyperFrames CLI waits out its 45 s
+        page-ready timeout for those, then renders without them). The ids of files with scripts
+        are never in here, whichever file declares them too.
+        """
+        hosted = {h.get("data-composition-id") for h in self.entry.hosts}
+        by_file: list[tuple[HtmlScan, set[str]]] = [
+            (self.entry, {i for r in self.entry.roots if (i := r.get("data-composition-id")) and i not in hosted})
+        ]
+        for host in self.entry.hosts:
+            scan = self.sub_files.get(host.get("data-composition-src") or "")
+            if scan is not None:
+                ids = {i for r in scan.roots if (i := r.get("data-composition-id"))}
+                ids |= {i} if (i := host.get("data-composition-id")) else set()
+                by_file.append((scan, ids))
+        scripted = {i for scan, ids in by_file if scan.scripts for i in ids}
+        return frozenset(i for _, ids in by_file for i in ids) - scripted
 
     @property
     def fps(self) -> str | None:

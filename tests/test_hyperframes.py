@@ -272,3 +272,29 @@ def test_an_iframe_animated_by_its_own_raf_follows_the_composition_clock(tmp_pat
 
     got = {i: box_x(frames[i]) for i in (0, 15, 30, 45, 59)}
     assert all(got[i] is not None and abs(got[i] - 2 * i) <= 1 for i in got), got
+
+
+def test_a_project_without_scripts_renders_without_waiting_for_timelines(tmp_path: Path) -> None:
+    """No script can register a timeline there (HyperFrames waits 45 s, then renders anyway)."""
+    static = FIXTURES / "hf-static"
+    project = read_project(static / "index.html")
+    assert project is not None and project.without_scripts() == {"main", "overlay"}
+    out = tmp_path / "out.mp4"
+    r = run_renderd("render", static, "-o", out, "--ready-timeout", "10", "--crf", "0")
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, 160, 120)
+    assert len(frames) == 30
+    assert close(pixel(frames[0], 160, 20, 20), GREEN, 8) and close(pixel(frames[29], 160, 120, 100), BLUE, 8)
+
+
+def test_only_compositions_of_files_without_scripts_skip_the_timeline_wait(tmp_path: Path) -> None:
+    comp = tmp_path / "proj"
+    shutil.copytree(FIXTURES / "hf-static", comp)
+    index = comp / "index.html"
+    index.write_text(index.read_text().replace("</body>", "<script>window.__timelines.main = null;</script></body>"))
+    project = read_project(index)
+    assert project is not None and project.without_scripts() == {"overlay"}
+    overlay = comp / "compositions" / "overlay.html"
+    overlay.write_text(overlay.read_text().replace("</template>", "<script></script></template>"))
+    project = read_project(index)
+    assert project is not None and project.without_scripts() == set()

@@ -59,20 +59,21 @@ _SHIM = resources.files("renderd.engine").joinpath("page_shim.js").read_text(enc
 _MEDIA_SHIM = resources.files("renderd.engine").joinpath("media_shim.js").read_text(encoding="utf-8")
 _READY_POLL_MS = 50
 # Which compositions still lack a registered timeline (HyperFrames' own readiness rule: every
-# element with data-composition-id, unless it carries data-no-timeline).
-_HF_MISSING_TIMELINES = """(() => {
+# element with data-composition-id, unless it carries data-no-timeline), leaving out the ids in
+# `skip` (those no script of the project can register: HyperFramesProject.without_scripts).
+_HF_MISSING_TIMELINES = """((skip) => {
   const reg = window.__timelines || {};
   const out = [];
   for (const el of document.querySelectorAll("[data-composition-id]")) {
     const id = el.getAttribute("data-composition-id");
-    if (id && !el.hasAttribute("data-no-timeline") && !reg[id]) out.push(id);
+    if (id && !el.hasAttribute("data-no-timeline") && !skip.includes(id) && !reg[id]) out.push(id);
   }
   return out;
-})()"""
-_HF_READY = f"""() => !!(window.__player && typeof window.__player.renderSeek === 'function'
-  && window.__renderReady && !window.__hfTimelinesBuilding && {_HF_MISSING_TIMELINES}.length === 0)"""
-_HF_STATE = f"""() => ({{player: !!window.__player, building: !!window.__hfTimelinesBuilding,
-  missing: {_HF_MISSING_TIMELINES},
+})"""
+_HF_READY = f"""(skip) => !!(window.__player && typeof window.__player.renderSeek === 'function'
+  && window.__renderReady && !window.__hfTimelinesBuilding && {_HF_MISSING_TIMELINES}(skip).length === 0)"""
+_HF_STATE = f"""(skip) => ({{player: !!window.__player, building: !!window.__hfTimelinesBuilding,
+  missing: {_HF_MISSING_TIMELINES}(skip),
   startup: window.__hfStartupError ? String(window.__hfStartupError) : null}})"""
 
 
@@ -187,7 +188,9 @@ class CompositionPage:
                 if info["kind"] == "hyperframes":
                     # The runtime sets __renderReady once sub-compositions are mounted and the
                     # timelines bound; __hfTimelinesBuilding covers timelines built lazily.
-                    await self.page.wait_for_function(_HF_READY, polling=_READY_POLL_MS, timeout=0)
+                    await self.page.wait_for_function(
+                        _HF_READY, arg=self._static_ids(), polling=_READY_POLL_MS, timeout=0
+                    )
                     # Timelines registered late are nested into the root only on a rebind.
                     await self.page.evaluate("() => window.__hfForceTimelineRebind && window.__hfForceTimelineRebind()")
                 await self.page.evaluate("() => window.__renderdShim.ready()")
@@ -216,10 +219,14 @@ class CompositionPage:
         await self._cdp.send("Emulation.setDefaultBackgroundColorOverride", {"color": {"r": 0, "g": 0, "b": 0, "a": 0}})
         await self.page.evaluate(_CLEAR_BACKGROUND)
 
+    def _static_ids(self) -> list[str]:
+        """Composition ids whose timeline readiness does not wait for: no script could register one."""
+        return sorted(self.project.without_scripts()) if self.project is not None else []
+
     async def _hyperframes_not_ready(self) -> str:
         """Say which part of a HyperFrames page never got ready (for the timeout error)."""
         try:
-            state = await self.page.evaluate(_HF_STATE)
+            state = await self.page.evaluate(_HF_STATE, self._static_ids())
         except PlaywrightError:
             return "the HyperFrames runtime never reported ready"
         if state.get("startup"):
