@@ -232,8 +232,6 @@
       for (const a of document.getAnimations()) if (isTransition(a)) a.cancel();
       inFlight.clear();
     },
-    // Show composition time t (seconds) for absolute frame `frame`, then let it paint. Returns
-    // how many CSS transitions this seek started (the driver's priming looks for quiet spans).
     // Set this document's clock (and its iframes') to t and run its queued rAF callbacks.
     tick(t, frame) {
       nowMs = t * 1000;
@@ -241,6 +239,8 @@
       tickFrames(t, frame);
       flushRAF();
     },
+    // Show composition time t (seconds) for absolute frame `frame`, then let it paint. Returns
+    // how many CSS transitions this seek started (the driver's priming looks for quiet spans).
     async seek(t, frame, settleFrames) {
       nowMs = t * 1000;
       reseed(frame);
