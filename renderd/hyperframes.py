@@ -109,6 +109,8 @@ class HyperFramesProject:
     entry: HtmlScan
     sub_files: dict[str, HtmlScan]  # composition-src as written -> scan (missing files absent)
     missing_sub_files: tuple[str, ...]
+    # Hosts inside sub-composition files (a sub-composition that hosts another one), any depth.
+    nested_hosts: tuple[Element, ...] = ()
 
     def without_scripts(self) -> frozenset[str]:
         """Return the composition ids that no script of the project can register a timeline for.
@@ -122,7 +124,7 @@ class HyperFramesProject:
         by_file: list[tuple[HtmlScan, set[str]]] = [
             (self.entry, {i for r in self.entry.roots if (i := r.get("data-composition-id")) and i not in hosted})
         ]
-        for host in self.entry.hosts:
+        for host in (*self.entry.hosts, *self.nested_hosts):
             scan = self.sub_files.get(host.get("data-composition-src") or "")
             if scan is not None:
                 ids = {i for r in scan.roots if (i := r.get("data-composition-id"))}
@@ -140,7 +142,7 @@ class HyperFramesProject:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-friendly summary (used by ``renderd inspect``)."""
         subs = []
-        for host in self.entry.hosts:
+        for host in (*self.entry.hosts, *self.nested_hosts):
             src = host.get("data-composition-src") or ""
             subs.append(
                 {
@@ -167,6 +169,16 @@ class HyperFramesProject:
         }
 
 
+_TEMPLATE_CONTENT = re.compile(r"<template\b[^>]*>(.*)</template\s*>", re.S | re.I)
+_BODY_CONTENT = re.compile(r"<body\b[^>]*>(.*)</body\s*>", re.S | re.I)
+
+
+def composition_markup(text: str) -> str:
+    """Return the markup a sub-composition file mounts: its ``<template>``'s content, else its body's."""
+    m = _TEMPLATE_CONTENT.search(text) or _BODY_CONTENT.search(text)
+    return m.group(1) if m else text
+
+
 def read_project(entry: Path) -> HyperFramesProject | None:
     """Return the HyperFrames view of ``entry``, or None if it has no composition root."""
     try:
@@ -179,15 +191,23 @@ def read_project(entry: Path) -> HyperFramesProject | None:
     root = scan.roots[0]
     subs: dict[str, HtmlScan] = {}
     missing: list[str] = []
+    nested: list[Element] = []
     base = entry.parent
-    for host in scan.hosts:
+    # Sub-composition files may host further ones; their sources are relative to the project, as
+    # the runtime resolves them against the entry document. Each file is read once (cycles end).
+    queue = [(host, False) for host in scan.hosts]
+    while queue:
+        host, is_nested = queue.pop(0)
+        if is_nested:
+            nested.append(host)
         src = host.get("data-composition-src") or ""
         rel = urlsplit(src).path
-        if not rel or _is_remote(src):
+        if not rel or _is_remote(src) or src in subs or src in missing:
             continue
         path = (base / rel).resolve()
         if not path.is_relative_to(base.resolve()) or not path.is_file():
             missing.append(src)
             continue
         subs[src] = scan_html(path.read_text(encoding="utf-8", errors="replace"))
-    return HyperFramesProject(root.get("data-composition-id") or "", root, scan, subs, tuple(missing))
+        queue += [(h, True) for h in subs[src].hosts]
+    return HyperFramesProject(root.get("data-composition-id") or "", root, scan, subs, tuple(missing), tuple(nested))

@@ -298,3 +298,26 @@ def test_only_compositions_of_files_without_scripts_skip_the_timeline_wait(tmp_p
     overlay.write_text(overlay.read_text().replace("</template>", "<script></script></template>"))
     project = read_project(index)
     assert project is not None and project.without_scripts() == set()
+
+
+def test_a_sub_composition_hosting_another_one_mounts_it_with_its_timeline(tmp_path: Path) -> None:
+    """HyperFrames' nested-subcomp-depth-3: root -> level 2 -> level 3, level 3 animated by its own timeline."""
+    nested = FIXTURES / "hf-nested"
+    project = read_project(nested / "index.html")
+    assert project is not None
+    assert [h.get("data-composition-id") for h in project.nested_hosts] == ["level3"]
+    assert set(project.sub_files) == {"compositions/level2.html", "compositions/level3.html"}
+    out = tmp_path / "out.mp4"
+    r = run_renderd("render", nested, "-o", out, "--workers", "2", "--chunks", "2", "--ready-timeout", "15")
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, 160, 120)
+    assert len(frames) == 60
+    magenta = (255, 0, 255)
+
+    def box_x(frame: bytes) -> int | None:
+        lit = [x for x in range(160) if close(pixel(frame, 160, x, 60), magenta, 40)]
+        return lit[0] if lit else None
+
+    got = {i: box_x(frames[i]) for i in (0, 15, 30, 59)}
+    assert all(got[i] is not None and abs(got[i] - i) <= 1 for i in got), got
+    assert close(pixel(frames[30], 160, 60, 20), GREY, 12) and close(pixel(frames[30], 160, 120, 20), (0, 0, 0), 12)

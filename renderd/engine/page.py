@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import mimetypes
+import re
 from collections.abc import Coroutine
 from fractions import Fraction
 from importlib import resources
@@ -28,7 +29,7 @@ from renderd.engine.media_frames import URL_PREFIX as MEDIA_URL_PREFIX
 from renderd.engine.media_frames import MediaFrames, read_range
 from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError
 from renderd.frames import Fps
-from renderd.hyperframes import HyperFramesProject, read_project
+from renderd.hyperframes import HyperFramesProject, composition_markup, read_project
 
 _T = TypeVar("_T")
 # Longest transition-duration + transition-delay (seconds) of any element in the ready page.
@@ -392,6 +393,9 @@ def _router(
     return handle
 
 
+_NESTED_SRC = re.compile(r"""\sdata-composition-src\s*=\s*(["'])(.*?)\1""")
+
+
 class _HyperFramesDocuments:
     """The HTML of a HyperFrames project as the HyperFrames CLI would hand it to the browser."""
 
@@ -400,6 +404,16 @@ class _HyperFramesDocuments:
         base = comp.entry.parent
         self._subs = {(base / src).resolve() for src in project.sub_files}
         self._font_css: str | None = None
+        # A sub-composition that hosts another one: the runtime mounts the hosts it finds in the
+        # document once, so a host that only appears inside mounted content would stay empty
+        # (HyperFrames' own render path inlines them beforehand). renderd serves such a host
+        # without its data-composition-src and puts the file's markup in the entry document as
+        # <template id="ID-template">, which the runtime's inline-template pass then mounts.
+        self._nested: dict[str, str] = {}  # composition-src -> composition id
+        for host in project.nested_hosts:
+            src, cid = host.get("data-composition-src") or "", host.get("data-composition-id") or ""
+            if cid and src in project.sub_files and cid not in self._nested.values():
+                self._nested.setdefault(src, cid)
 
     def serve(self, path: Path, body: bytes) -> bytes:
         """Return the bytes to serve for HTML file ``path``: the entry gets fonts and the runtime."""
@@ -421,7 +435,26 @@ class _HyperFramesDocuments:
             # mounted by the runtime itself.
             html = hf_fonts.inject_text_rendering(hf_fonts.inject_font_faces(html, self._font_css))
             html = hf_runtime.inject_runtime(html)
+            html = self._with_nested_templates(html)
+        elif self._nested:
+            html = _NESTED_SRC.sub(self._unsourced, html)
         return html.encode("utf-8")
+
+    def _unsourced(self, m: re.Match[str]) -> str:
+        """Rename a nested host's data-composition-src (its markup is a template in the entry)."""
+        quote, src = m.group(1), m.group(2)
+        return f" data-composition-file={quote}{src}{quote}" if src in self._nested else m.group(0)
+
+    def _with_nested_templates(self, html: str) -> str:
+        base = self._comp.entry.parent
+        templates = "".join(
+            f'<template id="{cid}-template">'
+            + composition_markup((base / urlsplit(src).path).read_text(encoding="utf-8", errors="replace"))
+            + "</template>"
+            for src, cid in self._nested.items()
+        )
+        at = html.lower().rfind("</body")
+        return html + templates if at < 0 else html[:at] + templates + html[at:]
 
 
 def _error_text(exc: Exception) -> str:
