@@ -109,8 +109,9 @@ class HyperFramesProject:
     entry: HtmlScan
     sub_files: dict[str, HtmlScan]  # composition-src as written -> scan (missing files absent)
     missing_sub_files: tuple[str, ...]
-    # Hosts inside sub-composition files (a sub-composition that hosts another one), any depth.
-    nested_hosts: tuple[Element, ...] = ()
+    # Hosts inside sub-composition files (a sub-composition that hosts another one), any depth,
+    # each with the composition-src of the file that holds it.
+    nested_hosts: tuple[tuple[str, Element], ...] = ()
 
     def without_scripts(self) -> frozenset[str]:
         """Return the composition ids that no script of the project can register a timeline for.
@@ -124,7 +125,7 @@ class HyperFramesProject:
         by_file: list[tuple[HtmlScan, set[str]]] = [
             (self.entry, {i for r in self.entry.roots if (i := r.get("data-composition-id")) and i not in hosted})
         ]
-        for host in (*self.entry.hosts, *self.nested_hosts):
+        for host in (*self.entry.hosts, *(h for _, h in self.nested_hosts)):
             scan = self.sub_files.get(host.get("data-composition-src") or "")
             if scan is not None:
                 ids = {i for r in scan.roots if (i := r.get("data-composition-id"))}
@@ -142,7 +143,7 @@ class HyperFramesProject:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-friendly summary (used by ``renderd inspect``)."""
         subs = []
-        for host in (*self.entry.hosts, *self.nested_hosts):
+        for host in (*self.entry.hosts, *(h for _, h in self.nested_hosts)):
             src = host.get("data-composition-src") or ""
             subs.append(
                 {
@@ -191,15 +192,15 @@ def read_project(entry: Path) -> HyperFramesProject | None:
     root = scan.roots[0]
     subs: dict[str, HtmlScan] = {}
     missing: list[str] = []
-    nested: list[Element] = []
+    nested: list[tuple[str, Element]] = []
     base = entry.parent
     # Sub-composition files may host further ones; their sources are relative to the project, as
     # the runtime resolves them against the entry document. Each file is read once (cycles end).
-    queue = [(host, False) for host in scan.hosts]
+    queue: list[tuple[str | None, Element]] = [(None, host) for host in scan.hosts]
     while queue:
-        host, is_nested = queue.pop(0)
-        if is_nested:
-            nested.append(host)
+        container, host = queue.pop(0)
+        if container is not None:
+            nested.append((container, host))
         src = host.get("data-composition-src") or ""
         rel = urlsplit(src).path
         if not rel or _is_remote(src) or src in subs or src in missing:
@@ -209,5 +210,5 @@ def read_project(entry: Path) -> HyperFramesProject | None:
             missing.append(src)
             continue
         subs[src] = scan_html(path.read_text(encoding="utf-8", errors="replace"))
-        queue += [(h, True) for h in subs[src].hosts]
+        queue += [(src, h) for h in subs[src].hosts]
     return HyperFramesProject(root.get("data-composition-id") or "", root, scan, subs, tuple(missing), tuple(nested))

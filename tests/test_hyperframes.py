@@ -300,13 +300,16 @@ def test_only_compositions_of_files_without_scripts_skip_the_timeline_wait(tmp_p
     assert project is not None and project.without_scripts() == set()
 
 
-def test_a_sub_composition_hosting_another_one_mounts_it_with_its_timeline(tmp_path: Path) -> None:
-    """HyperFrames' nested-subcomp-depth-3: root -> level 2 -> level 3, level 3 animated by its own timeline."""
+def test_sub_compositions_hosting_others_mount_them_with_their_timelines(tmp_path: Path) -> None:
+    """HyperFrames' nested-subcomp-depth-3, one level deeper: root -> level 2 -> level 3 -> level 4."""
     nested = FIXTURES / "hf-nested"
     project = read_project(nested / "index.html")
     assert project is not None
-    assert [h.get("data-composition-id") for h in project.nested_hosts] == ["level3"]
-    assert set(project.sub_files) == {"compositions/level2.html", "compositions/level3.html"}
+    assert [(f, h.get("data-composition-id")) for f, h in project.nested_hosts] == [
+        ("compositions/level2.html", "level3"),
+        ("compositions/level3.html", "level4"),
+    ]
+    assert set(project.sub_files) == {f"compositions/level{n}.html" for n in (2, 3, 4)}
     out = tmp_path / "out.mp4"
     r = run_renderd("render", nested, "-o", out, "--workers", "2", "--chunks", "2", "--ready-timeout", "15")
     assert r.returncode == 0, r.stderr
@@ -318,6 +321,10 @@ def test_a_sub_composition_hosting_another_one_mounts_it_with_its_timeline(tmp_p
         lit = [x for x in range(160) if close(pixel(frame, 160, x, 60), magenta, 40)]
         return lit[0] if lit else None
 
-    got = {i: box_x(frames[i]) for i in (0, 15, 30, 59)}
-    assert all(got[i] is not None and abs(got[i] - i) <= 1 for i in got), got
-    assert close(pixel(frames[30], 160, 60, 20), GREY, 12) and close(pixel(frames[30], 160, 120, 20), (0, 0, 0), 12)
+    def cyan_y(frame: bytes) -> int | None:
+        lit = [y for y in range(120) if close(pixel(frame, 160, 130, y), (0, 255, 255), 40)]
+        return lit[0] if lit else None
+
+    got = {i: (box_x(frames[i]), cyan_y(frames[i])) for i in (0, 15, 30, 59)}
+    assert all(None not in xy and abs(xy[0] - i) <= 1 and abs(xy[1] - i) <= 1 for i, xy in got.items()), got
+    assert close(pixel(frames[30], 160, 60, 20), GREY, 12) and close(pixel(frames[30], 160, 100, 20), (0, 0, 0), 12)

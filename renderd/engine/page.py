@@ -393,7 +393,8 @@ def _router(
     return handle
 
 
-_NESTED_SRC = re.compile(r"""\sdata-composition-src\s*=\s*(["'])(.*?)\1""")
+# An opening tag with data-composition-src: (tag start)(quote)(src)(rest of the tag).
+_NESTED_HOST = re.compile(r"""(<[a-zA-Z][^>]*?)\sdata-composition-src\s*=\s*(["'])(.*?)\2([^>]*>)""")
 
 
 class _HyperFramesDocuments:
@@ -408,12 +409,19 @@ class _HyperFramesDocuments:
         # document once, so a host that only appears inside mounted content would stay empty
         # (HyperFrames' own render path inlines them beforehand). renderd serves such a host
         # without its data-composition-src and puts the file's markup in the entry document as
-        # <template id="ID-template">, which the runtime's inline-template pass then mounts.
-        self._nested: dict[str, str] = {}  # composition-src -> composition id
-        for host in project.nested_hosts:
+        # <template id="ID-template">, which the runtime's inline-template pass then mounts. That
+        # pass runs once too, so hosts one level further down get their file's markup inlined
+        # into that template, as HyperFrames' render path does for every level.
+        top = {h.get("data-composition-src") for h in project.entry.hosts}
+        self._templated: dict[str, str] = {}  # composition-src -> id: a template in the entry
+        self._inlined: dict[str, str] = {}  # composition-src -> id: inlined into its host
+        for container, host in project.nested_hosts:
             src, cid = host.get("data-composition-src") or "", host.get("data-composition-id") or ""
-            if cid and src in project.sub_files and cid not in self._nested.values():
-                self._nested.setdefault(src, cid)
+            if not cid or src not in project.sub_files:
+                continue
+            chosen = self._templated if container in top else self._inlined
+            if src not in self._templated and src not in self._inlined and cid not in chosen.values():
+                chosen[src] = cid
 
     def serve(self, path: Path, body: bytes) -> bytes:
         """Return the bytes to serve for HTML file ``path``: the entry gets fonts and the runtime."""
@@ -436,22 +444,33 @@ class _HyperFramesDocuments:
             html = hf_fonts.inject_text_rendering(hf_fonts.inject_font_faces(html, self._font_css))
             html = hf_runtime.inject_runtime(html)
             html = self._with_nested_templates(html)
-        elif self._nested:
-            html = _NESTED_SRC.sub(self._unsourced, html)
+        elif self._templated:
+            html = _NESTED_HOST.sub(lambda m: self._unsourced(m) if m.group(3) in self._templated else m.group(0), html)
         return html.encode("utf-8")
 
-    def _unsourced(self, m: re.Match[str]) -> str:
-        """Rename a nested host's data-composition-src (its markup is a template in the entry)."""
-        quote, src = m.group(1), m.group(2)
-        return f" data-composition-file={quote}{src}{quote}" if src in self._nested else m.group(0)
+    @staticmethod
+    def _unsourced(m: re.Match[str]) -> str:
+        """A nested host's opening tag with data-composition-src renamed to data-composition-file."""
+        quote = m.group(2)
+        return f"{m.group(1)} data-composition-file={quote}{m.group(3)}{quote}{m.group(4)}"
+
+    def _markup(self, src: str, seen: frozenset[str]) -> str:
+        """The markup of sub-composition ``src``, with the deeper nested hosts' markup inlined."""
+        text = (self._comp.entry.parent / urlsplit(src).path).read_text(encoding="utf-8", errors="replace")
+        seen = seen | {src}
+
+        def inline(m: re.Match[str]) -> str:
+            inner = m.group(3)
+            if inner not in self._inlined or inner in seen:
+                return m.group(0)
+            return self._unsourced(m) + self._markup(inner, seen)
+
+        return _NESTED_HOST.sub(inline, composition_markup(text))
 
     def _with_nested_templates(self, html: str) -> str:
-        base = self._comp.entry.parent
         templates = "".join(
-            f'<template id="{cid}-template">'
-            + composition_markup((base / urlsplit(src).path).read_text(encoding="utf-8", errors="replace"))
-            + "</template>"
-            for src, cid in self._nested.items()
+            f'<template id="{cid}-template">{self._markup(src, frozenset())}</template>'
+            for src, cid in self._templated.items()
         )
         at = html.lower().rfind("</body")
         return html + templates if at < 0 else html[:at] + templates + html[at:]
