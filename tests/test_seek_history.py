@@ -25,6 +25,18 @@ def test_a_composition_with_state_between_seeks_renders_as_one_sequential_pass(t
     assert red == [], f"frames rendered without their predecessor shown first: {red}"
 
 
+def test_a_page_keeping_all_its_history_is_replayed_from_frame_0(tmp_path: Path) -> None:
+    """anime.js timelines take start values from their first render: every task replays from 0."""
+    out = tmp_path / "out.mp4"
+    comp = FIXTURES / "hf-anime-history"
+    r = run_renderd("render", comp, "-o", out, "--workers", "2", "--chunks", "3", "--crf", "10")
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, W, H)
+    assert len(frames) == 60
+    red = [i for i, f in enumerate(frames) if not close(pixel(f, W, 40, 60), GREEN, 40)]
+    assert red == [], f"frames rendered without every frame before them shown in order: {red}"
+
+
 def _slider_x(frame: bytes) -> int | None:
     """Left edge of the black slider on row y = 110 (see tests/fixtures/hf-history)."""
     dark = [x for x in range(W) if max(pixel(frame, W, x, 110)) < 60]

@@ -46,6 +46,9 @@ _LONGEST_TRANSITION = """() => {
   }
   return longest;
 }"""
+# Page content whose frames depend on every seek since the first: anime.js timelines registered
+# with the HyperFrames runtime's anime adapter.
+_KEEPS_ALL_HISTORY = "() => Array.isArray(window.__hfAnime) && window.__hfAnime.length > 0"
 _CLEAR_BACKGROUND = """() => {
   const style = document.createElement("style");
   style.dataset.renderdTransparent = "";
@@ -118,6 +121,10 @@ class CompositionPage:
         self.transparent = False
         # Seconds of state the page carries from one seek to the next: its longest CSS transition.
         self.history_s = 0.0
+        # The page keeps state from every seek since its first (anime.js timelines take a tween's
+        # start value from the page at its first render): frames equal a sequential pass only
+        # when this page has shown every frame before them, from frame 0.
+        self.keeps_all_history = False
 
     @classmethod
     async def open(
@@ -196,6 +203,7 @@ class CompositionPage:
                     await self.page.evaluate("() => window.__hfForceTimelineRebind && window.__hfForceTimelineRebind()")
                 await self.page.evaluate("() => window.__renderdShim.ready()")
                 self.history_s = float(await self.page.evaluate(_LONGEST_TRANSITION))
+                self.keeps_all_history = bool(await self.page.evaluate(_KEEPS_ALL_HISTORY))
         except TimeoutError:
             self._raise_script_errors()
             what = (

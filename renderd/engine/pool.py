@@ -125,7 +125,7 @@ class Worker:
                     log.warning("test hook: crashing worker %d's page at frame %d", self.index, i)
                     await page.crash()
                 if page.shown_frame != i - 1:
-                    await self._prime(page, i)
+                    page = await self._prime(page, i)
                 data = await page.capture(
                     i,
                     frame_time(i, p.fps),
@@ -151,22 +151,46 @@ class Worker:
                 raise CaptureError(f"cannot write frame {i} to {task.work_dir}: {exc.strerror or exc}") from None
             on_frame(i)
 
-    async def _prime(self, page: CompositionPage, i: int) -> None:
-        """Show the frames before ``i``, uncaptured, so the page's state is as in a sequential pass."""
+    async def _prime(self, page: CompositionPage, i: int) -> CompositionPage:
+        """Show the frames before ``i``, uncaptured, so the page's state is as in a sequential pass.
+
+        Returns the page to capture ``i`` with (a new one when the page had to start over).
+        """
         p = self._pool
         s = p.settings
+        if page.keeps_all_history:
+            return await self._replay_all(page, i)
         plan = prime_plan(s.prime_frames, page.history_s, p.fps, s.max_prime_s)
         for span in plan.spans:
             start = max(0, i - span)
             started = await self._replay(page, start, i)
             log.debug("worker %d: primed from frame %d for frame %d", self.index, start, i)
             if start == 0 or plan.settled(started):
-                return
+                return page
         log.info(
             "worker %d: CSS transitions kept starting through the %g s before frame %d; "
             "it may differ slightly from a sequential render",
             self.index, s.max_prime_s, i,
         )  # fmt: skip
+        return page
+
+    async def _replay_all(self, page: CompositionPage, i: int) -> CompositionPage:
+        """Bring a page that keeps all its history to frame ``i - 1`` through every frame from 0.
+
+        A page that has shown an earlier frame goes on from there (each worker's tasks come in
+        frame order, so it steps over the frames other workers capture); one that is past ``i``
+        starts over as a new page.
+        """
+        s = self._pool.settings
+        fps = self._pool.fps
+        if page.shown_frame is not None and page.shown_frame >= i:
+            await self._drop_page()
+            page = await self.ensure_ready()
+        first = 0 if page.shown_frame is None else page.shown_frame + 1
+        log.debug("worker %d: replaying frames %d..%d for frame %d", self.index, first, i - 1, i)
+        for k in range(first, i):
+            await page.seek(k, frame_time(k, fps), settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
+        return page
 
     async def _replay(self, page: CompositionPage, start: int, end: int) -> list[int]:
         """Jump to ``start``, then show each frame up to ``end`` (excluded); return transitions started per frame."""
