@@ -181,31 +181,31 @@ class Worker:
         frame order, so it steps over the frames other workers capture); one that is past ``i``
         starts over as a new page.
         """
-        s = self._pool.settings
-        fps = self._pool.fps
         if page.shown_frame is not None and page.shown_frame >= i:
             await self._drop_page()
             page = await self.ensure_ready()
         first = 0 if page.shown_frame is None else page.shown_frame + 1
         log.debug("worker %d: replaying frames %d..%d for frame %d", self.index, first, i - 1, i)
         for k in range(first, i):
-            await page.seek(k, frame_time(k, fps), settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
+            await self._show(page, k)
         return page
 
     async def _replay(self, page: CompositionPage, start: int, end: int) -> list[int]:
         """Jump to ``start``, then show each frame up to ``end`` (excluded); return transitions started per frame."""
-        s = self._pool.settings
-        fps = self._pool.fps
-        # Frames are let pass after these seeks as after captured ones, though nothing is drawn:
-        # without them, a chain of CSS transitions came out a few levels off (product-promo).
-        await page.seek(start, frame_time(start, fps), settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
+        await self._show(page, start)
         # The jump itself started CSS transitions from wherever the page was before; a sequential
         # pass would have none of those at ``start``.
-        await page.forget_history(start, s.frame_timeout_s)
-        return [
-            await page.seek(k, frame_time(k, fps), settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s)
-            for k in range(start + 1, end)
-        ]
+        await page.forget_history(start, self._pool.settings.frame_timeout_s)
+        return [await self._show(page, k) for k in range(start + 1, end)]
+
+    async def _show(self, page: CompositionPage, k: int) -> int:
+        """Show frame ``k`` uncaptured; return the CSS transitions its seek started."""
+        s = self._pool.settings
+        # Frames are let pass after these seeks as after captured ones, though nothing is drawn:
+        # without them, a chain of CSS transitions came out a few levels off (product-promo).
+        return await page.seek(
+            k, frame_time(k, self._pool.fps), settle_frames=s.settle_frames, timeout_s=s.frame_timeout_s
+        )
 
     async def _drop_page(self) -> None:
         if self._page is not None:
