@@ -311,11 +311,10 @@ async def compare_videos(
     for log in (psnr_log, ssim_log):
         log.unlink(missing_ok=True)
     # Frame directories and inputs with alpha are compared through an opaque lossless copy.
-    fa, fb = sa, sb
-    if sa.input_args or _has_alpha(sa.pix_fmt):
-        fa = await flatten(sa, out_dir / "a-flat.mkv", timeout)
-    if sb.input_args or _has_alpha(sb.pix_fmt):
-        fb = await flatten(sb, out_dir / "b-flat.mkv", timeout)
+    fa, fb = [
+        await flatten(v, out_dir / f"{side}-flat.mkv", timeout) if v.input_args or _has_alpha(v.pix_fmt) else v
+        for side, v in (("a", sa), ("b", sb))
+    ]
     graph = (
         f"[0:v]{to_rgb_filter(fa)}[a];[1:v]{to_rgb_filter(fb)},split[b1][b2];"
         f"[a][b1]psnr=stats_file={_filter_path(psnr_log)}:shortest=1[ap];"

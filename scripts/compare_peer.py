@@ -92,7 +92,8 @@ def judge(comparison: Comparison, min_psnr: float, unstable: Collection[int] = (
         problems.append(f"frame counts differ ({a.frames} vs {b.frames})")
     if not comparison.duration_match:
         problems.append(f"durations differ ({a.duration:.3f} s vs {b.duration:.3f} s)")
-    judged = [f for f in comparison.frames if f.index not in set(unstable)]
+    skip = set(unstable)
+    judged = [f for f in comparison.frames if f.index not in skip]
     worst = min(judged, key=lambda f: (f.psnr, f.index), default=None)
     if worst is not None and worst.psnr < min_psnr:
         problems.append(f"min PSNR {format_db(worst.psnr)} dB < {min_psnr:g} at frame {worst.index}")

@@ -32,8 +32,10 @@ from renderd.frames import Fps
 from renderd.hyperframes import HyperFramesProject, composition_markup, read_project
 
 _T = TypeVar("_T")
-# Longest transition-duration + transition-delay (seconds) of any element in the ready page.
-_LONGEST_TRANSITION = """() => {
+# What state the ready page carries between seeks: [its longest transition-duration +
+# transition-delay (seconds) of any element, whether frames depend on every seek since the first
+# (anime.js timelines registered with the HyperFrames runtime's anime adapter)].
+_PAGE_HISTORY = """() => {
   let longest = 0;
   for (const el of document.querySelectorAll("*")) {
     const cs = getComputedStyle(el);
@@ -44,11 +46,8 @@ _LONGEST_TRANSITION = """() => {
       longest = Math.max(longest, (d || 0) + Math.max(0, delays[i % delays.length] || 0));
     });
   }
-  return longest;
+  return [longest, Array.isArray(window.__hfAnime) && window.__hfAnime.length > 0];
 }"""
-# Page content whose frames depend on every seek since the first: anime.js timelines registered
-# with the HyperFrames runtime's anime adapter.
-_KEEPS_ALL_HISTORY = "() => Array.isArray(window.__hfAnime) && window.__hfAnime.length > 0"
 _CLEAR_BACKGROUND = """() => {
   const style = document.createElement("style");
   style.dataset.renderdTransparent = "";
@@ -202,8 +201,8 @@ class CompositionPage:
                     # Timelines registered late are nested into the root only on a rebind.
                     await self.page.evaluate("() => window.__hfForceTimelineRebind && window.__hfForceTimelineRebind()")
                 await self.page.evaluate("() => window.__renderdShim.ready()")
-                self.history_s = float(await self.page.evaluate(_LONGEST_TRANSITION))
-                self.keeps_all_history = bool(await self.page.evaluate(_KEEPS_ALL_HISTORY))
+                longest, keeps_all = await self.page.evaluate(_PAGE_HISTORY)
+                self.history_s, self.keeps_all_history = float(longest), bool(keeps_all)
         except TimeoutError:
             self._raise_script_errors()
             what = (
