@@ -45,6 +45,10 @@ class SourceInfo:
     audio_duration: float | None  # seconds of the first audio stream, None without one
     audio_channels: int
     video_codec: str | None
+    # How the browser would turn the video's YUV into RGB (see yuv_matrix): swscale's
+    # in_color_matrix name and whether the samples are full range.
+    video_matrix: str = "bt601"
+    video_full_range: bool = False
 
     @property
     def duration(self) -> float:
@@ -124,11 +128,37 @@ def source_path(root: Path, origin: str, url: str) -> Path | None:
     return candidate if candidate.is_relative_to(root) else None
 
 
+# ffprobe's color_space names -> swscale's in_color_matrix names.
+_MATRICES = {
+    "bt709": "bt709",
+    "smpte170m": "smpte170m",
+    "bt470bg": "bt470",
+    "fcc": "fcc",
+    "smpte240m": "smpte240m",
+    "bt2020nc": "bt2020",
+    "bt2020c": "bt2020",
+}
+
+
+def yuv_matrix(color_space: str | None, height: int) -> str:
+    """The YUV->RGB matrix Chromium uses for a video stream, as a swscale name.
+
+    A tagged matrix wins; an untagged stream is BT.709 from 720 lines up and BT.601 below,
+    which is what Chromium shows (measured: 1024x718 decodes as BT.601, 1024x720 and 400x1920
+    as BT.709) and what HyperFrames' renders show.
+    """
+    tagged = _MATRICES.get(color_space or "")
+    if tagged:
+        return tagged
+    return "bt709" if height >= 720 else "bt601"
+
+
 async def probe_source(path: Path) -> SourceInfo:
-    """Read stream durations, audio channels and the video codec of ``path`` with ffprobe."""
+    """Read stream durations, audio channels, the video codec and its colours of ``path`` with ffprobe."""
     argv = [
         "ffprobe", "-hide_banner", "-loglevel", "error",
-        "-show_entries", "stream=codec_type,codec_name,duration,channels:format=duration",
+        "-show_entries",
+        "stream=codec_type,codec_name,duration,channels,height,pix_fmt,color_space,color_range:format=duration",
         "-of", "json", str(path),
     ]  # fmt: skip
     done = await procs.run(argv, timeout=PROBE_TIMEOUT_S)
@@ -149,6 +179,10 @@ async def probe_source(path: Path) -> SourceInfo:
         audio_duration=duration(audio),
         audio_channels=int(audio.get("channels") or 2) if audio else 0,
         video_codec=str(video.get("codec_name")) if video else None,
+        video_matrix=yuv_matrix(video.get("color_space"), int(video.get("height") or 0)) if video else "bt601",
+        # yuvj* formats (MJPEG and friends) are full range whatever the tag says.
+        video_full_range=bool(video)
+        and (video.get("color_range") == "pc" or str(video.get("pix_fmt") or "").startswith("yuvj")),
     )
 
 

@@ -96,7 +96,8 @@ class MediaFrames:
         for clip in clips:
             ks = [k for k in (frame_index(clip, t, rate) for t in times) if k is not None]
             ext = "png" if (clip.source.video_codec or "") in _ALPHA_CODECS else "jpg"
-            key = f"{await _file_digest(clip.path)}-{fps.num}_{fps.den}-{clip.media_start!r}-{ext}"
+            colours = f"{clip.source.video_matrix}{'pc' if clip.source.video_full_range else 'tv'}"
+            key = f"{await _file_digest(clip.path)}-{fps.num}_{fps.den}-{clip.media_start!r}-{colours}-{ext}"
             entry: dict[str, Any] = {
                 "index": clip.index,
                 "url": clip.url,
@@ -238,6 +239,23 @@ async def _ensure_frames(directory: Path, need: _Need, fps: Fps) -> int:
     return back + n - 1
 
 
+def _colour_filter(need: _Need) -> str:
+    """The conversion that gives the frames the colours Chromium shows for the video itself.
+
+    ffmpeg's default reads every stream as BT.601 and a JPEG is decoded as BT.601 full range
+    (JFIF), so an HD or BT.709 video came out with greens ~10 levels off. The source's matrix
+    and range are read explicitly; JPEG frames are re-expressed in JFIF's own matrix.
+    """
+    source = need.clip.source
+    src = f"in_color_matrix={source.video_matrix}:in_range={'pc' if source.video_full_range else 'tv'}"
+    if need.ext == "jpg":
+        return f"scale={src}:out_color_matrix=bt601:out_range=pc:flags=accurate_rnd,format=yuvj420p"
+    # ffmpeg writes a tagged source's primaries and transfer into the PNG (cHRM, gAMA), and
+    # Chromium would colour-manage the frame a second time: the pixels are already display RGB.
+    untag = "setparams=color_primaries=unknown:color_trc=unknown:colorspace=unknown"
+    return f"scale={src}:flags=accurate_rnd,format=rgba,{untag}"
+
+
 async def _extract(directory: Path, need: _Need, fps: Fps, first: int, count: int) -> int:
     """Extract frames ``first .. first+count-1`` into ``directory``; return how many the source had."""
     clip = need.clip
@@ -251,7 +269,7 @@ async def _extract(directory: Path, need: _Need, fps: Fps, first: int, count: in
             "-map", "0:v:0", "-an", "-sn", "-dn",
             # The output grid starts at the seek point; a frame that starts there (a hair after
             # it, by the lead) is frame `first`.
-            "-vf", f"fps=fps={fps}:start_time=0",
+            "-vf", f"fps=fps={fps}:start_time=0,{_colour_filter(need)}",
             "-frames:v", str(count),
             *(["-q:v", JPEG_QSCALE] if need.ext == "jpg" else ["-compression_level", "1"]),
             "-start_number", str(first),

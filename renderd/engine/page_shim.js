@@ -180,6 +180,13 @@
     if (pending.length) await Promise.all(pending);
   }
 
+  // The page's (and its same-origin iframes') clock and Math.random stream for frame `frame` at t.
+  const setClock = (t, frame) => {
+    nowMs = t * 1000;
+    reseed(frame);
+    tickFrames(t, frame);
+  };
+
   window.__renderdShim = {
     errors,
     // What kind of composition this is and what it says about itself.
@@ -234,26 +241,23 @@
     },
     // Set this document's clock (and its iframes') to t and run its queued rAF callbacks.
     tick(t, frame) {
-      nowMs = t * 1000;
-      reseed(frame);
-      tickFrames(t, frame);
+      setClock(t, frame);
       flushRAF();
     },
     // Show composition time t (seconds) for absolute frame `frame`, then let it paint. Returns
     // how many CSS transitions this seek started (the driver's priming looks for quiet spans).
     async seek(t, frame, settleFrames) {
-      nowMs = t * 1000;
-      reseed(frame);
-      tickFrames(t, frame);
+      setClock(t, frame);
+      // Transitions in flight move to t before anything changes a style (see advanceTransitions);
+      // rAF-driven content sees the new time before the timelines seek. With HyperFrames, in this
+      // order the runtime's own rAF tick cannot leave the timeline a hair off the seeked time
+      // (which made pixels depend on the frames rendered before).
+      advanceTransitions(t);
+      flushRAF();
       const p = hfPlayer();
       if (p) {
-        // rAF-driven content sees the new time first; then the runtime seeks clips,
-        // sub-compositions and every adapter (GSAP, CSS, WAAPI, anime.js, Lottie, three.js)
-        // relative to their own starts. In this order the runtime's own rAF tick cannot leave
-        // the timeline a hair off the seeked time (which made pixels depend on the frames
-        // rendered before); then pending async seeks finish.
-        advanceTransitions(t);
-        flushRAF();
+        // The runtime seeks clips, sub-compositions and every adapter (GSAP, CSS, WAAPI,
+        // anime.js, Lottie, three.js) relative to their own starts; then pending async seeks finish.
         p.renderSeek(t);
         if (typeof window.__hfWaitForSeekCompletion === "function") await window.__hfWaitForSeekCompletion();
         driveTransitions(t);
@@ -263,8 +267,6 @@
         await settle(settleFrames);
         return started;
       }
-      advanceTransitions(t);
-      flushRAF();
       const h = hook();
       if (h) {
         await h.seek(t);
