@@ -17,6 +17,10 @@ from urllib.parse import urlsplit
 
 _MEDIA_TAGS = {"video", "audio"}
 _URL_ATTRS = ("src", "href", "data-composition-src", "poster")
+# Setting up the registry is no registration: many pages (and HyperFrames' own tests) carry this
+# line and nothing else, and the HyperFrames CLI then waits out its 45 s timeout before rendering.
+_REGISTRY_IDIOM = re.compile(r"(?:window\.)?__timelines\s*=\s*(?:window\.)?__timelines\s*\|\|\s*\{\s*\}")
+_JS_TYPES = {"", "module", "text/javascript", "application/javascript", "text/ecmascript", "application/ecmascript"}
 _CSS_URL = re.compile(r"""url\(\s*(['"]?)(https?://[^)'"\s]+)\1\s*\)|@import\s+(['"])(https?://[^'"]+)\3""")
 
 
@@ -44,6 +48,12 @@ class HtmlScan:
     remote_urls: list[tuple[str, int]] = field(default_factory=list)  # (url, line)
     has_template: bool = False
     scripts: int = 0  # <script> elements
+    # Whether an inline script of the file mentions window.__timelines beyond setting it up.
+    inline_registers: bool = False
+    script_srcs: list[str] = field(default_factory=list)  # src of each external script, as written
+    # Whether a script of the file may register a timeline (read_project: inline or a local src
+    # that mentions the registry; a src it cannot read counts as may).
+    may_register: bool = False
 
 
 class _Scanner(HTMLParser):
@@ -51,6 +61,7 @@ class _Scanner(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.scan = HtmlScan()
         self._in_style = False
+        self._in_script = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k.lower(): (v or "") for k, v in attrs}
@@ -68,6 +79,10 @@ class _Scanner(HTMLParser):
             s.has_template = True
         if tag == "script":
             s.scripts += 1
+            # JSON, templates and the like are data, not code.
+            self._in_script = a.get("type", "").strip().lower() in _JS_TYPES
+            if self._in_script and a.get("src", "").strip():
+                s.script_srcs.append(a["src"].strip())
         if tag == "source" and s.media and "src" in a:
             s.media.append(el)
         for name in _URL_ATTRS:
@@ -79,12 +94,21 @@ class _Scanner(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "style":
             self._in_style = False
+        if tag == "script":
+            self._in_script = False
 
     def handle_data(self, data: str) -> None:
+        if self._in_script and mentions_registry(data):
+            self.scan.inline_registers = True
         if self._in_style:
             line = self.getpos()[0]
             for m in _CSS_URL.finditer(data):
                 self.scan.remote_urls.append((m.group(2) or m.group(4), line + data.count("\n", 0, m.start())))
+
+
+def mentions_registry(code: str) -> bool:
+    """Whether script ``code`` refers to window.__timelines other than by creating it (may register)."""
+    return "__timelines" in _REGISTRY_IDIOM.sub("", code)
 
 
 def _is_remote(url: str) -> bool:
@@ -113,13 +137,14 @@ class HyperFramesProject:
     # each with the composition-src of the file that holds it.
     nested_hosts: tuple[tuple[str, Element], ...] = ()
 
-    def without_scripts(self) -> frozenset[str]:
+    def never_registered(self) -> frozenset[str]:
         """Return the composition ids that no script of the project can register a timeline for.
 
-        A sub-composition belongs to its file, an inline composition to the entry file; when that
-        file has no script at all, no timeline will come (the HyperFrames CLI waits out its 45 s
-        page-ready timeout for those, then renders without them). The ids of files with scripts
-        are never in here, whichever file declares them too.
+        A sub-composition belongs to its file, an inline composition to the entry file; when no
+        script of that file mentions window.__timelines (beyond ``__timelines = __timelines ||
+        {}``), no timeline will come: the HyperFrames CLI waits out its 45 s page-ready timeout
+        for those, then renders without them. The ids of files whose scripts may register are
+        never in here, whichever file declares them too.
         """
         hosted = {h.get("data-composition-id") for h in self.entry.hosts}
         by_file: list[tuple[HtmlScan, set[str]]] = [
@@ -131,7 +156,7 @@ class HyperFramesProject:
                 ids = {i for r in scan.roots if (i := r.get("data-composition-id"))}
                 ids |= {i} if (i := host.get("data-composition-id")) else set()
                 by_file.append((scan, ids))
-        scripted = {i for scan, ids in by_file if scan.scripts for i in ids}
+        scripted = {i for scan, ids in by_file if scan.may_register for i in ids}
         return frozenset(i for _, ids in by_file for i in ids) - scripted
 
     @property
@@ -180,6 +205,27 @@ def composition_markup(text: str) -> str:
     return m.group(1) if m else text
 
 
+def _mark_registering(scan: HtmlScan, base: Path) -> None:
+    """Set ``scan.may_register`` from its inline scripts and the local files its scripts load.
+
+    Script sources resolve against the project directory ``base`` (the entry document's URL), as
+    the runtime mounts sub-composition markup into the entry. A source that is remote, missing
+    or outside the project may register, as far as anyone can tell before the page runs.
+    """
+    if scan.inline_registers:
+        scan.may_register = True
+        return
+    for src in scan.script_srcs:
+        rel = urlsplit(src).path
+        path = (base / rel.lstrip("/")).resolve()
+        if _is_remote(src) or not rel or not path.is_relative_to(base.resolve()) or not path.is_file():
+            scan.may_register = True
+            return
+        if mentions_registry(path.read_text(encoding="utf-8", errors="replace")):
+            scan.may_register = True
+            return
+
+
 def read_project(entry: Path) -> HyperFramesProject | None:
     """Return the HyperFrames view of ``entry``, or None if it has no composition root."""
     try:
@@ -189,6 +235,7 @@ def read_project(entry: Path) -> HyperFramesProject | None:
     scan = scan_html(text)
     if not scan.roots:
         return None
+    _mark_registering(scan, entry.parent)
     root = scan.roots[0]
     subs: dict[str, HtmlScan] = {}
     missing: list[str] = []
@@ -210,5 +257,6 @@ def read_project(entry: Path) -> HyperFramesProject | None:
             missing.append(src)
             continue
         subs[src] = scan_html(path.read_text(encoding="utf-8", errors="replace"))
+        _mark_registering(subs[src], base)
         queue += [(src, h) for h in subs[src].hosts]
     return HyperFramesProject(root.get("data-composition-id") or "", root, scan, subs, tuple(missing), tuple(nested))

@@ -278,7 +278,7 @@ def test_a_project_without_scripts_renders_without_waiting_for_timelines(tmp_pat
     """No script can register a timeline there (HyperFrames waits 45 s, then renders anyway)."""
     static = FIXTURES / "hf-static"
     project = read_project(static / "index.html")
-    assert project is not None and project.without_scripts() == {"main", "overlay"}
+    assert project is not None and project.never_registered() == {"main", "overlay"}
     out = tmp_path / "out.mp4"
     r = run_renderd("render", static, "-o", out, "--ready-timeout", "10", "--crf", "0")
     assert r.returncode == 0, r.stderr
@@ -287,17 +287,48 @@ def test_a_project_without_scripts_renders_without_waiting_for_timelines(tmp_pat
     assert close(pixel(frames[0], 160, 20, 20), GREEN, 8) and close(pixel(frames[29], 160, 120, 100), BLUE, 8)
 
 
+def test_a_page_that_only_sets_up_the_registry_renders_without_waiting(tmp_path: Path) -> None:
+    """HyperFrames' render-video-overlay-stretch: `__timelines = __timelines || {}` and no timeline."""
+    comp = tmp_path / "proj"
+    shutil.copytree(FIXTURES / "hf-static", comp)
+    index = comp / "index.html"
+    idiom = "<script>window.__timelines = window.__timelines || {};</script>"
+    index.write_text(index.read_text().replace("</body>", idiom + "</body>"))
+    out = tmp_path / "out.mp4"
+    r = run_renderd("render", comp, "-o", out, "--ready-timeout", "10", "--crf", "0")
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, 160, 120)
+    assert len(frames) == 30 and close(pixel(frames[0], 160, 20, 20), GREEN, 8)
+
+
 def test_only_compositions_of_files_without_scripts_skip_the_timeline_wait(tmp_path: Path) -> None:
     comp = tmp_path / "proj"
     shutil.copytree(FIXTURES / "hf-static", comp)
     index = comp / "index.html"
     index.write_text(index.read_text().replace("</body>", "<script>window.__timelines.main = null;</script></body>"))
     project = read_project(index)
-    assert project is not None and project.without_scripts() == {"overlay"}
+    assert project is not None and project.never_registered() == {"overlay"}
     overlay = comp / "compositions" / "overlay.html"
-    overlay.write_text(overlay.read_text().replace("</template>", "<script></script></template>"))
+    original = overlay.read_text()
+    # Scripts that cannot register: empty, setting up the registry only, data, a local library.
+    (comp / "lib.js").write_text("window.lib = 1;")
+    inert = (
+        "<script></script><script>window.__timelines = window.__timelines || {};</script>"
+        '<script type="application/json">{"__timelines": 1}</script><script src="lib.js"></script>'
+    )
+    overlay.write_text(original.replace("</template>", inert + "</template>"))
     project = read_project(index)
-    assert project is not None and project.without_scripts() == set()
+    assert project is not None and project.never_registered() == {"overlay"}
+    # Scripts that may: inline, a local file that mentions the registry, a remote one.
+    (comp / "reg.js").write_text('window.__timelines["overlay"] = tl;')
+    for script in (
+        "<script>const T = window.__timelines; T.overlay = tl;</script>",
+        '<script src="reg.js?v=2"></script>',
+        '<script src="https://cdn.example.com/x.js"></script>',
+    ):
+        overlay.write_text(original.replace("</template>", inert + script + "</template>"))
+        project = read_project(index)
+        assert project is not None and project.never_registered() == set(), script
 
 
 def test_sub_compositions_hosting_others_mount_them_with_their_timelines(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ _MEDIA_SHIM = resources.files("renderd.engine").joinpath("media_shim.js").read_t
 _READY_POLL_MS = 50
 # Which compositions still lack a registered timeline (HyperFrames' own readiness rule: every
 # element with data-composition-id, unless it carries data-no-timeline), leaving out the ids in
-# `skip` (those no script of the project can register: HyperFramesProject.without_scripts).
+# `skip` (those no script of the project can register: HyperFramesProject.never_registered).
 _HF_MISSING_TIMELINES = """((skip) => {
   const reg = window.__timelines || {};
   const out = [];
@@ -229,7 +229,7 @@ class CompositionPage:
 
     def _static_ids(self) -> list[str]:
         """Composition ids whose timeline readiness does not wait for: no script could register one."""
-        return sorted(self.project.without_scripts()) if self.project is not None else []
+        return sorted(self.project.never_registered()) if self.project is not None else []
 
     async def _hyperframes_not_ready(self) -> str:
         """Say which part of a HyperFrames page never got ready (for the timeout error)."""
