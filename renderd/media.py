@@ -23,6 +23,7 @@ import asyncio
 import json
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -49,6 +50,10 @@ class SourceInfo:
     # in_color_matrix name and whether the samples are full range.
     video_matrix: str = "bt601"
     video_full_range: bool = False
+    # The video stream's timestamp of its first frame and its time base's tick, in seconds: frame
+    # extraction compares timestamps with render times (media_frames._extract).
+    video_start: float = 0.0
+    video_tick: float = 0.001
 
     @property
     def duration(self) -> float:
@@ -158,13 +163,15 @@ async def probe_source(path: Path) -> SourceInfo:
     argv = [
         "ffprobe", "-hide_banner", "-loglevel", "error",
         "-show_entries",
-        "stream=codec_type,codec_name,duration,channels,height,pix_fmt,color_space,color_range:format=duration",
+        "stream=codec_type,codec_name,duration,channels,height,pix_fmt,color_space,color_range,start_time,time_base"
+        ":format=duration,start_time",
         "-of", "json", str(path),
     ]  # fmt: skip
     done = await procs.run(argv, timeout=PROBE_TIMEOUT_S)
     data = json.loads(done.stdout or b"{}")
     streams = data.get("streams") or []
-    fmt_duration = _number((data.get("format") or {}).get("duration"))
+    fmt = data.get("format") or {}
+    fmt_duration = _number(fmt.get("duration"))
     video = next((s for s in streams if s.get("codec_type") == "video"), None)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
 
@@ -183,7 +190,18 @@ async def probe_source(path: Path) -> SourceInfo:
         # yuvj* formats (MJPEG and friends) are full range whatever the tag says.
         video_full_range=bool(video)
         and (video.get("color_range") == "pc" or str(video.get("pix_fmt") or "").startswith("yuvj")),
+        video_start=(_number(video.get("start_time")) or _number(fmt.get("start_time")) or 0.0) if video else 0.0,
+        video_tick=_tick(video.get("time_base")) if video else 0.001,
     )
+
+
+def _tick(time_base: object) -> float:
+    """Seconds per timestamp unit of a stream (ffprobe's "1/90000"); a millisecond if unreadable."""
+    try:
+        tick = float(Fraction(str(time_base)))
+    except (ValueError, ZeroDivisionError):
+        return 0.001
+    return tick if 0 < tick <= 0.1 else 0.001
 
 
 async def resolve_media(root: Path, origin: str, described: list[dict[str, Any]], where: str) -> MediaPlan:

@@ -28,16 +28,16 @@ from typing import Any
 from renderd import procs
 from renderd.errors import CompositionError, ProcessFailed, first_error
 from renderd.frames import Fps, FrameRange, frame_time
-from renderd.media import VideoClip
+from renderd.media import SourceInfo, VideoClip
 
 URL_PREFIX = "/__renderd/media/"
 PLAN_PATH = URL_PREFIX + "plan.json"
 JPEG_QSCALE = "2"  # HyperFrames' default extraction quality (95) in ffmpeg's qscale
 # Codecs that may carry alpha are extracted as PNG, as HyperFrames does.
 _ALPHA_CODECS = {"vp8", "vp9", "prores", "png", "qtrle"}
-# The seek lands this far before the wanted frame's time, so that a decimal -ss that rounds
-# up cannot skip the frame that starts exactly there.
-_SEEK_LEAD_S = 0.001
+# The seek lands this far before the first wanted time: the source frame on screen then may
+# have started up to this long before it (-ss drops every frame that starts before the seek).
+_SEEK_MARGIN_S = 1.0
 _EXTRACT_CONCURRENCY = 2
 _EMPTY_PLAN = b'{"videos":[]}'
 # Largest slice of a media file sent for one request (Chrome asks for the rest as it needs it).
@@ -239,6 +239,21 @@ async def _ensure_frames(directory: Path, need: _Need, fps: Fps) -> int:
     return back + n - 1
 
 
+def _frame_grid(source: SourceInfo, wanted: float, fps: Fps) -> str:
+    """Filters that put on output frame k the source frame on screen at ``wanted + k / fps``.
+
+    That is the last frame whose timestamp is not after that time, as a browser shows for
+    ``currentTime`` (and as HyperFrames' renders show). ffmpeg's fps filter rounds to the
+    nearest slot by default, which put a 24 fps source's frames up to half a frame early in a
+    30 fps render. Here the timestamps move (in microseconds) so that slot 0 is ``wanted``, and
+    the fps filter rounds up; half a tick of the source's time base absorbs timestamps its
+    container rounded (milliseconds in Matroska/WebM). Frames before slot 0 fill slot 0.
+    """
+    epsilon = max(source.video_tick / 2, 1e-6)
+    shift_us = round((source.video_start + wanted + epsilon) * 1_000_000)
+    return f"settb=1/1000000,setpts=PTS-{shift_us},fps=fps={fps}:start_time=0:round=up"
+
+
 def _colour_filter(need: _Need) -> str:
     """The conversion that gives the frames the colours Chromium shows for the video itself.
 
@@ -259,17 +274,18 @@ def _colour_filter(need: _Need) -> str:
 async def _extract(directory: Path, need: _Need, fps: Fps, first: int, count: int) -> int:
     """Extract frames ``first .. first+count-1`` into ``directory``; return how many the source had."""
     clip = need.clip
-    seek = clip.media_start + first * fps.den / fps.num - _SEEK_LEAD_S
+    wanted = clip.media_start + first * fps.den / fps.num  # media time of frame `first`
+    seek = wanted - _SEEK_MARGIN_S
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=directory))
     try:
         argv = [
             "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            *(["-ss", f"{seek:.6f}"] if seek > 0 else []),
+            # Timestamps stay the file's own (-copyts), so the comparison below is exact rather
+            # than off by -ss's rounding to the stream's time base.
+            "-copyts", *(["-ss", f"{seek:.6f}"] if seek > 0 else []),
             "-i", str(clip.path),
             "-map", "0:v:0", "-an", "-sn", "-dn",
-            # The output grid starts at the seek point; a frame that starts there (a hair after
-            # it, by the lead) is frame `first`.
-            "-vf", f"fps=fps={fps}:start_time=0,{_colour_filter(need)}",
+            "-vf", f"{_frame_grid(clip.source, wanted, fps)},{_colour_filter(need)}",
             "-frames:v", str(count),
             *(["-q:v", JPEG_QSCALE] if need.ext == "jpg" else ["-compression_level", "1"]),
             "-start_number", str(first),
