@@ -84,3 +84,79 @@ def test_each_output_frame_shows_the_source_frame_on_screen_then(shown: dict[str
     rate = SOURCES[name][0]
     expected = [math.floor(Fraction(k, FPS) * rate) for k in range(FRAMES)]
     assert shown[name] == expected
+
+
+GL_PAGE = """<!doctype html>
+<html><head><style>
+  html, body {{ margin: 0; width: {s}px; height: {s}px; overflow: hidden; background: #000; }}
+  #vid {{ position: absolute; width: 4px; height: 4px; opacity: 0; z-index: -1; }}
+  #gl {{ position: absolute; left: 0; top: 0; width: {s}px; height: {s}px; }}
+</style></head><body>
+  <div id="root" data-composition-id="main" data-start="0" data-duration="1"
+       data-width="{s}" data-height="{s}" data-fps="{fps}">
+    <video id="vid" class="clip" src="ramp.mp4" data-start="0" data-duration="1" data-track-index="0"
+           muted playsinline></video>
+    <canvas id="gl" width="{s}" height="{s}"></canvas>
+    <script>
+      // HyperFrames' webgl-video-texture-render-compat, reduced: a WebGL canvas uploads the
+      // <video> as a texture on every hf-seek and draws it full size.
+      (function () {{
+        const gl = document.getElementById("gl").getContext("webgl", {{ preserveDrawingBuffer: true }});
+        const sh = (type, src) => {{
+          const s = gl.createShader(type);
+          gl.shaderSource(s, src);
+          gl.compileShader(s);
+          return s;
+        }};
+        const prog = gl.createProgram();
+        gl.attachShader(prog, sh(gl.VERTEX_SHADER,
+          "attribute vec2 p; varying vec2 uv; void main(){{ uv = vec2(p.x*0.5+0.5, 0.5-p.y*0.5); " +
+          "gl_Position = vec4(p,0.0,1.0); }}"));
+        gl.attachShader(prog, sh(gl.FRAGMENT_SHADER,
+          "precision mediump float; varying vec2 uv; uniform sampler2D tex; " +
+          "void main(){{ gl_FragColor = texture2D(tex, uv); }}"));
+        gl.linkProgram(prog);
+        gl.useProgram(prog);
+        gl.bindBuffer(gl.ARRAY_BUFFER, gl.createBuffer());
+        gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([-1, -1, 3, -1, -1, 3]), gl.STATIC_DRAW);
+        const loc = gl.getAttribLocation(prog, "p");
+        gl.enableVertexAttribArray(loc);
+        gl.vertexAttribPointer(loc, 2, gl.FLOAT, false, 0, 0);
+        gl.bindTexture(gl.TEXTURE_2D, gl.createTexture());
+        gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, gl.NEAREST);
+        gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_S, gl.CLAMP_TO_EDGE);
+        gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_WRAP_T, gl.CLAMP_TO_EDGE);
+        const video = document.getElementById("vid");
+        const render = () => {{
+          if (video.readyState >= 2) gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA, gl.RGBA, gl.UNSIGNED_BYTE, video);
+          gl.clearColor(0, 0, 0, 1);
+          gl.clear(gl.COLOR_BUFFER_BIT);
+          gl.drawArrays(gl.TRIANGLES, 0, 3);
+        }};
+        window.addEventListener("hf-seek", render);
+        render();
+      }})();
+    </script>
+  </div>
+</body></html>
+"""
+
+
+def test_webgl_video_texture_shows_the_frame_of_the_seek(tmp_path: Path) -> None:
+    """The texture is re-uploaded after the frame image is in place (HyperFrames' __hfReseekGpu).
+
+    Uploaded only during the runtime's seek, it held the previous output frame's picture.
+    """
+    make_ramp(tmp_path / "ramp.mp4", FPS, [])
+    (tmp_path / "index.html").write_text(GL_PAGE.format(s=SIZE, fps=FPS))
+    out = tmp_path / "out.mkv"
+    r = run_renderd("render", tmp_path, "-o", out, "--format", "png", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(out), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        check=True, capture_output=True, timeout=120,
+    ).stdout  # fmt: skip
+    frames = [raw[i : i + SIZE * SIZE] for i in range(0, len(raw), SIZE * SIZE)]
+    assert len(frames) == FRAMES
+    centre = (SIZE // 2) * SIZE + SIZE // 2
+    assert [round(f[centre] / 3) for f in frames] == list(range(FRAMES))

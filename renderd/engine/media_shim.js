@@ -187,7 +187,13 @@
         // contents still win over it.
         img.style.setProperty("visibility", "visible");
       }
-      if (decodes.length) await Promise.all(decodes);
+      if (decodes.length) {
+        await Promise.all(decodes);
+        // WebGL/WebGPU scenes that sample a <video> as a texture drew during the runtime's seek,
+        // before these frames were in place: the runtime's texture patch reads the decoded
+        // sibling image, so have it re-run its seek handlers now (as HyperFrames' injector does).
+        if (typeof window.__hfReseekGpu === "function") window.__hfReseekGpu(t);
+      }
     },
   };
 })();
