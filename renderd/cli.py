@@ -375,7 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="renderd[%(name)s] %(levelname)s: %(message)s", stream=sys.stderr)
     if not args.verbose:
         # Worker retries are reported as Retry events; the log lines would duplicate them.
-        logging.getLogger("renderd.engine").setLevel(logging.ERROR)
+        for name in ("renderd.engine.pool", "renderd.engine.retry"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         status: int = args.func(args)
     except ConfigError as exc:

@@ -20,6 +20,11 @@ _URL_ATTRS = ("src", "href", "data-composition-src", "poster")
 # Setting up the registry is no registration: many pages (and HyperFrames' own tests) carry this
 # line and nothing else, and the HyperFrames CLI then waits out its 45 s timeout before rendering.
 _REGISTRY_IDIOM = re.compile(r"(?:window\.)?__timelines\s*=\s*(?:window\.)?__timelines\s*\|\|\s*\{\s*\}")
+# A registration: __timelines["id"] (or '…', `…`), __timelines.id, or a computed key.
+_REGISTRATION = re.compile(
+    r"""__timelines\s*(?:\[\s*(?:(["'`])(?P<quoted>[^"'`]*)\1\s*\]|(?P<computed>[^\s"'`\]]))"""
+    r"""|\.\s*(?P<prop>[A-Za-z_$][\w$]*))"""
+)
 _JS_TYPES = {"", "module", "text/javascript", "application/javascript", "text/ecmascript", "application/ecmascript"}
 _CSS_URL = re.compile(r"""url\(\s*(['"]?)(https?://[^)'"\s]+)\1\s*\)|@import\s+(['"])(https?://[^'"]+)\3""")
 
@@ -48,11 +53,11 @@ class HtmlScan:
     remote_urls: list[tuple[str, int]] = field(default_factory=list)  # (url, line)
     has_template: bool = False
     scripts: int = 0  # <script> elements
-    # Whether an inline script of the file mentions window.__timelines beyond setting it up.
-    inline_registers: bool = False
+    inline_code: list[str] = field(default_factory=list)  # text of the inline scripts
     script_srcs: list[str] = field(default_factory=list)  # src of each external script, as written
-    # Whether a script of the file may register a timeline (read_project: inline or a local src
-    # that mentions the registry; a src it cannot read counts as may).
+    # Set by read_project: the code of the inline scripts and of the local files the scripts load,
+    # and whether any of it may register a timeline (mentions the registry, or a src it cannot read).
+    script_code: str = ""
     may_register: bool = False
 
 
@@ -98,8 +103,8 @@ class _Scanner(HTMLParser):
             self._in_script = False
 
     def handle_data(self, data: str) -> None:
-        if self._in_script and mentions_registry(data):
-            self.scan.inline_registers = True
+        if self._in_script:
+            self.scan.inline_code.append(data)
         if self._in_style:
             line = self.getpos()[0]
             for m in _CSS_URL.finditer(data):
@@ -159,6 +164,28 @@ class HyperFramesProject:
         scripted = {i for scan, ids in by_file if scan.may_register for i in ids}
         return frozenset(i for _, ids in by_file for i in ids) - scripted
 
+    def unnamed(self) -> frozenset[str]:
+        """Return the composition ids that the project's scripts could register but never name.
+
+        A script names an id by registering it literally: ``__timelines["id"]`` or
+        ``__timelines.id``. HyperFrames' slide decks carry one composition per slide and register
+        the root's timeline only; the HyperFrames CLI waits 45 s for the others, warns and
+        renders. When any script registers under a computed key (``__timelines[el.id]``), every
+        id may be meant, and none is in here. renderd waits for these only briefly (page.py).
+        """
+        ids = {i for r in self._all_roots() if (i := r.get("data-composition-id"))} - self.never_registered()
+        code = "\n".join(scan.script_code for scan in (self.entry, *self.sub_files.values()))
+        named: set[str] = set()
+        for m in _REGISTRATION.finditer(code):
+            if m["computed"]:
+                return frozenset()
+            named.add(m["quoted"] or m["prop"])
+        return frozenset(ids - named)
+
+    def _all_roots(self) -> list[Element]:
+        hosts = [*self.entry.hosts, *(h for _, h in self.nested_hosts)]
+        return [*self.entry.roots, *hosts, *(r for scan in self.sub_files.values() for r in scan.roots)]
+
     @property
     def fps(self) -> str | None:
         """The root's data-fps as written, or None."""
@@ -205,25 +232,24 @@ def composition_markup(text: str) -> str:
     return m.group(1) if m else text
 
 
-def _mark_registering(scan: HtmlScan, base: Path) -> None:
-    """Set ``scan.may_register`` from its inline scripts and the local files its scripts load.
+def _read_scripts(scan: HtmlScan, base: Path) -> None:
+    """Fill ``scan.script_code`` and ``scan.may_register`` from its inline and local scripts.
 
     Script sources resolve against the project directory ``base`` (the entry document's URL), as
     the runtime mounts sub-composition markup into the entry. A source that is remote, missing
     or outside the project may register, as far as anyone can tell before the page runs.
     """
-    if scan.inline_registers:
-        scan.may_register = True
-        return
+    code = list(scan.inline_code)
+    unreadable = False
     for src in scan.script_srcs:
         rel = urlsplit(src).path
         path = (base / rel.lstrip("/")).resolve()
         if _is_remote(src) or not rel or not path.is_relative_to(base.resolve()) or not path.is_file():
-            scan.may_register = True
-            return
-        if mentions_registry(path.read_text(encoding="utf-8", errors="replace")):
-            scan.may_register = True
-            return
+            unreadable = True
+            continue
+        code.append(path.read_text(encoding="utf-8", errors="replace"))
+    scan.script_code = "\n".join(code)
+    scan.may_register = unreadable or mentions_registry(scan.script_code)
 
 
 def read_project(entry: Path) -> HyperFramesProject | None:
@@ -235,7 +261,7 @@ def read_project(entry: Path) -> HyperFramesProject | None:
     scan = scan_html(text)
     if not scan.roots:
         return None
-    _mark_registering(scan, entry.parent)
+    _read_scripts(scan, entry.parent)
     root = scan.roots[0]
     subs: dict[str, HtmlScan] = {}
     missing: list[str] = []
@@ -257,6 +283,6 @@ def read_project(entry: Path) -> HyperFramesProject | None:
             missing.append(src)
             continue
         subs[src] = scan_html(path.read_text(encoding="utf-8", errors="replace"))
-        _mark_registering(subs[src], base)
+        _read_scripts(subs[src], base)
         queue += [(src, h) for h in subs[src].hosts]
     return HyperFramesProject(root.get("data-composition-id") or "", root, scan, subs, tuple(missing), tuple(nested))

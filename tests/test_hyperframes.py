@@ -301,6 +301,38 @@ def test_a_page_that_only_sets_up_the_registry_renders_without_waiting(tmp_path:
     assert len(frames) == 30 and close(pixel(frames[0], 160, 20, 20), GREEN, 8)
 
 
+def test_a_deck_whose_scripts_register_only_the_root_renders_with_a_warning(tmp_path: Path) -> None:
+    """HyperFrames' startup-pitch and airbnb-deck: one inline composition per slide, the root's
+    timeline registered only. HyperFrames waits 45 s, warns and renders; renderd waits briefly."""
+    comp = tmp_path / "deck"
+    shutil.copytree(FIXTURES / "hf-static", comp)
+    index = comp / "index.html"
+    shutil.copy(FIXTURES / "hf-chase" / "gsap.min.js", comp)
+    slides = '<div data-composition-id="slide-1"></div><div data-composition-id="slide-2"></div>'
+    script = (
+        '<script src="gsap.min.js"></script><script>window.__timelines = window.__timelines || {};'
+        ' window.__timelines["main"] = gsap.timeline({ paused: true });</script>'
+    )
+    text = index.read_text()
+    host_end = 'data-track-index="0"></div>'
+    assert host_end in text
+    index.write_text(text.replace("</body>", script + "</body>").replace(host_end, host_end + slides))
+    project = read_project(index)
+    assert project is not None and project.unnamed() == {"slide-1", "slide-2"}
+    out = tmp_path / "out.mp4"
+    r = run_renderd("render", comp, "-o", out, "--ready-timeout", "20", "--crf", "0")
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "never registered" in line]
+    assert len(warnings) == 1, r.stderr
+    assert "window.__timelines['slide-1'], window.__timelines['slide-2'] never registered" in warnings[0]
+    frames = decode_frames(out, 160, 120)
+    assert len(frames) == 30 and close(pixel(frames[0], 160, 20, 20), GREEN, 8)
+    # A computed key could register any id: then every one is waited for, as before.
+    index.write_text(index.read_text().replace('window.__timelines["main"]', "window.__timelines[k]"))
+    project = read_project(index)
+    assert project is not None and project.unnamed() == set()
+
+
 def test_only_compositions_of_files_without_scripts_skip_the_timeline_wait(tmp_path: Path) -> None:
     comp = tmp_path / "proj"
     shutil.copytree(FIXTURES / "hf-static", comp)

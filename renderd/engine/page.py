@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import mimetypes
 import re
 from collections.abc import Coroutine
@@ -61,6 +62,11 @@ _SHIM = resources.files("renderd.engine").joinpath("page_shim.js").read_text(enc
 # Video frames swapped in per frame (HyperFrames projects only; see media_frames.py).
 _MEDIA_SHIM = resources.files("renderd.engine").joinpath("media_shim.js").read_text(encoding="utf-8")
 _READY_POLL_MS = 50
+# How long readiness waits for timelines the scripts could register but never name
+# (HyperFramesProject.unnamed): a script that builds its keys registers them as the page loads.
+_UNNAMED_GRACE_S = 3.0
+log = logging.getLogger(__name__)
+_warned: set[tuple[str, tuple[str, ...]]] = set()  # one warning per composition and ids, per process
 # Which compositions still lack a registered timeline (HyperFrames' own readiness rule: every
 # element with data-composition-id, unless it carries data-no-timeline), leaving out the ids in
 # `skip` (those no script of the project can register: HyperFramesProject.never_registered).
@@ -190,14 +196,16 @@ class CompositionPage:
             raise CompositionTimeout(f"{where}: page did not finish loading within {timeout_s:g} s") from None
         self._raise_script_errors()
         info = await self.describe()
+        deadline = asyncio.get_running_loop().time() + timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout_at(deadline):
                 if info["kind"] == "hyperframes":
                     # The runtime sets __renderReady once sub-compositions are mounted and the
                     # timelines bound; __hfTimelinesBuilding covers timelines built lazily.
                     await self.page.wait_for_function(
-                        _HF_READY, arg=self._static_ids(), polling=_READY_POLL_MS, timeout=0
+                        _HF_READY, arg=[*self._static_ids(), *self._unnamed_ids()], polling=_READY_POLL_MS, timeout=0
                     )
+                    await self._wait_for_unnamed(deadline)
                     # Timelines registered late are nested into the root only on a rebind.
                     await self.page.evaluate("() => window.__hfForceTimelineRebind && window.__hfForceTimelineRebind()")
                 await self.page.evaluate("() => window.__renderdShim.ready()")
@@ -231,10 +239,41 @@ class CompositionPage:
         """Composition ids whose timeline readiness does not wait for: no script could register one."""
         return sorted(self.project.never_registered()) if self.project is not None else []
 
+    def _unnamed_ids(self) -> list[str]:
+        """Composition ids the scripts could register but never name: waited for briefly only."""
+        return sorted(self.project.unnamed()) if self.project is not None else []
+
+    async def _wait_for_unnamed(self, deadline: float) -> None:
+        """Give the unnamed timelines a moment (within ``deadline``), then go on without the rest.
+
+        That is what the HyperFrames CLI does after its 45 s (slide decks register the root's
+        timeline only); the warning names them.
+        """
+        if not self._unnamed_ids():
+            return
+        grace = min(_UNNAMED_GRACE_S, deadline - asyncio.get_running_loop().time() - 0.5)
+        all_in = f"(skip) => {_HF_MISSING_TIMELINES}(skip).length === 0"
+        try:
+            await self.page.wait_for_function(
+                all_in, arg=self._static_ids(), polling=_READY_POLL_MS, timeout=max(1.0, grace * 1000)
+            )
+        except PlaywrightTimeout:
+            ids = tuple(await self.page.evaluate(_HF_MISSING_TIMELINES, self._static_ids()))
+            key = (str(self._comp.entry), ids)
+            if ids and key not in _warned:
+                _warned.add(key)
+                names = ", ".join(f"window.__timelines[{m!r}]" for m in ids)
+                log.warning(
+                    "%s: %s never registered (no script names them); rendering without them, as "
+                    "HyperFrames does after its 45 s page-ready timeout",
+                    self._comp.entry_relative,
+                    names,
+                )
+
     async def _hyperframes_not_ready(self) -> str:
         """Say which part of a HyperFrames page never got ready (for the timeout error)."""
         try:
-            state = await self.page.evaluate(_HF_STATE, self._static_ids())
+            state = await self.page.evaluate(_HF_STATE, [*self._static_ids(), *self._unnamed_ids()])
         except PlaywrightError:
             return "the HyperFrames runtime never reported ready"
         if state.get("startup"):
