@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from renderd.prepare.scan import remote_imports
+
 _MEDIA_TAGS = {"video", "audio"}
 _URL_ATTRS = ("src", "href", "data-composition-src", "poster")
 # Setting up the registry is no registration: many pages (and HyperFrames' own tests) carry this
@@ -105,6 +107,8 @@ class _Scanner(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._in_script:
             self.scan.inline_code.append(data)
+            line = self.getpos()[0]
+            self.scan.remote_urls += [(u, line + data.count("\n", 0, data.find(u))) for u in remote_imports(data)]
         if self._in_style:
             line = self.getpos()[0]
             for m in _CSS_URL.finditer(data):

@@ -26,7 +26,7 @@ from conftest import EXAMPLES, renderd_cmd, run_renderd
 from daemonctl import Daemon, wait_state
 from PIL import Image
 from sshhosts import TestHosts
-from videotools import decode_frames, pixel
+from videotools import close, decode_frames, pixel
 
 from renderd.prepare.cdn import NpmFile, npm_file_for
 from renderd.prepare.scan import scan_html
@@ -568,7 +568,11 @@ def test_scan_finds_loads_with_lines_and_leaves_the_rest() -> None:
         '<img srcset="https://a.example/1.png 1x, https://a.example/2.png 2x" src=https://a.example/0.png>\n'
         '</template><a href="https://link.example/page">x</a>\n'
         '<video poster="https://v.example/p.jpg"><source src="https://v.example/v.mp4"></video>\n'
-        '<script>fetch("https://script.example/data.json")</script></body></html>\n'
+        '<script>fetch("https://script.example/data.json")</script>\n'
+        '<script type="module">import * as T from "https://m.example/t.js"; const u = "https://m.example/x";\n'
+        "export { a } from 'https://m.example/a.js'; import(\"https://m.example/lazy.js\");</script>\n"
+        '<script type="importmap">{"imports": {"three": "https://m.example/three.js"}}</script>\n'
+        '<script type="application/json">{"u": "https://data.example/not-a-load.js"}</script></body></html>\n'
     )
     found = scan_html(text)
     got = [(r.line, r.kind, r.url, r.fragment, text[r.start : r.end]) for r in found.refs]
@@ -580,7 +584,48 @@ def test_scan_finds_loads_with_lines_and_leaves_the_rest() -> None:
         (6, "asset", "https://a.example/0.png", "", "https://a.example/0.png"),
         (8, "asset", "https://v.example/p.jpg", "", "https://v.example/p.jpg"),
         (8, "asset", "https://v.example/v.mp4", "", "https://v.example/v.mp4"),
+        (10, "module", "https://m.example/t.js", "", "https://m.example/t.js"),
+        (11, "module", "https://m.example/a.js", "", "https://m.example/a.js"),
+        (11, "module", "https://m.example/lazy.js", "", "https://m.example/lazy.js"),
+        (12, "module", "https://m.example/three.js", "", "https://m.example/three.js"),
     ]
+
+
+MODULE_PAGE = """<!doctype html>
+<html><head><style>
+  html, body {{ margin: 0; width: 64px; height: 64px; overflow: hidden; background: #000; }}
+  #box {{ position: absolute; inset: 0; }}
+</style></head><body>
+  <div id="root" data-composition-id="main" data-start="0" data-duration="0.2"
+       data-width="64" data-height="64" data-fps="30"><div id="box"></div></div>
+  <script type="module">
+    import {{ colour }} from "{base}/npm/colours@1.0.0/colour.mjs";
+    document.getElementById("box").style.background = colour;
+  </script>
+</body></html>
+"""
+
+
+@pytest.mark.browser
+def test_es_module_imports_in_inline_scripts_are_localised(tmp_path: Path, cdn: CdnServer) -> None:
+    """airbnb-deck's `import * as THREE from "https://cdn.jsdelivr.net/npm/three@.../three.module.js"`."""
+    cdn.routes["/npm/colours@1.0.0/colour.mjs"] = (b'export const colour = "#00ff00";\n', "text/javascript")
+    comp = tmp_path / "comp"
+    comp.mkdir()
+    (comp / "index.html").write_text(MODULE_PAGE.format(base=cdn.base))
+    env = {"RENDERD_CACHE_DIR": str(tmp_path / "cache")}
+    prepared = tmp_path / "prepared"
+    r = run_renderd("prepare", comp, "-o", prepared, env=env)
+    assert r.returncode == 0, r.stderr
+    html = (prepared / "index.html").read_text()
+    assert cdn.base not in html and 'from "./_renderd_assets/' in html
+    cdn.stop()
+    out = tmp_path / "out.mp4"
+    r = run_renderd("render", prepared, "-o", out, "--crf", "0", env=env)
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, 64, 64)
+    assert len(frames) == 6
+    assert close(pixel(frames[0], 64, 32, 32), (0, 255, 0), 8)
 
 
 def test_output_directory_rules(tmp_path: Path) -> None:

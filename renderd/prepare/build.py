@@ -121,6 +121,14 @@ def _local_url(file: SourceFile, comp: Composition, name: str) -> str:
     return target if file_dir == entry_dir else "/" + target
 
 
+def _replacement(file: SourceFile, comp: Composition, ref: Ref, name: str) -> str:
+    """The local URL that replaces ``ref``'s text (an import specifier must look like a path)."""
+    local = _local_url(file, comp, name) + ref.fragment
+    if ref.kind == "module" and not local.startswith(("/", "./", "../")):
+        local = "./" + local
+    return local
+
+
 def tree_digest(root: Path) -> str:
     """Return a hash of every file under ``root`` (relative names and bytes), following symlinks."""
     h = hashlib.sha256()
@@ -160,7 +168,7 @@ async def _prepare(comp: Composition, options: PrepareOptions, cache_root: Path,
     rewritten: dict[str, bytes] = {}
     for f in files:
         if f.refs:
-            reps = [(r.start, r.end, _local_url(f, comp, _ok(results[r.url]).name) + r.fragment) for r in f.refs]
+            reps = [(r.start, r.end, _replacement(f, comp, r, _ok(results[r.url]).name)) for r in f.refs]
             rewritten[f.rel] = apply_replacements(f.text, reps).encode("utf-8", "surrogateescape")
     assets = resolver.resolved()
     records = tuple(

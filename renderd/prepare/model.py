@@ -42,7 +42,7 @@ class Ref:
     start: int
     end: int
     line: int
-    kind: str  # "stylesheet" (parsed for more URLs) or "asset"
+    kind: str  # "stylesheet" (parsed for more URLs), "module" (an import specifier) or "asset"
     fragment: str = ""
 
 

@@ -4,8 +4,9 @@ HTML is tokenised with the standard library's HTMLParser only to locate tags; th
 never re-serialised, so a rewrite changes the URL text and nothing else. What counts as a load:
 ``src``/``srcset``/``poster`` of media and scripts, ``<link href>`` for stylesheets, preloads and
 icons, SVG ``href``, ``<object data>``, CSS ``url()`` and ``@import`` in ``<style>``, ``style=""``
-and CSS files. Links to other pages, ``preconnect`` hints and URLs inside scripts are not loads
-of the page and are left alone.
+and CSS files; in inline scripts, the specifiers of ES module imports (``import ... from``,
+``export ... from``, ``import()``) and the URLs of an import map. Links to other pages,
+``preconnect`` hints and other URLs inside scripts (built at run time, or data) are left alone.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ _CSS_IMPORT = re.compile(
     re.I,
 )
 _CSS_URL = re.compile(r"""url\(\s*(?:"(?P<a>[^"]*)"|'(?P<b>[^']*)'|(?P<c>[^)"'\s]*))\s*\)""", re.I)
+# A static or dynamic import's specifier (string literal): group "q" the quote, "spec" the text.
+_JS_IMPORT = re.compile(
+    r"""(?:\bimport\s*(?:[\w$*{}\s,]+?\s*from\s*)?|\bexport\s*[\w$*{}\s,]+?\s*from\s*|\bimport\s*\(\s*)"""
+    r"""(?P<q>["'])(?P<spec>[^"'\n]+)(?P=q)"""
+)
+_JSON_STRING = re.compile(r'"(?P<spec>[^"\\\n]+)"')
+_MODULE_TYPES = {"", "module", "text/javascript", "application/javascript"}
 _SRCSET_ITEM = re.compile(r"\s*([^\s,][^\s]*?)(?:,|\s[^,]*(?:,|$)|$)")
 
 
@@ -90,6 +98,11 @@ class _Lines:
 
     def offset(self, line: int, col: int) -> int:
         return self.starts[line - 1] + col
+
+
+def remote_imports(code: str) -> list[str]:
+    """The remote module specifiers that inline script ``code`` imports (as written)."""
+    return [m["spec"] for m in _JS_IMPORT.finditer(code) if remote_url(m["spec"]) is not None]
 
 
 def _make_ref(
@@ -161,11 +174,15 @@ class _HtmlScanner(HTMLParser):
         self.lines = _Lines(text)
         self.out = HtmlScan()
         self._in_style = False
+        self._script: str | None = None  # inside <script>: "js" or "importmap"
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._tag(tag, attrs)
         if tag == "style":
             self._in_style = True
+        if tag == "script":
+            kind = (dict(attrs).get("type") or "").strip().lower()
+            self._script = "importmap" if kind == "importmap" else "js" if kind in _MODULE_TYPES else None
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._tag(tag, attrs)
@@ -173,10 +190,22 @@ class _HtmlScanner(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "style":
             self._in_style = False
+        if tag == "script":
+            self._script = None
 
     def handle_data(self, data: str) -> None:
         if self._in_style:
             self._css(data, self.lines.offset(*self.getpos()))
+        elif self._script is not None:
+            self._imports(data, self.lines.offset(*self.getpos()), _JS_IMPORT if self._script == "js" else _JSON_STRING)
+
+    def _imports(self, code: str, offset: int, pattern: re.Pattern[str]) -> None:
+        """Remote module specifiers in an inline script or import map (not HTML-decoded: raw text)."""
+        for m in pattern.finditer(code):
+            s, e = m.span("spec")
+            ref = _make_ref(code[s:e], offset + s, offset + e, self.lines, "module", None, in_html=False)
+            if ref is not None:
+                self.out.refs.append(ref)
 
     def _css(self, css: str, offset: int) -> None:
         found = scan_css(css, offset=offset, lines=self.lines, in_html=True)
