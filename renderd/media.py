@@ -50,8 +50,8 @@ class SourceInfo:
     # in_color_matrix name and whether the samples are full range.
     video_matrix: str = "bt601"
     video_full_range: bool = False
-    # The video stream's timestamp of its first frame and its time base's tick, in seconds: frame
-    # extraction compares timestamps with render times (media_frames._extract).
+    # Where media time 0 sits in the file's timestamps and the video time base's tick, in
+    # seconds: frame extraction compares timestamps with render times (media_frames._frame_grid).
     video_start: float = 0.0
     video_tick: float = 0.001
 
@@ -190,9 +190,21 @@ async def probe_source(path: Path) -> SourceInfo:
         # yuvj* formats (MJPEG and friends) are full range whatever the tag says.
         video_full_range=bool(video)
         and (video.get("color_range") == "pc" or str(video.get("pix_fmt") or "").startswith("yuvj")),
-        video_start=(_number(video.get("start_time")) or _number(fmt.get("start_time")) or 0.0) if video else 0.0,
+        video_start=_start(fmt, video) if video else 0.0,
         video_tick=_tick(video.get("time_base")) if video else 0.001,
     )
+
+
+def _start(fmt: dict[str, Any], video: dict[str, Any]) -> float:
+    """Where media time 0 is in the file's timestamps: the file's start, as ffmpeg's -ss counts.
+
+    Not below 0: an MP4 whose audio starts early (encoder priming in an edit list) still shows
+    its video from 0. MPEG-TS files commonly start at 1.4 s or later.
+    """
+    start = _number(fmt.get("start_time"))
+    if start is None:
+        start = _number(video.get("start_time"))
+    return max(0.0, start or 0.0)
 
 
 def _tick(time_base: object) -> float:
