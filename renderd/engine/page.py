@@ -47,7 +47,18 @@ _PAGE_HISTORY = """() => {
       longest = Math.max(longest, (d || 0) + Math.max(0, delays[i % delays.length] || 0));
     });
   }
-  return [longest, Array.isArray(window.__hfAnime) && window.__hfAnime.length > 0];
+  // GSAP animations running on GSAP's own ticker, outside every registered timeline (slide decks
+  // start entrance tweens from a timeline callback when a slide becomes active): what they show
+  // depends on the seeks before, like anime.js.
+  const g = window.gsap;
+  let free = false;
+  if (g && g.globalTimeline && typeof g.globalTimeline.getChildren === "function") {
+    const registered = new Set(Object.values(window.__timelines || {}));
+    free = g.globalTimeline.getChildren(false, true, true).some(
+      (c) => !registered.has(c) && !c.paused() && c.totalDuration() > 0 && c.totalProgress() < 1
+    );
+  }
+  return [longest, (Array.isArray(window.__hfAnime) && window.__hfAnime.length > 0) || free];
 }"""
 _CLEAR_BACKGROUND = """() => {
   const style = document.createElement("style");
