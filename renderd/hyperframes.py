@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from renderd.prepare.scan import remote_imports
-
 _MEDIA_TAGS = {"video", "audio"}
 _URL_ATTRS = ("src", "href", "data-composition-src", "poster")
 # Setting up the registry is no registration: many pages (and HyperFrames' own tests) carry this
@@ -26,6 +24,11 @@ _REGISTRY_IDIOM = re.compile(r"(?:window\.)?__timelines\s*=\s*(?:window\.)?__tim
 _REGISTRATION = re.compile(
     r"""__timelines\s*(?:\[\s*(?:(["'`])(?P<quoted>[^"'`]*)\1\s*\]|(?P<computed>[^\s"'`\]]))"""
     r"""|\.\s*(?P<prop>[A-Za-z_$][\w$]*))"""
+)
+# A static or dynamic import's specifier (string literal): group "q" the quote, "spec" the text.
+JS_IMPORT = re.compile(
+    r"""(?:\bimport\s*(?:[\w$*{}\s,]+?\s*from\s*)?|\bexport\s*[\w$*{}\s,]+?\s*from\s*|\bimport\s*\(\s*)"""
+    r"""(?P<q>["'])(?P<spec>[^"'\n]+)(?P=q)"""
 )
 _JS_TYPES = {"", "module", "text/javascript", "application/javascript", "text/ecmascript", "application/ecmascript"}
 _CSS_URL = re.compile(r"""url\(\s*(['"]?)(https?://[^)'"\s]+)\1\s*\)|@import\s+(['"])(https?://[^'"]+)\3""")
@@ -113,6 +116,11 @@ class _Scanner(HTMLParser):
             line = self.getpos()[0]
             for m in _CSS_URL.finditer(data):
                 self.scan.remote_urls.append((m.group(2) or m.group(4), line + data.count("\n", 0, m.start())))
+
+
+def remote_imports(code: str) -> list[str]:
+    """The remote module specifiers that inline script ``code`` imports (as written)."""
+    return [m["spec"] for m in JS_IMPORT.finditer(code) if _is_remote(m["spec"])]
 
 
 def mentions_registry(code: str) -> bool:

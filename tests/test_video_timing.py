@@ -51,6 +51,15 @@ def make_ramp(path: Path, rate: int, extra: list[str]) -> None:
     )  # fmt: skip
 
 
+def grey_frames(path: Path, pixels: int) -> list[bytes]:
+    """Decode every frame of ``path`` to 8-bit grey, ``pixels`` bytes each."""
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        check=True, capture_output=True, timeout=120,
+    ).stdout  # fmt: skip
+    return [raw[i : i + pixels] for i in range(0, len(raw), pixels)]
+
+
 @pytest.fixture(scope="module")
 def shown(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[int]]:
     """Which source frame each video shows in each output frame."""
@@ -68,11 +77,7 @@ def shown(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[int]]:
     # Three chunks on two workers: chunk starts (frames 10 and 20) fall between source frames.
     r = run_renderd("render", root, "-o", out, "--format", "png", "--workers", "2", "--chunks", "3")
     assert r.returncode == 0, r.stderr
-    raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(out), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
-        check=True, capture_output=True, timeout=120,
-    ).stdout  # fmt: skip
-    frames = [raw[i : i + w * SIZE] for i in range(0, len(raw), w * SIZE)]
+    frames = grey_frames(out, w * SIZE)
     assert len(frames) == FRAMES
     return {
         name: [round(f[(SIZE // 2) * w + SIZE * k + SIZE // 2] / 3) for f in frames] for k, name in enumerate(SOURCES)
@@ -152,11 +157,7 @@ def test_webgl_video_texture_shows_the_frame_of_the_seek(tmp_path: Path) -> None
     out = tmp_path / "out.mkv"
     r = run_renderd("render", tmp_path, "-o", out, "--format", "png", "--workers", "1")
     assert r.returncode == 0, r.stderr
-    raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(out), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
-        check=True, capture_output=True, timeout=120,
-    ).stdout  # fmt: skip
-    frames = [raw[i : i + SIZE * SIZE] for i in range(0, len(raw), SIZE * SIZE)]
+    frames = grey_frames(out, SIZE * SIZE)
     assert len(frames) == FRAMES
     centre = (SIZE // 2) * SIZE + SIZE // 2
     assert [round(f[centre] / 3) for f in frames] == list(range(FRAMES))

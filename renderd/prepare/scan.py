@@ -19,6 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
+from renderd.hyperframes import JS_IMPORT
 from renderd.prepare.model import Ref
 
 _SKIP_PREFIXES = ("data:", "blob:", "about:", "javascript:", "#")
@@ -46,11 +47,6 @@ _CSS_IMPORT = re.compile(
     re.I,
 )
 _CSS_URL = re.compile(r"""url\(\s*(?:"(?P<a>[^"]*)"|'(?P<b>[^']*)'|(?P<c>[^)"'\s]*))\s*\)""", re.I)
-# A static or dynamic import's specifier (string literal): group "q" the quote, "spec" the text.
-_JS_IMPORT = re.compile(
-    r"""(?:\bimport\s*(?:[\w$*{}\s,]+?\s*from\s*)?|\bexport\s*[\w$*{}\s,]+?\s*from\s*|\bimport\s*\(\s*)"""
-    r"""(?P<q>["'])(?P<spec>[^"'\n]+)(?P=q)"""
-)
 _JSON_STRING = re.compile(r'"(?P<spec>[^"\\\n]+)"')
 _MODULE_TYPES = {"", "module", "text/javascript", "application/javascript"}
 _SRCSET_ITEM = re.compile(r"\s*([^\s,][^\s]*?)(?:,|\s[^,]*(?:,|$)|$)")
@@ -98,11 +94,6 @@ class _Lines:
 
     def offset(self, line: int, col: int) -> int:
         return self.starts[line - 1] + col
-
-
-def remote_imports(code: str) -> list[str]:
-    """The remote module specifiers that inline script ``code`` imports (as written)."""
-    return [m["spec"] for m in _JS_IMPORT.finditer(code) if remote_url(m["spec"]) is not None]
 
 
 def _make_ref(
@@ -197,7 +188,7 @@ class _HtmlScanner(HTMLParser):
         if self._in_style:
             self._css(data, self.lines.offset(*self.getpos()))
         elif self._script is not None:
-            self._imports(data, self.lines.offset(*self.getpos()), _JS_IMPORT if self._script == "js" else _JSON_STRING)
+            self._imports(data, self.lines.offset(*self.getpos()), JS_IMPORT if self._script == "js" else _JSON_STRING)
 
     def _imports(self, code: str, offset: int, pattern: re.Pattern[str]) -> None:
         """Remote module specifiers in an inline script or import map (not HTML-decoded: raw text)."""
