@@ -56,6 +56,11 @@ class SourceInfo:
     video_tick: float = 0.001
 
     @property
+    def video_range(self) -> str:
+        """The video's sample range as ffmpeg names it: "pc" (full) or "tv" (limited)."""
+        return "pc" if self.video_full_range else "tv"
+
+    @property
     def duration(self) -> float:
         """The playable length: the video stream's, else the audio stream's."""
         return self.video_duration or self.audio_duration or 0.0

@@ -96,7 +96,7 @@ class MediaFrames:
         for clip in clips:
             ks = [k for k in (frame_index(clip, t, rate) for t in times) if k is not None]
             ext = "png" if (clip.source.video_codec or "") in _ALPHA_CODECS else "jpg"
-            colours = f"{clip.source.video_matrix}{'pc' if clip.source.video_full_range else 'tv'}"
+            colours = f"{clip.source.video_matrix}{clip.source.video_range}"
             key = f"{await _file_digest(clip.path)}-{fps.num}_{fps.den}-{clip.media_start!r}-{colours}-{ext}"
             entry: dict[str, Any] = {
                 "index": clip.index,
@@ -262,7 +262,7 @@ def _colour_filter(need: _Need) -> str:
     and range are read explicitly; JPEG frames are re-expressed in JFIF's own matrix.
     """
     source = need.clip.source
-    src = f"in_color_matrix={source.video_matrix}:in_range={'pc' if source.video_full_range else 'tv'}"
+    src = f"in_color_matrix={source.video_matrix}:in_range={source.video_range}"
     if need.ext == "jpg":
         return f"scale={src}:out_color_matrix=bt601:out_range=pc:flags=accurate_rnd,format=yuvj420p"
     # ffmpeg writes a tagged source's primaries and transfer into the PNG (cHRM, gAMA), and

@@ -35,7 +35,8 @@ from renderd.hyperframes import HyperFramesProject, composition_markup, read_pro
 _T = TypeVar("_T")
 # What state the ready page carries between seeks: [its longest transition-duration +
 # transition-delay (seconds) of any element, whether frames depend on every seek since the first
-# (anime.js timelines registered with the HyperFrames runtime's anime adapter)].
+# (anime.js timelines registered with the HyperFrames runtime's anime adapter, or GSAP
+# animations running outside every registered timeline)].
 _PAGE_HISTORY = """() => {
   let longest = 0;
   for (const el of document.querySelectorAll("*")) {
@@ -138,8 +139,9 @@ class CompositionPage:
         # Seconds of state the page carries from one seek to the next: its longest CSS transition.
         self.history_s = 0.0
         # The page keeps state from every seek since its first (anime.js timelines take a tween's
-        # start value from the page at its first render): frames equal a sequential pass only
-        # when this page has shown every frame before them, from frame 0.
+        # start value from the page at its first render; a deck's callbacks start GSAP tweens
+        # when a slide becomes active): frames equal a sequential pass only when this page has
+        # shown every frame before them, from frame 0.
         self.keeps_all_history = False
 
     @classmethod
@@ -208,15 +210,19 @@ class CompositionPage:
         self._raise_script_errors()
         info = await self.describe()
         deadline = asyncio.get_running_loop().time() + timeout_s
+        # Compositions readiness does not wait for (no script could register one) and those it
+        # waits for briefly only (the scripts never name them): read once from the static scan.
+        project = self.project
+        skip = sorted(project.never_registered()) if project is not None else []
+        brief = sorted(project.unnamed()) if project is not None else []
         try:
             async with asyncio.timeout_at(deadline):
                 if info["kind"] == "hyperframes":
                     # The runtime sets __renderReady once sub-compositions are mounted and the
                     # timelines bound; __hfTimelinesBuilding covers timelines built lazily.
-                    await self.page.wait_for_function(
-                        _HF_READY, arg=[*self._static_ids(), *self._unnamed_ids()], polling=_READY_POLL_MS, timeout=0
-                    )
-                    await self._wait_for_unnamed(deadline)
+                    await self.page.wait_for_function(_HF_READY, arg=skip + brief, polling=_READY_POLL_MS, timeout=0)
+                    if brief:
+                        await self._wait_for_unnamed(deadline, skip)
                     # Timelines registered late are nested into the root only on a rebind.
                     await self.page.evaluate("() => window.__hfForceTimelineRebind && window.__hfForceTimelineRebind()")
                 await self.page.evaluate("() => window.__renderdShim.ready()")
@@ -225,7 +231,7 @@ class CompositionPage:
         except TimeoutError:
             self._raise_script_errors()
             what = (
-                await self._hyperframes_not_ready()
+                await self._hyperframes_not_ready(skip + brief)
                 if info["kind"] == "hyperframes"
                 else "fonts, images or the hook's ready promise never settled"
             )
@@ -246,30 +252,18 @@ class CompositionPage:
         await self._cdp.send("Emulation.setDefaultBackgroundColorOverride", {"color": {"r": 0, "g": 0, "b": 0, "a": 0}})
         await self.page.evaluate(_CLEAR_BACKGROUND)
 
-    def _static_ids(self) -> list[str]:
-        """Composition ids whose timeline readiness does not wait for: no script could register one."""
-        return sorted(self.project.never_registered()) if self.project is not None else []
-
-    def _unnamed_ids(self) -> list[str]:
-        """Composition ids the scripts could register but never name: waited for briefly only."""
-        return sorted(self.project.unnamed()) if self.project is not None else []
-
-    async def _wait_for_unnamed(self, deadline: float) -> None:
+    async def _wait_for_unnamed(self, deadline: float, skip: list[str]) -> None:
         """Give the unnamed timelines a moment (within ``deadline``), then go on without the rest.
 
         That is what the HyperFrames CLI does after its 45 s (slide decks register the root's
-        timeline only); the warning names them.
+        timeline only); the warning names them. ``skip``: the ids never waited for.
         """
-        if not self._unnamed_ids():
-            return
         grace = min(_UNNAMED_GRACE_S, deadline - asyncio.get_running_loop().time() - 0.5)
         all_in = f"(skip) => {_HF_MISSING_TIMELINES}(skip).length === 0"
         try:
-            await self.page.wait_for_function(
-                all_in, arg=self._static_ids(), polling=_READY_POLL_MS, timeout=max(1.0, grace * 1000)
-            )
+            await self.page.wait_for_function(all_in, arg=skip, polling=_READY_POLL_MS, timeout=max(1.0, grace * 1000))
         except PlaywrightTimeout:
-            ids = tuple(await self.page.evaluate(_HF_MISSING_TIMELINES, self._static_ids()))
+            ids = tuple(await self.page.evaluate(_HF_MISSING_TIMELINES, skip))
             key = (str(self._comp.entry), ids)
             if ids and key not in _warned:
                 _warned.add(key)
@@ -281,10 +275,10 @@ class CompositionPage:
                     names,
                 )
 
-    async def _hyperframes_not_ready(self) -> str:
+    async def _hyperframes_not_ready(self, skip: list[str]) -> str:
         """Say which part of a HyperFrames page never got ready (for the timeout error)."""
         try:
-            state = await self.page.evaluate(_HF_STATE, [*self._static_ids(), *self._unnamed_ids()])
+            state = await self.page.evaluate(_HF_STATE, skip)
         except PlaywrightError:
             return "the HyperFrames runtime never reported ready"
         if state.get("startup"):
