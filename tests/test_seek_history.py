@@ -38,10 +38,32 @@ def test_a_composition_with_state_between_seeks_renders_as_one_sequential_pass(t
     assert red == [], f"frames rendered with a history a sequential pass would not have: {red}"
 
 
+def test_a_tween_a_seek_callback_starts_is_one_tick_along_on_its_first_frame(tmp_path: Path) -> None:
+    """HyperFrames seeks with the clock at the last frame, then moves it and runs rAF: match that.
+
+    hf-deck-history's callback starts a 0.5 s tween of #bar (x 0 -> 100 px) on GSAP's own ticker at
+    frame 30. In HyperFrames' render it is one frame along there (x = 6.7), ends at frame 44, and
+    startup-pitch's slide entrances compare at >= 54 dB only that way; with the clock moved before
+    the seek every frame of it was 6.7 px behind.
+    """
+    out = tmp_path / "out.mp4"
+    r = run_renderd("render", FIXTURES / "hf-deck-history", "-o", out, "--crf", "0")
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, W, H)
+    got = {i: _dark_left_edge(frames[i], 105) for i in (29, 30, 35, 40, 44, 50)}
+    want = {i: min(100.0, max(0.0, (i - 29) * 100 / 15)) for i in got}
+    off = {i: (got[i], round(want[i], 1)) for i in got if got[i] is None or abs(got[i] - want[i]) > 1.5}
+    assert off == {}, f"#bar's left edge (got, want) by frame: {off}"
+
+
+def _dark_left_edge(frame: bytes, y: int) -> int | None:
+    dark = [x for x in range(W) if max(pixel(frame, W, x, y)) < 60]
+    return dark[0] if dark else None
+
+
 def _slider_x(frame: bytes) -> int | None:
     """Left edge of the black slider on row y = 110 (see tests/fixtures/hf-history)."""
-    dark = [x for x in range(W) if max(pixel(frame, W, x, 110)) < 60]
-    return dark[0] if dark else None
+    return _dark_left_edge(frame, 110)
 
 
 @pytest.mark.parametrize("slow", [False, True], ids=["fast", "slow-capture"])

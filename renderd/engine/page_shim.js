@@ -247,18 +247,20 @@
     // Show composition time t (seconds) for absolute frame `frame`, then let it paint. Returns
     // how many CSS transitions this seek started (the driver's priming looks for quiet spans).
     async seek(t, frame, settleFrames) {
-      setClock(t, frame);
-      // Transitions in flight move to t before anything changes a style (see advanceTransitions);
-      // rAF-driven content sees the new time before the timelines seek. With HyperFrames, in this
-      // order the runtime's own rAF tick cannot leave the timeline a hair off the seeked time
-      // (which made pixels depend on the frames rendered before).
+      // Transitions in flight move to t before anything changes a style (see advanceTransitions).
       advanceTransitions(t);
-      flushRAF();
       const p = hfPlayer();
       if (p) {
         // The runtime seeks clips, sub-compositions and every adapter (GSAP, CSS, WAAPI,
-        // anime.js, Lottie, three.js) relative to their own starts; then pending async seeks finish.
+        // anime.js, Lottie, three.js) relative to their own starts, with the clock still at the
+        // last frame; only then does the clock move to t and queued rAF callbacks run, as in
+        // HyperFrames' render. A tween that a timeline callback starts on GSAP's own ticker during
+        // the seek (a slide deck's entrance) is then one tick along on its first frame; with the
+        // clock moved first it was one frame behind HyperFrames' until it ended (startup-pitch).
+        reseed(frame);
         p.renderSeek(t);
+        setClock(t, frame);
+        flushRAF();
         if (typeof window.__hfWaitForSeekCompletion === "function") await window.__hfWaitForSeekCompletion();
         driveTransitions(t);
         // Videos show renderd's extracted frame for t (media_shim.js), after the runtime placed them.
@@ -267,6 +269,8 @@
         await settle(settleFrames);
         return started;
       }
+      setClock(t, frame);
+      flushRAF();
       const h = hook();
       if (h) {
         await h.seek(t);
