@@ -56,6 +56,26 @@ def test_a_tween_a_seek_callback_starts_is_one_tick_along_on_its_first_frame(tmp
     assert off == {}, f"#bar's left edge (got, want) by frame: {off}"
 
 
+def test_the_clock_during_a_seek_shows_the_frame_before_whatever_the_split(tmp_path: Path) -> None:
+    """hf-seek-clock: onUpdate sees the frame before's time, rAF the frame's own, on every frame.
+
+    That is HyperFrames' order (its runtime seeks, then its clock moves); on a split render, so the
+    frames where a worker starts are checked too.
+    """
+    out = tmp_path / "out.mp4"
+    r = run_renderd("render", FIXTURES / "hf-seek-clock", "-o", out, "--workers", "2", "--chunks", "3", "--crf", "10")
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, W, H)
+    assert len(frames) == 60
+    wrong = {
+        (i, side): pixel(f, W, x, 60)
+        for i, f in enumerate(frames)
+        for side, x in (("seek", 40), ("raf", 120))
+        if not close(pixel(f, W, x, 60), GREEN, 40)
+    }
+    assert wrong == {}, f"frames whose clock was not the expected one (frame, half): {sorted(wrong)}"
+
+
 def _dark_left_edge(frame: bytes, y: int) -> int | None:
     dark = [x for x in range(W) if max(pixel(frame, W, x, y)) < 60]
     return dark[0] if dark else None

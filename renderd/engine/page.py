@@ -351,8 +351,11 @@ class CompositionPage:
 
     async def _seek(self, frame: int, t: Fraction, settle_frames: int) -> int:
         self.shown_frame = None  # unknown until the seek has finished
+        # The time of the frame before in a sequential pass, which HyperFrames' clock still shows
+        # while its runtime seeks (see page_shim.js): whatever this page showed last.
+        before = t * (frame - 1) / frame if frame > 0 else Fraction(0)
         started = await self.page.evaluate(
-            "([t, f, s]) => window.__renderdShim.seek(t, f, s)", [float(t), frame, settle_frames]
+            "([t, f, s, b]) => window.__renderdShim.seek(t, f, s, b)", [float(t), frame, settle_frames, float(before)]
         )
         self.shown_frame = frame
         return int(started or 0)

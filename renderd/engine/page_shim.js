@@ -246,17 +246,20 @@
     },
     // Show composition time t (seconds) for absolute frame `frame`, then let it paint. Returns
     // how many CSS transitions this seek started (the driver's priming looks for quiet spans).
-    async seek(t, frame, settleFrames) {
+    async seek(t, frame, settleFrames, before) {
       // Transitions in flight move to t before anything changes a style (see advanceTransitions).
       advanceTransitions(t);
       const p = hfPlayer();
       if (p) {
         // The runtime seeks clips, sub-compositions and every adapter (GSAP, CSS, WAAPI,
-        // anime.js, Lottie, three.js) relative to their own starts, with the clock still at the
-        // last frame; only then does the clock move to t and queued rAF callbacks run, as in
+        // anime.js, Lottie, three.js) relative to their own starts, with the clock at the frame
+        // before; only then does the clock move to t and queued rAF callbacks run, as in
         // HyperFrames' render. A tween that a timeline callback starts on GSAP's own ticker during
         // the seek (a slide deck's entrance) is then one tick along on its first frame; with the
         // clock moved first it was one frame behind HyperFrames' until it ended (startup-pitch).
+        // `before` is the frame before's time in a sequential pass, not the time this page showed
+        // last: a worker that jumped here must not see another clock than one that did not.
+        nowMs = Math.max(0, Number(before) || 0) * 1000;
         reseed(frame);
         p.renderSeek(t);
         setClock(t, frame);
