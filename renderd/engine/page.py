@@ -351,8 +351,8 @@ class CompositionPage:
 
     async def _seek(self, frame: int, t: Fraction, settle_frames: int) -> int:
         self.shown_frame = None  # unknown until the seek has finished
-        # The time of the frame before in a sequential pass, which HyperFrames' clock still shows
-        # while its runtime seeks (see page_shim.js): whatever this page showed last.
+        # The frame before's time in a sequential pass: HyperFrames' clock still shows it while its
+        # runtime seeks (see page_shim.js), whichever frame this page showed last.
         before = t * (frame - 1) / frame if frame > 0 else Fraction(0)
         started = await self.page.evaluate(
             "([t, f, s, b]) => window.__renderdShim.seek(t, f, s, b)", [float(t), frame, settle_frames, float(before)]
