@@ -39,7 +39,7 @@ def test_a_composition_with_state_between_seeks_renders_as_one_sequential_pass(t
 
 
 def test_a_tween_a_seek_callback_starts_is_one_tick_along_on_its_first_frame(tmp_path: Path) -> None:
-    """HyperFrames seeks with the clock at the last frame, then moves it and runs rAF: match that.
+    """HyperFrames seeks with the clock at the frame before, then moves it and runs rAF: match that.
 
     hf-deck-history's callback starts a 0.5 s tween of #bar (x 0 -> 100 px) on GSAP's own ticker at
     frame 30. In HyperFrames' render it is one frame along there (x = 6.7), ends at frame 44, and
@@ -67,13 +67,13 @@ def test_the_clock_during_a_seek_shows_the_frame_before_whatever_the_split(tmp_p
     assert r.returncode == 0, r.stderr
     frames = decode_frames(out, W, H)
     assert len(frames) == 60
-    wrong = {
-        (i, side): pixel(f, W, x, 60)
+    wrong = [
+        (i, side)
         for i, f in enumerate(frames)
         for side, x in (("seek", 40), ("raf", 120))
         if not close(pixel(f, W, x, 60), GREEN, 40)
-    }
-    assert wrong == {}, f"frames whose clock was not the expected one (frame, half): {sorted(wrong)}"
+    ]
+    assert wrong == [], f"frames whose clock was not the expected one (frame, half): {wrong}"
 
 
 def _dark_left_edge(frame: bytes, y: int) -> int | None:
