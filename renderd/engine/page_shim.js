@@ -272,6 +272,8 @@
         await settle(settleFrames);
         return started;
       }
+      // A hook or plain timelines: rAF-driven content sees t before the seek, the order renderd
+      // had from the start (HyperFrames does not render these pages).
       setClock(t, frame);
       flushRAF();
       const h = hook();
