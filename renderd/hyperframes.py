@@ -167,7 +167,7 @@ class HyperFramesProject:
         by_file: list[tuple[HtmlScan, set[str]]] = [
             (self.entry, {i for r in self.entry.roots if (i := r.get("data-composition-id")) and i not in hosted})
         ]
-        for host in (*self.entry.hosts, *(h for _, h in self.nested_hosts)):
+        for host in self._all_hosts():
             scan = self.sub_files.get(host.get("data-composition-src") or "")
             if scan is not None:
                 ids = {i for r in scan.roots if (i := r.get("data-composition-id"))}
@@ -194,9 +194,13 @@ class HyperFramesProject:
             named.add(m["quoted"] or m["prop"])
         return frozenset(ids - named)
 
+    def _all_hosts(self) -> list[Element]:
+        """Every sub-composition host: the entry's, then those inside sub-composition files."""
+        return [*self.entry.hosts, *(h for _, h in self.nested_hosts)]
+
     def _all_roots(self) -> list[Element]:
-        hosts = [*self.entry.hosts, *(h for _, h in self.nested_hosts)]
-        return [*self.entry.roots, *hosts, *(r for scan in self.sub_files.values() for r in scan.roots)]
+        subs = (r for scan in self.sub_files.values() for r in scan.roots)
+        return [*self.entry.roots, *self._all_hosts(), *subs]
 
     @property
     def fps(self) -> str | None:
@@ -207,7 +211,7 @@ class HyperFramesProject:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-friendly summary (used by ``renderd inspect``)."""
         subs = []
-        for host in (*self.entry.hosts, *(h for _, h in self.nested_hosts)):
+        for host in self._all_hosts():
             src = host.get("data-composition-src") or ""
             subs.append(
                 {
