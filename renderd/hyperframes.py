@@ -30,7 +30,8 @@ JS_IMPORT = re.compile(
     r"""(?:\bimport\s*(?:[\w$*{}\s,]+?\s*from\s*)?|\bexport\s*[\w$*{}\s,]+?\s*from\s*|\bimport\s*\(\s*)"""
     r"""(?P<q>["'])(?P<spec>[^"'\n]+)(?P=q)"""
 )
-_JS_TYPES = {"", "module", "text/javascript", "application/javascript", "text/ecmascript", "application/ecmascript"}
+# <script type> values a browser runs as JavaScript (anything else is data, or an import map).
+JS_TYPES = {"", "module", "text/javascript", "application/javascript", "text/ecmascript", "application/ecmascript"}
 _CSS_URL = re.compile(r"""url\(\s*(['"]?)(https?://[^)'"\s]+)\1\s*\)|@import\s+(['"])(https?://[^'"]+)\3""")
 
 
@@ -90,7 +91,7 @@ class _Scanner(HTMLParser):
         if tag == "script":
             s.scripts += 1
             # JSON, templates and the like are data, not code.
-            self._in_script = a.get("type", "").strip().lower() in _JS_TYPES
+            self._in_script = a.get("type", "").strip().lower() in JS_TYPES
             if self._in_script and a.get("src", "").strip():
                 s.script_srcs.append(a["src"].strip())
         if tag == "source" and s.media and "src" in a:

@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
-from renderd.hyperframes import JS_IMPORT
+from renderd.hyperframes import JS_IMPORT, JS_TYPES
 from renderd.prepare.model import Ref
 
 _SKIP_PREFIXES = ("data:", "blob:", "about:", "javascript:", "#")
@@ -48,7 +48,6 @@ _CSS_IMPORT = re.compile(
 )
 _CSS_URL = re.compile(r"""url\(\s*(?:"(?P<a>[^"]*)"|'(?P<b>[^']*)'|(?P<c>[^)"'\s]*))\s*\)""", re.I)
 _JSON_STRING = re.compile(r'"(?P<spec>[^"\\\n]+)"')
-_MODULE_TYPES = {"", "module", "text/javascript", "application/javascript"}
 _SRCSET_ITEM = re.compile(r"\s*([^\s,][^\s]*?)(?:,|\s[^,]*(?:,|$)|$)")
 
 
@@ -173,7 +172,7 @@ class _HtmlScanner(HTMLParser):
             self._in_style = True
         if tag == "script":
             kind = (dict(attrs).get("type") or "").strip().lower()
-            self._script = "importmap" if kind == "importmap" else "js" if kind in _MODULE_TYPES else None
+            self._script = "importmap" if kind == "importmap" else "js" if kind in JS_TYPES else None
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._tag(tag, attrs)
