@@ -383,19 +383,25 @@ def choose_worker_count(
     requested: int | None,
     cpu_count: int,
     available_memory: int,
+    *,
+    replays_gl: bool = False,
 ) -> int:
     """Return how many capture workers to run for a chunk of ``frames`` frames.
 
     An explicit ``requested`` count wins (but never more workers than frames). ``auto`` takes
     one worker per CPU (a worker is one browser whose renderer keeps about one core busy),
     bounded by available memory and by frames so that each worker gets enough frames to pay
-    for its browser start.
+    for its browser start. ``replays_gl`` (a WebGL page that keeps all its history, so every
+    worker draws every frame before its own) makes ``auto`` one worker: software GL already
+    spreads one page over all cores, and each extra worker only adds a full replay of it.
     """
     if requested is not None:
         _require_int("worker count", requested)
         if requested <= 0:
             raise FrameRangeError(f"worker count must be at least 1, got {requested}")
         return max(1, min(requested, frames))
+    if replays_gl:
+        return 1
     by_cpu = max(1, cpu_count)
     by_mem = max(1, available_memory // MEMORY_PER_WORKER)
     by_frames = max(1, frames // MIN_FRAMES_PER_WORKER)

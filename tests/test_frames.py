@@ -825,6 +825,11 @@ def test_choose_worker_count_auto(frames, cpu, mem, expected):
     assert choose_worker_count(frames, None, cpu_count=cpu, available_memory=mem) == expected
 
 
+def test_a_webgl_page_that_replays_its_history_gets_one_auto_worker_but_any_requested_count():
+    assert choose_worker_count(10_000, None, cpu_count=8, available_memory=64 * GIB, replays_gl=True) == 1
+    assert choose_worker_count(10_000, 3, cpu_count=8, available_memory=64 * GIB, replays_gl=True) == 3
+
+
 @given(frames=st.integers(1, 100_000), cpu=st.integers(0, 256), mem=st.integers(0, 1 << 40))
 def test_choose_worker_count_auto_bounds(frames, cpu, mem):
     n = choose_worker_count(frames, None, cpu_count=cpu, available_memory=mem)

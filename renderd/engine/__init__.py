@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from renderd.engine.retry import (
 )
 from renderd.frames import FrameRange, choose_worker_count
 from renderd.media import MediaPlan, project_has_media, resolve_media
+
+log = logging.getLogger(__name__)
 
 PROBE_VIEWPORT = (1920, 1080)
 
@@ -152,6 +155,8 @@ class Engine:
         # The composition's media (HyperFrames <video>/<audio>), read from the page at probe time.
         self.media = MediaPlan()
         self._media_frames = MediaFrames()
+        # Whether the page keeps every seek's state (each worker then replays from frame 0).
+        self.keeps_all_history = False
 
     async def __aenter__(self) -> Engine:
         if self._own_driver:
@@ -183,7 +188,7 @@ class Engine:
                 overrides,
                 self.options.capture.ready_timeout_s,
                 keep_page=True,
-                on_ready=self._read_media,
+                on_ready=self._on_probe_ready,
                 media=self._media_frames,
             )
         except BaseException:
@@ -205,7 +210,8 @@ class Engine:
         )
         return info
 
-    async def _read_media(self, page: CompositionPage) -> None:
+    async def _on_probe_ready(self, page: CompositionPage) -> None:
+        self.keeps_all_history = page.keeps_all_history
         # The page's own scan of the project says whether there is media to read (no second scan).
         if project_has_media(page.project):
             self.media = await read_media(page, self.comp)
@@ -218,12 +224,21 @@ class Engine:
 
     def worker_count(self, frames: int) -> int:
         """Return the workers to use for ``frames`` frames (explicit option, else auto)."""
-        return choose_worker_count(
+        replays_gl = self.gl and self.keeps_all_history
+        count = choose_worker_count(
             frames,
             self.options.workers,
             psutil.cpu_count(logical=True) or 1,
             psutil.virtual_memory().available,
+            replays_gl=replays_gl,
         )
+        if replays_gl and self.options.workers is None:
+            log.info(
+                "%s: one capture worker: the page keeps every seek's state, so each worker would "
+                "draw its WebGL for every frame before its own (--workers N overrides)",
+                self.comp.entry_relative,
+            )
+        return count
 
     async def warm_up(self, workers: int) -> None:
         """Start ``workers`` browsers with the composition loaded."""
