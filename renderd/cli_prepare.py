@@ -41,12 +41,18 @@ def _mib(n: int) -> str:
 
 
 def summary(result: PrepareResult) -> str:
-    """Return one line saying what was localised and where the prepared copy is."""
+    """Return a line saying what was localised, and one per script URL left remote."""
     sources = ", ".join(f"{n} from {s}" for s, n in result.sources().items()) or "nothing to fetch"
-    return (
-        f"localised {result.references} remote reference(s) in {len(result.rewritten)} file(s) as "
-        f"{len(result.assets)} asset(s), {_mib(result.total_bytes)} ({sources})"
+    text = (
+        f"localised {result.references - len(result.unresolved)} remote reference(s) in "
+        f"{len(result.rewritten)} file(s) as {len(result.assets)} asset(s), {_mib(result.total_bytes)} ({sources})"
     )
+    if result.unresolved:
+        text += (
+            "\nrenderd: warning: left remote (named in a script, could not be fetched; the page fails if it loads one):"
+        )
+        text += "".join(f"\n  {p}" for p in result.unresolved)
+    return text
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

@@ -584,11 +584,14 @@ def test_scan_finds_loads_with_lines_and_leaves_the_rest() -> None:
         (6, "asset", "https://a.example/0.png", "", "https://a.example/0.png"),
         (8, "asset", "https://v.example/p.jpg", "", "https://v.example/p.jpg"),
         (8, "asset", "https://v.example/v.mp4", "", "https://v.example/v.mp4"),
+        # A file a script names (fetch): localised when it can be, not required (naming is not loading).
+        (9, "asset", "https://script.example/data.json", "", "https://script.example/data.json"),
         (10, "module", "https://m.example/t.js", "", "https://m.example/t.js"),
         (11, "module", "https://m.example/a.js", "", "https://m.example/a.js"),
         (11, "module", "https://m.example/lazy.js", "", "https://m.example/lazy.js"),
         (12, "module", "https://m.example/three.js", "", "https://m.example/three.js"),
     ]
+    assert [r.url for r in found.refs if not r.required] == ["https://script.example/data.json"]
 
 
 MODULE_PAGE = """<!doctype html>
@@ -619,6 +622,61 @@ def test_es_module_imports_in_inline_scripts_are_localised(tmp_path: Path, cdn: 
     assert r.returncode == 0, r.stderr
     html = (prepared / "index.html").read_text()
     assert cdn.base not in html and 'from "./_renderd_assets/' in html
+    cdn.stop()
+    out = tmp_path / "out.mp4"
+    r = run_renderd("render", prepared, "-o", out, "--crf", "0", env=env)
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, 64, 64)
+    assert len(frames) == 6
+    assert close(pixel(frames[0], 64, 32, 32), (0, 255, 0), 8)
+
+
+FETCH_PAGE = """<!doctype html>
+<html><head><style>
+  html, body {{ margin: 0; width: 64px; height: 64px; overflow: hidden; background: #000; }}
+  #box {{ position: absolute; inset: 0; }}
+</style></head><body>
+  <div id="root" data-composition-id="main" data-start="0" data-duration="0.2"
+       data-width="64" data-height="64" data-fps="30"><div id="box"></div></div>
+  <script src="js/paint.js"></script>
+</body></html>
+"""
+
+# What HyperFrames' map blocks do (us-map: fetch("https://cdn.jsdelivr.net/npm/us-atlas@3/...json")),
+# from a local script file; the namespace and the endpoint without a file type are not loads.
+FETCH_SCRIPT = """const DATA = "{base}/npm/palette@1.0.0/palette.json";
+const SVG_NS = "http://www.w3.org/2000/svg";
+const API = "{base}/api/v1";
+const MISSING = "{base}/npm/gone@1.0.0/gone.json";
+fetch(DATA).then((r) => r.json()).then((p) => {{
+  document.getElementById("box").style.background = p.colour;
+  document.getElementById("box").dataset.ns = SVG_NS + API;
+  // Registered once the data is in, as the map blocks build their timeline: ready waits for it.
+  window.__timelines = {{ main: {{ paused: true, duration: () => 0.2, seek() {{}}, time: () => 0 }} }};
+}});
+"""
+
+
+@pytest.mark.browser
+def test_files_a_script_fetches_are_localised_and_unfetchable_ones_are_reported(tmp_path: Path, cdn: CdnServer) -> None:
+    """A data file a local script fetches from a CDN renders without network after prepare."""
+    cdn.routes["/npm/palette@1.0.0/palette.json"] = (b'{"colour": "#00ff00"}\n', "application/json")
+    comp = tmp_path / "comp"
+    (comp / "js").mkdir(parents=True)
+    (comp / "index.html").write_text(FETCH_PAGE.format())
+    (comp / "js" / "paint.js").write_text(FETCH_SCRIPT.format(base=cdn.base))
+    env = {"RENDERD_CACHE_DIR": str(tmp_path / "cache")}
+    prepared = tmp_path / "prepared"
+    r = run_renderd("prepare", comp, "-o", prepared, env=env)
+    assert r.returncode == 0, r.stderr
+    # The missing one is left as written and named with its file and line; the rest is quiet.
+    assert f"js/paint.js:4: {cdn.base}/npm/gone@1.0.0/gone.json: HTTP 404" in r.stderr, r.stderr
+    script = (prepared / "js" / "paint.js").read_text()
+    assert 'const DATA = "/_renderd_assets/' in script
+    assert 'SVG_NS = "http://www.w3.org/2000/svg"' in script and f'API = "{cdn.base}/api/v1"' in script
+    assert f'MISSING = "{cdn.base}/npm/gone@1.0.0/gone.json"' in script
+    manifest = json.loads((prepared / "_renderd_assets" / "manifest.json").read_text())
+    assert [a["url"] for a in manifest["assets"]] == [f"{cdn.base}/npm/palette@1.0.0/palette.json"]
     cdn.stop()
     out = tmp_path / "out.mp4"
     r = run_renderd("render", prepared, "-o", out, "--crf", "0", env=env)

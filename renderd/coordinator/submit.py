@@ -7,6 +7,7 @@ refused at submission with the page's own error, and the job is planned with exa
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pwd
 import stat
@@ -25,6 +26,8 @@ from renderd.engine import Prober
 from renderd.errors import RenderdError
 from renderd.frames import Fps, FrameRange, parse_frame_range
 from renderd.prepare import CACHE_ENV, PrepareOptions, needs_prepare, prepare_composition
+
+log = logging.getLogger(__name__)
 
 
 def peer_gids(peer: Peer) -> set[int]:
@@ -124,6 +127,8 @@ async def prepared(comp: Composition, config: DaemonConfig) -> Composition:
         return comp
     cache_root = None if os.environ.get(CACHE_ENV) else config.state_dir / "cache"
     result = await prepare_composition(comp, PrepareOptions(cache_root=cache_root))
+    for problem in result.unresolved:
+        log.warning("%s: left remote (named in a script, could not be fetched): %s", comp.entry, problem)
     return load_composition(result.entry)
 
 

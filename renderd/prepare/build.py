@@ -11,7 +11,9 @@ Rewritten URLs: in CSS files, relative to the CSS file (CSS resolves ``url()`` a
 stylesheet); in HTML files next to the entry file, ``_renderd_assets/<name>``; in HTML files in
 sub-directories (sub-compositions are mounted into the entry document, whose URL they then
 resolve against) ``/_renderd_assets/<name>``, which is right from either place because the
-engine serves the composition directory at the root of its origin.
+engine serves the composition directory at the root of its origin. In script files, module
+specifiers are relative to the script (``./``, as imports resolve) and other URLs are
+``/_renderd_assets/<name>`` (``fetch`` and friends resolve against the document, not the script).
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ from renderd.prepare.model import (
 )
 from renderd.prepare.npm import NpmResolver
 from renderd.prepare.resolve import Resolved, Resolver, apply_replacements
-from renderd.prepare.scan import local_target, scan_css, scan_html
+from renderd.prepare.scan import local_target, scan_css, scan_html, scan_js
 
 _HTML_SUFFIXES = (".html", ".htm")
+_JS_SUFFIXES = (".js", ".mjs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,7 @@ class PrepareOptions:
 
 @dataclass(slots=True)
 class SourceFile:
-    """An HTML or CSS file of the composition and the remote references in it."""
+    """An HTML, CSS or script file of the composition and the remote references in it."""
 
     path: Path
     rel: str
@@ -66,16 +69,22 @@ class SourceFile:
     refs: list[Ref]
 
     @property
-    def is_css(self) -> bool:
-        return not self.path.name.lower().endswith(_HTML_SUFFIXES)
+    def kind(self) -> str:
+        """``html``, ``js`` or ``css`` (what is not HTML or a script was followed as a stylesheet)."""
+        return _file_kind(self.path)
+
+
+def _file_kind(path: Path) -> str:
+    name = path.name.lower()
+    return "html" if name.endswith(_HTML_SUFFIXES) else "js" if name.endswith(_JS_SUFFIXES) else "css"
 
 
 def scan_composition(comp: Composition) -> list[SourceFile]:
     """Read the entry file and every HTML/CSS file it pulls in; return them with their remote references.
 
-    Followed: ``data-composition-src`` sub-compositions, local stylesheets (``<link>``, ``@import``).
-    A relative reference is looked up next to the file first, then next to the entry file (where
-    a mounted sub-composition resolves it).
+    Followed: ``data-composition-src`` sub-compositions, local stylesheets (``<link>``, ``@import``),
+    local scripts (``<script src>``, relative module imports). A relative reference is looked up
+    next to the file first, then next to the entry file (where a mounted sub-composition resolves it).
     """
     queue: list[Path] = [comp.entry]
     seen: set[Path] = set()
@@ -90,12 +99,16 @@ def scan_composition(comp: Composition) -> list[SourceFile]:
         except OSError as exc:
             raise PrepareError(message=f"cannot read {path}: {exc.strerror}") from None
         rel = path.relative_to(comp.root).as_posix()
-        if path.name.lower().endswith(_HTML_SUFFIXES):
+        kind = _file_kind(path)
+        if kind == "html":
             try:
                 found = scan_html(text)
             except (AssertionError, ValueError) as exc:  # HTMLParser's own complaints
                 raise PrepareError(message=f"{rel}: cannot parse the HTML: {exc}") from None
-            refs, follow = found.refs, found.local_html + found.local_css
+            refs, follow = found.refs, found.local_html + found.local_css + found.local_js
+        elif kind == "js":
+            js = scan_js(text)
+            refs, follow = js.refs, js.local_imports
         else:
             css = scan_css(text)
             refs, follow = css.refs, css.local_imports
@@ -112,18 +125,18 @@ def needs_prepare(comp: Composition) -> bool:
     return any(f.refs for f in scan_composition(comp))
 
 
-def _local_url(file: SourceFile, comp: Composition, name: str) -> str:
+def _local_url(file: SourceFile, comp: Composition, ref: Ref, name: str) -> str:
     target = f"{ASSETS_DIR}/{name}"
     file_dir = posixpath.dirname(file.rel)
-    if file.is_css:
+    if file.kind == "css" or (file.kind == "js" and ref.kind == "module"):
         return posixpath.relpath(target, file_dir or ".")
     entry_dir = posixpath.dirname(comp.entry_relative)
-    return target if file_dir == entry_dir else "/" + target
+    return target if file.kind == "html" and file_dir == entry_dir else "/" + target
 
 
 def _replacement(file: SourceFile, comp: Composition, ref: Ref, name: str) -> str:
     """The local URL that replaces ``ref``'s text (an import specifier must look like a path)."""
-    local = _local_url(file, comp, name) + ref.fragment
+    local = _local_url(file, comp, ref, name) + ref.fragment
     if ref.kind == "module" and not local.startswith(("/", "./", "../")):
         local = "./" + local
     return local
@@ -161,14 +174,21 @@ async def _prepare(comp: Composition, options: PrepareOptions, cache_root: Path,
     files = await asyncio.to_thread(scan_composition, comp)
     resolver, results = await _resolve_all(files, AssetCache(cache_root), options)
     problems = list(resolver.problems)
+    unresolved: list[Problem] = []
     for f in files:
-        problems += [Problem(f.rel, r.line, r.url, res) for r in f.refs if isinstance(res := results[r.url], str)]
+        for r in f.refs:
+            if isinstance(res := results[r.url], str):
+                (problems if r.required else unresolved).append(Problem(f.rel, r.line, r.url, res))
     if problems:
         raise PrepareError(problems)
     rewritten: dict[str, bytes] = {}
     for f in files:
-        if f.refs:
-            reps = [(r.start, r.end, _replacement(f, comp, r, _ok(results[r.url]).name)) for r in f.refs]
+        reps = [
+            (r.start, r.end, _replacement(f, comp, r, res.name))
+            for r in f.refs
+            if isinstance(res := results[r.url], Resolved)
+        ]
+        if reps:
             rewritten[f.rel] = apply_replacements(f.text, reps).encode("utf-8", "surrogateescape")
     assets = resolver.resolved()
     records = tuple(
@@ -191,12 +211,8 @@ async def _prepare(comp: Composition, options: PrepareOptions, cache_root: Path,
         rewritten=tuple(sorted(rewritten)),
         assets=records,
         reused=reused,
+        unresolved=tuple(sorted(unresolved, key=lambda p: (p.where, p.line, p.url))),
     )
-
-
-def _ok(res: Resolved | str) -> Resolved:
-    assert isinstance(res, Resolved)
-    return res
 
 
 async def _resolve_all(

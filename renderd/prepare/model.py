@@ -44,6 +44,9 @@ class Ref:
     line: int
     kind: str  # "stylesheet" (parsed for more URLs), "module" (an import specifier) or "asset"
     fragment: str = ""
+    # False for a URL a script only names (a string literal): it may never be loaded, so one
+    # that cannot be fetched is left as written and reported, not an error.
+    required: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,8 @@ class PrepareResult:
     rewritten: tuple[str, ...]
     assets: tuple[AssetRecord, ...] = field(default=())
     reused: bool = False
+    # URLs scripts name that could not be fetched: left remote (a render host cannot load them).
+    unresolved: tuple[Problem, ...] = field(default=())
 
     @property
     def total_bytes(self) -> int:
@@ -127,4 +132,5 @@ class PrepareResult:
             "bytes": self.total_bytes,
             "sources": self.sources(),
             "reused": self.reused,
+            "unresolved": [str(p) for p in self.unresolved],
         }

@@ -4,15 +4,19 @@ HTML is tokenised with the standard library's HTMLParser only to locate tags; th
 never re-serialised, so a rewrite changes the URL text and nothing else. What counts as a load:
 ``src``/``srcset``/``poster`` of media and scripts, ``<link href>`` for stylesheets, preloads and
 icons, SVG ``href``, ``<object data>``, CSS ``url()`` and ``@import`` in ``<style>``, ``style=""``
-and CSS files; in inline scripts, the specifiers of ES module imports (``import ... from``,
-``export ... from``, ``import()``) and the URLs of an import map. Links to other pages,
-``preconnect`` hints and other URLs inside scripts (built at run time, or data) are left alone.
+and CSS files; in inline scripts and local script files, the specifiers of ES module imports
+(``import ... from``, ``export ... from``, ``import()``), the URLs of an import map, and string
+literals holding a whole remote URL of a file type pages load (``fetch("https://.../x.json")``,
+``d3.json(...)``, ``img.src = "..."``: data, images, media, fonts, models, scripts, styles).
+Links to other pages, ``preconnect`` hints, namespaces such as ``http://www.w3.org/2000/svg``
+and URLs built at run time are left alone.
 """
 
 from __future__ import annotations
 
 import bisect
 import html
+import posixpath
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -48,6 +52,15 @@ _CSS_IMPORT = re.compile(
 )
 _CSS_URL = re.compile(r"""url\(\s*(?:"(?P<a>[^"]*)"|'(?P<b>[^']*)'|(?P<c>[^)"'\s]*))\s*\)""", re.I)
 _JSON_STRING = re.compile(r'"(?P<spec>[^"\\\n]+)"')
+# A string literal that is one whole absolute URL (template literals only without substitutions).
+_JS_URL_LITERAL = re.compile(r"""(?P<q>["'`])(?P<spec>https?://[^"'`\s\\{}<>]+)(?P=q)""")
+# File types a script loads by URL; other URLs in scripts are links, namespaces or API endpoints.
+_SCRIPT_LOADS = frozenset(
+    ".json .geojson .topojson .csv .tsv .txt .xml .svg .png .jpg .jpeg .gif .webp .avif .ico .bmp "
+    ".mp4 .webm .mov .m4v .mp3 .wav .ogg .oga .m4a .aac .flac .woff .woff2 .ttf .otf .glb .gltf .bin "
+    ".hdr .exr .ktx2 .obj .fbx .wasm .js .mjs .css .lottie".split()
+)
+_LOCAL_SPEC = ("./", "../", "/")
 _SRCSET_ITEM = re.compile(r"\s*([^\s,][^\s]*?)(?:,|\s[^,]*(?:,|$)|$)")
 
 
@@ -58,7 +71,10 @@ def remote_url(raw: str, base: str | None = None) -> str | None:
         return None
     if raw.startswith("//"):
         return "https:" + raw
-    scheme = urlsplit(raw).scheme.lower()
+    try:
+        scheme = urlsplit(raw).scheme.lower()
+    except ValueError:  # a malformed host such as "http://[...]": nothing a browser would load
+        return None
     if scheme in ("http", "https"):
         return raw
     if scheme:
@@ -96,14 +112,22 @@ class _Lines:
 
 
 def _make_ref(
-    raw: str, start: int, end: int, lines: _Lines, kind: str, base: str | None, *, in_html: bool
+    raw: str,
+    start: int,
+    end: int,
+    lines: _Lines,
+    kind: str,
+    base: str | None,
+    *,
+    in_html: bool,
+    required: bool = True,
 ) -> Ref | None:
     """Return a Ref for the URL text ``raw`` at ``[start, end)`` if it is remote (``in_html``: entities decoded)."""
     url = remote_url(html.unescape(raw) if in_html else raw, base)
     if url is None:
         return None
     bare, frag = urldefrag(url)
-    return Ref(bare, start, end, lines.line(start), kind, f"#{frag}" if frag else "")
+    return Ref(bare, start, end, lines.line(start), kind, f"#{frag}" if frag else "", required)
 
 
 @dataclass(slots=True)
@@ -149,12 +173,57 @@ def scan_css(
 
 
 @dataclass(slots=True)
+class JsScan:
+    """Remote references and local module imports found in JavaScript."""
+
+    refs: list[Ref] = field(default_factory=list)
+    local_imports: list[str] = field(default_factory=list)
+
+
+def scan_js(text: str, *, offset: int = 0, lines: _Lines | None = None) -> JsScan:
+    """Scan JavaScript ``text`` (placed at ``offset`` in its file) for remote module imports and URL literals.
+
+    Module specifiers get kind ``module``; a string literal that is a whole remote URL of a file
+    type pages load (``_SCRIPT_LOADS``) gets ``stylesheet`` for CSS, else ``asset``, and is not
+    required (naming a URL is not loading it). Never HTML-decoded: script text is raw.
+    """
+    lines = lines or _Lines(text)
+    out = JsScan()
+    taken: set[tuple[int, int]] = set()
+    for m in JS_IMPORT.finditer(text):
+        s, e = m.span("spec")
+        spec = text[s:e]
+        taken.add((s, e))
+        ref = _make_ref(spec, offset + s, offset + e, lines, "module", None, in_html=False)
+        if ref is not None:
+            out.refs.append(ref)
+        elif spec.startswith(_LOCAL_SPEC):
+            out.local_imports.append(spec)
+    for m in _JS_URL_LITERAL.finditer(text):
+        s, e = m.span("spec")
+        if (s, e) in taken:
+            continue
+        try:
+            suffix = posixpath.splitext(urlsplit(text[s:e]).path.lower())[1]
+        except ValueError:  # a malformed host such as "http://[...]": nothing a browser would load
+            continue
+        if suffix not in _SCRIPT_LOADS:
+            continue
+        kind = "stylesheet" if suffix == ".css" else "asset"
+        ref = _make_ref(text[s:e], offset + s, offset + e, lines, kind, None, in_html=False, required=False)
+        if ref is not None:
+            out.refs.append(ref)
+    return out
+
+
+@dataclass(slots=True)
 class HtmlScan:
     """Remote references in an HTML file and the local files it pulls in."""
 
     refs: list[Ref] = field(default_factory=list)
     local_html: list[str] = field(default_factory=list)  # data-composition-src values
     local_css: list[str] = field(default_factory=list)  # local stylesheet hrefs
+    local_js: list[str] = field(default_factory=list)  # local script srcs and module imports
 
 
 class _HtmlScanner(HTMLParser):
@@ -184,18 +253,19 @@ class _HtmlScanner(HTMLParser):
             self._script = None
 
     def handle_data(self, data: str) -> None:
+        offset = self.lines.offset(*self.getpos())
         if self._in_style:
-            self._css(data, self.lines.offset(*self.getpos()))
-        elif self._script is not None:
-            self._imports(data, self.lines.offset(*self.getpos()), JS_IMPORT if self._script == "js" else _JSON_STRING)
-
-    def _imports(self, code: str, offset: int, pattern: re.Pattern[str]) -> None:
-        """Remote module specifiers in an inline script or import map (not HTML-decoded: raw text)."""
-        for m in pattern.finditer(code):
-            s, e = m.span("spec")
-            ref = _make_ref(code[s:e], offset + s, offset + e, self.lines, "module", None, in_html=False)
-            if ref is not None:
-                self.out.refs.append(ref)
+            self._css(data, offset)
+        elif self._script == "js":
+            found = scan_js(data, offset=offset, lines=self.lines)
+            self.out.refs.extend(found.refs)
+            self.out.local_js.extend(found.local_imports)
+        elif self._script == "importmap":
+            for m in _JSON_STRING.finditer(data):
+                s, e = m.span("spec")
+                ref = _make_ref(data[s:e], offset + s, offset + e, self.lines, "module", None, in_html=False)
+                if ref is not None:
+                    self.out.refs.append(ref)
 
     def _css(self, css: str, offset: int) -> None:
         found = scan_css(css, offset=offset, lines=self.lines, in_html=True)
@@ -212,6 +282,8 @@ class _HtmlScanner(HTMLParser):
                 wanted["href"] = "stylesheet" if is_css else "asset"
                 if is_css and remote_url(values.get("href", "")) is None:
                     self.out.local_css.append(html.unescape(values.get("href", "")))
+        if tag == "script" and values.get("src") and remote_url(values["src"]) is None:
+            self.out.local_js.append(html.unescape(values["src"]))
         src = values.get("data-composition-src")
         if src and remote_url(src) is None:
             self.out.local_html.append(html.unescape(src))
