@@ -21,7 +21,7 @@ from pathlib import Path
 from playwright.async_api import async_playwright
 
 from renderd import procs
-from renderd.composition import Composition, Overrides, load_composition
+from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
 from renderd.encode import AUDIO_RATE, VideoInfo, mux_audio
 from renderd.engine import read_info, read_media
 from renderd.engine.browser import BrowserOptions, launch_browser
@@ -157,7 +157,7 @@ async def add_composition_audio(
 async def _read_plan(comp: Composition, overrides: Overrides) -> MediaPlan:
     plan = MediaPlan()
 
-    async def on_ready(page: CompositionPage) -> None:
+    async def on_ready(page: CompositionPage, _info: CompositionInfo) -> None:
         nonlocal plan
         plan = await read_media(page, comp)
 

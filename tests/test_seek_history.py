@@ -24,6 +24,8 @@ GREEN = (0, 255, 0)
         "hf-anime-history",
         # A slide deck whose callback fires entrance tweens on GSAP's ticker: replays from 0 too.
         "hf-deck-history",
+        # The same without a tween at load: found by the probe's jump to the end.
+        "hf-deck-late",
     ],
 )
 def test_a_composition_with_state_between_seeks_renders_as_one_sequential_pass(tmp_path: Path, fixture: str) -> None:
@@ -33,8 +35,8 @@ def test_a_composition_with_state_between_seeks_renders_as_one_sequential_pass(t
     assert r.returncode == 0, r.stderr
     frames = decode_frames(out, W, H)
     assert len(frames) == 60
-    # hf-deck-history's probe is grey until its slide 2 fires (frame 30).
-    first = 30 if fixture == "hf-deck-history" else 0
+    # The decks' probe is grey until their slide 2 fires (frame 30).
+    first = 30 if fixture.startswith("hf-deck") else 0
     red = [i for i, f in enumerate(frames) if i >= first and not close(pixel(f, W, 40, 60), GREEN, 40)]
     assert red == [], f"frames rendered with a history a sequential pass would not have: {red}"
 

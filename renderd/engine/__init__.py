@@ -26,7 +26,7 @@ from renderd.engine.retry import (
     RetryNotice,
     execute_disk_capture_with_adaptive_retry,
 )
-from renderd.frames import FrameRange, choose_worker_count
+from renderd.frames import FrameRange, choose_worker_count, frame_time
 from renderd.media import MediaPlan, project_has_media, resolve_media
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,14 @@ async def read_info(
     ready_timeout_s: float,
     *,
     keep_page: bool = False,
-    on_ready: Callable[[CompositionPage], Awaitable[None]] | None = None,
+    on_ready: Callable[[CompositionPage, CompositionInfo], Awaitable[None]] | None = None,
     media: MediaFrames | None = None,
 ) -> tuple[CompositionInfo, CompositionPage | None]:
     """Load ``comp`` in ``browser`` and return its validated metadata.
 
     With ``keep_page`` the loaded page is returned too when it was loaded at the final size
     (the caller then owns it), so the first worker need not load the composition again.
-    ``on_ready`` is called with the ready page before it is closed or returned.
+    ``on_ready`` is called with the ready page and its metadata before it is closed or returned.
     """
     w = overrides.width or PROBE_VIEWPORT[0]
     h = overrides.height or PROBE_VIEWPORT[1]
@@ -79,7 +79,7 @@ async def read_info(
     try:
         info = resolve_info(comp, await page.describe(), overrides)
         if on_ready is not None:
-            await on_ready(page)
+            await on_ready(page, info)
     except BaseException:
         await page.close()
         raise
@@ -157,6 +157,7 @@ class Engine:
         self._media_frames = MediaFrames()
         # Whether the page keeps every seek's state (each worker then replays from frame 0).
         self.keeps_all_history = False
+        self._probe_page_spent = False
 
     async def __aenter__(self) -> Engine:
         if self._own_driver:
@@ -191,6 +192,9 @@ class Engine:
                 on_ready=self._on_probe_ready,
                 media=self._media_frames,
             )
+            if page is not None and self._probe_page_spent:
+                await page.close()
+                page = None
         except BaseException:
             with contextlib.suppress(Exception):
                 await browser.close()
@@ -207,14 +211,22 @@ class Engine:
             first_browser=browser,
             first_page=page,
             media=self._media_frames,
+            replay_all=self.keeps_all_history,
         )
         return info
 
-    async def _on_probe_ready(self, page: CompositionPage) -> None:
-        self.keeps_all_history = page.keeps_all_history
+    async def _on_probe_ready(self, page: CompositionPage, info: CompositionInfo) -> None:
         # The page's own scan of the project says whether there is media to read (no second scan).
         if project_has_media(page.project):
             self.media = await read_media(page, self.comp)
+        self.keeps_all_history = page.keeps_all_history
+        if not self.keeps_all_history and info.kind == "hyperframes":
+            # A deck may start its first free tween after load: jump to the end to find out. A page
+            # that jumped is past frame 0, so the first worker then loads its own.
+            last = frame_time(info.total_frames - 1, info.fps)
+            found = await page.starts_free_tweens_by(last, self.options.capture.frame_timeout_s)
+            self._probe_page_spent = found is not None
+            self.keeps_all_history = bool(found)
 
     async def prepare_media(self, span: FrameRange, cache_dir: Path) -> None:
         """Extract the video frames ``span`` shows into ``cache_dir`` for the pages (no-op without video)."""

@@ -37,6 +37,17 @@ _T = TypeVar("_T")
 # transition-delay (seconds) of any element, whether frames depend on every seek since the first
 # (anime.js timelines registered with the HyperFrames runtime's anime adapter, or GSAP
 # animations running outside every registered timeline)].
+# GSAP animations running on GSAP's own ticker, outside every registered timeline (slide decks
+# start entrance tweens from a timeline callback when a slide becomes active): what they show
+# depends on the seeks before, like anime.js.
+_FREE_GSAP = """() => {
+  const g = window.gsap;
+  if (!g || !g.globalTimeline || typeof g.globalTimeline.getChildren !== "function") return false;
+  const registered = new Set(Object.values(window.__timelines || {}));
+  return g.globalTimeline.getChildren(false, true, true).some(
+    (c) => !registered.has(c) && !c.paused() && c.totalDuration() > 0 && c.totalProgress() < 1
+  );
+}"""
 _PAGE_HISTORY = """() => {
   let longest = 0;
   for (const el of document.querySelectorAll("*")) {
@@ -48,19 +59,21 @@ _PAGE_HISTORY = """() => {
       longest = Math.max(longest, (d || 0) + Math.max(0, delays[i % delays.length] || 0));
     });
   }
-  // GSAP animations running on GSAP's own ticker, outside every registered timeline (slide decks
-  // start entrance tweens from a timeline callback when a slide becomes active): what they show
-  // depends on the seeks before, like anime.js.
-  const g = window.gsap;
-  let free = false;
-  if (g && g.globalTimeline && typeof g.globalTimeline.getChildren === "function") {
-    const registered = new Set(Object.values(window.__timelines || {}));
-    free = g.globalTimeline.getChildren(false, true, true).some(
-      (c) => !registered.has(c) && !c.paused() && c.totalDuration() > 0 && c.totalProgress() < 1
-    );
-  }
+  const free = (FREE)();
   return [longest, (Array.isArray(window.__hfAnime) && window.__hfAnime.length > 0) || free];
-}"""
+}""".replace("FREE", _FREE_GSAP)
+# Jump the runtime to ``t`` (callbacks on the way fire, as in a render's seek) and say whether
+# that started free GSAP tweens: a deck whose slides start their entrances later than at load.
+_FREE_GSAP_AFTER_JUMP = """(t) => {
+  const p = window.__player;
+  if (!window.gsap || !p || typeof p.renderSeek !== "function") return null;
+  try {
+    p.renderSeek(t);
+  } catch (e) {
+    return false;  // the render's own seek there reports it, with the frame
+  }
+  return (FREE)();
+}""".replace("FREE", _FREE_GSAP)
 _CLEAR_BACKGROUND = """() => {
   const style = document.createElement("style");
   style.dataset.renderdTransparent = "";
@@ -329,6 +342,22 @@ class CompositionPage:
     async def forget_history(self, frame: int, timeout_s: float) -> None:
         """End the CSS transitions in flight: the page just jumped to ``frame`` from elsewhere."""
         await self._run(frame, timeout_s, self.page.evaluate("() => window.__renderdShim.settleTransitions()"))
+
+    async def starts_free_tweens_by(self, t: Fraction, timeout_s: float) -> bool | None:
+        """Jump the runtime to ``t`` and return whether that started GSAP tweens outside every timeline.
+
+        A slide deck that starts its entrances from timeline callbacks keeps all its history even
+        when none runs at load. The jump is made without renderd's seek (no clock, video frames or
+        settling): the page is not fit to capture from afterwards, so close it. None: no GSAP,
+        no jump made, the page is as it was. A jump that does not return within ``timeout_s``
+        counts as no (the render's own seeks time out with the frame named).
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                found = await self.page.evaluate(_FREE_GSAP_AFTER_JUMP, float(t))
+        except TimeoutError:
+            return False
+        return None if found is None else bool(found)
 
     async def seek(self, frame: int, t: Fraction, *, settle_frames: int, timeout_s: float) -> int:
         """Show time ``t`` (absolute ``frame``) without capturing it; return the CSS transitions it started."""

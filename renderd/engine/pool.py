@@ -158,7 +158,7 @@ class Worker:
         """
         p = self._pool
         s = p.settings
-        if page.keeps_all_history:
+        if page.keeps_all_history or p.replay_all:
             return await self._replay_all(page, i)
         plan = prime_plan(s.prime_frames, page.history_s, p.fps, s.max_prime_s)
         for span in plan.spans:
@@ -240,6 +240,7 @@ class CapturePool:
         first_browser: Browser | None = None,
         first_page: CompositionPage | None = None,
         media: MediaFrames | None = None,
+        replay_all: bool = False,
     ) -> None:
         self.comp = comp
         self.media = media
@@ -249,6 +250,8 @@ class CapturePool:
         self.settings = settings
         self.browser_options = browser_options
         self.fault_fired = False
+        # Probing found the page keeps all its history though a fresh page does not show it yet.
+        self.replay_all = replay_all
         self.playwright = playwright
         self._workers: list[Worker] = []
         if first_browser is not None:
