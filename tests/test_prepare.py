@@ -28,6 +28,8 @@ from PIL import Image
 from sshhosts import TestHosts
 from videotools import close, decode_frames, pixel
 
+from renderd.composition import load_composition
+from renderd.prepare.build import scan_composition
 from renderd.prepare.cdn import NpmFile, npm_file_for
 from renderd.prepare.scan import scan_html
 
@@ -684,6 +686,23 @@ def test_files_a_script_fetches_are_localised_and_unfetchable_ones_are_reported(
     frames = decode_frames(out, 64, 64)
     assert len(frames) == 6
     assert close(pixel(frames[0], 64, 32, 32), (0, 255, 0), 8)
+
+
+def test_files_are_scanned_as_what_loads_them(tmp_path: Path) -> None:
+    """A script without a .js name is still a script (it was a stylesheet by its suffix)."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "index.html").write_text('<link rel="stylesheet" href="lib/look"><script src="lib/app.cjs"></script>\n')
+    (tmp_path / "lib" / "app.cjs").write_text('fetch("https://cdn.example/d.json"); import("./more.js");\n')
+    (tmp_path / "lib" / "more.js").write_text('const u = "https://cdn.example/m.png";\n')
+    (tmp_path / "lib" / "look").write_text("body { background: url(https://cdn.example/bg.png) }\n")
+    files = scan_composition(load_composition(tmp_path))
+    got = {f.rel: (f.kind, [r.url for r in f.refs]) for f in files}
+    assert got == {
+        "index.html": ("html", []),
+        "lib/look": ("css", ["https://cdn.example/bg.png"]),
+        "lib/app.cjs": ("js", ["https://cdn.example/d.json"]),
+        "lib/more.js": ("js", ["https://cdn.example/m.png"]),
+    }
 
 
 def test_output_directory_rules(tmp_path: Path) -> None:

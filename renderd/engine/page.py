@@ -33,10 +33,6 @@ from renderd.frames import Fps
 from renderd.hyperframes import HyperFramesProject, composition_markup, read_project
 
 _T = TypeVar("_T")
-# What state the ready page carries between seeks: [its longest transition-duration +
-# transition-delay (seconds) of any element, whether frames depend on every seek since the first
-# (anime.js timelines registered with the HyperFrames runtime's anime adapter, or GSAP
-# animations running outside every registered timeline)].
 # GSAP animations running on GSAP's own ticker, outside every registered timeline (slide decks
 # start entrance tweens from a timeline callback when a slide becomes active): what they show
 # depends on the seeks before, like anime.js.
@@ -48,6 +44,10 @@ _FREE_GSAP = """() => {
     (c) => !registered.has(c) && !c.paused() && c.totalDuration() > 0 && c.totalProgress() < 1
   );
 }"""
+# What state the ready page carries between seeks: [its longest transition-duration +
+# transition-delay (seconds) of any element, whether frames depend on every seek since the first
+# (anime.js timelines registered with the HyperFrames runtime's anime adapter, or GSAP
+# animations running outside every registered timeline)].
 _PAGE_HISTORY = """() => {
   let longest = 0;
   for (const el of document.querySelectorAll("*")) {

@@ -45,9 +45,6 @@ from renderd.prepare.npm import NpmResolver
 from renderd.prepare.resolve import Resolved, Resolver, apply_replacements
 from renderd.prepare.scan import local_target, scan_css, scan_html, scan_js
 
-_HTML_SUFFIXES = (".html", ".htm")
-_JS_SUFFIXES = (".js", ".mjs")
-
 
 @dataclass(frozen=True, slots=True)
 class PrepareOptions:
@@ -67,30 +64,22 @@ class SourceFile:
     rel: str
     text: str
     refs: list[Ref]
-
-    @property
-    def kind(self) -> str:
-        """``html``, ``js`` or ``css`` (what is not HTML or a script was followed as a stylesheet)."""
-        return _file_kind(self.path)
-
-
-def _file_kind(path: Path) -> str:
-    name = path.name.lower()
-    return "html" if name.endswith(_HTML_SUFFIXES) else "js" if name.endswith(_JS_SUFFIXES) else "css"
+    kind: str  # "html", "css" or "js": how the file that names it loads it
 
 
 def scan_composition(comp: Composition) -> list[SourceFile]:
-    """Read the entry file and every HTML/CSS file it pulls in; return them with their remote references.
+    """Read the entry file and every file it pulls in that can load more; return them with their remote references.
 
     Followed: ``data-composition-src`` sub-compositions, local stylesheets (``<link>``, ``@import``),
-    local scripts (``<script src>``, relative module imports). A relative reference is looked up
-    next to the file first, then next to the entry file (where a mounted sub-composition resolves it).
+    local scripts (``<script src>``, relative module imports), each scanned as what it was loaded
+    as. A relative reference is looked up next to the file first, then next to the entry file
+    (where a mounted sub-composition resolves it).
     """
-    queue: list[Path] = [comp.entry]
+    queue: list[tuple[Path, str]] = [(comp.entry, "html")]
     seen: set[Path] = set()
     files: list[SourceFile] = []
     while queue:
-        path = queue.pop(0)
+        path, kind = queue.pop(0)
         if path in seen:
             continue
         seen.add(path)
@@ -99,24 +88,26 @@ def scan_composition(comp: Composition) -> list[SourceFile]:
         except OSError as exc:
             raise PrepareError(message=f"cannot read {path}: {exc.strerror}") from None
         rel = path.relative_to(comp.root).as_posix()
-        kind = _file_kind(path)
+        follow: list[tuple[str, str]]
         if kind == "html":
             try:
                 found = scan_html(text)
             except (AssertionError, ValueError) as exc:  # HTMLParser's own complaints
                 raise PrepareError(message=f"{rel}: cannot parse the HTML: {exc}") from None
-            refs, follow = found.refs, found.local_html + found.local_css + found.local_js
+            refs = found.refs
+            follow = [(r, "html") for r in found.local_html] + [(r, "css") for r in found.local_css]
+            follow += [(r, "js") for r in found.local_js]
         elif kind == "js":
             js = scan_js(text)
-            refs, follow = js.refs, js.local_imports
+            refs, follow = js.refs, [(r, "js") for r in js.local_imports]
         else:
             css = scan_css(text)
-            refs, follow = css.refs, css.local_imports
-        for raw in follow:
+            refs, follow = css.refs, [(r, "css") for r in css.local_imports]
+        for raw, loaded_as in follow:
             target = local_target(raw, path.parent, comp.root) or local_target(raw, comp.entry.parent, comp.root)
             if target is not None and target not in seen:
-                queue.append(target)
-        files.append(SourceFile(path, rel, text, refs))
+                queue.append((target, loaded_as))
+        files.append(SourceFile(path, rel, text, refs, kind))
     return files
 
 
