@@ -33,17 +33,6 @@ from renderd.frames import Fps
 from renderd.hyperframes import HyperFramesProject, composition_markup, read_project
 
 _T = TypeVar("_T")
-# GSAP animations running on GSAP's own ticker, outside every registered timeline (slide decks
-# start entrance tweens from a timeline callback when a slide becomes active): what they show
-# depends on the seeks before, like anime.js.
-_FREE_GSAP = """() => {
-  const g = window.gsap;
-  if (!g || !g.globalTimeline || typeof g.globalTimeline.getChildren !== "function") return false;
-  const registered = new Set(Object.values(window.__timelines || {}));
-  return g.globalTimeline.getChildren(false, true, true).some(
-    (c) => !registered.has(c) && !c.paused() && c.totalDuration() > 0 && c.totalProgress() < 1
-  );
-}"""
 # What state the ready page carries between seeks: [its longest transition-duration +
 # transition-delay (seconds) of any element, whether frames depend on every seek since the first
 # (anime.js timelines registered with the HyperFrames runtime's anime adapter, or GSAP
@@ -59,21 +48,9 @@ _PAGE_HISTORY = """() => {
       longest = Math.max(longest, (d || 0) + Math.max(0, delays[i % delays.length] || 0));
     });
   }
-  const free = (FREE)();
-  return [longest, (Array.isArray(window.__hfAnime) && window.__hfAnime.length > 0) || free];
-}""".replace("FREE", _FREE_GSAP)
-# Jump the runtime to ``t`` (callbacks on the way fire, as in a render's seek) and say whether
-# that started free GSAP tweens: a deck whose slides start their entrances later than at load.
-_FREE_GSAP_AFTER_JUMP = """(t) => {
-  const p = window.__player;
-  if (!window.gsap || !p || typeof p.renderSeek !== "function") return null;
-  try {
-    p.renderSeek(t);
-  } catch (e) {
-    return false;  // the render's own seek there reports it, with the frame
-  }
-  return (FREE)();
-}""".replace("FREE", _FREE_GSAP)
+  const anime = Array.isArray(window.__hfAnime) && window.__hfAnime.length > 0;
+  return [longest, anime || window.__renderdShim.freeGsapRunning()];
+}"""
 _CLEAR_BACKGROUND = """() => {
   const style = document.createElement("style");
   style.dataset.renderdTransparent = "";
@@ -354,7 +331,7 @@ class CompositionPage:
         """
         try:
             async with asyncio.timeout(timeout_s):
-                found = await self.page.evaluate(_FREE_GSAP_AFTER_JUMP, float(t))
+                found = await self.page.evaluate("(t) => window.__renderdShim.freeGsapAfterJump(t)", float(t))
         except TimeoutError:
             return False
         return None if found is None else bool(found)

@@ -187,8 +187,34 @@
     tickFrames(t, frame);
   };
 
+  // GSAP animations running on GSAP's own ticker, outside every registered timeline (slide decks
+  // start entrance tweens from a timeline callback when a slide becomes active): what they show
+  // depends on the seeks before, like anime.js.
+  const freeGsapRunning = () => {
+    const g = window.gsap;
+    if (!g || !g.globalTimeline || typeof g.globalTimeline.getChildren !== "function") return false;
+    const registered = new Set(Object.values(window.__timelines || {}));
+    return g.globalTimeline.getChildren(false, true, true).some(
+      (c) => !registered.has(c) && !c.paused() && c.totalDuration() > 0 && c.totalProgress() < 1
+    );
+  };
+
   window.__renderdShim = {
     errors,
+    freeGsapRunning,
+    // Jump the runtime to t (callbacks on the way fire, as in a render's seek) and say whether
+    // that started free GSAP tweens: a deck whose slides start their entrances later than at
+    // load. null: no GSAP or no runtime, nothing done. Leaves the page unfit to capture from.
+    freeGsapAfterJump(t) {
+      const p = hfPlayer();
+      if (!window.gsap || !p) return null;
+      try {
+        p.renderSeek(t);
+      } catch (e) {
+        return false;  // the render's own seek there reports it, with the frame
+      }
+      return freeGsapRunning();
+    },
     // What kind of composition this is and what it says about itself.
     describe() {
       const h = hook();
