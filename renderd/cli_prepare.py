@@ -41,18 +41,17 @@ def _mib(n: int) -> str:
 
 
 def summary(result: PrepareResult) -> str:
-    """Return a line saying what was localised, and one per script URL left remote."""
+    """Return one line saying what was localised."""
     sources = ", ".join(f"{n} from {s}" for s, n in result.sources().items()) or "nothing to fetch"
-    text = (
+    return (
         f"localised {result.references - len(result.unresolved)} remote reference(s) in "
         f"{len(result.rewritten)} file(s) as {len(result.assets)} asset(s), {_mib(result.total_bytes)} ({sources})"
     )
-    if result.unresolved:
-        text += (
-            "\nrenderd: warning: left remote (named in a script, could not be fetched; the page fails if it loads one):"
-        )
-        text += "".join(f"\n  {p}" for p in result.unresolved)
-    return text
+
+
+def _warn_unresolved(result: PrepareResult) -> None:
+    if (warning := result.unresolved_warning()) is not None:
+        print(f"renderd: warning: {warning}", file=sys.stderr, flush=True)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -65,6 +64,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), separators=(",", ":")), flush=True)
     else:
         print(f"renderd: {summary(result)}", file=sys.stderr)
+        _warn_unresolved(result)
         print(result.prepared, flush=True)
     return 0
 
@@ -85,4 +85,5 @@ async def prepare_for_render(path: Path, *, offline: bool, quiet: bool) -> Path:
         raise PrepareError(exc.problems, message=f"{exc}\n{hint}") from None
     if not quiet:
         print(f"renderd: {summary(result)}; rendering {result.prepared}", file=sys.stderr, flush=True)
+    _warn_unresolved(result)
     return result.entry

@@ -127,8 +127,8 @@ async def prepared(comp: Composition, config: DaemonConfig) -> Composition:
         return comp
     cache_root = None if os.environ.get(CACHE_ENV) else config.state_dir / "cache"
     result = await prepare_composition(comp, PrepareOptions(cache_root=cache_root))
-    for problem in result.unresolved:
-        log.warning("%s: left remote (named in a script, could not be fetched): %s", comp.entry, problem)
+    if (warning := result.unresolved_warning()) is not None:
+        log.warning("%s: %s", comp.entry, warning)
     return load_composition(result.entry)
 
 

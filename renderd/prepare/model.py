@@ -108,6 +108,13 @@ class PrepareResult:
     # URLs scripts name that could not be fetched: left remote (a render host cannot load them).
     unresolved: tuple[Problem, ...] = field(default=())
 
+    def unresolved_warning(self) -> str | None:
+        """Return the warning naming the script URLs left remote (one per line), or None."""
+        if not self.unresolved:
+            return None
+        lines = "".join(f"\n  {p}" for p in self.unresolved)
+        return f"left remote (named in a script, could not be fetched; the page fails if it loads one):{lines}"
+
     @property
     def total_bytes(self) -> int:
         """Return the bytes of every localised asset."""
