@@ -177,6 +177,28 @@ def test_a_chain_of_transitions_renders_the_same_whatever_the_split(chase_render
     assert differ == [], f"frames that differ from the sequential pass: {differ}"
 
 
+def test_will_change_layers_are_drawn_as_in_one_sequential_pass_whatever_the_split(tmp_path: Path) -> None:
+    """Chromium rasterises a will-change layer when first drawn and then only moves that raster.
+
+    hf-will-change's rows of text start on other frames (2, 30 after a hidden spell, 30 as a late
+    clip, load); a worker that jumped to frame 10, 20 or 40 drew their glyphs at another subpixel
+    offset until it is shown where each row was first drawn (40 of 60 frames differed before).
+    """
+    frames = {}
+    for name, workers, chunks in (("sequential", "1", "1"), ("split", "2", "3")):
+        video = tmp_path / f"{name}.mp4"
+        r = run_renderd(
+            "render", FIXTURES / "hf-will-change", "-o", video, "--workers", workers, "--chunks", chunks, "--crf", "0"
+        )
+        assert r.returncode == 0, r.stderr
+        frames[name] = decode_frames(video, W, H)
+        assert len(frames[name]) == 60
+    seq, split = frames["sequential"], frames["split"]
+    assert len(set(seq)) > 50, "the rows do not move"
+    differ = [k for k in range(60) if seq[k] != split[k]]
+    assert differ == [], f"frames that differ from the sequential pass: {differ}"
+
+
 def _rgba(png: Path, x: int, y: int) -> tuple[int, ...]:
     raw = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(png), "-f", "rawvideo", "-pix_fmt", "rgba", "-"],

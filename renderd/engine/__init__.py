@@ -158,6 +158,7 @@ class Engine:
         # Whether the page keeps every seek's state (each worker then replays from frame 0).
         self.keeps_all_history = False
         self._probe_page_spent = False
+        self._raster_layers = 0
 
     async def __aenter__(self) -> Engine:
         if self._own_driver:
@@ -212,6 +213,7 @@ class Engine:
             first_page=page,
             media=self._media_frames,
             replay_all=self.keeps_all_history,
+            raster_layers=self._raster_layers,
         )
         return info
 
@@ -220,6 +222,7 @@ class Engine:
         if project_has_media(page.project):
             self.media = await read_media(page, self.comp)
         self.keeps_all_history = page.keeps_all_history
+        self._raster_layers = await page.raster_layers()
         if not self.keeps_all_history and info.kind == "hyperframes":
             # A deck may start its first free tween after load: jump to the end to find out. A page
             # that jumped is past frame 0, so the first worker then loads its own.

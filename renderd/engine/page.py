@@ -13,11 +13,11 @@ import contextlib
 import logging
 import mimetypes
 import re
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from playwright.async_api import Browser, BrowserContext, CDPSession, Page, Route
@@ -31,6 +31,9 @@ from renderd.engine.media_frames import MediaFrames, read_range
 from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError
 from renderd.frames import Fps
 from renderd.hyperframes import HyperFramesProject, composition_markup, read_project
+
+if TYPE_CHECKING:
+    from renderd.engine.raster import Redraw
 
 _T = TypeVar("_T")
 # What state the ready page carries between seeks: [its longest transition-duration +
@@ -319,6 +322,44 @@ class CompositionPage:
     async def forget_history(self, frame: int, timeout_s: float) -> None:
         """End the CSS transitions in flight: the page just jumped to ``frame`` from elsewhere."""
         await self._run(frame, timeout_s, self.page.evaluate("() => window.__renderdShim.settleTransitions()"))
+
+    async def raster_layers(self) -> int:
+        """Return how many will-change layers the page has (see page_shim.js, "Raster of will-change layers")."""
+        return int(await self.page.evaluate("() => window.__renderdShim.rasterLayers()"))
+
+    async def raster_bits(self, start: int, end: int, fps: Fps, *, timeout_s: float) -> list[str]:
+        """Return which will-change layers frames ``start``..``end - 1`` draw, one "0"/"1" per layer.
+
+        Leaves the page unfit to capture from: only for a page that captures nothing.
+        """
+        rows: list[str] = await self._run(
+            start,
+            timeout_s,
+            self.page.evaluate(
+                "([a, b, n, d]) => window.__renderdShim.rasterBits(a, b, n, d)", [start, end, fps.num, fps.den]
+            ),
+        )
+        return rows
+
+    async def tag_rasters(self, redraws: Sequence[Redraw], layers: int, timeout_s: float) -> list[int] | None:
+        """Drop the raster of the layers in ``redraws``; return the frames to show, each after ``release_rasters``.
+
+        None when the page's will-change layers are not the ``layers`` the walker counted.
+        """
+        shown = -1 if self.shown_frame is None else self.shown_frame
+        frames: list[int] | None = await self._run(
+            shown,
+            timeout_s,
+            self.page.evaluate(
+                "([r, n]) => window.__renderdShim.tagRasters(r, n)",
+                [[[r.layer, r.frame, r.keep_if_drawn] for r in redraws], layers],
+            ),
+        )
+        return None if frames is None else [int(f) for f in frames]
+
+    async def release_rasters(self, frame: int, timeout_s: float) -> None:
+        """Give back their own raster to the layers ``raster_anchors`` said to draw first at ``frame``."""
+        await self._run(frame, timeout_s, self.page.evaluate("(f) => window.__renderdShim.releaseRasters(f)", frame))
 
     async def starts_free_tweens_by(self, t: Fraction, timeout_s: float) -> bool | None:
         """Jump the runtime to ``t`` and return whether that started GSAP tweens outside every timeline.

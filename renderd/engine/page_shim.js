@@ -199,6 +199,46 @@
     );
   };
 
+
+  // Raster of will-change layers. Chromium rasterises a layer with `will-change: transform`
+  // (or translate/rotate/scale) once, when it is first drawn, and then only moves that raster:
+  // text on it keeps the subpixel offset of that first frame until the layer is hidden (opacity
+  // 0, visibility hidden, display none) and drawn again. So a frame of a scrolling ticker depends
+  // on where its layer's current "drawn episode" began, and a worker that jumped into the middle
+  // of one drew other glyphs than a sequential pass (39 dB on HyperFrames' news-ticker block).
+  // Before a jump the driver finds where each such layer's episode began (rasterBits, read in a
+  // page of its own), drops the layers that started elsewhere (tagRasters: will-change off), and
+  // brings each back while showing the frame its episode began on (releaseRasters), as a
+  // sequential pass drew it.
+  const RASTER_HINT = /\b(transform|translate|rotate|scale)\b/;
+  const ANCHOR = "data-renderd-raster-anchor";
+  let flatStyle = null;
+  const rasterTracked = () => {
+    const tracked = [];
+    for (const el of document.querySelectorAll("*")) {
+      // A layer tagged by tagRasters has will-change off until released: still one of them.
+      if (el.hasAttribute(ANCHOR) || RASTER_HINT.test(getComputedStyle(el).willChange)) tracked.push(el);
+    }
+    return tracked;
+  };
+  const rasterDrawn = (el) =>
+    el.isConnected && el.checkVisibility({ opacityProperty: true, visibilityProperty: true });
+  // The page's state at frame `frame` (time t), for reading styles only: nothing is drawn and no
+  // rAF callback runs.
+  const stateAt = async (t, frame) => {
+    nowMs = t * 1000;
+    reseed(frame);
+    const p = hfPlayer();
+    const h = hook();
+    if (p) p.renderSeek(t);
+    else if (h) await h.seek(t);
+    else for (const tl of timelines()) tl.totalTime(t, false);
+    for (const a of document.getAnimations()) {
+      if (isTransition(a)) a.cancel();  // as at its end: what the frame settles to
+      else if (!p) { a.pause(); a.currentTime = t * 1000; }
+    }
+  };
+
   window.__renderdShim = {
     errors,
     freeGsapRunning,
@@ -214,6 +254,54 @@
         return false;  // the render's own seek there reports it, with the frame
       }
       return freeGsapRunning();
+    },
+    // How many will-change layers the page has (0: nothing to anchor).
+    rasterLayers() {
+      return rasterTracked().length;
+    },
+    // For each frame in [from, to): which will-change layers are drawn, one "0"/"1" per layer in
+    // document order. Reading styles at another frame counts as drawing it (a layer read hidden
+    // is rasterised again at the next paint), so this runs in a page that captures nothing.
+    async rasterBits(from, to, num, den) {
+      const tracked = rasterTracked();
+      const out = [];
+      try {
+        for (let k = from; k < to; k++) {
+          await stateAt((k * den) / num, k);
+          out.push(tracked.map((el) => (rasterDrawn(el) ? "1" : "0")).join(""));
+        }
+      } finally {
+        for (const a of document.getAnimations()) if (isTransition(a)) a.cancel();
+        inFlight.clear();
+      }
+      return out;
+    },
+    // Drop the raster of the layers in `anchors` ([layer index, frame, keepIfDrawn] triples;
+    // layers as counted by rasterLayers, which must still be `count`; keepIfDrawn: left alone if
+    // the page drew it last paint), then paint once without them. Returns the frames, ascending,
+    // to show with releaseRasters(frame) before each; null if the page's layers are not the ones
+    // counted.
+    async tagRasters(anchors, count) {
+      const tracked = rasterTracked();
+      if (tracked.length !== count) return null;
+      if (!anchors.length) return [];
+      if (!flatStyle) {
+        flatStyle = document.createElement("style");
+        flatStyle.textContent = `[${ANCHOR}] { will-change: auto !important; }`;
+        (document.head || document.documentElement).appendChild(flatStyle);
+      }
+      const frames = new Set();
+      for (const [i, frame, keepIfDrawn] of anchors) {
+        if (keepIfDrawn && rasterDrawn(tracked[i])) continue;
+        tracked[i].setAttribute(ANCHOR, String(frame));
+        frames.add(frame);
+      }
+      if (frames.size) await settle(2);
+      return [...frames].sort((x, y) => x - y);
+    },
+    // Give the layers tagged for `frame` their will-change back: the next paint rasterises them.
+    releaseRasters(frame) {
+      for (const el of document.querySelectorAll(`[${ANCHOR}="${frame}"]`)) el.removeAttribute(ANCHOR);
     },
     // What kind of composition this is and what it says about itself.
     describe() {

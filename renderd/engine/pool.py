@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 from playwright.async_api import Browser, Playwright
@@ -21,6 +23,7 @@ from renderd.composition import Composition
 from renderd.engine.browser import BrowserOptions, launch_browser
 from renderd.engine.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage, PageBroken
+from renderd.engine.raster import RasterWalker
 from renderd.errors import CaptureError, first_error
 from renderd.frames import Fps, WorkerTask, frame_file_name, frame_time, prime_plan
 
@@ -46,6 +49,10 @@ class CaptureSettings:
     # value set at one seek is still easing in at the next ones), longer while a timeline keeps
     # restarting them: priming covers that too (frames.PrimePlan), up to this many seconds.
     max_prime_s: float = 4.0
+    # Before a jump, how far back to look for the frame each will-change layer was first drawn
+    # on (page_shim.js, "Raster of will-change layers"); one drawn longer is taken as drawn since
+    # frame 0. The look back costs about a millisecond per frame on a large DOM page.
+    raster_lookback_s: float = 60.0
     # Clear the html/body backgrounds and keep alpha in PNG frames, as HyperFrames does for its
     # alpha outputs (png-sequence): the composition's own elements are all that is drawn.
     transparent: bool = False
@@ -98,18 +105,15 @@ class Worker:
         if self._browser is None or not self._browser.is_connected():
             await self._drop_browser()
             self._browser = await launch_browser(self._pool.playwright, self._pool.browser_options)
-        p = self._pool
-        self._page = await CompositionPage.open(
-            self._browser,
-            p.comp,
-            p.width,
-            p.height,
-            ready_timeout_s=p.settings.ready_timeout_s,
-            transparent=p.settings.transparent,
-            fps=p.fps,
-            media=p.media,
-        )
+        self._page = await self._pool.open_page(self._browser)
         return self._page
+
+    async def open_spare_page(self) -> CompositionPage:
+        """Load the composition in another page of this worker's browser (one that captures nothing)."""
+        if self._browser is None or not self._browser.is_connected():
+            await self.ensure_ready()
+        assert self._browser is not None
+        return await self._pool.open_page(self._browser)
 
     async def run_task(self, task: WorkerTask, on_frame: FrameCallback, report: PassReport) -> None:
         """Capture every frame of ``task``; on a broken page, record why and abandon the task."""
@@ -192,11 +196,37 @@ class Worker:
 
     async def _replay(self, page: CompositionPage, start: int, end: int) -> list[int]:
         """Jump to ``start``, then show each frame up to ``end`` (excluded); return transitions started per frame."""
+        await self._draw_rasters_as_sequential(page, start)
         await self._show(page, start)
         # The jump itself started CSS transitions from wherever the page was before; a sequential
         # pass would have none of those at ``start``.
         await page.forget_history(start, self._pool.settings.frame_timeout_s)
         return [await self._show(page, k) for k in range(start + 1, end)]
+
+    async def _draw_rasters_as_sequential(self, page: CompositionPage, start: int) -> None:
+        """Before jumping to ``start``, draw each will-change layer first where a sequential pass did.
+
+        Without this, a scrolling ticker's glyphs on a worker's first frames differ from a
+        sequential render's (and so between splits) for as long as the layer stays drawn.
+        """
+        p = self._pool
+        s = p.settings
+        walker = p.raster_walker(self)
+        if walker is None:
+            return
+        lookback = math.ceil(Fraction(s.raster_lookback_s).limit_denominator(1000) * p.fps.num / p.fps.den)
+        redraws = await walker.redraws(start, page.shown_frame, lookback)
+        if not redraws:
+            return
+        frames = await page.tag_rasters(redraws, walker.layers, s.frame_timeout_s)
+        if frames is None:
+            walker.disable(f"worker {self.index}: the page's will-change layers changed since load")
+            return
+        if frames:
+            log.debug("worker %d: drawing will-change layers at frames %s before frame %d", self.index, frames, start)
+        for a in frames:
+            await page.release_rasters(a, s.frame_timeout_s)
+            await self._show(page, a)
 
     async def _show(self, page: CompositionPage, k: int) -> int:
         """Show frame ``k`` uncaptured; return the CSS transitions its seek started."""
@@ -241,6 +271,7 @@ class CapturePool:
         first_page: CompositionPage | None = None,
         media: MediaFrames | None = None,
         replay_all: bool = False,
+        raster_layers: int = 0,
     ) -> None:
         self.comp = comp
         self.media = media
@@ -254,9 +285,39 @@ class CapturePool:
         self.replay_all = replay_all
         self.playwright = playwright
         self._workers: list[Worker] = []
+        # The page's will-change layers (probed at load): with any, jumps draw them as a
+        # sequential pass would (raster.py), read in a page of their own, opened when first needed.
+        self._raster_layers = raster_layers
+        self._walker: RasterWalker | None = None
         if first_browser is not None:
             self._grow(1)
             self._workers[0].adopt(first_browser, first_page)
+
+    async def open_page(self, browser: Browser) -> CompositionPage:
+        """Load the composition in a new page of ``browser``."""
+        return await CompositionPage.open(
+            browser,
+            self.comp,
+            self.width,
+            self.height,
+            ready_timeout_s=self.settings.ready_timeout_s,
+            transparent=self.settings.transparent,
+            fps=self.fps,
+            media=self.media,
+        )
+
+    def raster_walker(self, worker: Worker) -> RasterWalker | None:
+        """Return the walker of will-change layers (None: the page has none, or replays from 0).
+
+        Its page is opened, when first needed, in ``worker``'s browser.
+        """
+        if not self._raster_layers or self.replay_all:
+            return None
+        if self._walker is None:
+            self._walker = RasterWalker(
+                self._raster_layers, self.fps, worker.open_spare_page, timeout_s=self.settings.frame_timeout_s
+            )
+        return self._walker
 
     async def warm_up(self, workers: int) -> None:
         """Launch and load ``workers`` pages concurrently, so the first frames do not wait."""
@@ -295,7 +356,9 @@ class CapturePool:
     async def close(self) -> None:
         """Close every browser; safe to call more than once."""
         workers, self._workers = self._workers, []
-        await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
+        walker, self._walker = self._walker, None
+        closing = [w.close() for w in workers] + ([walker.close()] if walker is not None else [])
+        await asyncio.gather(*closing, return_exceptions=True)
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
