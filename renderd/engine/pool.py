@@ -53,6 +53,8 @@ class CaptureSettings:
     # on (page_shim.js, "Raster of will-change layers"); one drawn longer is taken as drawn since
     # frame 0. The look back costs about a millisecond per frame on a large DOM page.
     raster_lookback_s: float = 60.0
+    # Off only to measure what drawing them costs (scripts/bench raster).
+    anchor_rasters: bool = True
     # Clear the html/body backgrounds and keep alpha in PNG frames, as HyperFrames does for its
     # alpha outputs (png-sequence): the composition's own elements are all that is drawn.
     transparent: bool = False
@@ -311,7 +313,7 @@ class CapturePool:
 
         Its page is opened, when first needed, in ``worker``'s browser.
         """
-        if not self._raster_layers or self.replay_all:
+        if not self._raster_layers or self.replay_all or not self.settings.anchor_rasters:
             return None
         if self._walker is None:
             self._walker = RasterWalker(
