@@ -211,6 +211,8 @@ class Worker:
         Without this, a scrolling ticker's glyphs on a worker's first frames differ from a
         sequential render's (and so between splits) for as long as the layer stays drawn.
         """
+        if start == 0 and page.shown_frame is None:
+            return  # a fresh page at frame 0 is a sequential pass's start
         p = self._pool
         s = p.settings
         walker = p.raster_walker(self)
