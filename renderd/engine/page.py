@@ -358,7 +358,7 @@ class CompositionPage:
         return None if frames is None else [int(f) for f in frames]
 
     async def release_rasters(self, frame: int, timeout_s: float) -> None:
-        """Give back their own raster to the layers ``raster_anchors`` said to draw first at ``frame``."""
+        """Give back their own raster to the layers ``tag_rasters`` tagged for ``frame``: its next paint draws them."""
         await self._run(frame, timeout_s, self.page.evaluate("(f) => window.__renderdShim.releaseRasters(f)", frame))
 
     async def starts_free_tweens_by(self, t: Fraction, timeout_s: float) -> bool | None:

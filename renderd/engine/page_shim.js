@@ -199,7 +199,6 @@
     );
   };
 
-
   // Raster of will-change layers. Chromium rasterises a layer with `will-change: transform`
   // (or translate/rotate/scale) once, when it is first drawn, and then only moves that raster:
   // text on it keeps the subpixel offset of that first frame until the layer is hidden (opacity
