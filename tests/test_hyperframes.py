@@ -287,6 +287,25 @@ def test_a_project_without_scripts_renders_without_waiting_for_timelines(tmp_pat
     assert close(pixel(frames[0], 160, 20, 20), GREEN, 8) and close(pixel(frames[29], 160, 120, 100), BLUE, 8)
 
 
+def test_a_sub_composition_that_loads_gsap_again_nests_into_the_root_timeline(tmp_path: Path) -> None:
+    """HyperFrames' vscode-theme-visualizer: each sub-composition file has its own <script src=gsap>.
+
+    HyperFrames' render loads it once; loaded again, window.gsap was another GSAP, the
+    sub-compositions' timelines could not be nested into the root's, and the root (no
+    data-duration) stayed visible to the end instead of hiding once its 1.9 s timeline ended.
+    """
+    out = tmp_path / "out.mp4"
+    r = run_renderd("render", FIXTURES / "hf-sub-gsap", "-o", out, "--crf", "0")
+    assert r.returncode == 0, r.stderr
+    frames = decode_frames(out, 160, 120)
+    assert len(frames) == 60
+    assert [close(pixel(f, 160, 150, 5), GREY, 8) for f in frames] == [True] * 57 + [False] * 3
+    assert all(close(pixel(f, 160, 150, 5), BLUE, 8) for f in frames[57:])
+    # Each sub-composition's box moves 3 px per frame from its host's start.
+    assert close(pixel(frames[26], 160, 20 + 78, 60), GREEN, 8)
+    assert close(pixel(frames[40], 160, 20 + 30, 60), YELLOW, 8)
+
+
 def test_a_page_that_only_sets_up_the_registry_renders_without_waiting(tmp_path: Path) -> None:
     """HyperFrames' render-video-overlay-stretch: `__timelines = __timelines || {}` and no timeline."""
     comp = tmp_path / "proj"

@@ -18,7 +18,7 @@ from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from playwright.async_api import Browser, BrowserContext, CDPSession, Page, Route
 from playwright.async_api import Error as PlaywrightError
@@ -496,6 +496,8 @@ def _router(
 
 # An opening tag with data-composition-src: (tag start)(quote)(src)(rest of the tag).
 _NESTED_HOST = re.compile(r"""(<[a-zA-Z][^>]*?)\sdata-composition-src\s*=\s*(["'])(.*?)\2([^>]*>)""")
+# A whole <script src=...></script> element: group 2 is the src as written.
+_SCRIPT_SRC = re.compile(r"""<script\b[^>]*?\ssrc\s*=\s*(["'])(.*?)\1[^>]*>\s*</script\s*>""", re.IGNORECASE)
 
 
 class _HyperFramesDocuments:
@@ -514,6 +516,14 @@ class _HyperFramesDocuments:
         # pass runs once too, so hosts one level further down get their file's markup inlined
         # into that template, as HyperFrames' render path does for every level.
         top = {h.get("data-composition-src") for h in project.entry.hosts}
+        # Scripts the entry document loads itself. HyperFrames' render path hoists a
+        # sub-composition's <script src> into the document only when the document does not load
+        # it already; the runtime mounting the file would load it again, and a second GSAP
+        # replaces window.gsap, so the sub-composition's timelines belong to another GSAP than
+        # the root's and cannot be nested into it (vscode-theme-visualizer: its root stayed
+        # visible past its timeline's end). renderd serves sub-compositions without them.
+        entry_url = f"{ORIGIN}/{comp.entry_relative}"
+        self._entry_scripts = {urljoin(entry_url, src) for src in project.entry.script_srcs}
         self._templated: dict[str, str] = {}  # composition-src -> id: a template in the entry
         self._inlined: dict[str, str] = {}  # composition-src -> id: inlined into its host
         for container, host in project.nested_hosts:
@@ -545,9 +555,25 @@ class _HyperFramesDocuments:
             html = hf_fonts.inject_text_rendering(hf_fonts.inject_font_faces(html, self._font_css))
             html = hf_runtime.inject_runtime(html)
             html = self._with_nested_templates(html)
-        elif self._templated:
-            html = _NESTED_HOST.sub(lambda m: self._unsourced(m) if m.group(3) in self._templated else m.group(0), html)
+        else:
+            html = self._without_entry_scripts(html, self._url_of(path))
+            if self._templated:
+                html = _NESTED_HOST.sub(
+                    lambda m: self._unsourced(m) if m.group(3) in self._templated else m.group(0), html
+                )
         return html.encode("utf-8")
+
+    def _url_of(self, path: Path) -> str:
+        """The URL the page fetches ``path`` (a resolved file of the composition) from."""
+        return f"{ORIGIN}/{path.relative_to(self._comp.root.resolve()).as_posix()}"
+
+    def _without_entry_scripts(self, html: str, url: str) -> str:
+        """``html`` of the file at ``url`` without the <script src> elements the entry document loads too."""
+
+        def keep(m: re.Match[str]) -> str:
+            return "" if urljoin(url, m.group(2).strip()) in self._entry_scripts else m.group(0)
+
+        return _SCRIPT_SRC.sub(keep, html)
 
     @staticmethod
     def _unsourced(m: re.Match[str]) -> str:
@@ -557,7 +583,10 @@ class _HyperFramesDocuments:
 
     def _markup(self, src: str, seen: frozenset[str]) -> str:
         """The markup of sub-composition ``src``, with the deeper nested hosts' markup inlined."""
-        text = (self._comp.entry.parent / urlsplit(src).path).read_text(encoding="utf-8", errors="replace")
+        path = self._comp.entry.parent / urlsplit(src).path
+        text = self._without_entry_scripts(
+            path.read_text(encoding="utf-8", errors="replace"), self._url_of(path.resolve())
+        )
         seen = seen | {src}
 
         def inline(m: re.Match[str]) -> str:
