@@ -198,6 +198,41 @@ def test_hyperframes_fonts_are_the_clis_deterministic_faces(tmp_path: Path) -> N
     assert any(p < 128 for p in dejavu[::3]), "no text drawn"
 
 
+def test_a_var_fallback_is_drawn_with_the_clis_faces(tmp_path: Path) -> None:
+    """HyperFrames' apple-money-count block: ``font-family: var(--font-display, -apple-system, ...
+    "Helvetica Neue", Arial, sans-serif)`` with --font-display declared nowhere. The CLI follows
+    the fallback (Inter in front of -apple-system, Arial as Inter); renderd drew a system font.
+    """
+    inter = _first_frame(tmp_path, _text_page(tmp_path / "inter", "Inter", hyperframes=True))
+    family = 'var(--font-display, -apple-system, BlinkMacSystemFont, "Helvetica Neue", Arial, sans-serif)'
+    fallback = _first_frame(tmp_path, _text_page(tmp_path / "fallback", family, hyperframes=True))
+    alias = 'var(--font-display, "DejaVu Sans")'
+    aliased = _first_frame(tmp_path, _text_page(tmp_path / "aliased", alias, hyperframes=True))
+    plain = _first_frame(tmp_path, _text_page(tmp_path / "plain", '"DejaVu Sans"', hyperframes=False))
+    assert fallback == inter, "a generic family first in the fallback gets Inter in front"
+    assert aliased == inter, "an alias in the fallback gets its canonical face"
+    assert plain != inter
+
+
+def test_var_fallbacks_are_followed_as_hyperframes_does() -> None:
+    html = (
+        '<style>#a{font-family: var(\n  --font-display,\n  -apple-system,\n  "Helvetica Neue",\n  Arial\n)}'
+        ":root{--set: Georgia} h1{font-family: var(--set, Menlo), serif}"
+        "h2{font-family: var(--outer, var(--inner, Menlo))}</style>"
+    )
+    assert hf_fonts.requested_families([html]) == {
+        "helvetica neue": "Helvetica Neue",
+        "arial": "Arial",
+        "georgia": "Georgia",
+        "menlo": "Menlo",
+    }
+    out = hf_fonts.normalize_generic_primary(html)
+    # The fallback is trimmed, as HyperFrames' compiler writes it.
+    assert 'font-family: var(--font-display, Inter, -apple-system,\n  "Helvetica Neue",\n  Arial)}' in out
+    # A declared property decides by its own value; a fallback without a generic first is left alone.
+    assert "font-family: var(--set, Menlo), serif" in out and "var(--outer, var(--inner, Menlo))" in out
+
+
 def test_font_family_scan_and_generic_prefix() -> None:
     html = (
         "<style>@font-face{font-family:'Own Font';src:url(x.woff2)}"

@@ -28,7 +28,9 @@ _STYLE_ATTR = re.compile(r"""(\sstyle\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | r
 _FONT_FACE = re.compile(r"@font-face\s*\{[^}]*\}", re.IGNORECASE)
 _DECL = re.compile(r"(?P<prop>font-family|--[A-Za-z0-9_-]+)(?P<sep>\s*:\s*)(?P<value>[^;{}]+)", re.IGNORECASE)
 _FACE_FAMILY = re.compile(r"font-family\s*:\s*([^;}]+)", re.IGNORECASE)
-_VAR = re.compile(r"^var\(\s*(--[A-Za-z0-9_-]+)")
+_VAR_NAME = re.compile(r"--[A-Za-z0-9_-]+")
+# HyperFrames follows var() through at most this many custom properties or fallbacks.
+_MAX_VAR_DEPTH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +97,58 @@ def _css_sources(html: str) -> list[str]:
     ]
 
 
+def _primary_var(value: str) -> tuple[str, str | None, str] | None:
+    """Split a value that starts with ``var(--name[, fallback])`` into (name, fallback, rest after it)."""
+    text = value.strip()
+    if not text.lower().startswith("var("):
+        return None
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                inner = text[4:i].strip()
+                name, comma, fallback = inner.partition(",")
+                if not _VAR_NAME.fullmatch(name.strip()):
+                    return None
+                return name.strip(), fallback if comma else None, text[i + 1 :]
+    return None
+
+
+def custom_properties(htmls: list[str]) -> dict[str, str]:
+    """Return the custom properties (``--name: value``) the documents declare, the last one winning."""
+    custom: dict[str, str] = {}
+    for html in htmls:
+        for css in _css_sources(html):
+            for d in _DECL.finditer(_outside_font_faces(css)):
+                if d.group("prop").startswith("--"):
+                    custom[d.group("prop")] = d.group("value").strip()
+    return custom
+
+
+def resolve_families(value: str, custom: dict[str, str], depth: int = 0) -> list[str]:
+    """Return the families a font-family value names, through a leading var() as HyperFrames does.
+
+    A custom property the documents declare stands for its value, an undeclared one for its
+    fallback (``var(--font-display, "Helvetica Neue", Arial)``), followed by what comes after.
+    """
+    families = split_families(value)
+    var = _primary_var(value) if depth < _MAX_VAR_DEPTH else None
+    if var is None:
+        return families
+    name, fallback, _rest = var
+    source = custom.get(name) or fallback
+    if source is None:
+        return families
+    primary = resolve_families(source, custom, depth + 1)
+    return primary + families[1:] if primary else []
+
+
 def requested_families(htmls: list[str]) -> dict[str, str]:
     """Return the families the documents ask for (lower-case -> as written), minus their own @font-faces."""
-    custom: dict[str, str] = {}
+    custom = custom_properties(htmls)
     declared: list[str] = []
     existing: set[str] = set()
     for html in htmls:
@@ -107,18 +158,11 @@ def requested_families(htmls: list[str]) -> dict[str, str]:
                 if m:
                     existing.update(f.lower() for f in split_families(m.group(1)))
             for d in _DECL.finditer(_outside_font_faces(css)):
-                prop, value = d.group("prop").lower(), d.group("value").strip()
-                if prop.startswith("--"):
-                    custom[prop] = value
-                else:
-                    declared.append(value)
+                if not d.group("prop").startswith("--"):
+                    declared.append(d.group("value").strip())
     requested: dict[str, str] = {}
     for value in declared:
-        families = split_families(value)
-        var = _VAR.match(value)
-        if var and var.group(1).lower() in custom:
-            families = split_families(custom[var.group(1).lower()]) + families[1:]
-        for fam in families:
+        for fam in resolve_families(value, custom):
             low = fam.lower()
             if not low or low in _GENERIC or low.startswith("var("):
                 continue
@@ -143,27 +187,35 @@ def font_face_css(htmls: list[str]) -> str:
     return "\n\n".join(rules)
 
 
-def _prefix_generic(value: str) -> str | None:
+def _prefix_generic(value: str, custom: dict[str, str]) -> str | None:
+    var = _primary_var(value)
+    if var is not None:
+        # An undeclared custom property falls back to its fallback: that gets Inter in front.
+        name, fallback, rest = var
+        if custom.get(name) or fallback is None:
+            return None
+        inner = _prefix_generic(fallback, custom)
+        return f"var({name}, {inner}){rest}" if inner else None
     families = split_families(value)
     if not families or families[0].lower() not in _GENERIC:
         return None
     return f"{DETERMINISTIC_PRIMARY}, {value.strip()}"
 
 
-def _normalize_css(css: str) -> str:
+def _normalize_css(css: str, custom: dict[str, str]) -> str:
     # Declarations inside @font-face are not font choices; leave those blocks untouched.
     pieces, last = [], 0
     for face in _FONT_FACE.finditer(css):
-        pieces.append(_normalize_decls(css[last : face.start()]))
+        pieces.append(_normalize_decls(css[last : face.start()], custom))
         pieces.append(face.group(0))
         last = face.end()
-    pieces.append(_normalize_decls(css[last:]))
+    pieces.append(_normalize_decls(css[last:], custom))
     return "".join(pieces)
 
 
-def _normalize_decls(css: str) -> str:
+def _normalize_decls(css: str, custom: dict[str, str]) -> str:
     def repl(m: re.Match[str]) -> str:
-        new = _prefix_generic(m.group("value"))
+        new = _prefix_generic(m.group("value"), custom)
         if new is None:
             return m.group(0)
         trailing = m.group("value")[len(m.group("value").rstrip()) :]
@@ -172,10 +224,15 @@ def _normalize_decls(css: str) -> str:
     return _DECL.sub(repl, css)
 
 
-def normalize_generic_primary(html: str) -> str:
-    """Put Inter in front of font-family values that start with a generic family, as HyperFrames does."""
-    html = _STYLE_BLOCK.sub(lambda m: m.group(1) + _normalize_css(m.group(2)) + m.group(3), html)
-    return _STYLE_ATTR.sub(lambda m: m.group(1) + m.group(2) + _normalize_css(m.group(3)) + m.group(2), html)
+def normalize_generic_primary(html: str, custom: dict[str, str] | None = None) -> str:
+    """Put Inter in front of font-family values that start with a generic family, as HyperFrames does.
+
+    ``custom``: the custom properties in force (default: those ``html`` declares); a value that
+    starts with var() of an undeclared one gets Inter in front of its fallback.
+    """
+    props = custom_properties([html]) if custom is None else custom
+    html = _STYLE_BLOCK.sub(lambda m: m.group(1) + _normalize_css(m.group(2), props) + m.group(3), html)
+    return _STYLE_ATTR.sub(lambda m: m.group(1) + m.group(2) + _normalize_css(m.group(3), props) + m.group(2), html)
 
 
 TEXT_RENDERING_RULE = "html,body,*{text-rendering:geometricPrecision}"

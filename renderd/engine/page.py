@@ -508,6 +508,7 @@ class _HyperFramesDocuments:
         base = comp.entry.parent
         self._subs = {(base / src).resolve() for src in project.sub_files}
         self._font_css: str | None = None
+        self._custom: dict[str, str] | None = None
         # A sub-composition that hosts another one: the runtime mounts the hosts it finds in the
         # document once, so a host that only appears inside mounted content would stay empty
         # (HyperFrames' own render path inlines them beforehand). renderd serves such a host
@@ -538,15 +539,16 @@ class _HyperFramesDocuments:
         """Return the bytes to serve for HTML file ``path``: the entry gets fonts and the runtime."""
         if path != self._comp.entry and path not in self._subs:
             return body
-        html = hf_fonts.normalize_generic_primary(body.decode("utf-8", errors="replace"))
+        custom = self._project_custom_properties()
+        html = hf_fonts.normalize_generic_primary(body.decode("utf-8", errors="replace"), custom)
         if path == self._comp.entry:
             if self._font_css is None:
                 # Families asked for anywhere in the project count (after the generic-family
                 # rewrite, which asks for Inter): the sub-compositions are mounted into this document.
                 texts = [html]
                 texts += [
-                    hf_fonts.normalize_generic_primary(p.read_text(encoding="utf-8", errors="replace"))
-                    for p in self._subs
+                    hf_fonts.normalize_generic_primary(p.read_text(encoding="utf-8", errors="replace"), custom)
+                    for p in sorted(self._subs)
                     if p.is_file()
                 ]
                 self._font_css = hf_fonts.font_face_css(texts)
@@ -562,6 +564,14 @@ class _HyperFramesDocuments:
                     lambda m: self._unsourced(m) if m.group(3) in self._templated else m.group(0), html
                 )
         return html.encode("utf-8")
+
+    def _project_custom_properties(self) -> dict[str, str]:
+        """The custom properties the entry and its sub-compositions declare (one document in HyperFrames' render)."""
+        if self._custom is None:
+            files = [self._comp.entry, *sorted(self._subs)]
+            texts = [p.read_text(encoding="utf-8", errors="replace") for p in files if p.is_file()]
+            self._custom = hf_fonts.custom_properties(texts)
+        return self._custom
 
     def _url_of(self, path: Path) -> str:
         """The URL the page fetches ``path`` (a resolved file of the composition) from."""
