@@ -103,7 +103,7 @@ def frame_time(i: int, fps: Fps) -> Fraction:
 def total_frames_for(duration: Fraction | float | int, fps: Fps) -> int:
     """Return how many frames a composition of ``duration`` seconds has at ``fps``.
 
-    Rounded as HyperFrames does: to the nearest integer when within 1e-3 of it (so 10 s at
+    Rounded as HyperFrames does: to the nearest integer when at most 1e-3 from it (so 10 s at
     29.97 is 300 frames, not 301), else up, so the last partial frame is still shown.
     """
     try:
@@ -114,7 +114,7 @@ def total_frames_for(duration: Fraction | float | int, fps: Fps) -> int:
         raise FrameRangeError(f"duration must be positive, got {float(d)} s")
     exact = d * fps.fraction
     nearest = round(exact)
-    if abs(exact - nearest) < Fraction(1, 1000):
+    if abs(exact - nearest) <= Fraction(1, 1000):
         return max(1, int(nearest))
     return math.ceil(exact)
 

@@ -237,6 +237,9 @@ def test_frame_time_rejects(bad):
         (Fraction(101, 100), Fps(30), 31),
         (0.1 * 3, Fps(30), 9),  # 9.0000000000001 rounds to 9, not up to 10
         (Fraction(10) + Fraction(1, 100_000), Fps(30), 300),  # within 1e-3 of a frame
+        # 773.001 frames: 1e-3 from 773 counts as within (HyperFrames' message-thread-reveal block)
+        (Fraction("25.7667"), Fps(30), 773),
+        (Fraction("25.7668"), Fps(30), 774),  # 773.004 -> ceil
         (Fraction(1, 60), Fps(30), 1),  # half a frame still shows one frame
         (Fraction(1, 100_000), Fps(30), 1),  # never zero frames
         (1, Fps(24), 24),
