@@ -44,13 +44,13 @@ class Face:
 
 
 @functools.cache
-def _table() -> tuple[dict[str, str], dict[str, list[Face]]]:
+def _table() -> tuple[dict[str, str], dict[str, list[Face]], str | None]:
     vendor = resources.files("renderd.engine").joinpath("vendor/hyperframes/fonts")
     data = json.loads(vendor.joinpath("fonts.json").read_text(encoding="utf-8"))
     faces: dict[str, list[Face]] = {}
     for f in data["faces"]:
         faces.setdefault(f["canonical"], []).append(Face(f["canonical"], f["weight"], f["style"], f["file"]))
-    return dict(data["aliases"]), faces
+    return dict(data["aliases"]), faces, data.get("unicode_range")
 
 
 def font_file(name: str) -> bytes | None:
@@ -172,7 +172,10 @@ def requested_families(htmls: list[str]) -> dict[str, str]:
 
 def font_face_css(htmls: list[str]) -> str:
     """Return the @font-face rules HyperFrames would inject for these documents ('' if none)."""
-    aliases, faces = _table()
+    aliases, faces, unicode_range = _table()
+    # The embedded faces are latin subsets: the CLI limits them to that range, so other
+    # characters (emoji, arrows, CJK) fall back to the system's fonts, not to the face's .notdef.
+    ranged = f"  unicode-range: {unicode_range};\n" if unicode_range else ""
     rules = []
     for low, fam in requested_families(htmls).items():
         canonical = aliases.get(low)
@@ -182,7 +185,7 @@ def font_face_css(htmls: list[str]) -> str:
             name = fam.replace("\\", "\\\\").replace('"', '\\"')
             rules.append(
                 f'@font-face {{\n  font-family: "{name}";\n  src: url("{FONTS_PATH}{face.file}") format("woff2");\n'
-                f"  font-style: {face.style};\n  font-weight: {face.weight};\n  font-display: block;\n}}"
+                f"  font-style: {face.style};\n  font-weight: {face.weight};\n  font-display: block;\n{ranged}}}"
             )
     return "\n\n".join(rules)
 
