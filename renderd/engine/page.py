@@ -575,7 +575,11 @@ class _HyperFramesDocuments:
 
     def _url_of(self, path: Path) -> str:
         """The URL the page fetches ``path`` (a resolved file of the composition) from."""
-        return f"{ORIGIN}/{path.relative_to(self._comp.root.resolve()).as_posix()}"
+        try:
+            rel = path.relative_to(self._comp.root.resolve())
+        except ValueError:
+            return path.as_uri()  # outside the served tree: never fetched from ORIGIN
+        return f"{ORIGIN}/{rel.as_posix()}"
 
     def _without_entry_scripts(self, html: str, url: str) -> str:
         """``html`` of the file at ``url`` without the <script src> elements the entry document loads too."""
