@@ -242,19 +242,19 @@ class PrimePlan:
         return longest >= self.quiet - 1
 
 
+def frames_spanning(seconds: float, fps: Fps) -> int:
+    """Return how many frames at ``fps`` cover ``seconds`` (rounded up; 0 for none)."""
+    # Whole microseconds: 0.8 s is 24 frames at 30 fps, not 24.000000000000001.
+    return math.ceil(Fraction(round(seconds * 1_000_000), 1_000_000) * fps.fraction) if seconds > 0 else 0
+
+
 def prime_plan(min_frames: int, history_s: float, fps: Fps, max_s: float) -> PrimePlan:
     """Return the priming plan for a page whose longest CSS transition lasts ``history_s`` seconds.
 
     At least ``min_frames``; enough to cover ``history_s`` (state the page carries from one seek
     to the next), doubling up to ``max_s`` seconds while no quiet stretch was seen.
     """
-    rate = Fraction(fps.num, fps.den)
-
-    def frames(seconds: float) -> int:
-        # Whole microseconds: 0.8 s is 24 frames at 30 fps, not 24.000000000000001.
-        return math.ceil(Fraction(round(seconds * 1_000_000), 1_000_000) * rate) if seconds > 0 else 0
-
-    quiet, cap = frames(history_s), frames(max_s)
+    quiet, cap = frames_spanning(history_s, fps), frames_spanning(max_s, fps)
     first = max(min_frames, min(quiet, cap))
     spans = [first]
     while quiet and spans[-1] < cap:

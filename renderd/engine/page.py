@@ -509,6 +509,7 @@ class _HyperFramesDocuments:
         self._subs = {(base / src).resolve() for src in project.sub_files}
         self._font_css: str | None = None
         self._custom: dict[str, str] | None = None
+        self._subs_read: list[str] | None = None
         # A sub-composition that hosts another one: the runtime mounts the hosts it finds in the
         # document once, so a host that only appears inside mounted content would stay empty
         # (HyperFrames' own render path inlines them beforehand). renderd serves such a host
@@ -546,11 +547,7 @@ class _HyperFramesDocuments:
                 # Families asked for anywhere in the project count (after the generic-family
                 # rewrite, which asks for Inter): the sub-compositions are mounted into this document.
                 texts = [html]
-                texts += [
-                    hf_fonts.normalize_generic_primary(p.read_text(encoding="utf-8", errors="replace"), custom)
-                    for p in sorted(self._subs)
-                    if p.is_file()
-                ]
+                texts += [hf_fonts.normalize_generic_primary(text, custom) for text in self._sub_texts()]
                 self._font_css = hf_fonts.font_face_css(texts)
             # Only the entry document gets the runtime: sub-composition files are fetched and
             # mounted by the runtime itself.
@@ -565,12 +562,19 @@ class _HyperFramesDocuments:
                 )
         return html.encode("utf-8")
 
+    def _sub_texts(self) -> list[str]:
+        """The sub-composition files as written, read once."""
+        if self._subs_read is None:
+            self._subs_read = [
+                p.read_text(encoding="utf-8", errors="replace") for p in sorted(self._subs) if p.is_file()
+            ]
+        return self._subs_read
+
     def _project_custom_properties(self) -> dict[str, str]:
         """The custom properties the entry and its sub-compositions declare (one document in HyperFrames' render)."""
         if self._custom is None:
-            files = [self._comp.entry, *sorted(self._subs)]
-            texts = [p.read_text(encoding="utf-8", errors="replace") for p in files if p.is_file()]
-            self._custom = hf_fonts.custom_properties(texts)
+            entry = self._comp.entry.read_text(encoding="utf-8", errors="replace")
+            self._custom = hf_fonts.custom_properties([entry, *self._sub_texts()])
         return self._custom
 
     def _url_of(self, path: Path) -> str:

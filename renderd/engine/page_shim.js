@@ -166,6 +166,12 @@
     }
   };
 
+  // End every transition (each jumps to its end value) and forget the ones in flight.
+  const settleTransitions = () => {
+    for (const a of document.getAnimations()) if (isTransition(a)) a.cancel();
+    inFlight.clear();
+  };
+
   const settle = (n) => new Promise((resolve) => {
     const step = (k) => (k <= 0 ? resolve() : realRAF(() => step(k - 1)));
     step(n);
@@ -270,8 +276,7 @@
           out.push(tracked.map((el) => (rasterDrawn(el) ? "1" : "0")).join(""));
         }
       } finally {
-        for (const a of document.getAnimations()) if (isTransition(a)) a.cancel();
-        inFlight.clear();
+        settleTransitions();
       }
       return out;
     },
@@ -348,10 +353,7 @@
     },
     // After the page jumped to a frame its last one did not lead to: the transitions in flight
     // started from the old position; a sequential pass would have none of them.
-    settleTransitions() {
-      for (const a of document.getAnimations()) if (isTransition(a)) a.cancel();
-      inFlight.clear();
-    },
+    settleTransitions,
     // Set this document's clock (and its iframes') to t and run its queued rAF callbacks.
     tick(t, frame) {
       setClock(t, frame);

@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 from playwright.async_api import Browser, Playwright
@@ -25,7 +23,7 @@ from renderd.engine.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage, PageBroken
 from renderd.engine.raster import RasterWalker
 from renderd.errors import CaptureError, first_error
-from renderd.frames import Fps, WorkerTask, frame_file_name, frame_time, prime_plan
+from renderd.frames import Fps, WorkerTask, frame_file_name, frame_time, frames_spanning, prime_plan
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +216,7 @@ class Worker:
         walker = p.raster_walker(self)
         if walker is None:
             return
-        lookback = math.ceil(Fraction(s.raster_lookback_s).limit_denominator(1000) * p.fps.num / p.fps.den)
-        redraws = await walker.redraws(start, page.shown_frame, lookback)
+        redraws = await walker.redraws(start, page.shown_frame, frames_spanning(s.raster_lookback_s, p.fps))
         if not redraws:
             return
         frames = await page.tag_rasters(redraws, walker.layers, s.frame_timeout_s)
