@@ -2,6 +2,6 @@
 
 import sys
 
-from renderd.cli import main
+from renderd.cli.main import main
 
 sys.exit(main())

@@ -11,9 +11,9 @@ from playwright.async_api import async_playwright
 from renderd.composition import Composition, CompositionInfo, Overrides
 from renderd.engine import read_info
 from renderd.engine.browser import BrowserOptions, launch_browser
-from renderd.engine.hf_runtime import runtime_version
+from renderd.engine.hyperframes.runtime import runtime_version
 from renderd.errors import RenderdError
-from renderd.hyperframes import read_project
+from renderd.hyperframes.project import read_project
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from renderd.audio import add_audio
 from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
 from renderd.encode import EncodeSettings, VideoInfo, concat_videos, encode_frames, sha256_file_async
 from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice
@@ -27,7 +26,8 @@ from renderd.engine.warm import WarmEngines
 from renderd.errors import RenderdError, first_error
 from renderd.events import ChunkDone, Done, Event, Retry, Started
 from renderd.frames import FrameRange, parse_frame_range, plan_chunks
-from renderd.media import AudioTrack
+from renderd.hyperframes.audio import add_audio
+from renderd.hyperframes.media import AudioTrack
 from renderd.progress import ProgressTracker
 
 log = logging.getLogger(__name__)

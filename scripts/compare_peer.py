@@ -7,7 +7,7 @@
 For each composition directory: ``renderd render COMP --format png --crf N`` and
 ``scripts/peer-hyperframes render COMP -- --quality high --crf N`` (the pinned HyperFrames CLI,
 installed on first use), one after the other (the two renders would otherwise fight over the
-cores), then renderd.parity.compare_videos on the two MP4s: per-frame PSNR/SSIM in RGB, frame
+cores), then parity.compare_videos (scripts/parity.py) on the two MP4s: per-frame PSNR/SSIM in RGB, frame
 count and duration, images of the worst frame (renderd | HyperFrames | difference x8).
 ``--frames`` compares lossless PNG frames instead of the MP4s: renderd's kept frames
 (``--keep-frames --format png``) against ``hyperframes render --format png-sequence``, which takes
@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from parity import Comparison, compare_videos, format_db, probe
+
 from renderd import __version__, procs
 from renderd.errors import ProcessFailed, RenderdError
-from renderd.parity import Comparison, compare_videos, format_db, probe
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / "scripts" / "peer-hyperframes"

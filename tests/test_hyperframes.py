@@ -11,8 +11,9 @@ import pytest
 from conftest import FIXTURES, run_renderd
 from videotools import RGB, close, decode_frames, ffprobe, pixel
 
-from renderd.engine import hf_fonts, hf_runtime
-from renderd.hyperframes import read_project
+from renderd.engine.hyperframes import fonts as hf_fonts
+from renderd.engine.hyperframes import runtime as hf_runtime
+from renderd.hyperframes.project import read_project
 
 PROJECT = FIXTURES / "hf-project"
 W, H = 320, 240
@@ -142,7 +143,7 @@ def test_runtime_is_injected_once_before_head_ends() -> None:
 
 def test_vendored_runtime_matches_its_recorded_checksum() -> None:
     data = hf_runtime.runtime_source()
-    vendor = Path(hf_runtime.__file__).parent / "vendor" / "hyperframes"
+    vendor = Path(hf_runtime.__file__).parents[1] / "vendor" / "hyperframes"
     assert hashlib.sha256(data).hexdigest() == (vendor / "SHA256SUMS").read_text().split()[0]
     assert (vendor / "VERSION").read_text().strip() == hf_runtime.runtime_version()
     assert "Apache License" in (vendor / "LICENSE").read_text()

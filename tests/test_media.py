@@ -22,9 +22,9 @@ from daemonctl import Daemon
 from sshhosts import TestHosts
 from videotools import RGB, close, decode_frames, index_colour, pixel, stream
 
-from renderd.audio import atempo_chain, build_mix_argv
-from renderd.engine.media_frames import frame_index, read_range
-from renderd.media import SourceInfo, VideoClip
+from renderd.engine.hyperframes.media_frames import frame_index, read_range
+from renderd.hyperframes.audio import atempo_chain, build_mix_argv
+from renderd.hyperframes.media import SourceInfo, VideoClip
 
 pytestmark = pytest.mark.browser
 

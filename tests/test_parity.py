@@ -1,4 +1,4 @@
-"""The parity harness (renderd.parity, scripts/compare-peer) on videos made here with the real ffmpeg.
+"""The parity harness (scripts/parity.py, scripts/compare-peer) on videos made here with the real ffmpeg.
 
 The videos are lossless H.264 (qp 0) of ffmpeg's testsrc2, so frames that are the same picture
 decode to the same pixels and only the frames a test changes can differ. The end-to-end run of the
@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from renderd.parity import (
+from parity import (
     ParityError,
     compare_videos,
     format_db,
@@ -28,6 +27,7 @@ from renderd.parity import (
     psnr_from_mse,
     summarize,
 )
+
 from tests.conftest import EXAMPLES, FIXTURES, ROOT, decode_index, run_renderd
 from tests.videotools import decode_frames, pixel, stream
 

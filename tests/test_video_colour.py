@@ -15,7 +15,7 @@ import pytest
 from conftest import run_renderd
 from videotools import RGB, decode_frames, pixel
 
-from renderd.media import yuv_matrix
+from renderd.hyperframes.media import yuv_matrix
 
 pytestmark = pytest.mark.browser
 

@@ -21,6 +21,7 @@ from typing import Any
 from renderd import PROTOCOL_VERSION, __version__
 from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inventory
 from renderd.coordinator import protocol
+from renderd.coordinator.hostcheck import check_hosts
 from renderd.coordinator.models import Job
 from renderd.coordinator.protocol import NOT_FOUND, SHUTTING_DOWN, ControlError, Request
 from renderd.coordinator.scheduler import Scheduler
@@ -30,7 +31,6 @@ from renderd.coordinator.store import Store
 from renderd.coordinator.submit import plan_submission
 from renderd.engine import Prober
 from renderd.errors import ConfigError, RenderdError
-from renderd.hostcheck import check_hosts
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from renderd.assignment import Assignment
-from renderd.audio import add_composition_audio
 from renderd.composition import Overrides
 from renderd.config import DaemonConfig, HostConfig, Inventory
+from renderd.coordinator.hostcheck import judge
 from renderd.coordinator.models import AttemptOutcome, Chunk, Claim, Job, JobState
-from renderd.coordinator.ssh import HostUnavailable, SshTransport
+from renderd.coordinator.ssh import HostUnavailable
 from renderd.coordinator.store import Store
-from renderd.coordinator.transport import AgentFailed, LocalTransport, Transport, default_local_agent_command
+from renderd.coordinator.transport import AgentFailed, Transport
+from renderd.coordinator.transports import make_transport
 from renderd.encode import concat_videos, probe_video, sha256_file_async
 from renderd.errors import RenderdError
 from renderd.frames import Fps, FrameRange
+from renderd.hyperframes.audio import add_composition_audio
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,6 @@ UNUSABLE = ("drained", "quarantined")
 SPECULATE_FACTOR = 1.5
 SPECULATE_MIN_S = 5.0
 CANCEL_WAIT_S = 30.0  # agents get their stdin closed, then signals after a grace period
-DEFAULT_AGENT_COMMAND = ("renderd", "agent")
 
 
 class ContextLog(logging.LoggerAdapter[logging.Logger]):
@@ -90,16 +91,6 @@ class JobProgress:
 
     def touch(self) -> None:
         self.changed.set()
-
-
-def make_transport(host: HostConfig, config: DaemonConfig) -> Transport:
-    """Return the transport that runs agents on ``host``."""
-    if host.is_local:
-        command = list(host.agent_command)
-        if tuple(command) == DEFAULT_AGENT_COMMAND:
-            command = default_local_agent_command()
-        return LocalTransport(host.name, config.state_dir / "jobs", command)
-    return SshTransport(host, config.timeouts)
 
 
 class Scheduler:
@@ -214,8 +205,6 @@ class Scheduler:
 
     async def _probe_host(self, rt: HostRuntime) -> None:
         """Probe a host whose quarantine ran out (as `hosts check` does): back in service, or a longer quarantine."""
-        from renderd.hostcheck import judge  # hostcheck builds transports with this module
-
         name = rt.config.name
         reachable = True
         try:

@@ -18,7 +18,7 @@ from playwright.async_api import Browser, Playwright, async_playwright
 
 from renderd.composition import Composition, CompositionInfo, Overrides, resolve_info
 from renderd.engine.browser import BrowserOptions, launch_browser
-from renderd.engine.media_frames import MediaFrames
+from renderd.engine.hyperframes.media_frames import MediaFrames
 from renderd.engine.page import ORIGIN, CompositionPage
 from renderd.engine.pool import CapturePool, CaptureSettings, FrameCallback
 from renderd.engine.retry import (
@@ -27,7 +27,7 @@ from renderd.engine.retry import (
     execute_disk_capture_with_adaptive_retry,
 )
 from renderd.frames import FrameRange, choose_worker_count, frame_time
-from renderd.media import MediaPlan, project_has_media, resolve_media
+from renderd.hyperframes.media import MediaPlan, project_has_media, resolve_media
 
 log = logging.getLogger(__name__)
 

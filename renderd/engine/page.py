@@ -25,12 +25,13 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from renderd.composition import DEFAULT_FPS, Composition
-from renderd.engine import hf_fonts, hf_runtime
-from renderd.engine.media_frames import URL_PREFIX as MEDIA_URL_PREFIX
-from renderd.engine.media_frames import MediaFrames, read_range
+from renderd.engine.hyperframes import fonts as hf_fonts
+from renderd.engine.hyperframes import runtime as hf_runtime
+from renderd.engine.hyperframes.media_frames import URL_PREFIX as MEDIA_URL_PREFIX
+from renderd.engine.hyperframes.media_frames import MediaFrames, read_range
 from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError
 from renderd.frames import Fps
-from renderd.hyperframes import HyperFramesProject, composition_markup, read_project
+from renderd.hyperframes.project import HyperFramesProject, composition_markup, read_project
 
 if TYPE_CHECKING:
     from renderd.engine.raster import Redraw

@@ -19,7 +19,7 @@ from playwright.async_api import Browser, Playwright
 
 from renderd.composition import Composition
 from renderd.engine.browser import BrowserOptions, launch_browser
-from renderd.engine.media_frames import MediaFrames
+from renderd.engine.hyperframes.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage, PageBroken
 from renderd.engine.raster import RasterWalker
 from renderd.errors import CaptureError, first_error

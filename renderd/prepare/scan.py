@@ -23,7 +23,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
-from renderd.hyperframes import JS_IMPORT, JS_TYPES
+from renderd.hyperframes.project import JS_IMPORT, JS_TYPES
 from renderd.prepare.model import Ref
 
 _SKIP_PREFIXES = ("data:", "blob:", "about:", "javascript:", "#")

@@ -8,6 +8,7 @@ from typing import Any
 
 from renderd import PROTOCOL_VERSION
 from renderd.config import DaemonConfig, Inventory
+from renderd.coordinator.transports import make_transport
 from renderd.errors import RenderdError
 
 MIN_FREE_DISK = 2 << 30
@@ -42,8 +43,6 @@ def judge(name: str, facts: dict[str, Any]) -> HostReport:
 
 async def check_hosts(config: DaemonConfig, inventory: Inventory, names: list[str]) -> list[HostReport]:
     """Probe the named hosts (all when ``names`` is empty) concurrently."""
-    from renderd.coordinator.scheduler import make_transport  # the scheduler re-probes with judge()
-
     hosts = [h for h in inventory.hosts if not names or h.name in names]
     unknown = sorted(set(names) - {h.name for h in inventory.hosts})
     if unknown:

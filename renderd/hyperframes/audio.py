@@ -28,7 +28,7 @@ from renderd.engine.browser import BrowserOptions, launch_browser
 from renderd.engine.page import CompositionPage
 from renderd.errors import EncodeError, ProcessFailed
 from renderd.frames import Fps, FrameRange
-from renderd.media import AudioTrack, MediaPlan, has_media
+from renderd.hyperframes.media import AudioTrack, MediaPlan, has_media
 
 MIX_TIMEOUT_S = 600.0
 READY_TIMEOUT_S = 60.0

@@ -14,13 +14,15 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, NoReturn
 
-from renderd import __version__, cli_control, cli_prepare
+from renderd import __version__
 from renderd.agent import probe_host, run_assignment, serve
 from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
+from renderd.cli import control as cli_control
+from renderd.cli import prepare as cli_prepare
+from renderd.cli.display import JsonDisplay, make_display
 from renderd.composition import Overrides
 from renderd.config import check_config
 from renderd.coordinator.client import DaemonError
-from renderd.display import JsonDisplay, make_display
 from renderd.encode import EncodeSettings
 from renderd.engine import CaptureSettings
 from renderd.errors import ConfigError, RenderdError

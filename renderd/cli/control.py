@@ -294,7 +294,7 @@ def _config_and_inventory(args: argparse.Namespace) -> tuple[DaemonConfig, Inven
 
 
 def _hosts_check(args: argparse.Namespace) -> int:
-    from renderd.hostcheck import check_hosts
+    from renderd.coordinator.hostcheck import check_hosts
 
     config, inventory = _config_and_inventory(args)
     reports = asyncio.run(check_hosts(config, inventory, args.names))
@@ -312,7 +312,7 @@ def _hosts_check(args: argparse.Namespace) -> int:
 
 
 def _hosts_install(args: argparse.Namespace) -> int:
-    from renderd.hostinstall import install_hosts
+    from renderd.coordinator.hostinstall import install_hosts
 
     config, inventory = _config_and_inventory(args)
     reports = asyncio.run(install_hosts(config, inventory, args.names, system_packages=args.system_packages))

@@ -28,7 +28,7 @@ from typing import Any
 from renderd import procs
 from renderd.errors import CompositionError, ProcessFailed, first_error
 from renderd.frames import Fps, FrameRange, frame_time
-from renderd.media import SourceInfo, VideoClip
+from renderd.hyperframes.media import SourceInfo, VideoClip
 
 URL_PREFIX = "/__renderd/media/"
 PLAN_PATH = URL_PREFIX + "plan.json"

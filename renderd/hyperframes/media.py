@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 from renderd import procs
 from renderd.composition import Composition
 from renderd.errors import CompositionError, ProcessFailed, first_error
-from renderd.hyperframes import HyperFramesProject, read_project
+from renderd.hyperframes.project import HyperFramesProject, read_project
 
 MIN_RATE, MAX_RATE = 0.1, 5.0
 MAX_GAIN = 10 ** (12 / 20)
