@@ -26,7 +26,7 @@ from renderd.coordinator.models import Job
 from renderd.coordinator.protocol import NOT_FOUND, SHUTTING_DOWN, ControlError, Request
 from renderd.coordinator.scheduler import Scheduler
 from renderd.coordinator.sdnotify import Notifier
-from renderd.coordinator.server import AccessPolicy, ControlServer, Peer, resolve_gids
+from renderd.coordinator.server import AccessPolicy, ControlServer, Peer, Reply, resolve_gids
 from renderd.coordinator.store import Store
 from renderd.coordinator.submit import plan_submission
 from renderd.engine import Prober
@@ -213,7 +213,7 @@ class Coordinator:
 
     # -- control operations ----------------------------------------------------------------
 
-    async def handle(self, request: Request, peer: Peer) -> protocol.Reply:
+    async def handle(self, request: Request, peer: Peer) -> Reply:
         """Answer one control request."""
         assert self.store is not None and self.scheduler is not None
         f = request.fields

@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -146,8 +146,8 @@ async def follow_agent(
     timeout: float,
     *,
     stdin: _Writer,
-    stdout: AsyncIterator[bytes],
-    stderr: AsyncIterator[bytes] | deque[str],
+    stdout: AsyncIterable[bytes],
+    stderr: AsyncIterable[bytes] | deque[str],
     wait: Callable[[], Awaitable[int | None]],
     stop: Callable[[], Awaitable[None]],
     served: bool = False,
@@ -215,12 +215,12 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
-async def collect_stderr(stream: AsyncIterator[bytes], tail: deque[str]) -> None:
+async def collect_stderr(stream: AsyncIterable[bytes], tail: deque[str]) -> None:
     """Keep the last lines of an agent's stderr in ``tail`` (and log them at debug level)."""
     await _collect(stream, tail)
 
 
-async def _collect(stream: AsyncIterator[bytes], tail: deque[str]) -> None:
+async def _collect(stream: AsyncIterable[bytes], tail: deque[str]) -> None:
     async for raw in stream:
         line = raw.decode(errors="replace").rstrip()
         if line:

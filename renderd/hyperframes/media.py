@@ -193,7 +193,7 @@ async def probe_source(path: Path) -> SourceInfo:
         video_codec=str(video.get("codec_name")) if video else None,
         video_matrix=yuv_matrix(video.get("color_space"), int(video.get("height") or 0)) if video else "bt601",
         # yuvj* formats (MJPEG and friends) are full range whatever the tag says.
-        video_full_range=bool(video)
+        video_full_range=video is not None
         and (video.get("color_range") == "pc" or str(video.get("pix_fmt") or "").startswith("yuvj")),
         video_start=_start(fmt, video) if video else 0.0,
         video_tick=_tick(video.get("time_base")) if video else 0.001,
