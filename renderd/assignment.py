@@ -11,16 +11,10 @@ from fractions import Fraction
 from typing import Any
 
 from renderd import PROTOCOL_VERSION
-from renderd.errors import RenderdError
+from renderd.errors import AssignmentError as AssignmentError
 from renderd.frames import Fps, FrameRange
 
 MAX_ASSIGNMENT_BYTES = 1 << 20
-
-
-class AssignmentError(RenderdError):
-    """An assignment that is not valid JSON or misses / mistypes a field."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)

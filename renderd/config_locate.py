@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KeyPath = tuple[str | int, ...]
+from renderd.errors import Invalid as Invalid
+from renderd.errors import KeyPath as KeyPath
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -211,15 +212,6 @@ class Problems:
 
 
 # --- reading a TOML file and checking its tables, with every problem kept -----------------------
-
-
-class Invalid(Exception):
-    """Raised by a value check: ``reason`` for a person, ``sub`` refines the key path."""
-
-    def __init__(self, reason: str, sub: KeyPath = ()) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.sub = sub  # e.g. (1,) for the second element of a list
 
 
 Check = Callable[[Any], Any]

@@ -17,6 +17,10 @@ them into exit codes and printed lines.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+# A key path inside a TOML document, e.g. ("hosts", 2, "address").
+KeyPath = tuple[str | int, ...]
 
 
 class RenderdError(Exception):
@@ -95,6 +99,104 @@ class ConfigError(RenderdError):
         super().__init__(f"{file}: {n} problem{'' if n == 1 else 's'}")
         self.file = file
         self.problems = list(problems)
+
+
+class ControlError(RenderdError):
+    """A request the daemon refuses, with a machine-readable code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DaemonError(RenderdError):
+    """The daemon answered a request with an error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AgentFailed(RenderdError):
+    """The agent exited without a verified chunk."""
+
+    def __init__(self, message: str, *, host: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.host = host
+        self.retryable = retryable
+
+
+class HostUnavailable(AgentFailed):
+    """The host could not be reached or refused us (the chunk goes elsewhere)."""
+
+
+class NoServe(Exception):
+    """The host's agent does not know ``--serve``."""
+
+
+class AssignmentError(RenderdError):
+    """An assignment that is not valid JSON or misses / mistypes a field."""
+
+    exit_code = 2
+
+
+class RuntimeMissing(RenderdError):
+    """The vendored runtime is absent or does not match its recorded checksum."""
+
+
+class PageBroken(Exception):
+    """The page crashed, closed or stopped answering; the worker must reopen it."""
+
+    def __init__(self, reason: str, *, timeout: bool = False) -> None:
+        super().__init__(reason)
+        self.timeout = timeout
+
+
+class FetchFailed(Exception):
+    """A URL could not be fetched; the message is one line saying why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A remote URL that could not be localised, and where it is referenced."""
+
+    where: str  # a file relative to the composition root, or the URL of a remote stylesheet
+    line: int
+    url: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}:{self.line}: {self.url}: {self.reason}"
+
+
+class PrepareError(RenderdError):
+    """Remote URLs that could not be localised; ``problems`` has one entry per reference."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem] | None = None, message: str | None = None) -> None:
+        self.problems = sorted(problems or [], key=lambda p: (p.where, p.line, p.url))
+        if message is None:
+            n = len({p.url for p in self.problems})
+            lines = "\n".join(f"  {p}" for p in self.problems)
+            message = (
+                f"{n} remote URL{'' if n == 1 else 's'} could not be localised "
+                f"(fetch them once with network, or pre-fill the npm cache):\n{lines}"
+            )
+        super().__init__(message)
+
+
+class NpmFailed(Exception):
+    """The package or the file in it could not be had; the message says why, in one line."""
+
+
+class Invalid(Exception):
+    """Raised by a value check: ``reason`` for a person, ``sub`` refines the key path."""
+
+    def __init__(self, reason: str, sub: KeyPath = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sub = sub  # e.g. (1,) for the second element of a list
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

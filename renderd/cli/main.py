@@ -22,10 +22,9 @@ from renderd.cli import prepare as cli_prepare
 from renderd.cli.display import JsonDisplay, make_display
 from renderd.composition import Overrides
 from renderd.config import check_config
-from renderd.coordinator.client import DaemonError
 from renderd.encode import EncodeSettings
 from renderd.engine import CaptureSettings
-from renderd.errors import ConfigError, RenderdError
+from renderd.errors import ConfigError, DaemonError, RenderdError
 from renderd.events import Error
 from renderd.frames import Fps
 from renderd.render import RenderRequest, render_local

@@ -71,7 +71,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 async def prepare_for_render(path: Path, *, offline: bool, quiet: bool) -> Path:
     """Return the composition to render: ``path`` itself, or its prepared copy when it loads remote URLs."""
-    from renderd.prepare import PrepareError, PrepareOptions, needs_prepare, prepare_composition
+    from renderd.errors import PrepareError
+    from renderd.prepare import PrepareOptions, needs_prepare, prepare_composition
 
     comp = load_composition(path)
     if not await asyncio.to_thread(needs_prepare, comp):

@@ -9,18 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from renderd.coordinator.protocol import MAX_LINE_BYTES
-from renderd.errors import RenderdError
+from renderd.errors import DaemonError, RenderdError
 
 CONNECT_TIMEOUT_S = 5.0
 REPLY_TIMEOUT_S = 120.0  # submit probes the composition in a browser before answering
-
-
-class DaemonError(RenderdError):
-    """The daemon answered a request with an error."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class Client:

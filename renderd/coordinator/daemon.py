@@ -23,14 +23,14 @@ from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inv
 from renderd.coordinator import protocol
 from renderd.coordinator.hostcheck import check_hosts
 from renderd.coordinator.models import Job
-from renderd.coordinator.protocol import NOT_FOUND, SHUTTING_DOWN, ControlError, Request
+from renderd.coordinator.protocol import NOT_FOUND, SHUTTING_DOWN, Request
 from renderd.coordinator.scheduler import Scheduler
 from renderd.coordinator.sdnotify import Notifier
 from renderd.coordinator.server import AccessPolicy, ControlServer, Peer, Reply, resolve_gids
 from renderd.coordinator.store import Store
 from renderd.coordinator.submit import plan_submission
 from renderd.engine import Prober
-from renderd.errors import ConfigError, RenderdError
+from renderd.errors import ConfigError, ControlError, RenderdError
 
 log = logging.getLogger(__name__)
 

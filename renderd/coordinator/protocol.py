@@ -12,17 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from renderd.errors import RenderdError
+from renderd.errors import ControlError as ControlError
 
 MAX_LINE_BYTES = 64 * 1024
-
-
-class ControlError(RenderdError):
-    """A request the daemon refuses, with a machine-readable code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # Error codes

@@ -24,12 +24,11 @@ from renderd.composition import Overrides
 from renderd.config import DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.hostcheck import judge
 from renderd.coordinator.models import AttemptOutcome, Chunk, Claim, Job, JobState
-from renderd.coordinator.ssh import HostUnavailable
 from renderd.coordinator.store import Store
-from renderd.coordinator.transport import AgentFailed, Transport
+from renderd.coordinator.transport import Transport
 from renderd.coordinator.transports import make_transport
 from renderd.encode import concat_videos, probe_video, sha256_file_async
-from renderd.errors import RenderdError
+from renderd.errors import AgentFailed, HostUnavailable, RenderdError
 from renderd.frames import Fps, FrameRange
 from renderd.hyperframes.audio import add_composition_audio
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from renderd.coordinator import protocol
-from renderd.coordinator.protocol import ControlError, Request
-from renderd.errors import RenderdError
+from renderd.coordinator.protocol import Request
+from renderd.errors import ControlError, RenderdError
 
 log = logging.getLogger(__name__)
 

@@ -32,16 +32,13 @@ from renderd.coordinator.transport import (
     collect_stderr,
     follow_agent,
 )
-from renderd.errors import ProcessFailed, RenderdError
+from renderd.errors import HostUnavailable, ProcessFailed, RenderdError
+from renderd.errors import NoServe as _NoServe
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_MAX = 3
 RSYNC_TIMEOUT_S = 600.0
-
-
-class HostUnavailable(AgentFailed):
-    """The host could not be reached or refused us (the chunk goes elsewhere)."""
 
 
 def composition_digest(root: Path) -> str:
@@ -357,10 +354,6 @@ class SshTransport:
             raise HostUnavailable(f"host {self.name}: connection lost: {_why(exc)}", host=self.name) from None
         finally:
             await agent.stop()
-
-
-class _NoServe(Exception):
-    """The host's agent does not know ``--serve``."""
 
 
 class ServedAgent:

@@ -19,11 +19,11 @@ from renderd.composition import Composition, Overrides, load_composition
 from renderd.config import DaemonConfig
 from renderd.coordinator.models import NewJob
 from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
-from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN, ControlError
+from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN
 from renderd.coordinator.server import Peer
 from renderd.encode import EncodeSettings
 from renderd.engine import Prober
-from renderd.errors import RenderdError
+from renderd.errors import ControlError, RenderdError
 from renderd.frames import Fps, FrameRange, parse_frame_range
 from renderd.prepare import CACHE_ENV, PrepareOptions, needs_prepare, prepare_composition
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from renderd import procs
 from renderd.assignment import Assignment
-from renderd.errors import RenderdError
+from renderd.errors import AgentFailed as AgentFailed
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +28,6 @@ CANCEL_GRACE_S = 15.0
 STDERR_LINES = 20
 
 EventSink = Callable[[dict[str, Any]], None]
-
-
-class AgentFailed(RenderdError):
-    """The agent exited without a verified chunk."""
-
-    def __init__(self, message: str, *, host: str, retryable: bool = True) -> None:
-        super().__init__(message)
-        self.host = host
-        self.retryable = retryable
 
 
 class Transport(Protocol):

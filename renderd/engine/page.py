@@ -29,7 +29,7 @@ from renderd.engine.hyperframes import fonts as hf_fonts
 from renderd.engine.hyperframes import runtime as hf_runtime
 from renderd.engine.hyperframes.media_frames import URL_PREFIX as MEDIA_URL_PREFIX
 from renderd.engine.hyperframes.media_frames import MediaFrames, read_range
-from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError
+from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError, PageBroken
 from renderd.frames import Fps
 from renderd.hyperframes.project import HyperFramesProject, composition_markup, read_project
 
@@ -90,14 +90,6 @@ _HF_READY = f"""(skip) => !!(window.__player && typeof window.__player.renderSee
 _HF_STATE = f"""(skip) => ({{player: !!window.__player, building: !!window.__hfTimelinesBuilding,
   missing: {_HF_MISSING_TIMELINES}(skip),
   startup: window.__hfStartupError ? String(window.__hfStartupError) : null}})"""
-
-
-class PageBroken(Exception):
-    """The page crashed, closed or stopped answering; the worker must reopen it."""
-
-    def __init__(self, reason: str, *, timeout: bool = False) -> None:
-        super().__init__(reason)
-        self.timeout = timeout
 
 
 def _serve_path(root: Path, url: str) -> Path | None:

@@ -20,9 +20,9 @@ from playwright.async_api import Browser, Playwright
 from renderd.composition import Composition
 from renderd.engine.browser import BrowserOptions, launch_browser
 from renderd.engine.hyperframes.media_frames import MediaFrames
-from renderd.engine.page import CompositionPage, PageBroken
+from renderd.engine.page import CompositionPage
 from renderd.engine.raster import RasterWalker
-from renderd.errors import CaptureError, first_error
+from renderd.errors import CaptureError, PageBroken, first_error
 from renderd.frames import Fps, WorkerTask, frame_file_name, frame_time, frames_spanning, prime_plan
 
 log = logging.getLogger(__name__)

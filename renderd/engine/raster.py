@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from playwright.async_api import Error as PlaywrightError
 
-from renderd.engine.page import CompositionPage, PageBroken
-from renderd.errors import CompositionError
+from renderd.engine.page import CompositionPage
+from renderd.errors import CompositionError, PageBroken
 from renderd.frames import Fps
 
 log = logging.getLogger(__name__)

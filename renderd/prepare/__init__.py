@@ -6,9 +6,10 @@ kept in a content-addressed cache, and written into a prepared copy of the compo
 URLs point at the local files. See docs/prepare.md.
 """
 
+from renderd.errors import PrepareError, Problem
 from renderd.prepare.build import PrepareOptions, needs_prepare, prepare_composition, scan_composition
 from renderd.prepare.cache import CACHE_ENV, default_cache_root
-from renderd.prepare.model import AssetRecord, FetchLimits, PrepareError, PrepareResult, Problem
+from renderd.prepare.model import AssetRecord, FetchLimits, PrepareResult
 
 __all__ = [
     "CACHE_ENV",

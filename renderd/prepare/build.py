@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from renderd.composition import Composition
+from renderd.errors import PrepareError, Problem
 from renderd.prepare.cache import AssetCache, default_cache_root
 from renderd.prepare.model import (
     ASSETS_DIR,
@@ -36,9 +37,7 @@ from renderd.prepare.model import (
     MANIFEST,
     AssetRecord,
     FetchLimits,
-    PrepareError,
     PrepareResult,
-    Problem,
     Ref,
 )
 from renderd.prepare.npm import NpmResolver

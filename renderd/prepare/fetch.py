@@ -10,7 +10,8 @@ import asyncio
 
 import httpx
 
-from renderd.prepare.model import FetchFailed, FetchLimits
+from renderd.errors import FetchFailed
+from renderd.prepare.model import FetchLimits
 
 BROWSER_USER_AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"

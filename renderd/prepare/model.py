@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from renderd.errors import RenderdError
+from renderd.errors import Problem
 
 ASSETS_DIR = "_renderd_assets"
 MANIFEST = f"{ASSETS_DIR}/manifest.json"
@@ -24,10 +24,6 @@ class FetchLimits:
     timeout_s: float = 120.0  # per asset, whole transfer
     connect_timeout_s: float = 10.0
     parallel: int = 8
-
-
-class FetchFailed(Exception):
-    """A URL could not be fetched; the message is one line saying why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,36 +43,6 @@ class Ref:
     # False for a URL a script only names (a string literal): it may never be loaded, so one
     # that cannot be fetched is left as written and reported, not an error.
     required: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """A remote URL that could not be localised, and where it is referenced."""
-
-    where: str  # a file relative to the composition root, or the URL of a remote stylesheet
-    line: int
-    url: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.where}:{self.line}: {self.url}: {self.reason}"
-
-
-class PrepareError(RenderdError):
-    """Remote URLs that could not be localised; ``problems`` has one entry per reference."""
-
-    exit_code = 2
-
-    def __init__(self, problems: list[Problem] | None = None, message: str | None = None) -> None:
-        self.problems = sorted(problems or [], key=lambda p: (p.where, p.line, p.url))
-        if message is None:
-            n = len({p.url for p in self.problems})
-            lines = "\n".join(f"  {p}" for p in self.problems)
-            message = (
-                f"{n} remote URL{'' if n == 1 else 's'} could not be localised "
-                f"(fetch them once with network, or pre-fill the npm cache):\n{lines}"
-            )
-        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,14 +16,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from renderd.errors import NpmFailed as NpmFailed
 from renderd.prepare.cdn import NpmFile
 
 NPM_TIMEOUT_S = 120.0
 MAX_TARBALL_BYTES = 256 << 20
-
-
-class NpmFailed(Exception):
-    """The package or the file in it could not be had; the message says why, in one line."""
 
 
 class NpmResolver:

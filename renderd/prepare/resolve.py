@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from renderd.errors import FetchFailed, NpmFailed, Problem
 from renderd.prepare.cache import AssetCache, Cached, sha256_hex
 from renderd.prepare.cdn import npm_file_for
-from renderd.prepare.model import FetchFailed, FetchLimits, Problem
-from renderd.prepare.npm import NpmFailed, NpmResolver
+from renderd.prepare.model import FetchLimits
+from renderd.prepare.npm import NpmResolver
 from renderd.prepare.scan import scan_css
 
 if TYPE_CHECKING:

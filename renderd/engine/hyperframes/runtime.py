@@ -16,7 +16,7 @@ import json
 import re
 from importlib import resources
 
-from renderd.errors import RenderdError
+from renderd.errors import RuntimeMissing as RuntimeMissing
 from renderd.frames import Fps
 
 # Served on the page's private origin; a composition has no file there (the path is ours).
@@ -44,10 +44,6 @@ _RUNTIME_INLINE_MARKERS = (
 _RUNTIME_FLAG_ONLY = re.compile(
     r"<script\b[^>]*>\s*window\.__(?:player|render)Ready\s*=\s*(?:true|false)\s*;?\s*</script\s*>", re.IGNORECASE
 )
-
-
-class RuntimeMissing(RenderdError):
-    """The vendored runtime is absent or does not match its recorded checksum."""
 
 
 @functools.cache
