@@ -69,7 +69,6 @@ def _chromium_available() -> None:
         pytest.exit("Chromium is not installed: run scripts/setup first", returncode=2)
 
 
-
 # Never source: what a checkout accumulates at its top level from tools and earlier builds.
 NOT_SOURCE = {".git", ".venv", "build", "dist", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis"}
 
@@ -93,7 +92,8 @@ def renderd_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # From a copy: a stale build/lib in the checkout could add files that the tree no longer has.
     src = copy_checkout(work / "src")
     # As in a checkout that has run: __pycache__ everywhere, which must not ship.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", src / "renderd"], check=True, capture_output=True, timeout=120)
+    compile_all = [sys.executable, "-m", "compileall", "-q", src / "renderd"]
+    subprocess.run(compile_all, check=True, capture_output=True, timeout=120)
     r = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", work / "dist", src],
         capture_output=True, text=True, timeout=600,
