@@ -19,7 +19,7 @@ from renderd import procs
 from renderd.config import DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.ssh import SshTransport
 from renderd.errors import RenderdError
-from renderd.wheelpack import repack_installed
+from renderd.wheelpack import copy_sources, repack_installed
 
 SYSTEM_TOOLS = {"chromium": "chromium", "ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "rsync": "rsync"}
 INSTALL_TIMEOUT_S = 900.0
@@ -50,9 +50,9 @@ async def build_wheel(out_dir: Path) -> Path:
     """Build a wheel of the running renderd into ``out_dir`` and return its path."""
     if not (Path(renderd.__file__).resolve().parent.parent / "pyproject.toml").is_file():
         return await asyncio.to_thread(repack_installed, out_dir)
+    src = await asyncio.to_thread(copy_sources, source_tree(), out_dir / "src")
     await procs.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out_dir),
-         str(source_tree())],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out_dir), str(src)],
         timeout=INSTALL_TIMEOUT_S,
     )  # fmt: skip
     wheels = sorted(out_dir.glob("renderd-*.whl"))

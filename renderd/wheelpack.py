@@ -1,4 +1,9 @@
-"""Pack the installed renderd back into a wheel, for `renderd hosts install` without a checkout.
+"""Make wheels of the running renderd for `renderd hosts install`: from a clean copy of its
+checkout, or, without a checkout, by packing the installed files back into a wheel.
+
+pip builds a wheel inside the source tree, where setuptools reuses ``build/lib``: files that an
+earlier build left there (deleted modules, data an older pyproject shipped) would go into the
+wheel. :func:`copy_sources` gives pip a tree with exactly what the wheel is made of.
 
 A renderd installed from a wheel (``scripts/install-service``, ``pip install renderd``) has no
 source tree to build from, but its RECORD lists every file the wheel installed, with hashes. The
@@ -12,6 +17,7 @@ import base64
 import csv
 import hashlib
 import io
+import shutil
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -19,12 +25,26 @@ from pathlib import Path
 import renderd
 from renderd.errors import RenderdError
 
+# What the wheel is made of (pyproject.toml names README.md and LICENSE).
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "renderd")
 # Written by the installer, not part of the wheel (PEP 376, PEP 610).
 _INSTALLER_FILES = {"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"}
 
 
 def _digest(data: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def copy_sources(checkout: Path, dest: Path) -> Path:
+    """Copy what a renderd wheel is built from out of ``checkout`` into a new ``dest``; return it."""
+    dest.mkdir()
+    for name in SOURCES:
+        src = checkout / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
 
 
 def repack_installed(out_dir: Path) -> Path:
