@@ -67,3 +67,37 @@ def short_tmp() -> Iterator[Path]:
 def _chromium_available() -> None:
     if not Path("/usr/bin/chromium").exists():
         pytest.exit("Chromium is not installed: run scripts/setup first", returncode=2)
+
+
+# Never source: what a checkout accumulates at its top level from tools and earlier builds.
+NOT_SOURCE = {".git", ".venv", "build", "dist", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis"}
+
+
+def copy_checkout(dest: Path) -> Path:
+    """Copy the checkout to ``dest`` as a developer has it (__pycache__, untracked files), less build leftovers."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        if Path(directory) != ROOT:
+            return set()
+        return {n for n in names if n in NOT_SOURCE or n.endswith(".egg-info")}
+
+    shutil.copytree(ROOT, dest, ignore=ignore, symlinks=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def renderd_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of renderd built by pip from a copy of the checkout, shared by the whole session."""
+    work = tmp_path_factory.mktemp("wheel")
+    # From a copy: a stale build/lib in the checkout could add files that the tree no longer has.
+    src = copy_checkout(work / "src")
+    # As in a checkout that has run: __pycache__ everywhere, which must not ship.
+    compile_all = [sys.executable, "-m", "compileall", "-q", src / "renderd"]
+    subprocess.run(compile_all, check=True, capture_output=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", work / "dist", src],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    (wheel,) = (work / "dist").glob("renderd-*.whl")
+    return wheel

@@ -368,13 +368,17 @@ def test_install_service_dry_run_prints_the_steps_and_changes_nothing(tmp_path: 
     venv = prefix / "venv"
     expected = [
         f"+ python3 -m venv {venv}",
-        f"+ {venv}/bin/python -m pip install --quiet --disable-pip-version-check --upgrade {ROOT}",
         f"+ install -D -m 0644 {SYSUSERS} /etc/sysusers.d/renderd.conf",
         f"+ install -D -m 0644 {TMPFILES} /etc/tmpfiles.d/renderd.conf",
         f"+ install -D -m 0644 {UNIT} /etc/systemd/system/renderd.service",
     ]
     for step in expected:
         assert step in steps, result.stdout
+    # Built from a copy of the sources, so that a stale build/ in the checkout cannot reach the venv.
+    copy = next(step for step in steps if step.startswith(f"+ cp -a {ROOT}/pyproject.toml "))
+    src = copy.split()[-1].rstrip("/")
+    assert f"+ {venv}/bin/python -m pip install --quiet --disable-pip-version-check --upgrade {src}" in steps
+    assert not Path(src).exists()
     rewrite = next(step for step in steps if step.startswith("+ sed -i "))
     assert f"ExecStart={venv}/" in rewrite and rewrite.endswith(" /etc/systemd/system/renderd.service")
     # Non-editable: the service must not follow edits in the checkout.

@@ -1,7 +1,8 @@
 """`renderd hosts install`: put this very renderd on render hosts, so agent and coordinator match.
 
-A wheel is built from the running renderd's source tree, copied to each host with rsync and
-installed into ``<work_dir>/venv``. System packages the agent needs are checked and listed;
+A wheel is built from the running renderd's source tree (or, for a renderd installed from a
+wheel, packed again from its installed files: :mod:`renderd.wheelpack`), copied to each host
+with rsync and installed into ``<work_dir>/venv``. System packages the agent needs are checked and listed;
 they are installed only when asked (``--system-packages``, needs root on the host).
 """
 
@@ -18,6 +19,7 @@ from renderd import procs
 from renderd.config import DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.ssh import SshTransport
 from renderd.errors import RenderdError
+from renderd.wheelpack import copy_sources, repack_installed
 
 SYSTEM_TOOLS = {"chromium": "chromium", "ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "rsync": "rsync"}
 INSTALL_TIMEOUT_S = 900.0
@@ -46,9 +48,11 @@ def source_tree() -> Path:
 
 async def build_wheel(out_dir: Path) -> Path:
     """Build a wheel of the running renderd into ``out_dir`` and return its path."""
+    if not (Path(renderd.__file__).resolve().parent.parent / "pyproject.toml").is_file():
+        return await asyncio.to_thread(repack_installed, out_dir)
+    src = await asyncio.to_thread(copy_sources, source_tree(), out_dir / "src")
     await procs.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out_dir),
-         str(source_tree())],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out_dir), str(src)],
         timeout=INSTALL_TIMEOUT_S,
     )  # fmt: skip
     wheels = sorted(out_dir.glob("renderd-*.whl"))
