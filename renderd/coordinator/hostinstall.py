@@ -1,7 +1,7 @@
 """`renderd hosts install`: put this very renderd on render hosts, so agent and coordinator match.
 
 A wheel is built from the running renderd's source tree (or, for a renderd installed from a
-wheel, packed again from its installed files: :mod:`renderd.wheelpack`), copied to each host
+wheel, packed again from its installed files: :mod:`renderd.coordinator.wheelpack`), copied to each host
 with rsync and installed into ``<work_dir>/venv``. System packages the agent needs are checked and listed;
 they are installed only when asked (``--system-packages``, needs root on the host).
 """
@@ -18,8 +18,8 @@ import renderd
 from renderd import procs
 from renderd.config import DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.ssh import SshTransport
+from renderd.coordinator.wheelpack import copy_sources, repack_installed
 from renderd.errors import RenderdError
-from renderd.wheelpack import copy_sources, repack_installed
 
 SYSTEM_TOOLS = {"chromium": "chromium", "ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "rsync": "rsync"}
 INSTALL_TIMEOUT_S = 900.0
