@@ -150,7 +150,6 @@ class RenderSettings:
 
 NAMES: tuple[str, ...] = tuple(f.name for f in fields(RenderSettings))
 OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in fields(RenderSettings)}
-DEFAULTS = RenderSettings()
 
 
 def flag(name: str) -> str:
@@ -267,3 +266,7 @@ def given_args(args: argparse.Namespace) -> dict[str, Any]:
         raw = getattr(args, name)
         given[name] = raw if isinstance(raw, bool) else _parse_text(name, raw)
     return given
+
+
+# Last: constructing validates, with the functions above.
+DEFAULTS = RenderSettings()
