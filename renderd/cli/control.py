@@ -64,7 +64,7 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     d.set_defaults(func=cmd_daemon)
 
     def client(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
         p.add_argument("--socket", help=f"control socket (default ${SOCKET_ENV} or {DEFAULT_SOCKET})")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(func=func)
