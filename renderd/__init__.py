@@ -3,6 +3,7 @@
 from renderd.errors import RenderdError
 
 __version__ = "0.1.0"
-PROTOCOL_VERSION = 1
+# 2: the assignment carries the render settings as one `settings` object.
+PROTOCOL_VERSION = 2
 
 __all__ = ["PROTOCOL_VERSION", "RenderdError", "__version__"]

@@ -20,8 +20,6 @@ from typing import Any
 
 from renderd.assignment import Assignment
 from renderd.composition import Overrides
-from renderd.encode import EncodeSettings
-from renderd.engine import CaptureSettings
 from renderd.engine.warm import WarmEngines
 from renderd.errors import RenderdError
 from renderd.events import Error, Event
@@ -33,25 +31,14 @@ log = logging.getLogger(__name__)
 
 def request_for(a: Assignment, **faults: Any) -> RenderRequest:
     """Translate an assignment into the local render request that produces its chunk."""
-    return RenderRequest(
+    return RenderRequest.from_settings(
+        a.settings,
+        faults=faults,
         composition=Path(a.composition),
         output=Path(a.output),
         overrides=Overrides(width=a.width, height=a.height, fps=Fps.parse(a.fps), duration=Fraction(a.duration)),
         frames=f"{a.start}:{a.end}",
-        chunks=a.chunks,
-        workers=a.workers,
-        capture=CaptureSettings(
-            fmt=a.format,
-            quality=a.quality,
-            frame_timeout_s=a.frame_timeout_s,
-            ready_timeout_s=a.ready_timeout_s,
-            **faults,
-        ),
-        encode=EncodeSettings(crf=a.crf, preset=a.preset),
-        keep_frames=a.keep_frames,
         work_dir=Path(a.work_dir),
-        chromium=a.chromium,
-        gl=a.gl,
         expect_total_frames=a.total_frames,
         # The coordinator mixes the soundtrack once, after concatenation.
         audio=False,

@@ -6,13 +6,14 @@ Validated here, at the agent's edge, so that the agent and engine can trust it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from typing import Any
 
 from renderd import PROTOCOL_VERSION
 from renderd.errors import AssignmentError as AssignmentError
 from renderd.frames import Fps, FrameRange
+from renderd.settings import RenderSettings
 
 MAX_ASSIGNMENT_BYTES = 1 << 20
 
@@ -34,21 +35,15 @@ class Assignment:
     output: str  # chunk video path on the agent's host
     work_dir: str  # where frames go (removed after encode unless keep_frames)
     protocol: int = PROTOCOL_VERSION
-    format: str = "jpeg"
-    quality: int = 90
-    crf: int = 18
-    preset: str = "veryfast"
-    workers: int | None = None
-    chunks: int | None = None  # sub-chunks inside the agent (encode overlaps capture)
-    gl: str = "auto"
-    chromium: str | None = None
-    frame_timeout_s: float = 30.0
-    ready_timeout_s: float = 30.0
-    keep_frames: bool = False
+    # The job's render settings; ``settings.chunks`` splits this chunk inside the agent (the
+    # coordinator already split the job, so it sends auto).
+    settings: RenderSettings = field(default_factory=RenderSettings)
 
     def to_json(self) -> str:
         """Return the assignment as one line of JSON."""
-        return json.dumps(asdict(self), separators=(",", ":"))
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["settings"] = self.settings.to_dict()
+        return json.dumps(data, separators=(",", ":"))
 
     @property
     def frame_range(self) -> FrameRange:
@@ -71,6 +66,13 @@ class Assignment:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Assignment:
         """Validate a decoded assignment."""
+        # First, so that an assignment of another version is named as such, not as unknown fields.
+        protocol = data.get("protocol", PROTOCOL_VERSION)
+        if protocol != PROTOCOL_VERSION:
+            raise AssignmentError(
+                f"assignment uses protocol {protocol!r}, this agent speaks {PROTOCOL_VERSION}; "
+                "run `renderd hosts install` to match versions"
+            )
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
@@ -78,24 +80,19 @@ class Assignment:
         missing = [n for n in _REQUIRED if n not in data]
         if missing:
             raise AssignmentError(f"assignment is missing field(s): {', '.join(missing)}")
-        for name, value in data.items():
+        plain = {name: value for name, value in data.items() if name != "settings"}
+        for name, value in plain.items():
             _check_type(name, value, _TYPES[name])
-        a = cls(**data)
-        if a.protocol != PROTOCOL_VERSION:
-            raise AssignmentError(
-                f"assignment uses protocol {a.protocol}, this agent speaks {PROTOCOL_VERSION}; "
-                "run `renderd hosts install` to match versions"
-            )
+        given = data.get("settings", {})
+        if not isinstance(given, dict):
+            raise AssignmentError("assignment field 'settings' must be an object")
+        a = cls(**plain, settings=RenderSettings.from_dict(given))
         Fps.parse(a.fps)
         _fraction("duration", a.duration)
         FrameRange(a.start, a.end).check_within(a.total_frames)
-        if a.format not in ("jpeg", "png"):
-            raise AssignmentError(f"assignment field 'format' must be jpeg or png, got {a.format!r}")
-        for name in ("width", "height", "quality", "total_frames"):
+        for name in ("width", "height", "total_frames"):
             if getattr(a, name) <= 0:
                 raise AssignmentError(f"assignment field {name!r} must be positive")
-        if a.workers is not None and a.workers <= 0:
-            raise AssignmentError("assignment field 'workers' must be positive or null")
         return a
 
 
@@ -114,17 +111,6 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "output": (str,),
     "work_dir": (str,),
     "protocol": (int,),
-    "format": (str,),
-    "quality": (int,),
-    "crf": (int,),
-    "preset": (str,),
-    "workers": (int, type(None)),
-    "chunks": (int, type(None)),
-    "gl": (str,),
-    "chromium": (str, type(None)),
-    "frame_timeout_s": (int, float),
-    "ready_timeout_s": (int, float),
-    "keep_frames": (bool,),
 }
 
 

@@ -39,6 +39,7 @@ from renderd.config_locate import (
     want,
 )
 from renderd.errors import ConfigError
+from renderd.settings import DEFAULTS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 HOST_KEY_POLICIES = ("strict", "accept-new")
@@ -75,7 +76,8 @@ class Timeouts:
     encode: float = 600.0  # one ffmpeg run
     assemble: float = 600.0  # concat + audio mux of a finished job
     shutdown: float = 60.0  # drain of in-flight chunks on stop
-    ready: float = 30.0  # a composition page becoming ready on an agent
+    # A composition page becoming ready, for jobs submitted without --ready-timeout.
+    ready: float = DEFAULTS.ready_timeout
     keepalive: float = 15.0  # SSH keepalive interval; a host silent for 3 in a row is dropped
 
 

@@ -26,19 +26,9 @@ from typing import Any
 from renderd import procs
 from renderd.errors import EncodeError, ProcessFailed
 from renderd.frames import FRAME_EXTENSIONS, Fps, find_missing_frame_ranges, frame_file_name
+from renderd.settings import DEFAULTS
+from renderd.settings import problem as settings_problem
 
-X264_PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-    "placebo",
-)
 PROBE_TIMEOUT_S = 60.0
 PROBE_CONCURRENCY = 8
 AUDIO_RATE = 48000
@@ -54,8 +44,8 @@ class EncodeSettings:
     """How chunk frames are encoded; every chunk of one job must use the same settings."""
 
     codec: str = "libx264"
-    crf: int = 18
-    preset: str = "veryfast"
+    crf: int = DEFAULTS.crf
+    preset: str = DEFAULTS.preset
     pix_fmt: str = "yuv420p"
     gop: int | None = None  # keyframe interval in frames; None = fps rounded (about 1 s)
     threads: int = 0  # 0 = ffmpeg decides
@@ -65,10 +55,9 @@ class EncodeSettings:
             raise EncodeError(f"codec {self.codec!r} is not supported (only libx264)")
         if self.pix_fmt != "yuv420p":
             raise EncodeError(f"pixel format {self.pix_fmt!r} is not supported (only yuv420p)")
-        if not _is_int(self.crf) or not 0 <= self.crf <= 51:
-            raise EncodeError(f"crf must be a whole number from 0 to 51, got {self.crf!r}")
-        if self.preset not in X264_PRESETS:
-            raise EncodeError(f"preset {self.preset!r} is not an x264 preset ({', '.join(X264_PRESETS)})")
+        for name in ("crf", "preset"):
+            if (why := settings_problem(name, getattr(self, name))) is not None:
+                raise EncodeError(why)
         if self.gop is not None and (not _is_int(self.gop) or self.gop < 1):
             raise EncodeError(f"gop must be a whole number of frames >= 1, got {self.gop!r}")
         if not _is_int(self.threads) or self.threads < 0:

@@ -199,6 +199,12 @@ class Invalid(Exception):
         self.sub = sub  # e.g. (1,) for the second element of a list
 
 
+class SettingsError(RenderdError):
+    """A render setting with the wrong type or a value out of its range, named by its option."""
+
+    exit_code = 2
+
+
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """Return the exception a person should see from a TaskGroup's group: the first RenderdError, else the first."""
     leaves: list[BaseException] = []

@@ -15,9 +15,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
 from renderd.encode import EncodeSettings, VideoInfo, concat_videos, encode_frames, sha256_file_async
@@ -29,6 +30,7 @@ from renderd.frames import FrameRange, parse_frame_range, plan_chunks
 from renderd.hyperframes.audio import add_audio
 from renderd.hyperframes.media import AudioTrack
 from renderd.progress import ProgressTracker
+from renderd.settings import DEFAULTS, RenderSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +48,14 @@ class RenderRequest:
     output: Path
     overrides: Overrides = field(default_factory=Overrides)
     frames: str | None = None  # "A:B" absolute range, None = whole composition
-    chunks: int | None = None  # None = auto
-    workers: int | None = None  # None = auto
+    chunks: int | None = DEFAULTS.chunks  # None = auto
+    workers: int | None = DEFAULTS.workers  # None = auto
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     encode: EncodeSettings = field(default_factory=EncodeSettings)
-    keep_frames: bool = False
+    keep_frames: bool = DEFAULTS.keep_frames
     work_dir: Path | None = None
-    chromium: str | None = None
-    gl: str = "auto"
+    chromium: str | None = DEFAULTS.chromium
+    gl: str = DEFAULTS.gl
     # Set by the agent: the frame count the coordinator planned with; a page that disagrees
     # (another version of the composition on this host) must not produce a chunk.
     expect_total_frames: int | None = None
@@ -62,6 +64,32 @@ class RenderRequest:
     audio: bool = True
     # Where extracted video frames are kept (content-addressed); None = inside the temp work dir.
     media_dir: Path | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: RenderSettings, *, faults: Mapping[str, Any] | None = None, **where: Any
+    ) -> RenderRequest:
+        """Return the request that renders with ``settings``; ``where``: composition, output, frames, paths.
+
+        ``faults`` are the engine's test hooks (CaptureSettings.fault_*).
+        """
+        return cls(
+            chunks=settings.chunks,
+            workers=settings.workers,
+            capture=CaptureSettings(
+                fmt=settings.format,
+                quality=settings.quality,
+                transparent=settings.transparent,
+                frame_timeout_s=settings.frame_timeout,
+                ready_timeout_s=settings.ready_timeout,
+                **(faults or {}),
+            ),
+            encode=EncodeSettings(crf=settings.crf, preset=settings.preset),
+            keep_frames=settings.keep_frames,
+            chromium=settings.chromium,
+            gl=settings.gl,
+            **where,
+        )
 
 
 @dataclass(frozen=True, slots=True)

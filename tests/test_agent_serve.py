@@ -31,7 +31,7 @@ def _assignment(root: Path, job: str, index: int, start: int, end: int) -> dict[
         "duration": "4",
         "output": str(root / f"{job}-{index}.mp4"),
         "work_dir": str(root / f"work-{job}-{index}"),
-        "workers": 1,
+        "settings": {"workers": 1},
     }
 
 

@@ -20,6 +20,8 @@ from daemonctl import Daemon, wait_state
 from sshhosts import TestHosts, is_alive, netns_available
 from videotools import decode_frames
 
+from renderd import PROTOCOL_VERSION
+
 pytestmark = pytest.mark.browser
 
 AGENT = [sys.executable, "-m", "renderd", "agent"]
@@ -247,7 +249,7 @@ def test_hosts_install_puts_this_renderd_on_a_host(root: Path, hosts: TestHosts)
     check = run_renderd("hosts", "check", "h1", "--config", d2.config, "--json", timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
     facts = json.loads(check.stdout)["hosts"][0]["facts"]
-    assert facts["protocol"] == 1 and facts["chromium"] and facts["ffmpeg"]
+    assert facts["protocol"] == PROTOCOL_VERSION and facts["chromium"] and facts["ffmpeg"]
 
 
 def test_a_host_with_a_full_disk_fails_its_chunks_and_they_go_elsewhere(root: Path, hosts: TestHosts) -> None:

@@ -18,9 +18,12 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from renderd import settings
+from renderd.cli import options as cli_options
 from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inventory
 from renderd.coordinator.client import Client
 from renderd.errors import RenderdError
+from renderd.settings import RenderSettings, given_args
 
 # The coordinator (asyncssh, the scheduler) is imported inside the commands that need it: every
 # chunk starts `renderd agent`, which should not pay for importing it.
@@ -68,20 +71,13 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
         return p
 
     s = client("submit", "submit a render job to the daemon", cmd_submit)
-    s.add_argument("composition", type=Path)
-    s.add_argument("-o", "--output", type=Path, required=True)
-    s.add_argument("--fps")
-    s.add_argument("--width", type=int)
-    s.add_argument("--height", type=int)
-    s.add_argument("--duration")
-    s.add_argument("--frames", metavar="A:B")
-    s.add_argument("--chunks", type=int)
-    s.add_argument("--frames-per-chunk", type=int)
-    s.add_argument("--workers", type=int)
-    s.add_argument("--format", choices=("jpeg", "png"))
-    s.add_argument("--quality", type=int)
-    s.add_argument("--crf", type=int)
-    s.add_argument("--preset")
+    s.add_argument("composition", type=Path, help="directory with index.html, or an .html file")
+    s.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 path")
+    cli_options.add_override_arguments(s)
+    s.add_argument(
+        "--frames-per-chunk", type=cli_options.positive_int("--frames-per-chunk"), help="chunk size instead of --chunks"
+    )
+    settings.add_arguments(s)
     s.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
     s.add_argument("--label")
     s.add_argument("--wait", action="store_true", help="follow the job until it ends")
@@ -130,12 +126,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "output": str(args.output.expanduser().resolve()),
         "priority": args.priority,
     }
-    for name in ("fps", "width", "height", "duration", "frames", "chunks", "frames_per_chunk", "workers"):
+    # Checked here too, so that a bad value gets the very line `render` prints, before the daemon is asked.
+    RenderSettings.from_args(args)
+    fields.update(given_args(args))
+    for name in ("fps", "width", "height", "duration", "frames", "frames_per_chunk", "label"):
         if getattr(args, name) is not None:
-            fields[name] = getattr(args, name)
-    for name in ("format", "quality", "crf", "preset", "label"):
-        if getattr(args, name) is not None:
-            fields[name] = getattr(args, name)
+            value = getattr(args, name)
+            fields[name] = str(value) if name in ("fps", "duration") else value
     reply = _request(args, "submit", **fields)
     job = reply["job"]
     if args.json and not args.wait:

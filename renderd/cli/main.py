@@ -9,25 +9,23 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from fractions import Fraction
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from renderd import __version__
+from renderd import __version__, settings
 from renderd.agent import probe_host, run_assignment, serve
 from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
 from renderd.cli import control as cli_control
+from renderd.cli import options as cli_options
 from renderd.cli import prepare as cli_prepare
 from renderd.cli.display import JsonDisplay, make_display
 from renderd.composition import Overrides
 from renderd.config import check_config
-from renderd.encode import EncodeSettings
-from renderd.engine import CaptureSettings
 from renderd.errors import ConfigError, DaemonError, RenderdError
 from renderd.events import Error
-from renderd.frames import Fps
 from renderd.render import RenderRequest, render_local
+from renderd.settings import RenderSettings
 
 EXIT_CANCELLED = 130
 DEFAULT_CONFIG = Path("/etc/renderd/renderd.toml")
@@ -36,61 +34,6 @@ DEFAULT_CONFIG = Path("/etc/renderd/renderd.toml")
 FAULT_CRASH_ENV = "RENDERD_FAULT_CRASH_PAGE_AT_FRAME"
 # Test hook for stragglers: sleep this many milliseconds before capturing each frame.
 FAULT_DELAY_ENV = "RENDERD_FAULT_FRAME_DELAY_MS"
-
-
-def _positive_int(name: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {v}")
-        return v
-
-    return parse
-
-
-def _auto_or_int(name: str) -> Callable[[str], int | None]:
-    parse_int = _positive_int(name)
-
-    def parse(text: str) -> int | None:
-        return None if text == "auto" else parse_int(text)
-
-    return parse
-
-
-def _int_in(name: str, lo: int, hi: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{name} must be between {lo} and {hi}, got {v}")
-        return v
-
-    return parse
-
-
-def _fps(text: str) -> Fps:
-    try:
-        return Fps.parse(text)
-    except RenderdError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _seconds(name: str) -> Callable[[str], Fraction]:
-    def parse(text: str) -> Fraction:
-        try:
-            v = Fraction(text)
-        except (ValueError, ZeroDivisionError):
-            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be positive, got {text}")
-        return v
-
-    return parse
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,29 +47,9 @@ def _add_render_parser(sub: Any) -> None:
     p = sub.add_parser("render", help="render a composition to a video on this machine")
     p.add_argument("composition", type=Path, help="directory with index.html, or an .html file")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 path")
-    p.add_argument("--fps", type=_fps, help="frame rate, e.g. 30, 29.97, 30000/1001 (default: composition's)")
-    p.add_argument("--width", type=_int_in("--width", 2, 8192), help="width in pixels (default: composition's)")
-    p.add_argument("--height", type=_int_in("--height", 2, 8192), help="height in pixels")
-    p.add_argument("--duration", type=_seconds("--duration"), help="duration in seconds")
-    p.add_argument("--frames", metavar="A:B", help="render only absolute frames [A, B)")
-    p.add_argument("--workers", type=_auto_or_int("--workers"), default=None, help="capture workers, or auto")
-    p.add_argument("--chunks", type=_auto_or_int("--chunks"), default=None, help="chunk count, or auto")
-    p.add_argument("--format", choices=("jpeg", "png"), default="jpeg", help="intermediate frame format")
-    p.add_argument("--quality", type=_int_in("--quality", 1, 100), default=90, help="JPEG quality of frames")
-    p.add_argument(
-        "--transparent",
-        action="store_true",
-        help="clear the page's html/body background and keep alpha in the frames (needs --format png; "
-        "the MP4 has no alpha, see --keep-frames)",
-    )
-    p.add_argument("--crf", type=_int_in("--crf", 0, 51), default=18, help="x264 CRF (lower is better)")
-    p.add_argument("--preset", default="veryfast", help="x264 preset")
-    p.add_argument("--gl", choices=("auto", "on", "off"), default="auto", help="WebGL-capable browser")
-    p.add_argument("--chromium", help="Chromium executable (default: /usr/bin/chromium or on PATH)")
+    cli_options.add_override_arguments(p)
+    settings.add_arguments(p)
     p.add_argument("--work-dir", type=Path, help="where frames and chunks are written (default: next to output)")
-    p.add_argument("--keep-frames", action="store_true", help="keep the work directory with frames and chunks")
-    p.add_argument("--frame-timeout", type=_seconds("--frame-timeout"), default=Fraction(30))
-    p.add_argument("--ready-timeout", type=_seconds("--ready-timeout"), default=Fraction(30))
     p.add_argument("--json", action="store_true", help="print JSON-line events on stdout")
     p.add_argument("--no-prepare", action="store_true", help="render as is, even if the page loads remote URLs")
     p.add_argument("--offline", action="store_true", help="prepare without network (asset cache and npm cache only)")
@@ -136,12 +59,8 @@ def _add_render_parser(sub: Any) -> None:
 def _add_inspect_parser(sub: Any) -> None:
     p = sub.add_parser("inspect", help="print what renderd detects in a composition (size, fps, frames, parts)")
     p.add_argument("composition", type=Path, help="directory with index.html, or an .html file")
-    p.add_argument("--fps", type=_fps, help="frame rate to assume, e.g. 30000/1001 (default: composition's)")
-    p.add_argument("--width", type=_int_in("--width", 2, 8192), help="width in pixels (default: composition's)")
-    p.add_argument("--height", type=_int_in("--height", 2, 8192), help="height in pixels")
-    p.add_argument("--duration", type=_seconds("--duration"), help="duration in seconds")
-    p.add_argument("--chromium", help="Chromium executable (default: /usr/bin/chromium or on PATH)")
-    p.add_argument("--ready-timeout", type=_seconds("--ready-timeout"), default=Fraction(30))
+    cli_options.add_override_arguments(p, frames=False)
+    settings.add_arguments(p, ("chromium", "ready_timeout"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_inspect)
 
@@ -150,9 +69,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from renderd.composition import load_composition
     from renderd.inspect import format_inspection, inspect_composition
 
+    chosen = RenderSettings.from_args(args)
     comp = load_composition(args.composition)
     overrides = Overrides(width=args.width, height=args.height, fps=args.fps, duration=args.duration)
-    ins = _run(inspect_composition(comp, overrides, chromium=args.chromium, ready_timeout_s=float(args.ready_timeout)))
+    ins = _run(inspect_composition(comp, overrides, chromium=chosen.chromium, ready_timeout_s=chosen.ready_timeout))
     if args.json:
         print(json.dumps(ins.to_dict()), flush=True)
     else:
@@ -271,12 +191,7 @@ def _fault_settings() -> dict[str, Any]:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    try:
-        encode = EncodeSettings(crf=args.crf, preset=args.preset)
-    except RenderdError as exc:
-        return _fail(str(exc), args.json)
-    if args.transparent and args.format != "png":
-        return _fail("--transparent needs --format png (JPEG frames have no alpha)", args.json)
+    chosen = RenderSettings.from_args(args)
     composition = args.composition
     if not args.no_prepare:
         # Remote scripts, fonts and media are localised first: the engine serves the page nothing else.
@@ -284,26 +199,14 @@ def _cmd_render(args: argparse.Namespace) -> int:
             composition = _run(cli_prepare.prepare_for_render(composition, offline=args.offline, quiet=args.json))
         except RenderdError as exc:
             return _fail(str(exc), args.json, code=type(exc).__name__, status=exc.exit_code)
-    req = RenderRequest(
+    req = RenderRequest.from_settings(
+        chosen,
+        faults=_fault_settings(),
         composition=composition,
         output=args.output,
         overrides=Overrides(width=args.width, height=args.height, fps=args.fps, duration=args.duration),
         frames=args.frames,
-        chunks=args.chunks,
-        workers=args.workers,
-        capture=CaptureSettings(
-            fmt=args.format,
-            quality=args.quality,
-            transparent=args.transparent,
-            frame_timeout_s=float(args.frame_timeout),
-            ready_timeout_s=float(args.ready_timeout),
-            **_fault_settings(),
-        ),
-        encode=encode,
-        keep_frames=args.keep_frames,
         work_dir=args.work_dir,
-        chromium=args.chromium,
-        gl=args.gl,
     )
     display = make_display(args.json)
     try:

@@ -106,8 +106,8 @@ class NewJob(_Record):
 class Job(_Record):
     """A submitted render: a composition, the frames ``[start_frame, end_frame)`` and its outputs.
 
-    ``params`` holds the render settings as given at submission (fps, width, height, duration,
-    format, quality, crf, preset, workers, chunk plan, ...); it is stored as JSON.
+    ``params`` holds the metadata the job was planned with (fps, width, height, duration, the
+    prepared copy) and every render setting (settings.RenderSettings fields, flat); stored as JSON.
     """
 
     id: str

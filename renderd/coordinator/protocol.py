@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from renderd import settings
 from renderd.errors import ControlError as ControlError
 
 MAX_LINE_BYTES = 64 * 1024
@@ -45,15 +46,11 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "height": (_OPT_INT, False),
         "duration": (_OPT_STR, False),
         "frames": (_OPT_STR, False),
-        "chunks": (_OPT_INT, False),
         "frames_per_chunk": (_OPT_INT, False),
-        "workers": (_OPT_INT, False),
-        "format": (_OPT_STR, False),
-        "quality": (_OPT_INT, False),
-        "crf": (_OPT_INT, False),
-        "preset": (_OPT_STR, False),
         "priority": (_OPT_INT, False),
         "label": (_OPT_STR, False),
+        # Every render setting, flat; null (or absent) means its default.
+        **{name: (settings.json_types(name), False) for name in settings.NAMES},
     },
     "status": {"job": (_STR, True)},
     "list": {"all": ((bool,), False), "limit": (_OPT_INT, False)},

@@ -14,7 +14,7 @@ import os
 import shutil
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from renderd.encode import concat_videos, probe_video, sha256_file_async
 from renderd.errors import AgentFailed, HostUnavailable, RenderdError
 from renderd.frames import Fps, FrameRange
 from renderd.hyperframes.audio import add_composition_audio
+from renderd.settings import NAMES, RenderSettings
 
 log = logging.getLogger(__name__)
 
@@ -447,6 +448,7 @@ class Scheduler:
 
     def _assignment(self, job: Job, chunk: Chunk, host: HostConfig, comp: str, output: str, work: str) -> Assignment:
         p = job.params
+        settings = job_settings(job)
         return Assignment(
             job_id=job.id,
             chunk_index=chunk.index,
@@ -460,12 +462,9 @@ class Scheduler:
             duration=str(p["duration"]),
             output=output,
             work_dir=work,
-            format=str(p.get("format") or "jpeg"),
-            quality=int(p.get("quality") or 90),
-            crf=int(p["crf"]) if p.get("crf") is not None else 18,
-            preset=str(p.get("preset") or "veryfast"),
-            workers=p.get("workers") or host.workers,
-            ready_timeout_s=self.config.timeouts.ready,
+            # The job is split already: the agent splits its chunk as it sees fit. A job's auto
+            # workers are the host's own setting, else auto.
+            settings=replace(settings, chunks=None, workers=settings.workers or host.workers),
         )
 
     async def _verify_chunk(self, output: Path, done: dict[str, Any], expected: int) -> int:
@@ -539,7 +538,7 @@ class Scheduler:
                     tmp.unlink()
             await asyncio.shield(self.store.mark_job_done(job_id, digest))
             log.info("[job=%s] done: %s (%d frames)", job_id, out, video.frames)
-            await self._cleanup_job_dir(job_id)
+            await self._cleanup_job_dir(job_id, keep=job_settings(job).keep_frames)
         except asyncio.CancelledError:
             raise
         except (RenderdError, OSError) as exc:
@@ -549,19 +548,24 @@ class Scheduler:
             self._assembling.pop(job_id, None)
             self.job_progress(job_id).touch()
 
-    async def _cleanup_job_dir(self, job_id: str) -> None:
-        """Remove the job's files here and on every host that staged it."""
+    async def _cleanup_job_dir(self, job_id: str, *, keep: bool = False) -> None:
+        """Remove the job's files here and on every host that staged it (``keep``: leave them, --keep-frames)."""
         hosts = [name for (name, jid) in list(self._staging) if jid == job_id]
+        if keep:
+            log.info("[job=%s] --keep-frames: the job's directories stay on %s", job_id, ", ".join(hosts) or "-")
         for name in hosts:
             task = self._staging.pop((name, job_id))
             task.cancel()
+            if keep:
+                continue
             rt = self.hosts.get(name)
             if rt is not None:
                 try:
                     await rt.transport.cleanup_job(job_id)
                 except (RenderdError, OSError) as exc:
                     log.warning("[host=%s job=%s] could not clean up: %s", name, job_id, exc)
-        await asyncio.to_thread(shutil.rmtree, self.config.state_dir / "jobs" / job_id, True)
+        if not keep:
+            await asyncio.to_thread(shutil.rmtree, self.config.state_dir / "jobs" / job_id, True)
 
     # -- shutdown ------------------------------------------------------------------------
 
@@ -595,6 +599,11 @@ class Scheduler:
         if pending:
             await asyncio.wait(pending, timeout=30)
         return len(pending)
+
+
+def job_settings(job: Job) -> RenderSettings:
+    """Return the render settings a job was submitted with (a job of an older renderd: what it kept)."""
+    return RenderSettings.from_dict({k: v for k, v in job.params.items() if k in NAMES and v is not None})
 
 
 def _job_overrides(job: Job) -> Overrides:

@@ -21,11 +21,11 @@ from renderd.coordinator.models import NewJob
 from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
 from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN
 from renderd.coordinator.server import Peer
-from renderd.encode import EncodeSettings
 from renderd.engine import Prober
-from renderd.errors import ControlError, RenderdError
+from renderd.errors import ControlError, RenderdError, SettingsError
 from renderd.frames import Fps, FrameRange, parse_frame_range
 from renderd.prepare import CACHE_ENV, PrepareOptions, needs_prepare, prepare_composition
+from renderd.settings import NAMES, RenderSettings
 
 log = logging.getLogger(__name__)
 
@@ -97,23 +97,19 @@ def _overrides(fields: dict[str, Any]) -> Overrides:
     return Overrides(width=fields.get("width"), height=fields.get("height"), fps=fps, duration=duration)
 
 
-def _settings(fields: dict[str, Any]) -> dict[str, Any]:
-    fmt = fields.get("format") or "jpeg"
-    if fmt not in ("jpeg", "png"):
-        raise ControlError(BAD_INPUT, f"format must be jpeg or png, got {fmt!r}")
-    quality = fields.get("quality") or 90
-    if not 1 <= quality <= 100:
-        raise ControlError(BAD_INPUT, f"quality must be 1..100, got {quality}")
-    enc = EncodeSettings(
-        crf=18 if fields.get("crf") is None else fields["crf"], preset=fields.get("preset") or "veryfast"
-    )
-    workers = fields.get("workers")
-    if workers is not None and workers < 1:
-        raise ControlError(BAD_INPUT, f"workers must be at least 1, got {workers}")
-    for name in ("chunks", "frames_per_chunk"):
-        if fields.get(name) is not None and fields[name] < 1:
-            raise ControlError(BAD_INPUT, f"{name} must be at least 1, got {fields[name]}")
-    return {"format": fmt, "quality": quality, "crf": enc.crf, "preset": enc.preset, "workers": workers}
+def _settings(fields: dict[str, Any], config: DaemonConfig) -> RenderSettings:
+    """Return the job's render settings: those in the request, the rest defaults.
+
+    The daemon's ``timeouts.ready`` is the page-ready timeout of a job that does not set one.
+    """
+    given = {name: fields[name] for name in NAMES if fields.get(name) is not None}
+    per_chunk = fields.get("frames_per_chunk")
+    if per_chunk is not None and per_chunk < 1:
+        raise ControlError(BAD_INPUT, f"frames_per_chunk must be at least 1, got {per_chunk}")
+    try:
+        return RenderSettings.from_dict(given, RenderSettings(ready_timeout=config.timeouts.ready))
+    except SettingsError as exc:
+        raise ControlError(BAD_INPUT, str(exc)) from None
 
 
 async def prepared(comp: Composition, config: DaemonConfig) -> Composition:
@@ -143,7 +139,7 @@ async def plan_submission(
 ) -> tuple[NewJob, list[tuple[int, int]]]:
     """Validate a submit request and return the job to create with its chunk plan."""
     comp_path, out = _check_paths(fields, peer)
-    settings = _settings(fields)
+    settings = _settings(fields, config)
     overrides = _overrides(fields)
     try:
         source = load_composition(comp_path)
@@ -159,7 +155,7 @@ async def plan_submission(
         ChunkPolicy(s.target_chunk_seconds, s.min_chunk_frames, s.max_chunk_frames),
         slots=slots,
         slot_fps=slot_fps,
-        chunks=fields.get("chunks"),
+        chunks=settings.chunks,
         frames_per_chunk=fields.get("frames_per_chunk"),
     )
     params = {
@@ -167,7 +163,7 @@ async def plan_submission(
         "width": info.width,
         "height": info.height,
         "duration": str(info.duration),
-        **settings,
+        **settings.to_dict(),
     }
     if comp != source:
         params["prepared"] = str(comp.entry)  # what the scheduler stages on hosts

@@ -28,6 +28,7 @@ from renderd.engine.retry import (
 )
 from renderd.frames import FrameRange, choose_worker_count, frame_time
 from renderd.hyperframes.media import MediaPlan, project_has_media, resolve_media
+from renderd.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,9 @@ class EngineOptions:
     """How the engine renders on this host."""
 
     capture: CaptureSettings = field(default_factory=CaptureSettings)
-    chromium: str | None = None
-    gl: str = "auto"  # "auto" (scan the composition for WebGL), "on", "off"
-    workers: int | None = None  # None = auto
+    chromium: str | None = DEFAULTS.chromium
+    gl: str = DEFAULTS.gl  # "auto" (scan the composition for WebGL), "on", "off"
+    workers: int | None = DEFAULTS.workers  # None = auto
 
 
 async def read_info(
@@ -98,7 +99,7 @@ async def read_media(page: CompositionPage, comp: Composition) -> MediaPlan:
 class Prober:
     """Browsers kept warm to read compositions' metadata (the daemon loads every submission once)."""
 
-    def __init__(self, chromium: str | None = None, ready_timeout_s: float = 30.0) -> None:
+    def __init__(self, chromium: str | None = None, ready_timeout_s: float = DEFAULTS.ready_timeout) -> None:
         self._chromium = chromium
         self._ready_timeout_s = ready_timeout_s
         self._pw_cm = async_playwright()

@@ -24,6 +24,7 @@ from renderd.engine.page import CompositionPage
 from renderd.engine.raster import RasterWalker
 from renderd.errors import CaptureError, PageBroken, first_error
 from renderd.frames import Fps, WorkerTask, frame_file_name, frame_time, frames_spanning, prime_plan
+from renderd.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 class CaptureSettings:
     """How frames are captured and stored."""
 
-    fmt: str = "jpeg"  # "jpeg" or "png"
-    quality: int = 90
+    fmt: str = DEFAULTS.format  # "jpeg" or "png"
+    quality: int = DEFAULTS.quality
     # Animation frames to let pass after a seek before the screenshot: without one, a
     # screenshot can show the previous frame's paint (measured on the bench composition).
     settle_frames: int = 1
@@ -55,9 +56,9 @@ class CaptureSettings:
     anchor_rasters: bool = True
     # Clear the html/body backgrounds and keep alpha in PNG frames, as HyperFrames does for its
     # alpha outputs (png-sequence): the composition's own elements are all that is drawn.
-    transparent: bool = False
-    frame_timeout_s: float = 30.0
-    ready_timeout_s: float = 30.0
+    transparent: bool = DEFAULTS.transparent
+    frame_timeout_s: float = DEFAULTS.frame_timeout
+    ready_timeout_s: float = DEFAULTS.ready_timeout
     # Test hooks: crash the page the first time this absolute frame is about to be captured;
     # sleep this long before every frame (a slow host, for the straggler tests).
     fault_crash_at_frame: int | None = None
