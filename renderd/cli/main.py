@@ -181,6 +181,12 @@ def _add_agent_parser(sub: Any) -> None:
     )
     p.add_argument("--probe", action="store_true", help="print what this host has (versions, tools, CPUs) as JSON")
     p.add_argument("--work-dir", type=Path, help="with --probe: report free disk there")
+    p.add_argument(
+        "--describe",
+        action="store_true",
+        help="load the composition of the describe request on stdin (JSON) once and print its metadata "
+        "and audio plan as one JSON line (the coordinator plans jobs with it)",
+    )
     p.set_defaults(func=_cmd_agent, json=True)
 
 
@@ -188,6 +194,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     if args.probe:
         print(json.dumps(probe_host(args.work_dir)), flush=True)
         return 0
+    if args.describe:
+        return _describe_stdin()
     if args.serve:
         try:
             _run(_serve_stdin(JsonDisplay(), _fault_settings()))
@@ -216,6 +224,19 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
     except (KeyboardInterrupt, asyncio.CancelledError):
         return _fail("cancelled; no chunk was written", True, code="cancelled", status=EXIT_CANCELLED)
+
+
+def _describe_stdin() -> int:
+    from renderd.describe import describe, read_request
+
+    try:
+        result = _run(describe(read_request(sys.stdin.buffer)))
+    except RenderdError as exc:
+        return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return _fail("cancelled", True, code="cancelled", status=EXIT_CANCELLED)
+    print(json.dumps(result, separators=(",", ":")), flush=True)
+    return 0
 
 
 def _add_config_parser(sub: Any) -> None:
