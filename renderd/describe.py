@@ -89,7 +89,9 @@ class DescribeRequest:
             fps = Fps.parse(self.fps) if self.fps else None
             duration = Fraction(self.duration) if self.duration else None
         except (ValueError, ZeroDivisionError):
-            raise DescribeRequestError(f"describe request: bad fps {self.fps!r} or duration {self.duration!r}") from None
+            raise DescribeRequestError(
+                f"describe request: bad fps {self.fps!r} or duration {self.duration!r}"
+            ) from None
         return Overrides(width=self.width, height=self.height, fps=fps, duration=duration)
 
 
@@ -159,4 +161,3 @@ async def describe(req: DescribeRequest) -> dict[str, Any]:
 def read_request(stream: Any) -> DescribeRequest:
     """Read one request from a binary stream (the agent's stdin)."""
     return DescribeRequest.from_json(stream.read(MAX_REQUEST_BYTES + 1))
-
