@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from renderd import __version__
-from renderd.agent import probe_host, run_assignment, serve
 from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
 from renderd.cli import control as cli_control
 from renderd.cli import prepare as cli_prepare
@@ -24,11 +23,9 @@ from renderd.composition import Overrides
 from renderd.config import check_config
 from renderd.coordinator.client import DaemonError
 from renderd.encode import EncodeSettings
-from renderd.engine import CaptureSettings
 from renderd.errors import ConfigError, RenderdError
 from renderd.events import Error
 from renderd.frames import Fps
-from renderd.render import RenderRequest, render_local
 
 EXIT_CANCELLED = 130
 DEFAULT_CONFIG = Path("/etc/renderd/renderd.toml")
@@ -191,6 +188,10 @@ def _add_agent_parser(sub: Any) -> None:
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
+    # The engine (and playwright) load only for commands that render: `renderd submit` and the
+    # daemon stay quick to start and browserless.
+    from renderd.agent import probe_host, run_assignment
+
     if args.probe:
         print(json.dumps(probe_host(args.work_dir)), flush=True)
         return 0
@@ -293,6 +294,9 @@ def _fault_settings() -> dict[str, Any]:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    from renderd.engine import CaptureSettings
+    from renderd.render import RenderRequest, render_local
+
     try:
         encode = EncodeSettings(crf=args.crf, preset=args.preset)
     except RenderdError as exc:
@@ -360,6 +364,8 @@ async def _await(task: asyncio.Task[Any], cancel_on_stdin_eof: bool) -> Any:
 
 
 async def _serve_stdin(display: JsonDisplay, faults: dict[str, Any]) -> None:
+    from renderd.agent import serve
+
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_ASSIGNMENT_BYTES + 1)
     transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
