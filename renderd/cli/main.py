@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from renderd import __version__, settings
-from renderd.agent import probe_host, run_assignment, serve
 from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
 from renderd.cli import control as cli_control
 from renderd.cli import options as cli_options
@@ -24,7 +23,6 @@ from renderd.composition import Overrides
 from renderd.config import check_config
 from renderd.errors import ConfigError, DaemonError, RenderdError
 from renderd.events import Error
-from renderd.render import RenderRequest, render_local
 from renderd.settings import RenderSettings
 
 EXIT_CANCELLED = 130
@@ -100,13 +98,25 @@ def _add_agent_parser(sub: Any) -> None:
     )
     p.add_argument("--probe", action="store_true", help="print what this host has (versions, tools, CPUs) as JSON")
     p.add_argument("--work-dir", type=Path, help="with --probe: report free disk there")
+    p.add_argument(
+        "--describe",
+        action="store_true",
+        help="load the composition of the describe request on stdin (JSON) once and print its metadata "
+        "and audio plan as one JSON line (the coordinator plans jobs with it)",
+    )
     p.set_defaults(func=_cmd_agent, json=True)
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
+    # The engine (and playwright) load only for commands that render: `renderd submit` and the
+    # daemon stay quick to start and browserless.
+    from renderd.agent import probe_host, run_assignment
+
     if args.probe:
         print(json.dumps(probe_host(args.work_dir)), flush=True)
         return 0
+    if args.describe:
+        return _describe_stdin()
     if args.serve:
         try:
             _run(_serve_stdin(JsonDisplay(), _fault_settings()))
@@ -135,6 +145,19 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
     except (KeyboardInterrupt, asyncio.CancelledError):
         return _fail("cancelled; no chunk was written", True, code="cancelled", status=EXIT_CANCELLED)
+
+
+def _describe_stdin() -> int:
+    from renderd.describe import describe, read_request
+
+    try:
+        result = _run(describe(read_request(sys.stdin.buffer)))
+    except RenderdError as exc:
+        return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return _fail("cancelled", True, code="cancelled", status=EXIT_CANCELLED)
+    print(json.dumps(result, separators=(",", ":")), flush=True)
+    return 0
 
 
 def _add_config_parser(sub: Any) -> None:
@@ -191,6 +214,8 @@ def _fault_settings() -> dict[str, Any]:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    from renderd.render import RenderRequest, render_local
+
     chosen = RenderSettings.from_args(args)
     composition = args.composition
     if not args.no_prepare:
@@ -241,6 +266,8 @@ async def _await(task: asyncio.Task[Any], cancel_on_stdin_eof: bool) -> Any:
 
 
 async def _serve_stdin(display: JsonDisplay, faults: dict[str, Any]) -> None:
+    from renderd.agent import serve
+
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_ASSIGNMENT_BYTES + 1)
     transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

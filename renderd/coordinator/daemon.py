@@ -21,16 +21,16 @@ from typing import Any
 from renderd import PROTOCOL_VERSION, __version__
 from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inventory
 from renderd.coordinator import protocol
+from renderd.coordinator.describe import DescribeHost, Describer
 from renderd.coordinator.hostcheck import check_hosts
 from renderd.coordinator.models import Job
 from renderd.coordinator.protocol import NOT_FOUND, SHUTTING_DOWN, Request
-from renderd.coordinator.scheduler import Scheduler
+from renderd.coordinator.scheduler import UNUSABLE, Scheduler
 from renderd.coordinator.sdnotify import Notifier
 from renderd.coordinator.server import AccessPolicy, ControlServer, Peer, Reply, resolve_gids
 from renderd.coordinator.store import Store
 from renderd.coordinator.submit import plan_submission
-from renderd.engine import Prober
-from renderd.errors import ConfigError, ControlError, RenderdError
+from renderd.errors import ConfigError, ControlError
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ class Coordinator:
         self.scheduler: Scheduler | None = None
         self.server: ControlServer | None = None
         self._probe_task: asyncio.Task[None] | None = None
-        # A warm browser for reading submitted compositions: saves a browser start per submission.
-        self._prober = Prober(ready_timeout_s=config.timeouts.ready)
+        # Submitted compositions are loaded by agents on hosts (never a browser here), results cached.
+        self.describer = Describer()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -115,13 +115,6 @@ class Coordinator:
             tg.create_task(self._reload_loop(), name="reload")
             tg.create_task(self._status_loop(), name="status")
             tg.create_task(self.probe_hosts(), name="probe")
-            tg.create_task(self._warm_prober(), name="warm-prober")
-
-    async def _warm_prober(self) -> None:
-        try:
-            await self._prober.warm()
-        except RenderdError as exc:  # submissions will say so, one by one
-            log.warning("cannot start a browser to read compositions: %s", exc)
 
     async def probe_hosts(self) -> None:
         """Check every host once (at start and after a reload); a host that fails is quarantined."""
@@ -206,7 +199,6 @@ class Coordinator:
             await self.scheduler.close()
         if self.server is not None:
             await self.server.close()
-        await self._prober.close()
         if self.store is not None:
             await self.store.close()
         log.info("stopped")
@@ -228,7 +220,8 @@ class Coordinator:
                 f,
                 peer,
                 self.config,
-                self._prober,
+                self.describer,
+                await self._describe_hosts(),
                 slots=self.scheduler.total_slots(),
                 slot_fps=sum(speeds) / len(speeds) if speeds else None,
             )
@@ -264,6 +257,20 @@ class Coordinator:
             except ConfigError as exc:
                 raise ControlError(protocol.BAD_INPUT, f"{exc}: {'; '.join(exc.problems[:5])}") from None
         raise ControlError(protocol.UNKNOWN_OP, f"unknown op {op!r}")
+
+    async def _describe_hosts(self) -> list[DescribeHost]:
+        """Hosts a submission may be described on, best first: local ones, then inventory order.
+
+        Drained, quarantined, disabled and retired hosts are left out.
+        """
+        assert self.store is not None and self.scheduler is not None
+        states = {h.name: h.state.value for h in await self.store.list_hosts()}
+        usable = [
+            DescribeHost(rt.config.name, rt.transport, rt.config.is_local)
+            for rt in self.scheduler.hosts.values()
+            if rt.config.enabled and not rt.retired and states.get(rt.config.name) not in UNUSABLE
+        ]
+        return sorted(usable, key=lambda h: not h.local)
 
     async def _job(self, job_id: str) -> Job:
         assert self.store is not None

@@ -28,6 +28,7 @@ NOT_FOUND = "not_found"
 INVALID_STATE = "invalid_state"
 BAD_INPUT = "bad_input"
 SHUTTING_DOWN = "shutting_down"
+NO_HOST = "no_host"
 INTERNAL = "internal"
 
 _STR = (str,)

@@ -15,12 +15,11 @@ import shutil
 import statistics
 import time
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from renderd.assignment import Assignment
-from renderd.composition import Overrides
+from renderd.composition import load_composition
 from renderd.config import DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.hostcheck import judge
 from renderd.coordinator.models import AttemptOutcome, Chunk, Claim, Job, JobState
@@ -30,7 +29,8 @@ from renderd.coordinator.transports import make_transport
 from renderd.encode import concat_videos, probe_video, sha256_file_async
 from renderd.errors import AgentFailed, HostUnavailable, RenderdError
 from renderd.frames import Fps, FrameRange
-from renderd.hyperframes.audio import add_composition_audio
+from renderd.hyperframes.audio import add_planned_audio, plan_from_json
+from renderd.hyperframes.media import AudioTrack
 from renderd.settings import NAMES, RenderSettings
 
 log = logging.getLogger(__name__)
@@ -529,8 +529,9 @@ class Scheduler:
                     video = await concat_videos(parts, tmp)
                     if video.frames != job.frames:
                         raise RenderdError(f"assembled video has {video.frames} frames, expected {job.frames}")
-                    # The soundtrack is mixed once over the job's frames, after concatenation.
-                    await add_composition_audio(Path(job.composition), _job_overrides(job), job_span, tmp)
+                    # The soundtrack is mixed once over the job's frames, after concatenation, from
+                    # the plan an agent read at submission (ffmpeg only: no browser here).
+                    await add_planned_audio(await _audio_plan(job), job_span, Fps.parse(job.params["fps"]), tmp)
                 digest = await sha256_file_async(tmp)
                 os.replace(tmp, out)
             finally:
@@ -606,9 +607,10 @@ def job_settings(job: Job) -> RenderSettings:
     return RenderSettings.from_dict({k: v for k, v in job.params.items() if k in NAMES and v is not None})
 
 
-def _job_overrides(job: Job) -> Overrides:
-    """Return the metadata the job was planned with, to load its composition the same way."""
-    p = job.params
-    return Overrides(
-        width=int(p["width"]), height=int(p["height"]), fps=Fps.parse(p["fps"]), duration=Fraction(p["duration"])
-    )
+async def _audio_plan(job: Job) -> tuple[AudioTrack, ...]:
+    """Return the job's stored audio tracks, their files under this host's copy of the composition."""
+    if "audio" not in job.params:
+        log.warning("[job=%s] planned by an older renderd without an audio plan: assembled without sound", job.id)
+        return ()
+    comp = await asyncio.to_thread(load_composition, job.params.get("prepared") or job.composition)
+    return await asyncio.to_thread(plan_from_json, job.params["audio"], comp.root)

@@ -30,8 +30,10 @@ from renderd.coordinator.transport import (
     AgentFailed,
     EventSink,
     collect_stderr,
+    describe_result,
     follow_agent,
 )
+from renderd.describe import DescribeRequest
 from renderd.errors import HostUnavailable, ProcessFailed, RenderdError
 from renderd.errors import NoServe as _NoServe
 
@@ -184,6 +186,18 @@ class SshTransport:
         except ValueError:
             raise RenderdError(f"host {self.name}: the agent's probe did not print JSON") from None
         return data
+
+    async def describe(self, request: DescribeRequest, *, timeout: float) -> dict[str, Any]:
+        """Run the agent's describe on the host (the request on stdin, one JSON line back)."""
+        conn = await self.connection()
+        command = shlex.join([*self.host.agent_command, "--describe"])
+        try:
+            result = await asyncio.wait_for(conn.run(command, input=request.to_json() + "\n", check=False), timeout)
+        except TimeoutError:
+            raise AgentFailed(f"host {self.name}: describe timed out after {timeout:.0f} s", host=self.name) from None
+        except (OSError, asyncssh.Error) as exc:
+            raise HostUnavailable(f"host {self.name}: describe failed: {_why(exc)}", host=self.name) from None
+        return describe_result(self.name, result.exit_status, str(result.stdout or ""), str(result.stderr or ""))
 
     # -- files -----------------------------------------------------------------------------
 

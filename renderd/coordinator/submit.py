@@ -1,7 +1,8 @@
-"""Turn a `submit` request into a planned job: check paths for the submitting user, probe, plan.
+"""Turn a `submit` request into a planned job: check paths for the submitting user, describe, plan.
 
-The composition is loaded once here, in a browser on the coordinator, so that a broken page is
-refused at submission with the page's own error, and the job is planned with exact metadata.
+The composition is loaded once at submission, by an agent on a render host (the coordinator
+runs no browser; see ``coordinator/describe.py``), so that a broken page is refused with the
+page's own error, and the job is planned with exact metadata and its audio plan.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 
 from renderd.composition import Composition, Overrides, load_composition
 from renderd.config import DaemonConfig
+from renderd.coordinator.describe import DescribeHost, Describer, request_for
 from renderd.coordinator.models import NewJob
 from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
-from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN
+from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN, NO_HOST
 from renderd.coordinator.server import Peer
-from renderd.engine import Prober
-from renderd.errors import ControlError, RenderdError, SettingsError
+from renderd.errors import CompositionError, ControlError, RenderdError, SettingsError
 from renderd.frames import Fps, FrameRange, parse_frame_range
 from renderd.prepare import CACHE_ENV, PrepareOptions, needs_prepare, prepare_composition
 from renderd.settings import NAMES, RenderSettings
@@ -132,7 +133,8 @@ async def plan_submission(
     fields: dict[str, Any],
     peer: Peer,
     config: DaemonConfig,
-    prober: Prober,
+    describer: Describer,
+    hosts: list[DescribeHost],
     *,
     slots: int,
     slot_fps: float | None,
@@ -142,13 +144,30 @@ async def plan_submission(
     settings = _settings(fields, config)
     overrides = _overrides(fields)
     try:
-        source = load_composition(comp_path)
+        source = await asyncio.to_thread(load_composition, comp_path)
         comp = await prepared(source, config)
-        info = await prober.probe(comp, overrides)
-        span = parse_frame_range(fields["frames"], info.total_frames) if fields.get("frames") else None
     except RenderdError as exc:
         raise ControlError(BAD_INPUT, str(exc)) from None
-    span = span or FrameRange(0, info.total_frames)
+    # Hosts stage what chunks will render: the prepared copy's entry, else the path as submitted.
+    staged = comp.entry if comp != source else comp_path
+    request = request_for(overrides, ready_timeout_s=config.timeouts.ready)
+    try:
+        described = await describer.describe(comp, staged, request, hosts)
+    except CompositionError as exc:
+        raise ControlError(BAD_INPUT, str(exc)) from None
+    except RenderdError as exc:
+        raise ControlError(NO_HOST, str(exc)) from None
+    d = described.result
+    try:
+        fps, duration = Fps.parse(str(d["fps"])), Fraction(str(d["duration"]))
+        width, height, total_frames = int(d["width"]), int(d["height"]), int(d["total_frames"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        raise ControlError(NO_HOST, f"host {described.host}: malformed describe result") from None
+    try:
+        span = parse_frame_range(fields["frames"], total_frames) if fields.get("frames") else None
+    except RenderdError as exc:
+        raise ControlError(BAD_INPUT, str(exc)) from None
+    span = span or FrameRange(0, total_frames)
     s = config.scheduling
     chunks = plan_job_chunks(
         span,
@@ -159,11 +178,14 @@ async def plan_submission(
         frames_per_chunk=fields.get("frames_per_chunk"),
     )
     params = {
-        "fps": str(info.fps),
-        "width": info.width,
-        "height": info.height,
-        "duration": str(info.duration),
+        "fps": str(fps),
+        "width": width,
+        "height": height,
+        "duration": str(duration),
         **settings.to_dict(),
+        # Assembly mixes from this (paths relative to the composition root): no browser then.
+        "audio": d.get("audio") or [],
+        "described": {"host": described.host, "key": described.key},
     }
     if comp != source:
         params["prepared"] = str(comp.entry)  # what the scheduler stages on hosts
@@ -171,7 +193,7 @@ async def plan_submission(
         composition=str(comp_path),
         output=str(out),
         params=params,
-        total_frames=info.total_frames,
+        total_frames=total_frames,
         start_frame=span.start,
         end_frame=span.end,
         submitted_by_uid=peer.uid,

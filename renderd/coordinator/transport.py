@@ -20,7 +20,9 @@ from typing import Any, Protocol
 
 from renderd import procs
 from renderd.assignment import Assignment
+from renderd.describe import DescribeRequest
 from renderd.errors import AgentFailed as AgentFailed
+from renderd.errors import CompositionError, ProcessFailed
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,15 @@ class Transport(Protocol):
         """Run `renderd agent --probe` on the host and return what it reports."""
         ...
 
+    async def describe(self, request: DescribeRequest, *, timeout: float) -> dict[str, Any]:
+        """Run `renderd agent --describe` on the host; return its ``described`` event.
+
+        ``request.composition`` is a path on the host (from ``stage_composition``). Raises
+        CompositionError with the page's own message when the composition is broken, and
+        AgentFailed when the host could not describe it (another host may).
+        """
+        ...
+
 
 def default_local_agent_command() -> list[str]:
     """Return the agent command for the local host: this very Python and renderd."""
@@ -103,6 +114,16 @@ class LocalTransport:
         result: dict[str, Any] = json.loads(done.stdout)
         return result
 
+    async def describe(self, request: DescribeRequest, *, timeout: float) -> dict[str, Any]:
+        """Run the local agent's describe (its browser is the agent's child, never the daemon's)."""
+        try:
+            done = await procs.run(
+                [*self._command, "--describe"], stdin=request.to_json().encode() + b"\n", timeout=timeout, check=False
+            )
+        except ProcessFailed as exc:  # only a timeout: check=False
+            raise AgentFailed(f"host {self.name}: describe {exc.stderr_tail}", host=self.name) from None
+        return describe_result(self.name, done.returncode, done.stdout, done.stderr.decode(errors="replace"))
+
     async def run_chunk(self, assignment: Assignment, on_event: EventSink, *, timeout: float) -> dict[str, Any]:
         """Run the agent; cancel it (stdin closed, then signals) if we are cancelled or time out."""
         proc = await procs.spawn([*self._command, "--watch-stdin"])
@@ -122,6 +143,33 @@ class LocalTransport:
             self.name, assignment, on_event, timeout,
             stdin=stdin, stdout=proc.stdout, stderr=proc.stderr, wait=proc.wait, stop=stop,
         )  # fmt: skip
+
+
+# Error codes of a describe that would fail the same way on every host: the submission is refused.
+_COMPOSITION_CODES = ("CompositionError", "CompositionTimeout", "FrameRangeError")
+
+
+def describe_result(host: str, status: int | None, stdout: bytes | str, stderr: str) -> dict[str, Any]:
+    """Judge a finished `renderd agent --describe`: return its ``described`` event or raise.
+
+    CompositionError (the page's own message) for a broken composition; AgentFailed otherwise
+    (an agent too old to know ``--describe``, a crash, output that is not the protocol).
+    """
+    text = stdout.decode(errors="replace") if isinstance(stdout, bytes) else stdout
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    event = _parse(lines[-1].encode()) if lines else None
+    if event is not None and event.get("event") == "described" and status == 0:
+        return event
+    if event is not None and event.get("event") == "error":
+        message = str(event.get("message"))
+        if event.get("code") in _COMPOSITION_CODES:
+            raise CompositionError(message)
+        raise AgentFailed(f"host {host}: describe failed: {message}", host=host)
+    tail = [ln for ln in stderr.splitlines() if ln.strip()]
+    if any("--describe" in ln for ln in tail):
+        raise AgentFailed(f"host {host}: its renderd has no `agent --describe`; run `renderd hosts install`", host=host)
+    why = tail[-1] if tail else "no output"
+    raise AgentFailed(f"host {host}: describe exited with status {status}: {why}", host=host)
 
 
 class _Writer(Protocol):

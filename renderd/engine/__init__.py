@@ -39,7 +39,6 @@ __all__ = [
     "CaptureSettings",
     "Engine",
     "EngineOptions",
-    "Prober",
     "RetryNotice",
     "execute_disk_capture_with_adaptive_retry",
     "read_media",
@@ -94,49 +93,6 @@ async def read_media(page: CompositionPage, comp: Composition) -> MediaPlan:
     """Return the media plan of the loaded ``page``: its videos and audio tracks, files checked."""
     described = await page.discover_media()
     return await resolve_media(comp.root, ORIGIN, described, comp.entry_relative)
-
-
-class Prober:
-    """Browsers kept warm to read compositions' metadata (the daemon loads every submission once)."""
-
-    def __init__(self, chromium: str | None = None, ready_timeout_s: float = DEFAULTS.ready_timeout) -> None:
-        self._chromium = chromium
-        self._ready_timeout_s = ready_timeout_s
-        self._pw_cm = async_playwright()
-        self._pw: Playwright | None = None
-        self._browsers: dict[bool, Browser] = {}
-        self._lock = asyncio.Lock()
-
-    async def _browser(self, gl: bool) -> Browser:
-        async with self._lock:
-            if self._pw is None:
-                self._pw = await self._pw_cm.start()
-            browser = self._browsers.get(gl)
-            if browser is None or not browser.is_connected():
-                browser = await launch_browser(self._pw, BrowserOptions(executable=self._chromium, gl=gl))
-                self._browsers[gl] = browser
-            return browser
-
-    async def warm(self) -> None:
-        """Start the plain (no GL) browser now, so the first probe does not wait for it."""
-        await self._browser(False)
-
-    async def probe(self, comp: Composition, overrides: Overrides) -> CompositionInfo:
-        """Return the validated metadata of ``comp`` (a fresh context in a warm browser)."""
-        browser = await self._browser(comp.uses_webgl())
-        info, _ = await read_info(browser, comp, overrides, self._ready_timeout_s)
-        return info
-
-    async def close(self) -> None:
-        """Close the browsers and the driver."""
-        browsers, self._browsers = list(self._browsers.values()), {}
-        for b in browsers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(b.close(), 10)
-        if self._pw is not None:
-            self._pw = None
-            with contextlib.suppress(Exception):
-                await self._pw_cm.__aexit__(None, None, None)
 
 
 class Engine:

@@ -7,31 +7,31 @@ source at ``data-media-start``, sped up by ``data-playback-rate`` (pitch kept, a
 scaled by ``data-volume``, delayed to its start and summed without normalisation. A mono
 source goes to both channels at full level. A composition without audio tracks gets no audio
 stream; one whose tracks are all outside the rendered slice gets silence.
+
+Nothing here opens a browser: the tracks come from the page (the engine reads them while it
+loads the composition; for the coordinator, an agent's ``describe`` did and the plan is stored
+with the job as JSON, see ``plan_to_json`` / ``plan_from_json``). The coordinator imports this
+module, so it must never import renderd.engine or playwright.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-
-from playwright.async_api import async_playwright
+from typing import Any
 
 from renderd import procs
-from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
 from renderd.encode import AUDIO_RATE, VideoInfo, mux_audio
-from renderd.engine import read_info, read_media
-from renderd.engine.browser import BrowserOptions, launch_browser
-from renderd.engine.page import CompositionPage
-from renderd.errors import EncodeError, ProcessFailed
+from renderd.errors import EncodeError, ProcessFailed, RenderdError
 from renderd.frames import Fps, FrameRange
-from renderd.hyperframes.media import AudioTrack, MediaPlan, has_media
+from renderd.hyperframes.media import AudioTrack
 
 MIX_TIMEOUT_S = 600.0
-READY_TIMEOUT_S = 60.0
 # Mono to stereo at full level in both channels (ffmpeg's default rematrix drops it by 3 dB).
 _MONO_TO_STEREO = "pan=stereo|FL=FL+FC|FR=FR+FC"
 
@@ -129,43 +129,77 @@ async def add_audio(
             wav.unlink()
 
 
-async def add_composition_audio(
-    composition: Path, overrides: Overrides, span: FrameRange, video: Path, *, timeout: float | None = None
-) -> VideoInfo | None:
-    """Give the assembled ``video`` (in place) the soundtrack of ``composition``, if it has one.
+def plan_to_json(tracks: Sequence[AudioTrack], root: Path) -> list[dict[str, Any]]:
+    """Return ``tracks`` as JSON objects with paths RELATIVE to the composition ``root``.
 
-    For the coordinator, which has no page open at assembly: the composition is loaded once in
-    a browser to read its media. Returns the new video's info, or None when it has no audio.
+    Relative, because the plan is read on a render host (its staged copy of the composition)
+    and mixed on the coordinator (its own copy).
     """
-    comp = load_composition(composition)
-    if not has_media(comp):
+    return [
+        {
+            "element": t.element,
+            "path": t.path.relative_to(root).as_posix(),
+            "start": t.start,
+            "end": t.end,
+            "media_start": t.media_start,
+            "rate": t.rate,
+            "volume": t.volume,
+            "channels": t.channels,
+        }
+        for t in tracks
+    ]
+
+
+def plan_from_json(data: Any, root: Path) -> tuple[AudioTrack, ...]:
+    """Turn a stored plan (``plan_to_json``) back into tracks whose files are under ``root``.
+
+    The plan comes from an agent on another host: a path that leaves ``root`` or a field of the
+    wrong type is refused, not followed.
+    """
+    if not isinstance(data, list):
+        raise RenderdError("audio plan: expected a list of tracks")
+    root = root.resolve()
+    tracks = []
+    for i, d in enumerate(data):
+        try:
+            rel = str(d["path"])
+            path = (root / rel).resolve()
+            if not path.is_relative_to(root) or Path(rel).is_absolute():
+                raise RenderdError(f"audio plan: track {i} path {rel!r} is outside the composition")
+            tracks.append(
+                AudioTrack(
+                    element=str(d.get("element") or ""),
+                    path=path,
+                    start=float(d["start"]),
+                    end=float(d["end"]),
+                    media_start=float(d["media_start"]),
+                    rate=float(d["rate"]),
+                    volume=float(d["volume"]),
+                    channels=int(d["channels"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            raise RenderdError(f"audio plan: track {i} is malformed") from None
+    return tuple(tracks)
+
+
+async def add_planned_audio(
+    tracks: Sequence[AudioTrack], span: FrameRange, fps: Fps, video: Path, *, timeout: float | None = None
+) -> VideoInfo | None:
+    """Give the assembled ``video`` (in place) the mix of ``tracks`` over ``span``; None without tracks.
+
+    For the coordinator's assembly: ffmpeg only, from the plan stored with the job at submission.
+    """
+    if not tracks:
         return None
-    plan = await _read_plan(comp, overrides)
-    if not plan.audio:
-        return None
-    assert overrides.fps is not None
+    missing = await asyncio.to_thread(lambda: sorted({t.path.name for t in tracks if not t.path.is_file()}))
+    if missing:
+        raise EncodeError(f"audio source(s) {', '.join(missing)} no longer exist in the composition")
     tmp = video.with_name(f".{video.name}.{secrets.token_hex(4)}.audio.mp4")
     try:
-        info = await add_audio(video, tmp, plan.audio, span, overrides.fps, timeout=timeout)
+        info = await add_audio(video, tmp, tracks, span, fps, timeout=timeout)
         os.replace(tmp, video)
         return info
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-async def _read_plan(comp: Composition, overrides: Overrides) -> MediaPlan:
-    plan = MediaPlan()
-
-    async def on_ready(page: CompositionPage, _info: CompositionInfo) -> None:
-        nonlocal plan
-        plan = await read_media(page, comp)
-
-    async with async_playwright() as pw:
-        browser = await launch_browser(pw, BrowserOptions(gl=False))
-        try:
-            await read_info(browser, comp, overrides, READY_TIMEOUT_S, on_ready=on_ready)
-        finally:
-            with contextlib.suppress(Exception):
-                await browser.close()
-    return plan

@@ -1,0 +1,163 @@
+"""`renderd agent --describe`: load a composition once on a render host and say what it is.
+
+The coordinator never runs a browser (it holds the job store and the fleet's SSH identities);
+it asks an agent instead, through the same transport as chunks. The request is one JSON object
+on stdin (``DescribeRequest``), the answer one JSON line on stdout: a ``described`` event with
+the metadata the job is planned with and the audio plan its assembly mixes (paths relative to
+the composition root), or the agent's usual ``error`` event carrying the page's own message.
+
+The request/result shapes are plain JSON and importable without the engine; ``describe()``
+itself imports the engine lazily, so the coordinator can use this module's types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import asdict, dataclass, fields
+from fractions import Fraction
+from typing import Any
+
+from renderd import PROTOCOL_VERSION, __version__
+from renderd.composition import Overrides, load_composition
+from renderd.errors import RenderdError
+from renderd.frames import Fps
+
+MAX_REQUEST_BYTES = 1 << 16
+
+
+class DescribeRequestError(RenderdError):
+    """A describe request that is not valid JSON or misses / mistypes a field."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True, slots=True)
+class DescribeRequest:
+    """What to describe: a composition path on the agent's host and the overrides it is planned with."""
+
+    composition: str
+    width: int | None = None
+    height: int | None = None
+    fps: str | None = None  # exact, e.g. "30000/1001"
+    duration: str | None = None  # exact seconds
+    gl: str = "auto"  # "auto" (scan the composition for WebGL), "on", "off"
+    chromium: str | None = None
+    ready_timeout_s: float = 30.0
+    protocol: int = PROTOCOL_VERSION
+
+    def to_json(self) -> str:
+        """Return the request as one line of JSON."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> DescribeRequest:
+        """Parse and validate a request; raise DescribeRequestError naming the bad field."""
+        if len(text) > MAX_REQUEST_BYTES:
+            raise DescribeRequestError(f"describe request is larger than {MAX_REQUEST_BYTES} bytes")
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DescribeRequestError(f"describe request is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise DescribeRequestError("describe request must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DescribeRequestError(f"describe request has unknown field(s): {', '.join(unknown)}")
+        if not isinstance(data.get("composition"), str):
+            raise DescribeRequestError("describe request: composition must be a string")
+        for name, types in _TYPES.items():
+            value = data.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+                raise DescribeRequestError(f"describe request: {name} has the wrong type")
+        req = cls(**data)
+        if req.protocol != PROTOCOL_VERSION:
+            raise DescribeRequestError(
+                f"describe request uses protocol {req.protocol}, this agent speaks {PROTOCOL_VERSION}; "
+                "run `renderd hosts install` to match versions"
+            )
+        if req.gl not in ("auto", "on", "off"):
+            raise DescribeRequestError(f"describe request: gl must be auto, on or off, got {req.gl!r}")
+        req.overrides()
+        return req
+
+    def overrides(self) -> Overrides:
+        """Return the request's overrides; raise DescribeRequestError for a bad fps or duration."""
+        try:
+            fps = Fps.parse(self.fps) if self.fps else None
+            duration = Fraction(self.duration) if self.duration else None
+        except (ValueError, ZeroDivisionError):
+            raise DescribeRequestError(
+                f"describe request: bad fps {self.fps!r} or duration {self.duration!r}"
+            ) from None
+        return Overrides(width=self.width, height=self.height, fps=fps, duration=duration)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "width": (int,),
+    "height": (int,),
+    "fps": (str,),
+    "duration": (str,),
+    "gl": (str,),
+    "chromium": (str,),
+    "ready_timeout_s": (int, float),
+    "protocol": (int,),
+}
+
+
+async def describe(req: DescribeRequest) -> dict[str, Any]:
+    """Load the composition once in a browser and return the ``described`` event (a JSON object).
+
+    Raises CompositionError (with the page's own message) when the page does not load, is not
+    ready in time, or its metadata or media are invalid.
+    """
+    # The engine (and playwright) only here: importing this module must stay cheap and browserless.
+    from playwright.async_api import async_playwright
+
+    from renderd.engine import read_info, read_media
+    from renderd.engine.browser import BrowserOptions, launch_browser
+    from renderd.engine.page import CompositionPage
+    from renderd.hyperframes.audio import plan_to_json
+    from renderd.hyperframes.media import MediaPlan, project_has_media
+
+    comp = await asyncio.to_thread(load_composition, req.composition)
+    gl = req.gl == "on" or (req.gl == "auto" and await asyncio.to_thread(comp.uses_webgl))
+    media = MediaPlan()
+    keeps_all_history = False
+
+    async def on_ready(page: CompositionPage, _info: object) -> None:
+        nonlocal media, keeps_all_history
+        keeps_all_history = page.keeps_all_history
+        if project_has_media(page.project):
+            media = await read_media(page, comp)
+
+    async with async_playwright() as pw:
+        browser = await launch_browser(pw, BrowserOptions(executable=req.chromium, gl=gl))
+        try:
+            info, _ = await read_info(browser, comp, req.overrides(), req.ready_timeout_s, on_ready=on_ready)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(browser.close(), 10)
+    return {
+        "event": "described",
+        "version": __version__,
+        "kind": info.kind,
+        "width": info.width,
+        "height": info.height,
+        "fps": str(info.fps),
+        "duration": str(info.duration),
+        "total_frames": info.total_frames,
+        "composition_id": info.composition_id,
+        "notes": list(info.notes),
+        "gl": gl,
+        "keeps_all_history": keeps_all_history,
+        "videos": len(media.videos),
+        "audio": plan_to_json(media.audio, comp.root),
+    }
+
+
+def read_request(stream: Any) -> DescribeRequest:
+    """Read one request from a binary stream (the agent's stdin)."""
+    return DescribeRequest.from_json(stream.read(MAX_REQUEST_BYTES + 1))
