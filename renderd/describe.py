@@ -15,22 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from fractions import Fraction
 from typing import Any
 
 from renderd import PROTOCOL_VERSION, __version__
 from renderd.composition import Overrides, load_composition
-from renderd.errors import RenderdError
+from renderd.errors import DescribeRequestError
 from renderd.frames import Fps
+from renderd.settings import RenderSettings
 
 MAX_REQUEST_BYTES = 1 << 16
-
-
-class DescribeRequestError(RenderdError):
-    """A describe request that is not valid JSON or misses / mistypes a field."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +37,15 @@ class DescribeRequest:
     height: int | None = None
     fps: str | None = None  # exact, e.g. "30000/1001"
     duration: str | None = None  # exact seconds
-    gl: str = "auto"  # "auto" (scan the composition for WebGL), "on", "off"
-    chromium: str | None = None
-    ready_timeout_s: float = 30.0
+    # The job's render settings (gl, chromium, ready timeout matter here), checked as chunks' are.
+    settings: RenderSettings = field(default_factory=RenderSettings)
     protocol: int = PROTOCOL_VERSION
 
     def to_json(self) -> str:
         """Return the request as one line of JSON."""
-        return json.dumps(asdict(self), separators=(",", ":"))
+        data = asdict(self)
+        data["settings"] = self.settings.to_dict()
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> DescribeRequest:
@@ -72,14 +68,15 @@ class DescribeRequest:
             value = data.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
                 raise DescribeRequestError(f"describe request: {name} has the wrong type")
-        req = cls(**data)
+        given = data.pop("settings", {})
+        if not isinstance(given, dict):
+            raise DescribeRequestError("describe request: settings must be an object")
+        req = cls(**data, settings=RenderSettings.from_dict(given))
         if req.protocol != PROTOCOL_VERSION:
             raise DescribeRequestError(
                 f"describe request uses protocol {req.protocol}, this agent speaks {PROTOCOL_VERSION}; "
                 "run `renderd hosts install` to match versions"
             )
-        if req.gl not in ("auto", "on", "off"):
-            raise DescribeRequestError(f"describe request: gl must be auto, on or off, got {req.gl!r}")
         req.overrides()
         return req
 
@@ -100,9 +97,6 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "height": (int,),
     "fps": (str,),
     "duration": (str,),
-    "gl": (str,),
-    "chromium": (str,),
-    "ready_timeout_s": (int, float),
     "protocol": (int,),
 }
 
@@ -123,7 +117,8 @@ async def describe(req: DescribeRequest) -> dict[str, Any]:
     from renderd.hyperframes.media import MediaPlan, project_has_media
 
     comp = await asyncio.to_thread(load_composition, req.composition)
-    gl = req.gl == "on" or (req.gl == "auto" and await asyncio.to_thread(comp.uses_webgl))
+    chosen = req.settings
+    gl = chosen.gl == "on" or (chosen.gl == "auto" and await asyncio.to_thread(comp.uses_webgl))
     media = MediaPlan()
     keeps_all_history = False
 
@@ -134,9 +129,9 @@ async def describe(req: DescribeRequest) -> dict[str, Any]:
             media = await read_media(page, comp)
 
     async with async_playwright() as pw:
-        browser = await launch_browser(pw, BrowserOptions(executable=req.chromium, gl=gl))
+        browser = await launch_browser(pw, BrowserOptions(executable=chosen.chromium, gl=gl))
         try:
-            info, _ = await read_info(browser, comp, req.overrides(), req.ready_timeout_s, on_ready=on_ready)
+            info, _ = await read_info(browser, comp, req.overrides(), chosen.ready_timeout, on_ready=on_ready)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(browser.close(), 10)

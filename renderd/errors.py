@@ -205,6 +205,12 @@ class SettingsError(RenderdError):
     exit_code = 2
 
 
+class DescribeRequestError(RenderdError):
+    """A describe request that is not valid JSON or misses / mistypes a field."""
+
+    exit_code = 2
+
+
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """Return the exception a person should see from a TaskGroup's group: the first RenderdError, else the first."""
     leaves: list[BaseException] = []

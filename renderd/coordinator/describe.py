@@ -14,6 +14,7 @@ seen is not read again; changed files are re-hashed. All scanning runs in a work
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from renderd.composition import Composition, Overrides
 from renderd.coordinator.transport import AgentFailed, Transport
 from renderd.describe import DescribeRequest
 from renderd.errors import RenderdError
+from renderd.settings import RenderSettings
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +163,10 @@ class Describer:
         for host in hosts:
             try:
                 remote = await host.transport.stage_composition(f"describe-{secrets.token_hex(4)}", staged_path)
-                req = DescribeRequest(**{**json.loads(request.to_json()), "composition": remote})
+                req = dataclasses.replace(request, composition=remote)
                 log.info("describing %s on host %s%s", staged_path, host.name, " (local)" if host.local else "")
                 self.runs += 1
-                result = await host.transport.describe(req, timeout=DESCRIBE_TIMEOUT_S + request.ready_timeout_s)
+                result = await host.transport.describe(req, timeout=DESCRIBE_TIMEOUT_S + request.settings.ready_timeout)
             except AgentFailed as exc:
                 log.warning("describe on host %s failed: %s", host.name, exc)
                 problems.append(str(exc))
@@ -177,9 +179,7 @@ class Describer:
         raise RenderdError(f"could not load the composition on any host: {'; '.join(problems)}")
 
 
-def request_for(
-    overrides: Overrides, *, ready_timeout_s: float, gl: str = "auto", chromium: str | None = None
-) -> DescribeRequest:
+def request_for(overrides: Overrides, settings: RenderSettings) -> DescribeRequest:
     """Return the describe request for ``overrides`` (its composition path is filled in per host)."""
     return DescribeRequest(
         composition="",
@@ -187,7 +187,5 @@ def request_for(
         height=overrides.height,
         fps=str(overrides.fps) if overrides.fps is not None else None,
         duration=str(overrides.duration) if overrides.duration is not None else None,
-        gl=gl,
-        chromium=chromium,
-        ready_timeout_s=ready_timeout_s,
+        settings=settings,
     )

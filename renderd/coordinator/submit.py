@@ -150,7 +150,7 @@ async def plan_submission(
         raise ControlError(BAD_INPUT, str(exc)) from None
     # Hosts stage what chunks will render: the prepared copy's entry, else the path as submitted.
     staged = comp.entry if comp != source else comp_path
-    request = request_for(overrides, ready_timeout_s=config.timeouts.ready)
+    request = request_for(overrides, settings)
     try:
         described = await describer.describe(comp, staged, request, hosts)
     except CompositionError as exc:
