@@ -22,6 +22,7 @@ from renderd.cli import prepare as cli_prepare
 from renderd.cli.display import JsonDisplay, make_display
 from renderd.composition import Overrides
 from renderd.config import check_config
+from renderd.confine import DEFAULT_MAX_ASSET_BYTES
 from renderd.coordinator.client import DaemonError
 from renderd.encode import EncodeSettings
 from renderd.engine import CaptureSettings
@@ -128,6 +129,13 @@ def _add_render_parser(sub: Any) -> None:
     p.add_argument("--keep-frames", action="store_true", help="keep the work directory with frames and chunks")
     p.add_argument("--frame-timeout", type=_seconds("--frame-timeout"), default=Fraction(30))
     p.add_argument("--ready-timeout", type=_seconds("--ready-timeout"), default=Fraction(30))
+    p.add_argument(
+        "--max-asset-size",
+        type=_int_in("--max-asset-size", 1, 1 << 20),
+        default=DEFAULT_MAX_ASSET_BYTES >> 20,
+        metavar="MIB",
+        help="largest composition file served whole to the page, in MiB (media are streamed; default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON-line events on stdout")
     p.add_argument("--no-prepare", action="store_true", help="render as is, even if the page loads remote URLs")
     p.add_argument("--offline", action="store_true", help="prepare without network (asset cache and npm cache only)")
@@ -298,6 +306,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
             transparent=args.transparent,
             frame_timeout_s=float(args.frame_timeout),
             ready_timeout_s=float(args.ready_timeout),
+            max_asset_bytes=args.max_asset_size << 20,
             **_fault_settings(),
         ),
         encode=encode,

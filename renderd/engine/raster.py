@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 from playwright.async_api import Error as PlaywrightError
 
 from renderd.engine.page import CompositionPage, PageBroken
+from renderd.engine.redraw import Redraw
+
+__all__ = ["RasterWalker", "Redraw", "episode_starts", "redraws_for"]
 from renderd.errors import CompositionError
 from renderd.frames import Fps
 
@@ -26,19 +28,6 @@ log = logging.getLogger(__name__)
 
 # Frames read per call into the walker page while looking back from a jump.
 _BATCH = 64
-
-
-@dataclass(frozen=True, slots=True)
-class Redraw:
-    """Draw layer ``layer`` (index among the page's will-change layers) first at ``frame``.
-
-    ``keep_if_drawn``: the page is fresh and the layer has been drawn since frame 0; a fresh page
-    that drew it at load already has it as a sequential pass would.
-    """
-
-    layer: int
-    frame: int
-    keep_if_drawn: bool = False
 
 
 def episode_starts(bits: Mapping[int, str], frame: int, first: int) -> tuple[dict[int, int], bool]:
