@@ -15,6 +15,7 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -131,3 +132,40 @@ def read_text_inside(root: Path, path: Path, limit: int | None = None) -> str | 
         return read_inside(root, path, limit).decode("utf-8", errors="replace")
     except Refused:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """One entry of a composition tree, never followed: a regular file or a symlink.
+
+    ``target``: for a symlink, what it resolves to when that lies inside the root (None: it
+    leads outside, or loops).
+    """
+
+    rel: str
+    path: Path
+    link: bool
+    target: Path | None = None
+
+
+def tree_entries(root: Path) -> list[TreeEntry]:
+    """The regular files and symlinks under ``root`` (resolved), sorted; directory symlinks are not entered.
+
+    FIFOs, sockets and devices are left out: nothing of a composition can be one.
+    """
+    out: list[TreeEntry] = []
+    for top, dirs, files in os.walk(root, followlinks=False):
+        base = Path(top)
+        for name in sorted(dirs + files):
+            path = base / name
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            rel = path.relative_to(root).as_posix()
+            if stat.S_ISLNK(st.st_mode):
+                out.append(TreeEntry(rel, path, True, inside(root, path)))
+            elif stat.S_ISREG(st.st_mode):
+                out.append(TreeEntry(rel, path, False))
+    out.sort(key=lambda e: e.rel)
+    return out
