@@ -150,7 +150,8 @@ class Router:
         except AssetTooLarge as exc:
             if self.fatal is None:
                 self.fatal = asset_too_large_text(self._relative(path), exc.size, exc.limit)
-            self._refuse(url, None)
+            if len(self.blocked) < _BLOCKED_KEPT:
+                self.blocked.append(url)
             await route.abort("blockedbyclient")
             return
         await route.fulfill(status=status, body=body, headers=headers)
