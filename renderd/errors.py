@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 # A key path inside a TOML document, e.g. ("hosts", 2, "address").
 KeyPath = tuple[str | int, ...]
@@ -209,6 +210,28 @@ class DescribeRequestError(RenderdError):
     """A describe request that is not valid JSON or misses / mistypes a field."""
 
     exit_code = 2
+
+
+class Refused(Exception):
+    """A composition file that must not be read: outside the root, not a regular file, or missing."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class AssetTooLarge(Exception):
+    """A composition file over the operator's asset size limit."""
+
+    def __init__(self, path: Path, size: int, limit: int) -> None:
+        super().__init__(
+            f"{path}: asset is {size / (1 << 20):.0f} MiB, "
+            f"over the limit of {limit / (1 << 20):.0f} MiB (--max-asset-size)"
+        )
+        self.path = path
+        self.size = size
+        self.limit = limit
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

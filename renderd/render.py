@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
+from renderd.confine import MIB
 from renderd.encode import EncodeSettings, VideoInfo, concat_videos, encode_frames, sha256_file_async
 from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice
 from renderd.engine.warm import WarmEngines
@@ -82,6 +83,7 @@ class RenderRequest:
                 transparent=settings.transparent,
                 frame_timeout_s=settings.frame_timeout,
                 ready_timeout_s=settings.ready_timeout,
+                max_asset_bytes=settings.max_asset_size * MIB,
                 **(faults or {}),
             ),
             encode=EncodeSettings(crf=settings.crf, preset=settings.preset),

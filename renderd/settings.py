@@ -108,6 +108,14 @@ class RenderSettings:
     frame_timeout: float = _setting(
         30.0, kind=float, metavar="S", help="seconds one frame's capture may take before the worker is retried"
     )
+    max_asset_size: int = _setting(
+        512,
+        kind=int,
+        lo=1,
+        hi=1 << 20,
+        metavar="MIB",
+        help="largest composition file served whole to the page, in MiB (video and audio are streamed by range)",
+    )
     ready_timeout: float = _setting(
         30.0,
         kind=float,

@@ -22,7 +22,8 @@ from daemonctl import Daemon
 from sshhosts import TestHosts
 from videotools import RGB, close, decode_frames, index_colour, pixel, stream
 
-from renderd.engine.hyperframes.media_frames import frame_index, read_range
+from renderd.engine.hyperframes.media_frames import frame_index
+from renderd.engine.routing import read_range
 from renderd.hyperframes.audio import atempo_chain, build_mix_argv
 from renderd.hyperframes.media import SourceInfo, VideoClip
 
@@ -294,10 +295,15 @@ def test_mix_outside_every_track_is_silence_of_the_slice_length(tmp_path: Path) 
 def test_media_files_are_served_by_byte_range(tmp_path: Path) -> None:
     f = tmp_path / "m.mp4"
     f.write_bytes(bytes(range(256)) * 4)
-    assert read_range(f, None)[0] == 200 and len(read_range(f, None)[1]) == 1024
-    status, body, headers = read_range(f, "bytes=10-19")
+
+    def answer(header: str | None) -> tuple[int, bytes, dict[str, str]]:
+        with f.open("rb") as fh:
+            return read_range(fh, 1024, header)
+
+    assert answer(None)[0] == 200 and len(answer(None)[1]) == 1024
+    status, body, headers = answer("bytes=10-19")
     assert (status, body, headers["content-range"]) == (206, bytes(range(10, 20)), "bytes 10-19/1024")
-    status, body, headers = read_range(f, "bytes=1000-")
+    status, body, headers = answer("bytes=1000-")
     assert (status, len(body), headers["content-range"]) == (206, 24, "bytes 1000-1023/1024")
-    assert read_range(f, "bytes=-4")[1] == bytes(range(252, 256))
-    assert read_range(f, "bytes=2000-")[0] == 416
+    assert answer("bytes=-4")[1] == bytes(range(252, 256))
+    assert answer("bytes=2000-")[0] == 416

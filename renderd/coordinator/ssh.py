@@ -24,6 +24,7 @@ import asyncssh
 from renderd import procs
 from renderd.assignment import Assignment
 from renderd.config import HostConfig, Timeouts
+from renderd.confine import tree_entries
 from renderd.coordinator.transport import (
     CANCEL_GRACE_S,
     STDERR_LINES,
@@ -44,14 +45,23 @@ RSYNC_TIMEOUT_S = 600.0
 
 
 def composition_digest(root: Path) -> str:
-    """Return a content hash of every file under ``root`` (names and bytes)."""
+    """Return a content hash of every file under ``root`` (names and bytes) and of its symlinks (where to).
+
+    Symlinks are not followed (a composition's link to a file outside it is never read); the
+    staging rsync drops the ones leading out of the tree (--safe-links).
+    """
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix().encode()
+    root = root.resolve()
+    for e in tree_entries(root):
+        rel = e.rel.encode("utf-8", "surrogateescape")
         h.update(len(rel).to_bytes(4, "big") + rel)
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        if e.link:
+            to = "" if e.target is None else e.target.relative_to(root).as_posix()
+            h.update(b"\1" + to.encode("utf-8", "surrogateescape"))
+        else:
+            with e.path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
         h.update(b"\0")
     return h.hexdigest()[:32]
 
@@ -245,7 +255,11 @@ class SshTransport:
         if check.exit_status != 0:
             partial = f"{target}.partial-{job_id}"
             await self.run(["mkdir", "-p", f"{self.work}/cache"])
-            await self.rsync("--delete", f"{root}/", self.remote(f"{partial}/"))
+            # --safe-links: a symlink leading out of the composition is not copied (its target
+            # on the host is not the composition's to read); specials are not copied either.
+            await self.rsync(
+                "--delete", "--safe-links", "--no-devices", "--no-specials", f"{root}/", self.remote(f"{partial}/")
+            )
             # Publish atomically: a half-copied composition is never used.
             await self.run(["sh", "-c", 'mv -T "$1" "$2" 2>/dev/null || rm -rf "$1"', "sh", partial, target])
         return f"{target}/{entry}" if entry else target

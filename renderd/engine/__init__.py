@@ -17,15 +17,17 @@ import psutil
 from playwright.async_api import Browser, Playwright, async_playwright
 
 from renderd.composition import Composition, CompositionInfo, Overrides, resolve_info
+from renderd.confine import DEFAULT_MAX_ASSET_BYTES
 from renderd.engine.browser import BrowserOptions, launch_browser
 from renderd.engine.hyperframes.media_frames import MediaFrames
-from renderd.engine.page import ORIGIN, CompositionPage
+from renderd.engine.page import CompositionPage
 from renderd.engine.pool import CapturePool, CaptureSettings, FrameCallback
 from renderd.engine.retry import (
     CaptureOutcome,
     RetryNotice,
     execute_disk_capture_with_adaptive_retry,
 )
+from renderd.engine.routing import ORIGIN
 from renderd.frames import FrameRange, choose_worker_count, frame_time
 from renderd.hyperframes.media import MediaPlan, project_has_media, resolve_media
 from renderd.settings import DEFAULTS
@@ -64,6 +66,7 @@ async def read_info(
     keep_page: bool = False,
     on_ready: Callable[[CompositionPage, CompositionInfo], Awaitable[None]] | None = None,
     media: MediaFrames | None = None,
+    max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
 ) -> tuple[CompositionInfo, CompositionPage | None]:
     """Load ``comp`` in ``browser`` and return its validated metadata.
 
@@ -74,7 +77,14 @@ async def read_info(
     w = overrides.width or PROBE_VIEWPORT[0]
     h = overrides.height or PROBE_VIEWPORT[1]
     page = await CompositionPage.open(
-        browser, comp, w, h, ready_timeout_s=ready_timeout_s, fps=overrides.fps, media=media
+        browser,
+        comp,
+        w,
+        h,
+        ready_timeout_s=ready_timeout_s,
+        fps=overrides.fps,
+        media=media,
+        max_asset_bytes=max_asset_bytes,
     )
     try:
         info = resolve_info(comp, await page.describe(), overrides)
@@ -149,6 +159,7 @@ class Engine:
                 keep_page=True,
                 on_ready=self._on_probe_ready,
                 media=self._media_frames,
+                max_asset_bytes=self.options.capture.max_asset_bytes,
             )
             if page is not None and self._probe_page_spent:
                 await page.close()

@@ -1,8 +1,9 @@
 """One composition page in a browser: load it offline, wait until ready, seek, capture.
 
 The composition is served to the page from its own directory through request interception
-on a private origin; every other request is refused, so a composition can reach neither the
-network nor files outside its directory.
+on a private origin (engine/routing.py); every other request is refused, so a composition can
+reach neither the network nor files outside its directory. HyperFrames documents are rewritten
+on their way (engine/hyperframes/document.py).
 """
 
 from __future__ import annotations
@@ -11,30 +12,25 @@ import asyncio
 import base64
 import contextlib
 import logging
-import mimetypes
-import re
 from collections.abc import Coroutine, Sequence
 from fractions import Fraction
 from importlib import resources
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote, urljoin, urlsplit
+from typing import Any, TypeVar
 
-from playwright.async_api import Browser, BrowserContext, CDPSession, Page, Route
+from playwright.async_api import Browser, BrowserContext, CDPSession, Page
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from renderd.composition import DEFAULT_FPS, Composition
-from renderd.engine.hyperframes import fonts as hf_fonts
+from renderd.confine import DEFAULT_MAX_ASSET_BYTES
 from renderd.engine.hyperframes import runtime as hf_runtime
-from renderd.engine.hyperframes.media_frames import URL_PREFIX as MEDIA_URL_PREFIX
-from renderd.engine.hyperframes.media_frames import MediaFrames, read_range
+from renderd.engine.hyperframes.document import HyperFramesDocuments
+from renderd.engine.hyperframes.media_frames import MediaFrames
+from renderd.engine.redraw import Redraw
+from renderd.engine.routing import ORIGIN, Router
 from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError, PageBroken
 from renderd.frames import Fps
-from renderd.hyperframes.project import HyperFramesProject, composition_markup, read_project
-
-if TYPE_CHECKING:
-    from renderd.engine.raster import Redraw
+from renderd.hyperframes.project import HyperFramesProject, read_project
 
 _T = TypeVar("_T")
 # What state the ready page carries between seeks: [its longest transition-duration +
@@ -63,7 +59,6 @@ _CLEAR_BACKGROUND = """() => {
   document.head.appendChild(style);
 }"""
 
-ORIGIN = "http://composition.renderd.invalid"
 _SHIM = resources.files("renderd.engine").joinpath("page_shim.js").read_text(encoding="utf-8")
 # Video frames swapped in per frame (HyperFrames projects only; see media_frames.py).
 _MEDIA_SHIM = resources.files("renderd.engine").joinpath("media_shim.js").read_text(encoding="utf-8")
@@ -92,20 +87,6 @@ _HF_STATE = f"""(skip) => ({{player: !!window.__player, building: !!window.__hfT
   startup: window.__hfStartupError ? String(window.__hfStartupError) : null}})"""
 
 
-def _serve_path(root: Path, url: str) -> Path | None:
-    """Map a request URL on ORIGIN to a file inside ``root``, or None if it is not one."""
-    parts = urlsplit(url)
-    if f"{parts.scheme}://{parts.netloc}" != ORIGIN:
-        return None
-    rel = unquote(parts.path).lstrip("/")
-    candidate = (root / rel).resolve()
-    if not candidate.is_relative_to(root):
-        return None
-    if candidate.is_dir():
-        candidate = candidate / "index.html"
-    return candidate if candidate.is_file() else None
-
-
 class CompositionPage:
     """A loaded composition page with a CDP session for fast screenshots."""
 
@@ -115,7 +96,7 @@ class CompositionPage:
         self._cdp = cdp
         self._comp = comp
         self.page_errors: list[str] = []
-        self.blocked: list[str] = []  # remote URLs the page asked for and was refused
+        self._router: Router | None = None  # answers the page's requests; knows what it refused
         self.crashed = False
         self.project: HyperFramesProject | None = None  # the static scan the page was opened with
         # The absolute frame the page last showed, so a worker knows whether the page's
@@ -142,13 +123,15 @@ class CompositionPage:
         fps: Fps | None = None,
         media: MediaFrames | None = None,
         transparent: bool = False,
+        max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
     ) -> CompositionPage:
         """Open ``comp`` at ``width``x``height`` and wait until it can be seeked.
 
         ``fps`` is the render rate (the HyperFrames runtime quantises seeks to it from its first
         line); None means the project's own ``data-fps``, else 30. ``media`` serves the
         render's extracted video frames to a HyperFrames page. ``transparent`` clears the
-        html/body backgrounds so PNG screenshots keep the page's transparency.
+        html/body backgrounds so PNG screenshots keep the page's transparency. A file served
+        whole over ``max_asset_bytes`` fails the load (or the frame that asks for it).
         """
         project = read_project(comp.entry)
         if project is not None and project.missing_sub_files:
@@ -169,12 +152,13 @@ class CompositionPage:
         try:
             page = await context.new_page()
             await page.add_init_script(init_script)
-            blocked: list[str] = []
-            await page.route("**/*", _router(comp, project, blocked=blocked, media=media))
+            documents = HyperFramesDocuments(comp, project) if project is not None else None
+            router = Router(comp, documents=documents, media=media, max_asset_bytes=max_asset_bytes)
+            await page.route("**/*", router.handle)
             cdp = await context.new_cdp_session(page)
             self = cls(context, page, cdp, comp)
             self.project = project
-            self.blocked = blocked
+            self._router = router
             page.on("pageerror", lambda e: self.page_errors.append(_error_text(e)))
             page.on("crash", lambda _p: setattr(self, "crashed", True))
             await self._load(ready_timeout_s)
@@ -193,6 +177,9 @@ class CompositionPage:
             await self.page.goto(url, wait_until="load", timeout=timeout_s * 1000)
         except PlaywrightTimeout:
             raise CompositionTimeout(f"{where}: page did not finish loading within {timeout_s:g} s") from None
+        except PlaywrightError as exc:
+            self._raise_refused_asset()
+            raise CompositionError(f"{where}: page did not load: {_first_line(exc)}", path=where) from None
         self._raise_script_errors()
         info = await self.describe()
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -282,7 +269,19 @@ class CompositionPage:
             )
         return "the HyperFrames runtime never reported ready (window.__renderReady)"
 
+    @property
+    def blocked(self) -> list[str]:
+        """URLs the page asked for and was refused (remote ones, files it may not read)."""
+        return self._router.blocked if self._router is not None else []
+
+    def _raise_refused_asset(self) -> None:
+        """Fail on an asset the router refused for its size: the page would render without it."""
+        fatal = self._router.fatal if self._router is not None else None
+        if fatal is not None:
+            raise CompositionError(fatal, path=self._comp.entry_relative)
+
     def _raise_script_errors(self) -> None:
+        self._raise_refused_asset()
         if self.page_errors:
             where = self._comp.entry_relative
             raise CompositionError(
@@ -413,6 +412,7 @@ class CompositionPage:
             if self.page_errors:
                 raise CompositionError(f"frame {frame}: composition script error: {self.page_errors[-1]}") from None
             raise PageBroken(f"frame {frame}: {_first_line(exc)}") from None
+        self._raise_refused_asset()
         if self.page_errors:
             raise CompositionError(f"frame {frame}: composition script error: {self.page_errors[-1]}")
         return result
@@ -434,187 +434,6 @@ def _project_fps(value: str | None) -> Fps:
         return Fps.parse(value) if value else DEFAULT_FPS
     except FrameRangeError:
         return DEFAULT_FPS  # reported as a proper error once the page describes itself
-
-
-def _router(
-    comp: Composition, project: HyperFramesProject | None, *, blocked: list[str], media: MediaFrames | None = None
-) -> Any:
-    root = comp.root
-    runtime_url = f"{ORIGIN}{hf_runtime.RUNTIME_PATH}"
-    fonts_prefix = f"{ORIGIN}{hf_fonts.FONTS_PATH}"
-    media_url = f"{ORIGIN}{MEDIA_URL_PREFIX}"
-    documents = _HyperFramesDocuments(comp, project) if project is not None else None
-
-    async def handle(route: Route) -> None:
-        url = route.request.url
-        if documents is not None and url == runtime_url:
-            body = hf_runtime.runtime_source()
-            await route.fulfill(status=200, body=body, headers={"content-type": "text/javascript"})
-            return
-        if documents is not None and url.startswith(fonts_prefix):
-            font = hf_fonts.font_file(url[len(fonts_prefix) :])
-            if font is None:
-                await route.abort("blockedbyclient")
-            else:
-                await route.fulfill(status=200, body=font, headers={"content-type": "font/woff2"})
-            return
-        if documents is not None and url.startswith(media_url):
-            # Reserved path: the render's extracted video frames and their plan.
-            served = await asyncio.to_thread(media.serve, urlsplit(url).path) if media is not None else None
-            if served is None:
-                await route.fulfill(status=404, body=b"")
-            else:
-                await route.fulfill(status=200, body=served[0], headers={"content-type": served[1]})
-            return
-        path = _serve_path(root, url)
-        if path is None:
-            if len(blocked) < 100:
-                blocked.append(url)
-            await route.abort("blockedbyclient")
-            return
-        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if ctype.startswith(("video/", "audio/")):
-            # Chrome reads media by byte ranges; a whole large file per request would be copied
-            # through the driver several times per page.
-            status, body, headers = await asyncio.to_thread(read_range, path, route.request.headers.get("range"))
-            await route.fulfill(status=status, body=body, headers={"content-type": ctype, **headers})
-            return
-        body = await asyncio.to_thread(path.read_bytes)
-        if documents is not None and path.suffix.lower() in (".html", ".htm"):
-            body = await asyncio.to_thread(documents.serve, path, body)
-        await route.fulfill(status=200, body=body, headers={"content-type": ctype, "cache-control": "no-store"})
-
-    return handle
-
-
-# An opening tag with data-composition-src: (tag start)(quote)(src)(rest of the tag).
-_NESTED_HOST = re.compile(r"""(<[a-zA-Z][^>]*?)\sdata-composition-src\s*=\s*(["'])(.*?)\2([^>]*>)""")
-# A whole <script src=...></script> element: group 2 is the src as written.
-_SCRIPT_SRC = re.compile(r"""<script\b[^>]*?\ssrc\s*=\s*(["'])(.*?)\1[^>]*>\s*</script\s*>""", re.IGNORECASE)
-
-
-class _HyperFramesDocuments:
-    """The HTML of a HyperFrames project as the HyperFrames CLI would hand it to the browser."""
-
-    def __init__(self, comp: Composition, project: HyperFramesProject) -> None:
-        self._comp = comp
-        base = comp.entry.parent
-        self._subs = {(base / src).resolve() for src in project.sub_files}
-        self._font_css: str | None = None
-        self._custom: dict[str, str] | None = None
-        self._subs_read: list[str] | None = None
-        # A sub-composition that hosts another one: the runtime mounts the hosts it finds in the
-        # document once, so a host that only appears inside mounted content would stay empty
-        # (HyperFrames' own render path inlines them beforehand). renderd serves such a host
-        # without its data-composition-src and puts the file's markup in the entry document as
-        # <template id="ID-template">, which the runtime's inline-template pass then mounts. That
-        # pass runs once too, so hosts one level further down get their file's markup inlined
-        # into that template, as HyperFrames' render path does for every level.
-        top = {h.get("data-composition-src") for h in project.entry.hosts}
-        # Scripts the entry document loads itself. HyperFrames' render path hoists a
-        # sub-composition's <script src> into the document only when the document does not load
-        # it already; the runtime mounting the file would load it again, and a second GSAP
-        # replaces window.gsap, so the sub-composition's timelines belong to another GSAP than
-        # the root's and cannot be nested into it (vscode-theme-visualizer: its root stayed
-        # visible past its timeline's end). renderd serves sub-compositions without them.
-        entry_url = f"{ORIGIN}/{comp.entry_relative}"
-        self._entry_scripts = {urljoin(entry_url, src) for src in project.entry.script_srcs}
-        self._templated: dict[str, str] = {}  # composition-src -> id: a template in the entry
-        self._inlined: dict[str, str] = {}  # composition-src -> id: inlined into its host
-        for container, host in project.nested_hosts:
-            src, cid = host.get("data-composition-src") or "", host.get("data-composition-id") or ""
-            if not cid or src not in project.sub_files:
-                continue
-            chosen = self._templated if container in top else self._inlined
-            if src not in self._templated and src not in self._inlined and cid not in chosen.values():
-                chosen[src] = cid
-
-    def serve(self, path: Path, body: bytes) -> bytes:
-        """Return the bytes to serve for HTML file ``path``: the entry gets fonts and the runtime."""
-        if path != self._comp.entry and path not in self._subs:
-            return body
-        custom = self._project_custom_properties()
-        html = hf_fonts.normalize_generic_primary(body.decode("utf-8", errors="replace"), custom)
-        if path == self._comp.entry:
-            if self._font_css is None:
-                # Families asked for anywhere in the project count (after the generic-family
-                # rewrite, which asks for Inter): the sub-compositions are mounted into this document.
-                texts = [html]
-                texts += [hf_fonts.normalize_generic_primary(text, custom) for text in self._sub_texts()]
-                self._font_css = hf_fonts.font_face_css(texts)
-            # Only the entry document gets the runtime: sub-composition files are fetched and
-            # mounted by the runtime itself.
-            html = hf_fonts.inject_text_rendering(hf_fonts.inject_font_faces(html, self._font_css))
-            html = hf_runtime.inject_runtime(html)
-            html = self._with_nested_templates(html)
-        else:
-            html = self._without_entry_scripts(html, self._url_of(path))
-            if self._templated:
-                html = _NESTED_HOST.sub(
-                    lambda m: self._unsourced(m) if m.group(3) in self._templated else m.group(0), html
-                )
-        return html.encode("utf-8")
-
-    def _sub_texts(self) -> list[str]:
-        """The sub-composition files as written, read once."""
-        if self._subs_read is None:
-            self._subs_read = [
-                p.read_text(encoding="utf-8", errors="replace") for p in sorted(self._subs) if p.is_file()
-            ]
-        return self._subs_read
-
-    def _project_custom_properties(self) -> dict[str, str]:
-        """The custom properties the entry and its sub-compositions declare (one document in HyperFrames' render)."""
-        if self._custom is None:
-            entry = self._comp.entry.read_text(encoding="utf-8", errors="replace")
-            self._custom = hf_fonts.custom_properties([entry, *self._sub_texts()])
-        return self._custom
-
-    def _url_of(self, path: Path) -> str:
-        """The URL the page fetches ``path`` (a resolved file of the composition) from."""
-        try:
-            rel = path.relative_to(self._comp.root.resolve())
-        except ValueError:
-            return path.as_uri()  # outside the served tree: never fetched from ORIGIN
-        return f"{ORIGIN}/{rel.as_posix()}"
-
-    def _without_entry_scripts(self, html: str, url: str) -> str:
-        """``html`` of the file at ``url`` without the <script src> elements the entry document loads too."""
-
-        def keep(m: re.Match[str]) -> str:
-            return "" if urljoin(url, m.group(2).strip()) in self._entry_scripts else m.group(0)
-
-        return _SCRIPT_SRC.sub(keep, html)
-
-    @staticmethod
-    def _unsourced(m: re.Match[str]) -> str:
-        """A nested host's opening tag with data-composition-src renamed to data-composition-file."""
-        quote = m.group(2)
-        return f"{m.group(1)} data-composition-file={quote}{m.group(3)}{quote}{m.group(4)}"
-
-    def _markup(self, src: str, seen: frozenset[str]) -> str:
-        """The markup of sub-composition ``src``, with the deeper nested hosts' markup inlined."""
-        path = self._comp.entry.parent / urlsplit(src).path
-        text = self._without_entry_scripts(
-            path.read_text(encoding="utf-8", errors="replace"), self._url_of(path.resolve())
-        )
-        seen = seen | {src}
-
-        def inline(m: re.Match[str]) -> str:
-            inner = m.group(3)
-            if inner not in self._inlined or inner in seen:
-                return m.group(0)
-            return self._unsourced(m) + self._markup(inner, seen)
-
-        return _NESTED_HOST.sub(inline, composition_markup(text))
-
-    def _with_nested_templates(self, html: str) -> str:
-        templates = "".join(
-            f'<template id="{cid}-template">{self._markup(src, frozenset())}</template>'
-            for src, cid in self._templated.items()
-        )
-        at = html.lower().rfind("</body")
-        return html + templates if at < 0 else html[:at] + templates + html[at:]
 
 
 def _error_text(exc: Exception) -> str:

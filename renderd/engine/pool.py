@@ -18,6 +18,7 @@ from pathlib import Path
 from playwright.async_api import Browser, Playwright
 
 from renderd.composition import Composition
+from renderd.confine import DEFAULT_MAX_ASSET_BYTES
 from renderd.engine.browser import BrowserOptions, launch_browser
 from renderd.engine.hyperframes.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage
@@ -59,6 +60,8 @@ class CaptureSettings:
     transparent: bool = DEFAULTS.transparent
     frame_timeout_s: float = DEFAULTS.frame_timeout
     ready_timeout_s: float = DEFAULTS.ready_timeout
+    # Largest composition file served whole to the page (--max-asset-size); media are streamed.
+    max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES
     # Test hooks: crash the page the first time this absolute frame is about to be captured;
     # sleep this long before every frame (a slow host, for the straggler tests).
     fault_crash_at_frame: int | None = None
@@ -304,6 +307,7 @@ class CapturePool:
             self.height,
             ready_timeout_s=self.settings.ready_timeout_s,
             transparent=self.settings.transparent,
+            max_asset_bytes=self.settings.max_asset_bytes,
             fps=self.fps,
             media=self.media,
         )

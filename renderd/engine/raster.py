@@ -14,31 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 from playwright.async_api import Error as PlaywrightError
 
 from renderd.engine.page import CompositionPage
+from renderd.engine.redraw import Redraw
 from renderd.errors import CompositionError, PageBroken
+
+__all__ = ["RasterWalker", "Redraw", "episode_starts", "redraws_for"]
 from renderd.frames import Fps
 
 log = logging.getLogger(__name__)
 
 # Frames read per call into the walker page while looking back from a jump.
 _BATCH = 64
-
-
-@dataclass(frozen=True, slots=True)
-class Redraw:
-    """Draw layer ``layer`` (index among the page's will-change layers) first at ``frame``.
-
-    ``keep_if_drawn``: the page is fresh and the layer has been drawn since frame 0; a fresh page
-    that drew it at load already has it as a sequential pass would.
-    """
-
-    layer: int
-    frame: int
-    keep_if_drawn: bool = False
 
 
 def episode_starts(bits: Mapping[int, str], frame: int, first: int) -> tuple[dict[int, int], bool]:

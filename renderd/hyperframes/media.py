@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 from renderd import procs
 from renderd.composition import Composition
+from renderd.confine import inside, regular_inside
 from renderd.errors import CompositionError, ProcessFailed, first_error
 from renderd.hyperframes.project import HyperFramesProject, read_project
 
@@ -134,8 +135,7 @@ def source_path(root: Path, origin: str, url: str) -> Path | None:
     parts = urlsplit(url)
     if f"{parts.scheme}://{parts.netloc}" != origin:
         return None
-    candidate = (root / unquote(parts.path).lstrip("/")).resolve()
-    return candidate if candidate.is_relative_to(root) else None
+    return inside(root, root / unquote(parts.path).lstrip("/"))
 
 
 # ffprobe's color_space names -> swscale's in_color_matrix names.
@@ -242,9 +242,11 @@ async def resolve_media(root: Path, origin: str, described: list[dict[str, Any]]
                 "(remote media must be downloaded into the composition first)",
                 path=where,
             )
-        if not path.is_file():
+        if regular_inside(root, path) is None:
+            # ffprobe and ffmpeg only ever get regular files of the root (a FIFO would block them).
             rel = path.relative_to(root).as_posix()
-            raise CompositionError(f"{where}: media file {rel!r} of {element} does not exist", path=where)
+            what = "is not a regular file" if path.exists() else "does not exist"
+            raise CompositionError(f"{where}: media file {rel!r} of {element} {what}", path=where)
         first_use.setdefault(path, element)
         entries.append((d, path))
     try:

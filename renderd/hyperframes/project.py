@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from renderd.confine import read_text_inside
+
 _MEDIA_TAGS = {"video", "audio"}
 _URL_ATTRS = ("src", "href", "data-composition-src", "poster")
 # Setting up the registry is no registration: many pages (and HyperFrames' own tests) carry this
@@ -258,22 +260,23 @@ def _read_scripts(scan: HtmlScan, base: Path) -> None:
     """
     code = list(scan.inline_code)
     unreadable = False
+    root = base.resolve()
     for src in scan.script_srcs:
         rel = urlsplit(src).path
-        path = (base / rel.lstrip("/")).resolve()
-        if _is_remote(src) or not rel or not path.is_relative_to(base.resolve()) or not path.is_file():
+        text = None if _is_remote(src) or not rel else read_text_inside(root, base / rel.lstrip("/"))
+        if text is None:
             unreadable = True
             continue
-        code.append(path.read_text(encoding="utf-8", errors="replace"))
+        code.append(text)
     scan.script_code = "\n".join(code)
     scan.may_register = unreadable or mentions_registry(scan.script_code)
 
 
 def read_project(entry: Path) -> HyperFramesProject | None:
     """Return the HyperFrames view of ``entry``, or None if it has no composition root."""
-    try:
-        text = entry.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    # Only files inside the project directory are read, never through a symlink out of it.
+    text = read_text_inside(entry.parent.resolve(), entry)
+    if text is None:
         return None
     scan = scan_html(text)
     if not scan.roots:
@@ -295,11 +298,11 @@ def read_project(entry: Path) -> HyperFramesProject | None:
         rel = urlsplit(src).path
         if not rel or _is_remote(src) or src in subs or src in missing:
             continue
-        path = (base / rel).resolve()
-        if not path.is_relative_to(base.resolve()) or not path.is_file():
+        sub_text = read_text_inside(base.resolve(), base / rel)
+        if sub_text is None:
             missing.append(src)
             continue
-        subs[src] = scan_html(path.read_text(encoding="utf-8", errors="replace"))
+        subs[src] = scan_html(sub_text)
         _read_scripts(subs[src], base)
         queue += [(src, h) for h in subs[src].hosts]
     return HyperFramesProject(root.get("data-composition-id") or "", root, scan, subs, tuple(missing), tuple(nested))

@@ -25,11 +25,13 @@ import os
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from renderd.composition import Composition
-from renderd.errors import PrepareError, Problem
+from renderd.confine import read_inside, tree_entries
+from renderd.errors import PrepareError, Problem, Refused
 from renderd.prepare.cache import AssetCache, default_cache_root
 from renderd.prepare.model import (
     ASSETS_DIR,
@@ -83,9 +85,9 @@ def scan_composition(comp: Composition) -> list[SourceFile]:
             continue
         seen.add(path)
         try:
-            text = path.read_bytes().decode("utf-8", "surrogateescape")
-        except OSError as exc:
-            raise PrepareError(message=f"cannot read {path}: {exc.strerror}") from None
+            text = read_inside(comp.root, path).decode("utf-8", "surrogateescape")
+        except Refused as exc:
+            raise PrepareError(message=f"cannot read {path}: {exc.reason}") from None
         rel = path.relative_to(comp.root).as_posix()
         follow: list[tuple[str, str]]
         if kind == "html":
@@ -133,16 +135,33 @@ def _replacement(file: SourceFile, comp: Composition, ref: Ref, name: str) -> st
 
 
 def tree_digest(root: Path) -> str:
-    """Return a hash of every file under ``root`` (relative names and bytes), following symlinks."""
+    """Return a hash of every file under ``root`` (relative names and bytes) and of its symlinks (where to).
+
+    Symlinks are not followed: one leading out of the root is refused before (check_links).
+    """
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix().encode("utf-8", "surrogateescape")
+    for e in tree_entries(root):
+        rel = e.rel.encode("utf-8", "surrogateescape")
         h.update(len(rel).to_bytes(4, "big") + rel)
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        if e.link:
+            to = "" if e.target is None else e.target.relative_to(root).as_posix()
+            h.update(b"\1" + to.encode("utf-8", "surrogateescape"))
+        else:
+            with e.path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
         h.update(b"\0")
     return h.hexdigest()
+
+
+def check_links(root: Path) -> None:
+    """Refuse a composition with a symlink leading out of ``root``: its copy would carry the file it names."""
+    for e in tree_entries(root):
+        if e.link and e.target is None:
+            raise PrepareError(
+                message=f"{root / e.rel}: symlink leads outside the composition directory; "
+                "copy the file into the composition instead"
+            )
 
 
 async def prepare_composition(comp: Composition, options: PrepareOptions | None = None) -> PrepareResult:
@@ -161,6 +180,7 @@ async def prepare_composition(comp: Composition, options: PrepareOptions | None 
 
 
 async def _prepare(comp: Composition, options: PrepareOptions, cache_root: Path, output: Path | None) -> PrepareResult:
+    await asyncio.to_thread(check_links, comp.root)
     files = await asyncio.to_thread(scan_composition, comp)
     resolver, results = await _resolve_all(files, AssetCache(cache_root), options)
     problems = list(resolver.problems)
@@ -245,12 +265,11 @@ def _write_tree(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         tree = tmp / "tree"
-        # Symlinks become the files they point at: the copy must be whole on a render host. In the
-        # cache, unchanged files are hard links to the user's (no second copy of a composition's
-        # media); that is safe because a copy is reused only while the source hashes to its key,
-        # and nothing writes into it. A copy the user asked for with -o is always a real copy.
-        copy = shutil.copyfile if output is not None else _link_or_copy
-        shutil.copytree(src, tree, symlinks=False, ignore_dangling_symlinks=True, copy_function=copy)
+        # In the cache, unchanged files are hard links to the user's (no second copy of a
+        # composition's media); that is safe because a copy is reused only while the source
+        # hashes to its key, and nothing writes into it. A copy the user asked for with -o is
+        # always a real copy.
+        _copy_tree(src, tree, shutil.copyfile if output is not None else _link_or_copy)
         for rel, data in rewritten.items():
             _replace(tree / rel, data)
         (tree / ASSETS_DIR).mkdir(exist_ok=True)
@@ -270,7 +289,25 @@ def _write_tree(
     return dest, False
 
 
-def _link_or_copy(src: str, dst: str) -> None:
+def _copy_tree(src: Path, dst: Path, copy: Callable[[Path, Path], object]) -> None:
+    """Copy composition ``src`` to ``dst``: regular files as files, symlinks as symlinks within the copy.
+
+    A symlink is never dereferenced: one inside the root becomes a relative symlink to the same
+    file of the copy (rsync to render hosts carries it, the engine serves through it), one out of
+    the root (check_links refused it already) or dangling is left out, as are FIFOs and devices.
+    """
+    dst.mkdir()
+    entries = tree_entries(src)
+    for e in entries:
+        out = dst / e.rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not e.link:
+            copy(e.path, out)
+        elif e.target is not None and e.target.exists():
+            os.symlink(os.path.relpath(e.target, e.path.parent), out)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except OSError:  # another file system, or not the owner (fs.protected_hardlinks)

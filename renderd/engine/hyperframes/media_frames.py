@@ -40,8 +40,6 @@ _ALPHA_CODECS = {"vp8", "vp9", "prores", "png", "qtrle"}
 _SEEK_MARGIN_S = 1.0
 _EXTRACT_CONCURRENCY = 2
 _EMPTY_PLAN = b'{"videos":[]}'
-# Largest slice of a media file sent for one request (Chrome asks for the rest as it needs it).
-RANGE_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,35 +154,6 @@ class MediaFrames:
         except OSError:
             return None
         return body, "image/png" if ext == "png" else "image/jpeg"
-
-
-def read_range(path: Path, header: str | None) -> tuple[int, bytes, dict[str, str]]:
-    """Answer a request for a composition's media file: (status, body, extra headers).
-
-    Honours a single ``Range: bytes=a-b`` (206, at most RANGE_CHUNK bytes); without one the
-    whole file is sent (200). An unsatisfiable range gets 416.
-    """
-    size = path.stat().st_size
-    base = {"accept-ranges": "bytes", "cache-control": "no-store"}
-    spec = (header or "").strip().lower()
-    if not spec.startswith("bytes=") or "," in spec:
-        return 200, path.read_bytes(), base
-    first_s, _, last_s = spec[len("bytes=") :].partition("-")
-    try:
-        if first_s:
-            first = int(first_s)
-            last = int(last_s) if last_s else size - 1
-        else:  # suffix range: the last N bytes
-            first, last = max(0, size - int(last_s)), size - 1
-    except ValueError:
-        return 200, path.read_bytes(), base
-    if first >= size or last < first:
-        return 416, b"", {**base, "content-range": f"bytes */{size}"}
-    last = min(last, size - 1, first + RANGE_CHUNK - 1)
-    with path.open("rb") as f:
-        f.seek(first)
-        body = f.read(last - first + 1)
-    return 206, body, {**base, "content-range": f"bytes {first}-{first + len(body) - 1}/{size}"}
 
 
 _digests: dict[tuple[str, int, int], str] = {}
