@@ -127,7 +127,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     """Submit a job; print its id (or follow it with --wait)."""
     fields: dict[str, Any] = {
         "composition": str(args.composition.expanduser().resolve()),
-        "output": str(args.output.expanduser().resolve()),
+        # The last component stays as given: the daemon must see a symlink there to refuse it.
+        "output": str(args.output.expanduser().parent.resolve() / args.output.expanduser().name),
         "priority": args.priority,
     }
     for name in ("fps", "width", "height", "duration", "frames", "chunks", "frames_per_chunk", "workers"):

@@ -20,7 +20,7 @@ from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
 from renderd.cli import control as cli_control
 from renderd.cli import prepare as cli_prepare
 from renderd.cli.display import JsonDisplay, make_display
-from renderd.composition import Overrides
+from renderd.composition import Overrides, load_composition
 from renderd.config import check_config
 from renderd.coordinator.client import DaemonError
 from renderd.encode import EncodeSettings
@@ -28,6 +28,7 @@ from renderd.engine import CaptureSettings
 from renderd.errors import ConfigError, RenderdError
 from renderd.events import Error
 from renderd.frames import Fps
+from renderd.outputs import check_render_paths
 from renderd.render import RenderRequest, render_local
 
 EXIT_CANCELLED = 130
@@ -148,7 +149,6 @@ def _add_inspect_parser(sub: Any) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from renderd.composition import load_composition
     from renderd.inspect import format_inspection, inspect_composition
 
     comp = load_composition(args.composition)
@@ -278,6 +278,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
         return _fail(str(exc), args.json)
     if args.transparent and args.format != "png":
         return _fail("--transparent needs --format png (JPEG frames have no alpha)", args.json)
+    # Before the prepare and any browser: a render never writes into what it reads. The prepared
+    # copy, if any, is checked again by render_local.
+    check_render_paths(load_composition(args.composition).root, args.output, args.work_dir)
     composition = args.composition
     if not args.no_prepare:
         # Remote scripts, fonts and media are localised first: the engine serves the page nothing else.

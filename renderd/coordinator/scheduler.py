@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import statistics
 import time
@@ -32,6 +31,7 @@ from renderd.encode import concat_videos, probe_video, sha256_file_async
 from renderd.errors import RenderdError
 from renderd.frames import Fps, FrameRange
 from renderd.hyperframes.audio import add_composition_audio
+from renderd.outputs import Owner, install_output
 
 log = logging.getLogger(__name__)
 
@@ -525,7 +525,9 @@ class Scheduler:
             parts = [Path(c.output_path or "") for c in chunks]
             out = Path(job.output)
             job_span = FrameRange(job.start_frame, job.end_frame)
-            tmp = out.with_name(f".{out.name}.renderd-{job_id}.partial.mp4")
+            # Assembled in the job's own directory, which only the daemon writes (see install_output).
+            tmp = self.config.state_dir / "jobs" / job_id / "output.partial.mp4"
+            tmp.parent.mkdir(parents=True, exist_ok=True)
             try:
                 async with asyncio.timeout(self.config.timeouts.assemble):
                     video = await concat_videos(parts, tmp)
@@ -534,7 +536,8 @@ class Scheduler:
                     # The soundtrack is mixed once over the job's frames, after concatenation.
                     await add_composition_audio(Path(job.composition), _job_overrides(job), job_span, tmp)
                 digest = await sha256_file_async(tmp)
-                os.replace(tmp, out)
+                owner = await asyncio.to_thread(Owner.of_uid, job.submitted_by_uid)
+                await asyncio.to_thread(install_output, tmp, out, owner)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()

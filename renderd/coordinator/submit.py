@@ -23,8 +23,9 @@ from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN, ControlError
 from renderd.coordinator.server import Peer
 from renderd.encode import EncodeSettings
 from renderd.engine import Prober
-from renderd.errors import RenderdError
+from renderd.errors import OutputError, RenderdError
 from renderd.frames import Fps, FrameRange, parse_frame_range
+from renderd.outputs import Owner, check_outside, check_replaceable, composition_root
 from renderd.prepare import CACHE_ENV, PrepareOptions, needs_prepare, prepare_composition
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,19 @@ def _check_paths(fields: dict[str, Any], peer: Peer) -> tuple[Path, Path]:
     return comp_path, out
 
 
+def _check_output(comp_path: Path, out: Path, peer: Peer) -> None:
+    """Refuse an output inside the composition, or a file there the submitter may not replace (blocking)."""
+    try:
+        if comp_path.exists():
+            check_outside(out, [composition_root(comp_path)])
+    except OutputError as exc:
+        raise ControlError(BAD_INPUT, str(exc)) from None
+    try:
+        check_replaceable(out, Owner.of_uid(peer.uid))
+    except OutputError as exc:
+        raise ControlError(FORBIDDEN, str(exc)) from None
+
+
 def _overrides(fields: dict[str, Any]) -> Overrides:
     try:
         fps = Fps.parse(fields["fps"]) if fields.get("fps") else None
@@ -143,11 +157,14 @@ async def plan_submission(
 ) -> tuple[NewJob, list[tuple[int, int]]]:
     """Validate a submit request and return the job to create with its chunk plan."""
     comp_path, out = _check_paths(fields, peer)
+    await asyncio.to_thread(_check_output, comp_path, out, peer)
     settings = _settings(fields)
     overrides = _overrides(fields)
     try:
         source = load_composition(comp_path)
         comp = await prepared(source, config)
+        if comp != source:
+            await asyncio.to_thread(check_outside, out, [comp.root])
         info = await prober.probe(comp, overrides)
         span = parse_frame_range(fields["frames"], info.total_frames) if fields.get("frames") else None
     except RenderdError as exc:
