@@ -71,23 +71,28 @@ def check_outside(path: Path, roots: Iterable[Path], *, what: str = "output") ->
     """Raise OutputError if ``path`` (followed through symlinks) is a composition root, inside one,
     or inside a place a symlink of that composition points at. Blocking: it walks each root once.
     """
-    target = path.expanduser().resolve()
-    via = "" if str(target) == os.path.abspath(path.expanduser()) else f" (it resolves to {target})"
-    for root in {r.resolve() for r in roots}:
-        if target == root:
-            raise OutputError(f"{what} {path} is the composition directory {root}{via}")
-        if target.is_relative_to(root):
-            raise OutputError(f"{what} {path} is inside the composition {root}{via}")
-        for link, dest in _links_out_of(root):
-            if target == dest or target.is_relative_to(dest):
-                raise OutputError(f"{what} {path} is a file of the composition {root} (through its symlink {link})")
+    _check_all([(what, path)], roots)
 
 
 def check_render_paths(root: Path, output: Path, work_dir: Path | None) -> None:
     """Raise OutputError if a render's output or work directory would land in the composition at ``root``."""
-    check_outside(output, [root])
-    if work_dir is not None:
-        check_outside(work_dir, [root], what="work directory")
+    named = [("output", output)] + ([("work directory", work_dir)] if work_dir is not None else [])
+    _check_all(named, [root])
+
+
+def _check_all(named: list[tuple[str, Path]], roots: Iterable[Path]) -> None:
+    targets = [(what, path, path.expanduser().resolve()) for what, path in named]
+    for root in {r.resolve() for r in roots}:
+        for what, path, target in targets:
+            via = "" if str(target) == os.path.abspath(path.expanduser()) else f" (it resolves to {target})"
+            if target == root:
+                raise OutputError(f"{what} {path} is the composition directory {root}{via}")
+            if target.is_relative_to(root):
+                raise OutputError(f"{what} {path} is inside the composition {root}{via}")
+        for link, dest in _links_out_of(root):
+            for what, path, target in targets:
+                if target == dest or target.is_relative_to(dest):
+                    raise OutputError(f"{what} {path} is a file of the composition {root} (through its symlink {link})")
 
 
 def _links_out_of(root: Path) -> Iterable[tuple[Path, Path]]:
