@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,6 +122,23 @@ def test_render_replaces_a_symlink_at_the_output_instead_of_writing_through_it(c
     assert victim.read_bytes() == ROOT_VIDEO
     assert not link.is_symlink() and link.is_file()
     assert ffprobe(link, "-show_entries", "stream=codec_name")["streams"][0]["codec_name"] == "h264"
+
+
+def test_render_with_work_dir_on_another_file_system_copies_then_renames(comp: Path) -> None:
+    """EXDEV: the video is copied into an O_EXCL temp file beside the output, then renamed."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(comp).st_dev:
+        pytest.skip("no second file system at /dev/shm")
+    out_dir = comp.parent / "out"
+    out_dir.mkdir()
+    work = Path(tempfile.mkdtemp(prefix="rd-work-", dir=shm))
+    try:
+        r = run_renderd("render", comp, "-o", out_dir / "x.mp4", "--work-dir", work, "--frames", "0:3")
+        assert r.returncode == 0, r.stderr
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["x.mp4"]
+    assert ffprobe(out_dir / "x.mp4", "-show_entries", "stream=codec_name")["streams"][0]["codec_name"] == "h264"
 
 
 def test_prepare_output_must_neither_be_in_nor_hold_the_composition(comp: Path) -> None:
