@@ -7,7 +7,8 @@
     ├── CaptureError             frames that could not be captured after every retry
     ├── BrowserError             Chromium could not be launched or died unrecoverably
     ├── ProcessFailed            a subprocess (ffmpeg, ffprobe, rsync) exited non-zero
-    └── EncodeError              an encoded file that does not match what was asked
+    ├── EncodeError              an encoded file that does not match what was asked
+    └── OutputError              an output path renderd must not write (see renderd.outputs)
 
 Dependency errors (Playwright, OSError from subprocess spawning) are translated into these at
 the boundary module that calls the dependency, with ``raise ... from exc``. Only the CLI turns
@@ -76,6 +77,12 @@ class ProcessFailed(RenderdError):
 
 class EncodeError(RenderdError):
     """An encoded video that does not match the frames, size or rate asked for."""
+
+
+class OutputError(RenderdError):
+    """An output, work directory or prepared copy that would overwrite what renderd must not touch."""
+
+    exit_code = 2
 
 
 class StoreError(RenderdError):

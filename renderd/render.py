@@ -30,6 +30,7 @@ from renderd.events import ChunkDone, Done, Event, Retry, Started
 from renderd.frames import FrameRange, parse_frame_range, plan_chunks
 from renderd.hyperframes.audio import add_audio
 from renderd.hyperframes.media import AudioTrack
+from renderd.outputs import check_render_paths, install_output
 from renderd.progress import ProgressTracker
 from renderd.settings import DEFAULTS, RenderSettings
 
@@ -124,7 +125,11 @@ async def render_local(
     """
     started_at = time.monotonic()
     comp = load_composition(req.composition)
-    out = req.output.expanduser().resolve()
+    await asyncio.to_thread(check_render_paths, comp.root, req.output, req.work_dir)
+    # Only the directory is resolved: the rename at the end replaces whatever entry is at the
+    # output path (a symlink included) instead of writing to where it points.
+    given = req.output.expanduser()
+    out = given.parent.resolve() / given.name
     if out.is_dir():
         raise RenderdError(f"output {str(out)!r} is a directory; give a file name such as out.mp4")
     if not out.parent.is_dir():
@@ -163,7 +168,7 @@ async def render_local(
             tracker.workers = workers
             await engine.warm_up(workers)
             parts = await _capture_and_encode(engine, chunks, work, workers, req, tracker, emit)
-        video = await _assemble(parts, out, info, span, engine.media.audio if req.audio else ())
+        video = await _assemble(parts, work, out, info, span, engine.media.audio if req.audio else ())
         keep = req.keep_frames
         digest = await sha256_file_async(out)
         frames_dir = work if keep else None
@@ -271,11 +276,15 @@ async def _capture_and_encode(
 
 
 async def _assemble(
-    parts: list[Path], out: Path, info: CompositionInfo, span: FrameRange, audio: Sequence[AudioTrack]
+    parts: list[Path], work: Path, out: Path, info: CompositionInfo, span: FrameRange, audio: Sequence[AudioTrack]
 ) -> VideoInfo:
-    """Concatenate the chunk videos into a temp file next to ``out``, add the audio, verify, move it."""
-    tmp = out.with_name(f".{out.name}.renderd-{os.getpid()}.partial.mp4")
-    tmp_audio = out.with_name(f".{out.name}.renderd-{os.getpid()}.audio.mp4")
+    """Concatenate the chunk videos in the work directory, add the audio, verify, move the result to ``out``.
+
+    ffmpeg writes only inside the private work directory: a name it wrote next to ``out`` could
+    be planted as a symlink by anyone who may write there.
+    """
+    tmp = work / "output.partial.mp4"
+    tmp_audio = work / "output.audio.mp4"
     try:
         video = await concat_videos(parts, tmp, timeout=120 + len(span) * 0.1)
         if video.frames != len(span) or (video.width, video.height) != (info.width, info.height):
@@ -286,7 +295,7 @@ async def _assemble(
         if audio:
             video = await add_audio(tmp, tmp_audio, audio, span, info.fps, timeout=120 + len(span) * 0.1)
             os.replace(tmp_audio, tmp)
-        os.replace(tmp, out)
+        await asyncio.to_thread(install_output, tmp, out)
         return video
     finally:
         for p in (tmp, tmp_audio):

@@ -703,7 +703,7 @@ def test_output_directory_rules(tmp_path: Path) -> None:
     (tmp_path / "busy" / "keep.txt").write_text("mine")
     env = {"RENDERD_CACHE_DIR": str(tmp_path / "cache")}
     r = run_renderd("prepare", comp, "-o", comp / "prepared", env=env)
-    assert r.returncode == 2 and "must be outside the composition directory" in r.stderr
+    assert r.returncode == 2 and "is inside the composition" in r.stderr
     r = run_renderd("prepare", comp, "-o", tmp_path / "busy", env=env)
     assert r.returncode == 2 and "is not a prepared composition" in r.stderr
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"

@@ -123,7 +123,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     """Submit a job; print its id (or follow it with --wait)."""
     fields: dict[str, Any] = {
         "composition": str(args.composition.expanduser().resolve()),
-        "output": str(args.output.expanduser().resolve()),
+        # The last component stays as given: the daemon must see a symlink there to refuse it.
+        "output": str(args.output.expanduser().parent.resolve() / args.output.expanduser().name),
         "priority": args.priority,
     }
     # Checked here too, so that a bad value gets the very line `render` prints, before the daemon is asked.

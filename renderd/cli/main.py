@@ -19,10 +19,11 @@ from renderd.cli import control as cli_control
 from renderd.cli import options as cli_options
 from renderd.cli import prepare as cli_prepare
 from renderd.cli.display import JsonDisplay, make_display
-from renderd.composition import Overrides
+from renderd.composition import Overrides, load_composition
 from renderd.config import check_config
 from renderd.errors import ConfigError, DaemonError, RenderdError
 from renderd.events import Error
+from renderd.outputs import check_render_paths
 from renderd.settings import RenderSettings
 
 EXIT_CANCELLED = 130
@@ -64,7 +65,6 @@ def _add_inspect_parser(sub: Any) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from renderd.composition import load_composition
     from renderd.inspect import format_inspection, inspect_composition
 
     chosen = RenderSettings.from_args(args)
@@ -217,6 +217,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from renderd.render import RenderRequest, render_local
 
     chosen = RenderSettings.from_args(args)
+    # Before the prepare and any browser: a render never writes into what it reads. The prepared
+    # copy, if any, is checked again by render_local.
+    check_render_paths(load_composition(args.composition).root, args.output, args.work_dir)
     composition = args.composition
     if not args.no_prepare:
         # Remote scripts, fonts and media are localised first: the engine serves the page nothing else.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import statistics
 import time
@@ -31,6 +30,7 @@ from renderd.errors import AgentFailed, HostUnavailable, RenderdError
 from renderd.frames import Fps, FrameRange
 from renderd.hyperframes.audio import add_planned_audio, plan_from_json
 from renderd.hyperframes.media import AudioTrack
+from renderd.outputs import Owner, install_output
 from renderd.settings import NAMES, RenderSettings
 
 log = logging.getLogger(__name__)
@@ -523,7 +523,9 @@ class Scheduler:
             parts = [Path(c.output_path or "") for c in chunks]
             out = Path(job.output)
             job_span = FrameRange(job.start_frame, job.end_frame)
-            tmp = out.with_name(f".{out.name}.renderd-{job_id}.partial.mp4")
+            # Assembled in the job's own directory, which only the daemon writes (see install_output).
+            tmp = self.config.state_dir / "jobs" / job_id / "output.partial.mp4"
+            tmp.parent.mkdir(parents=True, exist_ok=True)
             try:
                 async with asyncio.timeout(self.config.timeouts.assemble):
                     video = await concat_videos(parts, tmp)
@@ -533,7 +535,8 @@ class Scheduler:
                     # the plan an agent read at submission (ffmpeg only: no browser here).
                     await add_planned_audio(await _audio_plan(job), job_span, Fps.parse(job.params["fps"]), tmp)
                 digest = await sha256_file_async(tmp)
-                os.replace(tmp, out)
+                owner = await asyncio.to_thread(Owner.of_uid, job.submitted_by_uid)
+                await asyncio.to_thread(install_output, tmp, out, owner)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()

@@ -23,8 +23,9 @@ from renderd.coordinator.models import NewJob
 from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
 from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN, NO_HOST
 from renderd.coordinator.server import Peer
-from renderd.errors import CompositionError, ControlError, RenderdError, SettingsError
+from renderd.errors import CompositionError, ControlError, OutputError, RenderdError, SettingsError
 from renderd.frames import Fps, FrameRange, parse_frame_range
+from renderd.outputs import Owner, check_outside, check_replaceable, composition_root
 from renderd.prepare import CACHE_ENV, PrepareOptions, needs_prepare, prepare_composition
 from renderd.settings import NAMES, RenderSettings
 
@@ -89,6 +90,19 @@ def _check_paths(fields: dict[str, Any], peer: Peer) -> tuple[Path, Path]:
     return comp_path, out
 
 
+def _check_output(comp_path: Path, out: Path, peer: Peer) -> None:
+    """Refuse an output inside the composition, or a file there the submitter may not replace (blocking)."""
+    try:
+        if comp_path.exists():
+            check_outside(out, [composition_root(comp_path)])
+    except OutputError as exc:
+        raise ControlError(BAD_INPUT, str(exc)) from None
+    try:
+        check_replaceable(out, Owner.of_uid(peer.uid))
+    except OutputError as exc:
+        raise ControlError(FORBIDDEN, str(exc)) from None
+
+
 def _overrides(fields: dict[str, Any]) -> Overrides:
     try:
         fps = Fps.parse(fields["fps"]) if fields.get("fps") else None
@@ -141,11 +155,14 @@ async def plan_submission(
 ) -> tuple[NewJob, list[tuple[int, int]]]:
     """Validate a submit request and return the job to create with its chunk plan."""
     comp_path, out = _check_paths(fields, peer)
+    await asyncio.to_thread(_check_output, comp_path, out, peer)
     settings = _settings(fields, config)
     overrides = _overrides(fields)
     try:
         source = await asyncio.to_thread(load_composition, comp_path)
         comp = await prepared(source, config)
+        if comp != source:
+            await asyncio.to_thread(check_outside, out, [comp.root])
     except RenderdError as exc:
         raise ControlError(BAD_INPUT, str(exc)) from None
     # Hosts stage what chunks will render: the prepared copy's entry, else the path as submitted.

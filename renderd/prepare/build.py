@@ -31,7 +31,8 @@ from pathlib import Path
 
 from renderd.composition import Composition
 from renderd.confine import read_inside, tree_entries
-from renderd.errors import PrepareError, Problem, Refused
+from renderd.errors import OutputError, PrepareError, Problem, Refused
+from renderd.outputs import check_outside
 from renderd.prepare.cache import AssetCache, default_cache_root
 from renderd.prepare.model import (
     ASSETS_DIR,
@@ -169,8 +170,16 @@ async def prepare_composition(comp: Composition, options: PrepareOptions | None 
     options = options or PrepareOptions()
     cache_root = (options.cache_root or default_cache_root()).expanduser()
     output = options.output.expanduser().resolve() if options.output else None
-    if output is not None and (output == comp.root or output.is_relative_to(comp.root)):
-        raise PrepareError(message=f"output {output} must be outside the composition directory {comp.root}")
+    if options.output is not None and output is not None:
+        try:
+            await asyncio.to_thread(check_outside, options.output, [comp.root])
+        except OutputError as exc:
+            raise PrepareError(message=str(exc)) from None
+        # Replacing a directory that holds the composition would delete the source.
+        if comp.root.is_relative_to(output):
+            raise PrepareError(
+                message=f"output {options.output} holds the composition {comp.root}; give a new directory"
+            )
     try:
         return await _prepare(comp, options, cache_root, output)
     except OSError as exc:
