@@ -50,7 +50,7 @@ def daemon_config(root: Path, **scheduling: Any) -> DaemonConfig:
 
 
 def local_host(name: str, slots: int = 1, **kw: Any) -> HostConfig:
-    return HostConfig(name=name, address="local", slots=slots, workers=1, agent_command=AGENT, **kw)
+    return HostConfig(**{"name": name, "address": "local", "slots": slots, "workers": 1, "agent_command": AGENT, **kw})
 
 
 def inventory(root: Path, *hosts: HostConfig) -> Inventory:
