@@ -215,9 +215,12 @@ Script = Callable[[asyncssh.SSHServerProcess[bytes]], Any]
 class SshHost:
     """An asyncssh server on 127.0.0.1:0; ``script`` plays the agent for ``renderd agent`` commands."""
 
-    def __init__(self, root: Path, script: Script, *, drop_staging: bool = False) -> None:
+    def __init__(
+        self, root: Path, script: Script, *, drop_staging: bool = False, refuse_sessions: bool = False
+    ) -> None:
         self.root = root
         self.drop_staging = drop_staging
+        self.refuse_sessions = refuse_sessions
         self.script = script
         self.connections: set[asyncssh.SSHServerConnection] = set()
         self.commands: list[str] = []
@@ -242,7 +245,7 @@ class SshHost:
         self.server = await asyncssh.listen(
             "127.0.0.1", 0, server_factory=Server, server_host_keys=[host_key],
             authorized_client_keys=asyncssh.import_authorized_keys(client_key.export_public_key().decode()),
-            process_factory=self._process, encoding=None,
+            process_factory=None if self.refuse_sessions else self._process, encoding=None,
         )  # fmt: skip
         self.port = self.server.sockets[0].getsockname()[1]
         self.known_hosts = self.root / "known_hosts"
@@ -306,8 +309,33 @@ async def test_ssh_agent_prints_malformed_events(tmp_path: Path, store: Store) -
 
 
 async def test_ssh_connection_dropped_mid_chunk_requeues_it(tmp_path: Path, store: Store) -> None:
-    """The server drops the connection while the composition is staged: the chunk is lost (not failed), requeued."""
+    """The server drops the connection while the composition is staged: the chunk is lost (not failed), requeued.
+
+    A regression guard: the code before the scheduler split handled this one already.
+    """
     async with SshHost(tmp_path, drop_connection, drop_staging=True) as ssh:
+        config = daemon_config(tmp_path, host_failure_quarantine=1)
+        async with Running(store, config, inventory(tmp_path, ssh.host())) as r:
+            job_id = await new_job(store, [(0, 10)])
+            run = r.start()
+
+            async def lost() -> bool:
+                attempts = await store.get_attempts(job_id)
+                return bool(attempts) and attempts[0].outcome.value == "lost"
+
+            await until(lost, "the attempt to end lost", run=run)
+            chunks = await store.get_chunks(job_id)
+            assert [c.state.value for c in chunks] == ["pending"]
+            host = await store.get_host("r1")
+            assert host is not None and host.state.value == "quarantined"
+            await until(lambda: _true(not r.sched.running_tasks()), "the slot to free up")
+            assert r.sched.hosts["r1"].free_slots == 1
+            assert not run.done()
+
+
+async def test_ssh_sessions_refused_requeues_the_chunk(tmp_path: Path, store: Store) -> None:
+    """The host refuses session channels (sshd's MaxSessions reached): the chunk is lost (not failed), requeued."""
+    async with SshHost(tmp_path, hang, refuse_sessions=True) as ssh:
         config = daemon_config(tmp_path, host_failure_quarantine=1)
         async with Running(store, config, inventory(tmp_path, ssh.host())) as r:
             job_id = await new_job(store, [(0, 10)])
