@@ -23,11 +23,13 @@ from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inv
 from renderd.coordinator import protocol
 from renderd.coordinator.describe import DescribeHost, Describer
 from renderd.coordinator.hostcheck import check_hosts
+from renderd.coordinator.hosts import UNUSABLE
 from renderd.coordinator.models import Job
 from renderd.coordinator.protocol import NOT_FOUND, SHUTTING_DOWN, Request
-from renderd.coordinator.scheduler import UNUSABLE, Scheduler
+from renderd.coordinator.scheduler import Scheduler
 from renderd.coordinator.sdnotify import Notifier
-from renderd.coordinator.server import AccessPolicy, ControlServer, Peer, Reply, resolve_gids
+from renderd.coordinator.server import AccessPolicy, ControlServer, Peer, Reply
+from renderd.coordinator.statelock import StateLock
 from renderd.coordinator.store import Store
 from renderd.coordinator.submit import plan_submission
 from renderd.errors import ConfigError, ControlError
@@ -35,6 +37,7 @@ from renderd.errors import ConfigError, ControlError
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 1.0
+PROBE_STOP_WAIT_S = 10.0
 
 
 class Coordinator:
@@ -59,7 +62,8 @@ class Coordinator:
         self.store: Store | None = None
         self.scheduler: Scheduler | None = None
         self.server: ControlServer | None = None
-        self._probe_task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None  # the probe of the latest reload
+        self._lock: StateLock | None = None
         # Submitted compositions are loaded by agents on hosts (never a browser here), results cached.
         self.describer = Describer()
 
@@ -83,8 +87,22 @@ class Coordinator:
         self._stop.set()
 
     async def startup(self) -> None:
-        """Open the store, recover in-flight work, listen, and tell systemd we are ready."""
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        """Lock the state dir, open the store, recover in-flight work, listen, and tell systemd we are ready.
+
+        A second daemon on the same state dir stops at the lock, before recovery could touch
+        the first one's chunks.
+        """
+        self._lock = await asyncio.to_thread(StateLock.acquire, self.config.state_dir)
+        try:
+            await self._open()
+        except BaseException:
+            if self.store is not None:
+                await self.store.close()
+            self._lock.release()
+            raise
+
+    async def _open(self) -> None:
+        access = await self._access_policy(self.config)
         self.store = await Store.open(
             self.config.state_dir / "renderd.db", max_attempts=self.config.scheduling.max_attempts
         )
@@ -98,12 +116,17 @@ class Coordinator:
         for host in self.inventory.hosts:
             await self.store.upsert_host(host.name)
         self.scheduler = Scheduler(self.store, self.config, self.inventory)
-        access = AccessPolicy(frozenset(self.config.allowed_uids), resolve_gids(self.config.allowed_groups))
         self.server = ControlServer(self.config.socket, self.handle, access, mode=self._socket_mode)
         await self.server.start()
         log.info("listening on %s with %d host(s)", self.config.socket, len(self.inventory.hosts))
         self._notifier.ready()
         self._notifier.status(f"serving {len(self.inventory.hosts)} host(s)")
+
+    @staticmethod
+    async def _access_policy(config: DaemonConfig) -> AccessPolicy:
+        """The control socket's policy for ``config``; an unknown group is a ConfigError, as in `config check`."""
+        gids = await asyncio.to_thread(config.allowed_gids)  # NSS lookups may block
+        return AccessPolicy(frozenset(config.allowed_uids), frozenset(gids))
 
     async def serve(self) -> None:
         """Run the scheduler, the watchdog and reloads until a stop is requested."""
@@ -161,10 +184,11 @@ class Coordinator:
         self._notifier.reloading()
         try:
             if self._config_path is not None:
-                config = load_daemon_config(self._config_path)
+                config = await asyncio.to_thread(load_daemon_config, self._config_path)
             else:
                 config = self.config
-            inventory = load_inventory(config.hosts_file)
+            inventory = await asyncio.to_thread(load_inventory, config.hosts_file)
+            access = await self._access_policy(config)
         except ConfigError as exc:
             problems = "; ".join(exc.problems[:5])
             log.error("reload refused, keeping the running configuration: %s: %s", exc, problems)
@@ -176,15 +200,25 @@ class Coordinator:
             config = dataclasses.replace(config, socket=self.config.socket, state_dir=self.config.state_dir)
         self.config = config
         self.inventory = inventory
-        assert self.scheduler is not None and self.store is not None
+        assert self.scheduler is not None and self.store is not None and self.server is not None
+        self.server.set_access(access)
         self.scheduler.config = config
         self.scheduler.apply_inventory(inventory)
         for host in inventory.hosts:
             await self.store.upsert_host(host.name)
         log.info("reloaded: %d host(s)", len(inventory.hosts))
+        # The new inventory's probe supersedes one still running from an earlier reload.
+        await self._stop_probe()
         self._probe_task = asyncio.create_task(self.probe_hosts(), name="probe")
+        self._probe_task.add_done_callback(_log_probe_failure)
         self._notifier.ready()
         return f"reloaded: {len(inventory.hosts)} host(s)"
+
+    async def _stop_probe(self) -> None:
+        task, self._probe_task = self._probe_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=PROBE_STOP_WAIT_S)
 
     async def shutdown(self) -> None:
         """Stop accepting, drain in-flight chunks within the budget, hand back the rest, close."""
@@ -197,10 +231,13 @@ class Coordinator:
             if cancelled:
                 log.warning("shutdown: %d chunk(s) did not finish in time and were requeued", cancelled)
             await self.scheduler.close()
+        await self._stop_probe()
         if self.server is not None:
             await self.server.close()
         if self.store is not None:
             await self.store.close()
+        if self._lock is not None:
+            self._lock.release()
         log.info("stopped")
 
     # -- control operations ----------------------------------------------------------------
@@ -352,3 +389,8 @@ class Coordinator:
                 }
             )
         return out
+
+
+def _log_probe_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("host probe after reload failed", exc_info=task.exception())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import logging
 import os
 import pwd
@@ -62,20 +61,6 @@ def _groups_of(uid: int) -> Iterable[int]:
         return (pw.pw_gid,)
 
 
-def resolve_gids(groups: Iterable[str | int]) -> frozenset[int]:
-    """Turn group names or numbers into gids (unknown names are skipped with a warning)."""
-    out = set()
-    for g in groups:
-        if isinstance(g, int) or str(g).isdigit():
-            out.add(int(g))
-            continue
-        try:
-            out.add(grp.getgrnam(str(g)).gr_gid)
-        except KeyError:
-            log.warning("allowed group %r does not exist; ignored", g)
-    return frozenset(out)
-
-
 Reply = bytes | AsyncIterator[bytes]
 Handler = Callable[[Request, Peer], Awaitable[Reply]]
 
@@ -109,6 +94,15 @@ class ControlServer:
             self._on_client, path=str(self.path), limit=protocol.MAX_LINE_BYTES + 1
         )
         os.chmod(self.path, self._mode)
+
+    @property
+    def access(self) -> AccessPolicy:
+        """Who may talk to the daemon now."""
+        return self._access
+
+    def set_access(self, access: AccessPolicy) -> None:
+        """Apply a new policy (a reload): it decides every connection accepted from now on."""
+        self._access = access
 
     def stop_accepting(self) -> None:
         """Stop taking new connections (running ones continue)."""

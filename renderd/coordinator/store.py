@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -163,23 +164,64 @@ def migrate(db: sqlite3.Connection, path: str = "job store") -> int:
     return version
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _refuse(path: Path, why: str) -> StoreError:
+    return StoreError(
+        f"{path} {why}; renderd does not replace it: move it away or set another state_dir", path=str(path)
+    )
+
+
 def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Open the store at ``path``; a missing one is created, anything that is not renderd's is refused."""
+    if not path.exists():
+        _create(path, busy_timeout_s)
+    if path.stat().st_size == 0:
+        raise _refuse(path, "is an empty file, not a renderd job store")
+    with path.open("rb") as f:
+        if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+            raise _refuse(path, "is not a SQLite database")
     # isolation_level=None: no implicit transactions; transaction() says where each one is.
     db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
     try:
-        db.row_factory = sqlite3.Row
-        db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000):d}")
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"{path}: cannot use the WAL journal (got {mode!r})", path=str(path))
-        db.execute("PRAGMA synchronous = NORMAL")  # safe against process crashes: module docstring
-        db.execute("PRAGMA foreign_keys = ON")
-        migrate(db, str(path))
+        # Before anything writes to it (the WAL switch does): is it a renderd store at all?
+        if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+            raise _refuse(path, "is a SQLite database without renderd's schema (user_version 0)")
+        _configure(db, path, busy_timeout_s)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _create(path: Path, busy_timeout_s: float) -> None:
+    """Create a new store under a temporary name, then move it into place complete.
+
+    A crash half-way leaves the temporary file, never a zero-length or schema-less ``path``
+    (which the next start would refuse).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    for stale in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp, timeout=busy_timeout_s, isolation_level=None)
+    try:
+        _configure(db, tmp, busy_timeout_s)
+    finally:
+        db.close()
+    os.rename(tmp, path)
+
+
+def _configure(db: sqlite3.Connection, path: Path, busy_timeout_s: float) -> None:
+    db.row_factory = sqlite3.Row
+    db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000):d}")
+    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StoreError(f"{path}: cannot use the WAL journal (got {mode!r})", path=str(path))
+    db.execute("PRAGMA synchronous = NORMAL")  # safe against process crashes: module docstring
+    db.execute("PRAGMA foreign_keys = ON")
+    migrate(db, str(path))
 
 
 def _in_thread(fn: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], Awaitable[R]]:

@@ -1,0 +1,375 @@
+"""Claiming chunks and running their attempts: stage, run the agent, fetch, verify, record.
+
+Whatever ends an attempt, it ends in the store: verified, failed (counted, requeued up to
+``max_attempts``), lost (the host went away; requeued, not counted) or, when the daemon stops
+it, lost as well. Any exception is one of these, a bug included (failed, with its traceback in
+the log). A store write that fails while recording the end (a locked or full disk) is queued in
+``SchedulerContext.unsettled`` and retried before the next claim, so no chunk stays "rendering"
+with nothing running it. The chunk's slot is free as soon as its task ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from renderd.assignment import Assignment
+from renderd.config import HostConfig
+from renderd.coordinator.hosts import HostRegistry, HostRuntime, SchedulerContext
+from renderd.coordinator.models import Chunk, Claim, Job
+from renderd.coordinator.tasks import Kind
+from renderd.coordinator.transport import Transport
+from renderd.encode import probe_video, sha256_file_async
+from renderd.errors import AgentFailed, HostUnavailable, RenderdError, StoreError
+from renderd.settings import NAMES, RenderSettings
+
+log = logging.getLogger(__name__)
+
+StoreStep = Callable[[], Awaitable[None]]
+
+
+class ContextLog(logging.LoggerAdapter[logging.Logger]):
+    """Prefix every message with a context such as ``[host=r3 job=j-.. chunk=4]``."""
+
+    def __init__(self, logger: logging.Logger, context: str) -> None:
+        super().__init__(logger, {})
+        self.context = context
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{self.context} {msg}", kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A chunk being rendered: where, since when, how many frames."""
+
+    host: str
+    started: float
+    frames: int
+
+
+@dataclass
+class JobProgress:
+    """Live, in-memory progress of a job (the store keeps the durable part)."""
+
+    frames_done: dict[int, int] = field(default_factory=dict)
+    hosts: dict[int, str] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def touch(self) -> None:
+        self.changed.set()
+
+
+def is_host_loss(exc: BaseException) -> bool:
+    """Whether ``exc`` means the host (its link), not the chunk, is at fault."""
+    return isinstance(exc, HostUnavailable | asyncssh.Error | ConnectionError)
+
+
+class Claims:
+    """Claim chunks for free slots and run each attempt to a recorded end."""
+
+    def __init__(self, ctx: SchedulerContext, hosts: HostRegistry, on_all_verified: Callable[[str], None]) -> None:
+        self.ctx = ctx
+        self.hosts = hosts
+        self._on_all_verified = on_all_verified
+        self.progress: dict[str, JobProgress] = {}
+        self.inflight: dict[tuple[str, int], InFlight] = {}
+        self.frame_seconds: dict[str, list[float]] = {}  # per job: seconds per frame of verified chunks
+        # The composition synced to a host, per (host, job): the transport it went through and the task.
+        self._staging: dict[tuple[str, str], tuple[Transport, asyncio.Task[str]]] = {}
+
+    def job_progress(self, job_id: str) -> JobProgress:
+        """Return the live progress record of a job."""
+        return self.progress.setdefault(job_id, JobProgress())
+
+    # -- store writes that must not be lost --------------------------------------------------
+
+    async def settle(self, step: StoreStep, what: str) -> None:
+        """Run a store step now; if the store fails, queue it to be retried before the next claim."""
+        try:
+            await asyncio.shield(step())
+        except StoreError as exc:
+            log.warning("%s: the store failed (%s); will retry", what, exc)
+            self.ctx.unsettled.append(step)
+
+    async def settle_pending(self) -> bool:
+        """Retry the queued store steps in order; return True when none is left."""
+        while self.ctx.unsettled:
+            step = self.ctx.unsettled[0]
+            try:
+                await asyncio.shield(step())
+            except StoreError as exc:
+                log.warning("the store still fails (%s); %d write(s) wait", exc, len(self.ctx.unsettled))
+                return False
+            except Exception:  # a step that can never succeed must not block every claim
+                log.exception("a queued store write failed for good; dropped")
+            self.ctx.unsettled.pop(0)
+        return True
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    async def claim(self, rt: HostRuntime, *, avoid_own_failures: bool) -> Claim | None:
+        """Claim the next pending chunk for ``rt`` and start its attempt; None if nothing is pending."""
+        name = rt.config.name
+        claim = await asyncio.shield(self.ctx.store.claim_chunk(name, avoid_own_failures=avoid_own_failures))
+        if claim is not None:
+            chunk = claim.chunk
+            self.ctx.tasks.spawn(self.run_claim(rt, claim), Kind.CHUNK, host=name, job=chunk.job_id, index=chunk.index)
+        return claim
+
+    async def run_claim(self, rt: HostRuntime, claim: Claim) -> None:
+        """Run one claimed attempt to its recorded end."""
+        # The transport and config of the claim: a reload may replace the host's while it runs.
+        transport, host = rt.transport, rt.config
+        chunk, attempt = claim.chunk, claim.attempt
+        store, key = self.ctx.store, (chunk.job_id, chunk.index)
+        clog = ContextLog(log, f"[host={host.name} job={chunk.job_id} chunk={chunk.index}]")
+        progress = self.job_progress(chunk.job_id)
+        progress.hosts[chunk.index] = host.name
+        try:
+            job = await store.get_job(chunk.job_id)
+            if job is None:
+                raise RenderdError(f"job {chunk.job_id} is not in the store")
+            if await asyncio.shield(store.mark_chunk_rendering(job.id, chunk.index, attempt.id)) is None:
+                clog.info("the attempt no longer holds the chunk (cancelled); not started")
+                return
+            self.inflight[key] = InFlight(host.name, time.monotonic(), chunk.end - chunk.start)
+            output, sha, frames, fps = await self.render(transport, host, job, chunk, attempt.id, progress)
+            await asyncio.shield(store.mark_chunk_fetched(job.id, chunk.index, attempt.id))
+            verified = await asyncio.shield(
+                store.mark_chunk_verified(
+                    job.id, chunk.index, attempt.id, output_path=str(output), sha256=sha, frames=frames, fps=fps
+                )
+            )
+            clog.info("chunk verified (%d frames, %.1f fps)", frames, fps)
+            if verified is not None:
+                self.chunk_won(job.id, chunk.index, frames, fps, speculative=False)
+                await self.after_verified(host.name, job.id, fps)
+        except asyncio.CancelledError:
+            # Shutdown or cancel: a cancelled job's attempts are already closed in the store;
+            # otherwise give the chunk back without counting it as a failure.
+            lost = _lost(store, chunk, attempt.id, "daemon stopped the chunk")
+            with contextlib.suppress(Exception):
+                await self.settle(lost, f"[job={chunk.job_id} chunk={chunk.index}] requeue")
+            raise
+        except Exception as exc:  # noqa: BLE001 - every way an attempt can end is recorded below
+            await self._attempt_failed(transport, host, claim, exc, clog)
+        finally:
+            self.inflight.pop(key, None)
+            progress.touch()
+            self.ctx.wake()
+
+    async def _attempt_failed(
+        self, transport: Transport, host: HostConfig, claim: Claim, exc: Exception, clog: ContextLog
+    ) -> None:
+        chunk, attempt_id, store = claim.chunk, claim.attempt.id, self.ctx.store
+        what = f"[host={host.name} job={chunk.job_id} chunk={chunk.index}]"
+        if is_host_loss(exc):
+            # The host, not the chunk, is at fault: requeue without counting an attempt.
+            why = str(exc) if isinstance(exc, HostUnavailable) else f"host {host.name}: connection lost: {_why(exc)}"
+            clog.warning("host unavailable: %s", why)
+            await self.settle(_lost(store, chunk, attempt_id, why), f"{what} requeue")
+            await self.hosts.record_failure(host.name, why, reachable=False)
+            with contextlib.suppress(Exception):
+                await transport.close()
+            return
+        if isinstance(exc, RenderdError):
+            retry, why = (exc.retryable if isinstance(exc, AgentFailed) else True), str(exc)
+            clog.warning("chunk failed: %s", why)
+            host_at_fault = retry
+        else:
+            # A bug or an unforeseen error (a full disk here, a malformed event): the attempt
+            # fails and counts, so a chunk that always hits it ends its job instead of looping.
+            retry, why, host_at_fault = True, f"{type(exc).__name__}: {exc}", False
+            clog.error("chunk failed unexpectedly: %s", why, exc_info=exc)
+        max_attempts = self.ctx.config.scheduling.max_attempts
+
+        async def failed() -> None:
+            failure = await store.mark_chunk_failed(
+                chunk.job_id, chunk.index, attempt_id, why, retry=retry, max_attempts=max_attempts
+            )
+            if failure is not None:
+                for other in failure.stopped:
+                    self.cancel_chunk(other.chunk.job_id, other.chunk.index)
+                if failure.job_failed:
+                    await self.cleanup_job_dir(chunk.job_id)
+            self.job_progress(chunk.job_id).touch()
+
+        await self.settle(failed, f"{what} record the failure")
+        if host_at_fault:
+            await self.hosts.record_failure(host.name, why)
+
+    async def after_verified(self, host: str, job_id: str, fps: float) -> None:
+        """A chunk was verified on ``host``: count its speed; assemble the job once every chunk is in."""
+        store = self.ctx.store
+        try:
+            await asyncio.shield(store.record_host_success(host, fps))
+        except StoreError as exc:
+            log.warning("[host=%s] could not record its speed: %s", host, exc)
+
+        async def maybe_assemble() -> None:
+            if await store.job_all_verified(job_id):
+                self._on_all_verified(job_id)
+
+        await self.settle(maybe_assemble, f"[job={job_id}] check for assembly")
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    def local_chunk_path(self, job_id: str, index: int, attempt_id: int) -> Path:
+        """Where a fetched chunk lives in the state dir."""
+        return self.ctx.config.state_dir / "jobs" / job_id / f"chunk-{index:05d}-a{attempt_id}.mp4"
+
+    async def _staged(self, transport: Transport, host: str, job: Job) -> str:
+        """Return the composition's path on the host, syncing it once per job and transport."""
+        key = (host, job.id)
+        entry = self._staging.get(key)
+        if entry is not None:
+            staged_by, task = entry
+            failed = task.done() and (task.cancelled() or task.exception() is not None)
+            if staged_by is not transport or failed:
+                entry = None
+        if entry is None:
+            # A prepared copy (remote assets localised at submission) is what hosts render.
+            comp = Path(job.params.get("prepared") or job.composition)
+            task = self.ctx.tasks.spawn(
+                transport.stage_composition(job.id, comp), Kind.STAGE, host=host, job=job.id, quiet=True
+            )
+            self._staging[key] = (transport, task)
+        else:
+            task = entry[1]
+        return await asyncio.shield(task)
+
+    async def render(
+        self, transport: Transport, host: HostConfig, job: Job, chunk: Chunk, attempt_id: int, progress: JobProgress
+    ) -> tuple[Path, str, int, float]:
+        """Stage, run the agent, fetch and verify one attempt; return (local file, sha256, frames, fps)."""
+        started = time.monotonic()
+        marks: dict[str, float] = {}
+        comp = await self._staged(transport, host.name, job)
+        marks["staged"] = time.monotonic()
+        remote_out, remote_work = transport.chunk_paths(job.id, chunk.index, attempt_id)
+        output = self.local_chunk_path(job.id, chunk.index, attempt_id)
+        await asyncio.to_thread(output.parent.mkdir, parents=True, exist_ok=True)
+        assignment = self._assignment(job, chunk, host, comp, remote_out, remote_work)
+
+        def on_event(event: dict[str, Any]) -> None:
+            kind = event.get("event")
+            if kind == "started":
+                marks["agent ready"] = time.monotonic()
+            elif kind == "progress":
+                marks.setdefault("first frame", time.monotonic())
+                try:
+                    done = int(event.get("frames_done", 0))
+                except (TypeError, ValueError):  # progress is advisory: a malformed one is skipped
+                    log.debug("[host=%s] malformed progress event: %r", host.name, event)
+                    return
+                progress.frames_done[chunk.index] = max(done, progress.frames_done.get(chunk.index, 0))
+                progress.touch()
+
+        done = await transport.run_chunk(assignment, on_event, timeout=self.ctx.config.timeouts.chunk)
+        marks["agent done"] = time.monotonic()
+        await transport.fetch(remote_out, output)
+        marks["fetched"] = time.monotonic()
+        frames = await _verify_chunk(output, done, chunk.end - chunk.start)
+        marks["verified"] = time.monotonic()
+        # Where a chunk's time goes (seconds since the previous mark), for tuning the distributed path.
+        steps, last = [], started
+        for name, t in sorted(marks.items(), key=lambda kv: kv[1]):
+            steps.append(f"{name} +{t - last:.2f}")
+            last = t
+        log.info("[host=%s job=%s chunk=%d] timing: %s", host.name, job.id, chunk.index, ", ".join(steps))
+        return output, str(done["sha256"]), frames, frames / max(1e-6, time.monotonic() - started)
+
+    def chunk_won(self, job_id: str, index: int, frames: int, fps: float, *, speculative: bool) -> None:
+        """A chunk is verified: record its speed, stop the other copy of it, update progress."""
+        self.frame_seconds.setdefault(job_id, []).append(1.0 / max(fps, 1e-6))
+        progress = self.job_progress(job_id)
+        progress.frames_done[index] = frames
+        progress.touch()
+        other = Kind.CHUNK if speculative else Kind.SPECULATIVE
+        for task in self.ctx.tasks.find(other, job=job_id, index=index):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    def _assignment(self, job: Job, chunk: Chunk, host: HostConfig, comp: str, output: str, work: str) -> Assignment:
+        p = job.params
+        settings = job_settings(job)
+        return Assignment(
+            job_id=job.id,
+            chunk_index=chunk.index,
+            composition=comp,
+            start=chunk.start,
+            end=chunk.end,
+            total_frames=job.total_frames,
+            fps=str(p["fps"]),
+            width=int(p["width"]),
+            height=int(p["height"]),
+            duration=str(p["duration"]),
+            output=output,
+            work_dir=work,
+            # The job is split already: the agent splits its chunk as it sees fit. A job's auto
+            # workers are the host's own setting, else auto.
+            settings=replace(settings, chunks=None, workers=settings.workers or host.workers),
+        )
+
+    def cancel_chunk(self, job_id: str, index: int) -> None:
+        """Stop the task running a chunk, if any."""
+        for task in self.ctx.tasks.find(Kind.CHUNK, job=job_id, index=index):
+            task.cancel()
+
+    async def cleanup_job_dir(self, job_id: str, *, keep: bool = False) -> None:
+        """Remove the job's files here and on every host that staged it (``keep``: leave them, --keep-frames)."""
+        keys = [k for k in self._staging if k[1] == job_id]
+        if keep:
+            log.info(
+                "[job=%s] --keep-frames: the job's directories stay on %s", job_id, ", ".join(k[0] for k in keys) or "-"
+            )
+        for key in keys:
+            transport, task = self._staging.pop(key)
+            task.cancel()
+            if keep:
+                continue
+            try:
+                await transport.cleanup_job(job_id)
+            except Exception as exc:  # noqa: BLE001 - leftovers on a host are logged, not fatal
+                log.warning("[host=%s job=%s] could not clean up: %s", key[0], job_id, _why(exc))
+        if not keep:
+            await asyncio.to_thread(shutil.rmtree, self.ctx.config.state_dir / "jobs" / job_id, True)
+
+
+def job_settings(job: Job) -> RenderSettings:
+    """Return the render settings a job was submitted with (a job of an older renderd: what it kept)."""
+    return RenderSettings.from_dict({k: v for k, v in job.params.items() if k in NAMES and v is not None})
+
+
+def _lost(store: Any, chunk: Chunk, attempt_id: int, why: str) -> StoreStep:
+    async def step() -> None:
+        await store.mark_chunk_lost(chunk.job_id, chunk.index, attempt_id, why)
+
+    return step
+
+
+async def _verify_chunk(output: Path, done: dict[str, Any], expected: int) -> int:
+    if not await asyncio.to_thread(output.is_file):
+        raise RenderdError(f"agent reported {output} but it does not exist")
+    info = await probe_video(output)
+    if info.frames != expected:
+        raise RenderdError(f"chunk {output.name} has {info.frames} frames, expected {expected}")
+    digest = await sha256_file_async(output)
+    if digest != done.get("sha256"):
+        raise RenderdError(f"chunk {output.name} checksum mismatch")
+    return info.frames
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
