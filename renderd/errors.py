@@ -1,4 +1,4 @@
-"""The exception tree every renderd module raises.
+"""The exception tree every renderd module raises, all in this module.
 
     RenderdError                 base: a message meant for a person, one line
     ├── FrameRangeError          a frame range, fps or chunk plan that cannot be right
@@ -6,13 +6,29 @@
     │   └── CompositionTimeout   the page never became ready
     ├── CaptureError             frames that could not be captured after every retry
     ├── BrowserError             Chromium could not be launched or died unrecoverably
+    ├── RuntimeMissing           the vendored HyperFrames runtime is absent or altered
     ├── ProcessFailed            a subprocess (ffmpeg, ffprobe, rsync) exited non-zero
     ├── EncodeError              an encoded file that does not match what was asked
-    └── OutputError              an output path renderd must not write (see renderd.outputs)
+    ├── OutputError              an output path renderd must not write (see renderd.outputs)
+    ├── SettingsError            a render setting out of range, named by its option
+    ├── PrepareError             remote URLs that could not be localised (``problems``)
+    ├── ConfigError              a daemon config or inventory with problems (``problems``)
+    ├── StoreError               the job store cannot be opened, read or written
+    ├── AssignmentError          an agent's assignment that is not valid
+    ├── DescribeRequestError     an agent's describe request that is not valid
+    ├── AgentFailed              an agent ended without a verified result (``host``, ``retryable``)
+    │   └── HostUnavailable      the host could not be reached (the chunk goes elsewhere)
+    ├── ControlError             a control request the daemon refuses (``code``)
+    └── DaemonError              the daemon's error reply, as the client sees it (``code``)
 
-Dependency errors (Playwright, OSError from subprocess spawning) are translated into these at
-the boundary module that calls the dependency, with ``raise ... from exc``. Only the CLI turns
-them into exit codes and printed lines.
+Internal signals, caught inside the module family that raises them and never shown as such:
+``PageBroken`` (a worker must reopen its page), ``Refused`` and ``AssetTooLarge`` (a composition
+file the page may not have), ``FetchFailed`` and ``NpmFailed`` (one URL of a prepare),
+``Invalid`` (one config value), ``NoServe`` (a host's agent predates ``--serve``).
+
+Dependency errors (Playwright, asyncssh, OSError from subprocess spawning) are translated into
+these at the boundary module that calls the dependency, with ``raise ... from exc``. Only the
+CLI turns them into exit codes and printed lines.
 """
 
 from __future__ import annotations
