@@ -12,6 +12,7 @@ launched it before confinement (host network, request routing only) does reach t
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import selectors
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, renderd_cmd
+from daemonctl import Daemon
 from videotools import close, decode_frames, pixel
 
 from renderd.engine import confine
@@ -118,8 +120,7 @@ ATTACK_PAGE = """<!doctype html>
 <style>
   html, body { margin: 0; width: 160px; height: 160px; background: #000; overflow: hidden; }
   .sq { position: absolute; width: 20px; height: 20px; background: #808080; }
-  #css { position: absolute; left: 0; top: 150px; width: 4px; height: 4px;
-         background-image: url(http://127.0.0.1:PORT_css/bg.png); }
+  #css { position: absolute; left: 0; top: 150px; width: 4px; height: 4px; }
 </style></head>
 <body><div id="css"></div>
 <script>
@@ -166,7 +167,9 @@ const ATTEMPTS = {
   "websocket": () => evented(() => new WebSocket("ws://127.0.0.1:" + P.websocket + "/"), "onopen", "onerror"),
   "beacon": () => { navigator.sendBeacon(H + P.beacon + "/", "x"); return false; },
   "img": () => evented(() => { const i = new Image(); i.src = H + P.img + "/i.png"; return i; }, "onload", "onerror"),
-  "css": () => false,
+  // Set from script: a url() in the style sheet would be fetched by `renderd prepare` (renderd
+  // itself, not Chromium) when the daemon stages the job.
+  "css": () => { document.getElementById("css").style.backgroundImage = `url(${H}${P.css}/bg.png)`; return false; },
   "font": () => new FontFace("leak", "url(" + H + P.font + "/f.woff2)").load().then(() => true),
   "iframe": () => { const f = document.createElement("iframe"); f.src = H + P.iframe + "/";
                     f.style.display = "none"; document.body.appendChild(f); return false; },
@@ -204,15 +207,9 @@ window.__renderd = {width: 160, height: 160, fps: 10, duration: 0.2, seek: funct
 
 def write_attack(directory: Path, listeners: Listeners) -> list[str]:
     """Write the attack composition aimed at ``listeners``; return the attempts in square order."""
-    import json
-
     names = [*TCP_VECTORS, *UDP_VECTORS, "dns"]
     ports = {**listeners.ports}
-    html = (
-        ATTACK_PAGE.replace("PORT_css", str(ports["css"]))
-        .replace("PORTS", json.dumps(ports))
-        .replace("NAMES_JSON", json.dumps(names))
-    )
+    html = ATTACK_PAGE.replace("PORTS", json.dumps(ports)).replace("NAMES_JSON", json.dumps(names))
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "index.html").write_text(html)
     return names
@@ -222,6 +219,16 @@ def write_attack(directory: Path, listeners: Listeners) -> list[str]:
 def listeners() -> Iterator[Listeners]:
     """Listeners for every attempt; the DNS one only where a private resolv.conf can be mounted."""
     ls = Listeners(dns=os.geteuid() == 0 and shutil.which("unshare") is not None)
+    try:
+        yield ls
+    finally:
+        ls.close()
+
+
+@pytest.fixture
+def listeners_without_dns() -> Iterator[Listeners]:
+    """Listeners for every attempt but DNS (for a daemon, which resolves with the host's resolver)."""
+    ls = Listeners(dns=False)
     try:
         yield ls
     finally:
@@ -323,33 +330,63 @@ def test_render_as_unprivileged_user_reaches_nothing_and_keeps_the_sandbox(
     check_render(out_dir / "out.mp4", names, listeners)
 
 
+def test_daemon_job_reaches_nothing_on_the_host(listeners_without_dns: Listeners, short_tmp: Path) -> None:
+    """The same attack submitted to a daemon: its prober and its local agent's workers are confined."""
+    names = write_attack(short_tmp / "comp", listeners_without_dns)
+    out = short_tmp / "out.mp4"
+    daemon = Daemon(short_tmp, slots=1)
+    daemon.start()
+    try:
+        r = daemon.ctl("submit", short_tmp / "comp", "-o", out, "--wait", timeout=240)
+        assert r.returncode == 0, r.stderr + daemon.log.read_text()[-2000:]
+    finally:
+        daemon.stop()
+    assert "WITH THE HOST'S NETWORK" not in daemon.log.read_text()
+    check_render(out, [n for n in names if n != "dns"], listeners_without_dns)
+
+
 def test_agent_probe_reports_the_confinement() -> None:
     r = subprocess.run([*renderd_cmd("agent", "--probe")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    import json
-
     facts = json.loads(r.stdout)["confinement"]
     # This machine can make namespaces (the render tests above depend on it): root gets a user
     # namespace in which Chromium is not uid 0, so its sandbox stays on.
     assert facts == {"network": "none", "method": "userns+netns", "chromium_sandbox": True, "problem": None}
 
 
-def test_require_refuses_to_render_unconfined(short_tmp: Path) -> None:
-    """With RENDERD_CONFINEMENT=require and no way to make a namespace, nothing renders.
-
-    "No way" is simulated with a PATH that has no unshare, as on a host without util-linux.
-    """
-    (short_tmp / "bin").mkdir()
+def path_without_unshare(directory: Path) -> str:
+    """Return a PATH with what a render needs but util-linux's unshare, as on a host without it."""
+    directory.mkdir()
     for tool in ("ffmpeg", "ffprobe", "sh"):
         found = shutil.which(tool)
         assert found
-        (short_tmp / "bin" / tool).symlink_to(found)
+        (directory / tool).symlink_to(found)
+    return str(directory)
+
+
+def test_without_a_namespace_one_loud_warning(short_tmp: Path) -> None:
     comp = ROOT / "tests" / "fixtures" / "frame-index-hook"
-    env = {**os.environ, "PATH": str(short_tmp / "bin"), "RENDERD_CONFINEMENT": "require"}
+    env = {**os.environ, "PATH": path_without_unshare(short_tmp / "bin")}
+    env.pop(confine.POLICY_ENV, None)
+    argv = renderd_cmd("render", comp, "-o", short_tmp / "out.mp4", "--frames", "0:4", "--workers", "2")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if "WITH THE HOST'S NETWORK" in line]
+    assert len(warnings) == 1, r.stderr
+    assert "WARNING" in warnings[0] and "'unshare' is not installed" in warnings[0], warnings
+    probe = subprocess.run(renderd_cmd("agent", "--probe"), capture_output=True, text=True, timeout=60, env=env)
+    assert json.loads(probe.stdout)["confinement"]["network"] == "HOST NETWORK", probe.stdout
+
+
+def test_require_refuses_to_render_unconfined(short_tmp: Path) -> None:
+    """With RENDERD_CONFINEMENT=require and no way to make a namespace, nothing renders."""
+    comp = ROOT / "tests" / "fixtures" / "frame-index-hook"
+    env = {**os.environ, "PATH": path_without_unshare(short_tmp / "bin"), confine.POLICY_ENV: "require"}
     argv = renderd_cmd("render", comp, "-o", short_tmp / "out.mp4", "--frames", "0:2")
     r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode != 0
-    assert "renderd: error: cannot confine Chromium" in r.stderr, r.stderr
+    assert r.stderr.startswith("renderd: error: cannot confine Chromium to an empty network namespace"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (short_tmp / "out.mp4").exists()
 
 

@@ -87,7 +87,7 @@ def chromium_args(gl: bool) -> list[str]:
 async def launch_browser(pw: Playwright, options: BrowserOptions) -> Browser:
     """Start one headless Chromium, with no network and its own sandbox where the host allows."""
     exe = find_chromium(options.executable)
-    confinement = await asyncio.to_thread(confine.host_confinement)
+    confinement = await asyncio.to_thread(confine.host_confinement, warn=not options.require_confinement)
     if options.require_confinement and not confinement.network_isolated:
         raise BrowserError(
             f"cannot confine Chromium to an empty network namespace ({confinement.problem}) "

@@ -126,21 +126,29 @@ _wrappers: dict[tuple[str, tuple[str, ...]], str] = {}
 _wrapper_dir: str | None = None
 
 
-def host_confinement() -> Confinement:
-    """Return this process's confinement, detected on first use; warns once when it is weak."""
+def _warn(found: Confinement) -> None:
+    if not found.network_isolated:
+        log.warning(
+            "Chromium runs WITH THE HOST'S NETWORK: compositions can reach local services (%s); "
+            "set %s=require to refuse to render instead",
+            found.problem,
+            POLICY_ENV,
+        )
+    elif not found.sandbox:
+        log.warning("Chromium runs without its own sandbox (%s); it has no network", found.problem)
+
+
+def host_confinement(*, warn: bool = True) -> Confinement:
+    """Return this process's confinement, detected on first use; warns once when it is weak.
+
+    ``warn=False`` is for a caller that refuses to go on unconfined and says so itself.
+    """
     global _detected
     with _lock:
         if _detected is None:
             _detected = detect()
-            if not _detected.network_isolated:
-                log.warning(
-                    "Chromium runs WITH THE HOST'S NETWORK: compositions can reach local services (%s); "
-                    "set %s=require to refuse to render instead",
-                    _detected.problem,
-                    POLICY_ENV,
-                )
-            elif not _detected.sandbox:
-                log.warning("Chromium runs without its own sandbox (%s); it has no network", _detected.problem)
+            if warn:
+                _warn(_detected)
         return _detected
 
 
