@@ -378,6 +378,31 @@ def test_without_a_namespace_one_loud_warning(short_tmp: Path) -> None:
     assert json.loads(probe.stdout)["confinement"]["network"] == "HOST NETWORK", probe.stdout
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a noexec tmpfs in a mount namespace needs root")
+def test_noexec_temp_dir_puts_the_wrapper_elsewhere_or_says_so(short_tmp: Path) -> None:
+    """Hardened hosts mount /tmp noexec: the wrapper goes to ~/.cache, or one error line names TMPDIR."""
+    comp = ROOT / "tests" / "fixtures" / "frame-index-hook"
+    noexec = short_tmp / "noexec"
+    noexec.mkdir()
+    home = short_tmp / "home"
+    home.mkdir()
+    script = 'mount -t tmpfs -o noexec,size=8m tmpfs "$0" && exec "$@"'
+    for home_dir, ok in ((home, True), (noexec, False)):
+        out = short_tmp / f"out-{ok}.mp4"
+        argv = ["unshare", "--mount", "--", "sh", "-c", script, str(noexec)]
+        argv += renderd_cmd("render", comp, "-o", out, "--frames", "0:2")
+        env = {**os.environ, "TMPDIR": str(noexec), "HOME": str(home_dir)}
+        env.pop("XDG_RUNTIME_DIR", None)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)
+        if ok:
+            assert r.returncode == 0, r.stderr
+            assert "WARNING" not in r.stderr, r.stderr
+        else:
+            assert r.returncode != 0
+            assert r.stderr.startswith("renderd: error: no directory allows executing Chromium's"), r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_require_refuses_to_render_unconfined(short_tmp: Path) -> None:
     """With RENDERD_CONFINEMENT=require and no way to make a namespace, nothing renders."""
     comp = ROOT / "tests" / "fixtures" / "frame-index-hook"

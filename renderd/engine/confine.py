@@ -17,6 +17,7 @@ renders unconfined, unless ``RENDERD_CONFINEMENT=require`` is set: then it refus
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shlex
@@ -26,6 +27,8 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from renderd.errors import BrowserError
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,24 @@ def _remove_wrappers() -> None:
         shutil.rmtree(_wrapper_dir, ignore_errors=True)
 
 
+def _executable_dir() -> str | None:
+    """Return a writable directory whose mount allows executing files, or None.
+
+    Hardened hosts mount /tmp (and /run, /dev/shm) noexec; the wrapper must be executable.
+    """
+    candidates = [tempfile.gettempdir(), os.environ.get("XDG_RUNTIME_DIR")]
+    with contextlib.suppress(RuntimeError):  # no home directory at all
+        candidates.append(str(Path.home() / ".cache"))
+    for c in candidates:
+        if not c:
+            continue
+        with contextlib.suppress(OSError):
+            Path(c).mkdir(parents=True, exist_ok=True)
+            if os.access(c, os.W_OK | os.X_OK) and not os.statvfs(c).f_flag & os.ST_NOEXEC:
+                return c
+    return None
+
+
 def confined_executable(chromium: str, confinement: Confinement) -> str:
     """Return an executable that starts ``chromium`` inside ``confinement`` (blocking file I/O).
 
@@ -174,7 +195,13 @@ def confined_executable(chromium: str, confinement: Confinement) -> str:
         if _wrapper_dir is None:
             atexit.register(_remove_wrappers)
         if _wrapper_dir is None or not Path(_wrapper_dir).is_dir():
-            _wrapper_dir = tempfile.mkdtemp(prefix="renderd-chromium-")
+            parent = _executable_dir()
+            if parent is None:
+                raise BrowserError(
+                    "no directory allows executing Chromium's network-namespace wrapper (the temp "
+                    "directory, $XDG_RUNTIME_DIR and ~/.cache are noexec or read-only): set TMPDIR to one that does"
+                )
+            _wrapper_dir = tempfile.mkdtemp(prefix="renderd-chromium-", dir=parent)
         path = Path(_wrapper_dir) / f"chromium-{len(_wrappers)}"
         path.write_text(f'#!/bin/sh\nexec {shlex.join([*confinement.prefix, chromium])} "$@"\n')
         path.chmod(0o700)
