@@ -453,3 +453,42 @@ async def test_control_the_page_escapes_routing_without_a_namespace(listeners: L
     expected = [v for v in ESCAPES_ROUTING if v != "dns" or "dns" in listeners.ports]
     assert sorted(v for v in expected if v not in reached) == [], f"reached only {reached}"
     assert confine.POLICY_ENV == "RENDERD_CONFINEMENT"
+
+
+def _status(pid: int, field: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+async def test_chromium_processes_have_no_network_and_renderers_are_sandboxed() -> None:
+    """Read the kernel's view of renderd's Chromium: its network namespace and the renderers' seccomp."""
+    import psutil
+    from playwright.async_api import async_playwright
+
+    from renderd.engine.browser import BrowserOptions, launch_browser
+
+    ours = os.readlink("/proc/self/ns/net")
+    async with async_playwright() as pw:
+        before = {p.pid for p in psutil.process_iter()}
+        browser = await launch_browser(pw, BrowserOptions())
+        try:
+            page = await browser.new_page()
+            await page.set_content("<p>renderer</p>")
+            chromium = [
+                p
+                for p in psutil.process_iter(["cmdline"])
+                if p.pid not in before and "chromium" in " ".join(p.info["cmdline"] or [])
+            ]
+            assert chromium, "no Chromium process found"
+            nets = {os.readlink(f"/proc/{p.pid}/ns/net") for p in chromium}
+            assert ours not in nets, "a Chromium process shares the host's network namespace"
+            renderers = [p for p in chromium if "--type=renderer" in p.info["cmdline"]]
+            assert renderers, [p.info["cmdline"][:2] for p in chromium]
+            # Seccomp 2: a seccomp-BPF filter is installed, i.e. Chromium's own sandbox is on.
+            assert [_status(p.pid, "Seccomp") for p in renderers] == ["2"] * len(renderers)
+            browser_proc = [p for p in chromium if "--type=" not in " ".join(p.info["cmdline"])]
+            assert browser_proc and all(_status(p.pid, "CapEff") == "0000000000000000" for p in browser_proc)
+        finally:
+            await browser.close()
