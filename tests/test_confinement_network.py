@@ -8,6 +8,8 @@ The page also paints one square per attempt, red when the page saw it succeed.
 
 A control run shows the page is a real attack: the same page in a Chromium launched as renderd
 launched it before confinement (host network, request routing only) does reach the listeners.
+Runs as root (CI) and as a throwaway unprivileged user, through `renderd render` and a daemon;
+the kernel's view (namespaces, seccomp, capabilities of Chromium's processes) is checked too.
 """
 
 from __future__ import annotations
