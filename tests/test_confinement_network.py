@@ -473,24 +473,21 @@ async def test_chromium_processes_have_no_network_and_renderers_are_sandboxed() 
 
     ours = os.readlink("/proc/self/ns/net")
     async with async_playwright() as pw:
-        before = {p.pid for p in psutil.process_iter()}
         browser = await launch_browser(pw, BrowserOptions())
         try:
             page = await browser.new_page()
             await page.set_content("<p>renderer</p>")
-            chromium = [
-                p
-                for p in psutil.process_iter(["cmdline"])
-                if p.pid not in before and "chromium" in " ".join(p.info["cmdline"] or [])
-            ]
+            # Descendants only (Playwright's driver is our child): other Chromiums may run here.
+            cmdlines = {p.pid: " ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)}
+            chromium = [pid for pid, cmd in cmdlines.items() if "chromium" in cmd]
             assert chromium, "no Chromium process found"
-            nets = {os.readlink(f"/proc/{p.pid}/ns/net") for p in chromium}
+            nets = {os.readlink(f"/proc/{pid}/ns/net") for pid in chromium}
             assert ours not in nets, "a Chromium process shares the host's network namespace"
-            renderers = [p for p in chromium if "--type=renderer" in p.info["cmdline"]]
-            assert renderers, [p.info["cmdline"][:2] for p in chromium]
+            renderers = [pid for pid in chromium if "--type=renderer" in cmdlines[pid]]
+            assert renderers, [cmdlines[pid][:80] for pid in chromium]
             # Seccomp 2: a seccomp-BPF filter is installed, i.e. Chromium's own sandbox is on.
-            assert [_status(p.pid, "Seccomp") for p in renderers] == ["2"] * len(renderers)
-            browser_proc = [p for p in chromium if "--type=" not in " ".join(p.info["cmdline"])]
-            assert browser_proc and all(_status(p.pid, "CapEff") == "0000000000000000" for p in browser_proc)
+            assert [_status(pid, "Seccomp") for pid in renderers] == ["2"] * len(renderers)
+            browser_procs = [pid for pid in chromium if "--type=" not in cmdlines[pid]]
+            assert browser_procs and all(_status(pid, "CapEff") == "0000000000000000" for pid in browser_procs)
         finally:
             await browser.close()
