@@ -106,6 +106,7 @@ def probe_host(work_dir: Path | None) -> dict[str, object]:
 
     from renderd import PROTOCOL_VERSION, __version__
     from renderd.engine.browser import CHROMIUM_CANDIDATES
+    from renderd.engine.sandbox import host_confinement
 
     def which(names: tuple[str, ...]) -> str | None:
         for n in names:
@@ -130,4 +131,6 @@ def probe_host(work_dir: Path | None) -> dict[str, object]:
         "cpus": psutil.cpu_count(logical=True),
         "memory_available": psutil.virtual_memory().available,
         "disk_free": disk,
+        # Whether Chromium gets no network and keeps its own sandbox here (compositions are untrusted).
+        "confinement": host_confinement().facts(),
     }

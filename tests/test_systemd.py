@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -263,13 +264,38 @@ def test_unit_keeps_its_contract() -> None:
         "ProtectSystem": "strict",
         "PrivateTmp": "yes",
         "ProtectHome": "read-only",
-        "RestrictNamespaces": "yes",
+        # Chromium's confinement: unshare --user --net, and its own sandbox's user/PID/net namespaces.
+        "RestrictNamespaces": "user pid net",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
         "SystemCallArchitectures": "native",
+        "ProtectProc": "invisible",
+        "DevicePolicy": "closed",
+        "DeviceAllow": "char-drm rw",
     }
     assert {key: service.get(key) for key in expected} == expected
     # Chromium's V8 JIT needs writable+executable memory.
     assert "MemoryDenyWriteExecute" not in service
     assert settings["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+# systemd-analyze's exposure score of the unit before Chromium's confinement (issue 17).
+EXPOSURE_BEFORE = 4.2
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason=NO_SYSTEMD_ANALYZE)
+def test_exposure_score_is_lower_than_before(tmp_path: Path) -> None:
+    """The unit's sandbox, as systemd itself scores it (lower is better; 10 is no sandbox)."""
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(runnable_copy(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for renderd.service: ([0-9.]+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    score = float(found.group(1))
+    print(f"systemd-analyze security exposure: {score} (was {EXPOSURE_BEFORE})")
+    assert score < EXPOSURE_BEFORE
 
 
 def test_read_write_paths_are_created_by_tmpfiles() -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from playwright.async_api import Browser, Playwright
 from playwright.async_api import Error as PlaywrightError
 
+from renderd.engine import sandbox
 from renderd.errors import BrowserError
 
 # Playwright's own browser download is not something render hosts can count on; the
@@ -59,6 +61,9 @@ class BrowserOptions:
     executable: str | None = None
     gl: bool = False
     launch_timeout_s: float = 60.0
+    # Refuse to start Chromium when it cannot get its own empty network namespace (default: the
+    # host's RENDERD_CONFINEMENT=require). Without it renderd warns once and renders unconfined.
+    require_confinement: bool = field(default_factory=lambda: sandbox.policy() == "require")
 
 
 def find_chromium(explicit: str | None = None) -> str:
@@ -80,15 +85,23 @@ def chromium_args(gl: bool) -> list[str]:
 
 
 async def launch_browser(pw: Playwright, options: BrowserOptions) -> Browser:
-    """Start one headless Chromium."""
+    """Start one headless Chromium, with no network and its own sandbox where the host allows."""
     exe = find_chromium(options.executable)
+    confinement = await asyncio.to_thread(sandbox.host_confinement, warn=not options.require_confinement)
+    if options.require_confinement and not confinement.network_isolated:
+        raise BrowserError(
+            f"cannot confine Chromium to an empty network namespace ({confinement.problem}) "
+            f"and {sandbox.POLICY_ENV}=require is set"
+        )
+    launched = await asyncio.to_thread(sandbox.confined_executable, exe, confinement)
     try:
         return await pw.chromium.launch(
-            executable_path=exe,
+            executable_path=launched,
             headless=True,
             args=chromium_args(options.gl),
-            # Playwright adds --no-sandbox itself when the sandbox is off; as root it must be.
-            chromium_sandbox=False,
+            # Playwright adds --no-sandbox itself when the sandbox is off: as uid 0 (root without
+            # a user namespace) Chromium will not start otherwise.
+            chromium_sandbox=confinement.sandbox,
             timeout=options.launch_timeout_s * 1000,
             handle_sigint=False,
             handle_sigterm=False,
