@@ -333,7 +333,7 @@ def test_render_as_unprivileged_user_reaches_nothing_and_keeps_the_sandbox(
 
 
 def test_daemon_job_reaches_nothing_on_the_host(listeners_without_dns: Listeners, short_tmp: Path) -> None:
-    """The same attack submitted to a daemon: its prober and its local agent's workers are confined."""
+    """The same attack submitted to a daemon: the describing agent and its local agent's workers are confined."""
     names = write_attack(short_tmp / "comp", listeners_without_dns)
     out = short_tmp / "out.mp4"
     daemon = Daemon(short_tmp, slots=1)
