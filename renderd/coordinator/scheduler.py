@@ -22,7 +22,7 @@ from typing import Any
 from renderd.assignment import Assignment
 from renderd.composition import Overrides
 from renderd.config import DaemonConfig, HostConfig, Inventory
-from renderd.coordinator.hostcheck import judge
+from renderd.coordinator.hostcheck import check_host
 from renderd.coordinator.models import AttemptOutcome, Chunk, Claim, Job, JobState
 from renderd.coordinator.ssh import HostUnavailable
 from renderd.coordinator.store import Store
@@ -206,13 +206,11 @@ class Scheduler:
     async def _probe_host(self, rt: HostRuntime) -> None:
         """Probe a host whose quarantine ran out (as `hosts check` does): back in service, or a longer quarantine."""
         name = rt.config.name
-        reachable = True
-        try:
-            facts = await asyncio.wait_for(rt.transport.probe(), self.config.timeouts.connect + 60)
-            problems = judge(name, facts).problems
-        except (RenderdError, OSError, TimeoutError, ValueError) as exc:
-            problems = [str(exc) or type(exc).__name__]
-            reachable = not isinstance(exc, HostUnavailable)
+        # With the self-test frame: the cheap probe passes a host whose install cannot render
+        # (it would be back only to fail chunks again); one frame per quarantine period is cheap.
+        report = await check_host(rt.transport, name, self.config, render=True)
+        problems, reachable = report.problems, report.reachable
+        if not reachable:
             await rt.transport.close()
         if not problems:
             log.info("[host=%s] re-probe passed: back in service", name)

@@ -29,7 +29,7 @@ from renderd.engine.hyperframes import fonts as hf_fonts
 from renderd.engine.hyperframes import runtime as hf_runtime
 from renderd.engine.hyperframes.media_frames import URL_PREFIX as MEDIA_URL_PREFIX
 from renderd.engine.hyperframes.media_frames import MediaFrames, read_range
-from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError
+from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError, RenderdError
 from renderd.frames import Fps
 from renderd.hyperframes.project import HyperFramesProject, composition_markup, read_project
 
@@ -92,6 +92,27 @@ _HF_STATE = f"""(skip) => ({{player: !!window.__player, building: !!window.__hfT
   startup: window.__hfStartupError ? String(window.__hfStartupError) : null}})"""
 
 
+class ServeError(RenderdError):
+    """renderd could not answer one of the page's requests (its own runtime or font files, say).
+
+    A fault of this installation, not of the composition: another host may well render it.
+    """
+
+
+class _ServeFailures:
+    """The first request of a page that renderd's request handler failed on, and a flag to wake the loader."""
+
+    def __init__(self) -> None:
+        self.first: str | None = None
+        self.event = asyncio.Event()
+
+    def add(self, url: str, exc: Exception) -> None:
+        if self.first is None:
+            what = str(exc) if isinstance(exc, RenderdError) else f"{type(exc).__name__}: {_first_line(exc)}"
+            self.first = f"cannot serve {urlsplit(url).path or url}: {what}"
+            self.event.set()
+
+
 class PageBroken(Exception):
     """The page crashed, closed or stopped answering; the worker must reopen it."""
 
@@ -137,6 +158,7 @@ class CompositionPage:
         # when a slide becomes active): frames equal a sequential pass only when this page has
         # shown every frame before them, from frame 0.
         self.keeps_all_history = False
+        self._failures = _ServeFailures()
 
     @classmethod
     async def open(
@@ -178,9 +200,11 @@ class CompositionPage:
             page = await context.new_page()
             await page.add_init_script(init_script)
             blocked: list[str] = []
-            await page.route("**/*", _router(comp, project, blocked=blocked, media=media))
+            failures = _ServeFailures()
+            await page.route("**/*", _router(comp, project, blocked=blocked, media=media, failures=failures))
             cdp = await context.new_cdp_session(page)
             self = cls(context, page, cdp, comp)
+            self._failures = failures
             self.project = project
             self.blocked = blocked
             page.on("pageerror", lambda e: self.page_errors.append(_error_text(e)))
@@ -195,6 +219,26 @@ class CompositionPage:
             raise
 
     async def _load(self, timeout_s: float) -> None:
+        """Load the page; a request renderd failed to serve ends the wait at once, as the error."""
+        where = self._comp.entry_relative
+        loading = asyncio.create_task(self._load_page(timeout_s))
+        failed = asyncio.create_task(self._failures.event.wait())
+        try:
+            await asyncio.wait({loading, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+            if not loading.done():
+                loading.cancel()
+                with contextlib.suppress(BaseException):
+                    await loading
+        if self._failures.first is not None:
+            # Whatever the load ran into next (a readiness timeout, a refused document) follows from this.
+            if loading.done() and not loading.cancelled():
+                loading.exception()  # retrieved: it is superseded
+            raise ServeError(f"{where}: {self._failures.first}")
+        await loading
+
+    async def _load_page(self, timeout_s: float) -> None:
         where = self._comp.entry_relative
         url = f"{ORIGIN}/{where}"
         try:
@@ -414,8 +458,10 @@ class CompositionPage:
             async with asyncio.timeout(timeout_s):
                 result = await work
         except TimeoutError:
+            self._raise_serve_failure(frame)
             raise PageBroken(f"frame {frame}: capture timed out after {timeout_s:g} s", timeout=True) from None
         except PlaywrightError as exc:
+            self._raise_serve_failure(frame)
             if self.crashed or self.page.is_closed():
                 raise PageBroken(f"frame {frame}: page crashed") from None
             if self.page_errors:
@@ -424,6 +470,10 @@ class CompositionPage:
         if self.page_errors:
             raise CompositionError(f"frame {frame}: composition script error: {self.page_errors[-1]}")
         return result
+
+    def _raise_serve_failure(self, frame: int) -> None:
+        if self._failures.first is not None:
+            raise ServeError(f"frame {frame}: {self._failures.first}") from None
 
     async def crash(self) -> None:
         """Crash the renderer process (test hook for the retry path)."""
@@ -445,7 +495,12 @@ def _project_fps(value: str | None) -> Fps:
 
 
 def _router(
-    comp: Composition, project: HyperFramesProject | None, *, blocked: list[str], media: MediaFrames | None = None
+    comp: Composition,
+    project: HyperFramesProject | None,
+    *,
+    blocked: list[str],
+    failures: _ServeFailures,
+    media: MediaFrames | None = None,
 ) -> Any:
     root = comp.root
     runtime_url = f"{ORIGIN}{hf_runtime.RUNTIME_PATH}"
@@ -492,7 +547,17 @@ def _router(
             body = await asyncio.to_thread(documents.serve, path, body)
         await route.fulfill(status=200, body=body, headers={"content-type": ctype, "cache-control": "no-store"})
 
-    return handle
+    async def guarded(route: Route) -> None:
+        # Playwright only logs an exception raised here and leaves the request unanswered: the
+        # page would wait for it until the ready timeout, which then hides the real error.
+        try:
+            await handle(route)
+        except Exception as exc:
+            failures.add(route.request.url, exc)
+            with contextlib.suppress(PlaywrightError):
+                await route.abort("failed")
+
+    return guarded
 
 
 # An opening tag with data-composition-src: (tag start)(quote)(src)(rest of the tag).
