@@ -12,6 +12,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run_renderd
@@ -41,13 +42,13 @@ def _inventory(root: Path, hosts: TestHosts, *, local: list[str] | None = None, 
     return path
 
 
-def _check(root: Path, inventory: Path, *names: str, text: bool = False) -> tuple[int, dict[str, dict[str, object]]]:
+def _check(root: Path, inventory: Path, *names: str, text: bool = False) -> tuple[int, Any]:
     """Run `hosts check` (``--json`` unless ``text``); return its exit status and reports (or stdout)."""
     config = Daemon(root, hosts_file=inventory).config
     r = run_renderd("hosts", "check", *names, "--config", config, *([] if text else ["--json"]), timeout=240)
     assert "Traceback" not in r.stderr, r.stderr
     if text:
-        return r.returncode, {"stdout": {"text": r.stdout}}
+        return r.returncode, r.stdout
     return r.returncode, {h["name"]: h for h in json.loads(r.stdout)["hosts"]}
 
 
@@ -88,8 +89,7 @@ def test_a_host_whose_install_lacks_the_fonts_is_unavailable_with_the_agents_err
     assert "FileNotFoundError" in problem and "fonts.json" in problem, problem
     assert "did not finish loading" not in problem and "never became ready" not in problem, problem
     # What a person reads: the host, UNAVAILABLE, and the agent's own error under it.
-    code, shown = _check(short_tmp, inventory, "h1", text=True)
-    text = str(shown["stdout"]["text"])
+    code, text = _check(short_tmp, inventory, "h1", text=True)
     assert code == 1
     lines = text.splitlines()
     assert lines[0].split()[:2] == ["h1", "UNAVAILABLE"], text
