@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,36 @@ def test_a_render_with_a_missing_font_table_fails_with_that_error_not_a_ready_ti
     assert "fonts.json" in last, last
     assert not (short_tmp / "out.mp4").exists()
     assert "Traceback" not in r.stderr, r.stderr
+
+
+def _host_view(d: Daemon, name: str) -> dict[str, Any]:
+    view: dict[str, Any] = next(h for h in d.json("hosts")["hosts"] if h["name"] == name)
+    return view
+
+
+def test_the_quarantine_re_probe_renders_and_keeps_a_broken_host_out(short_tmp: Path, hosts: TestHosts) -> None:
+    # h1 passes the start-up probe (probe only) but cannot render HyperFrames: its chunks fail,
+    # it is quarantined, and its re-probe, which renders the self-test frame, keeps it out.
+    overlay = _without_fonts(short_tmp)
+    inventory = _inventory(short_tmp, hosts, local=AGENT, h1=["env", f"PYTHONPATH={overlay}", *AGENT])
+    scheduling = '[scheduling]\nquarantine_backoff = "1s"\nhost_failure_quarantine = 1\n'
+    d = Daemon(short_tmp, hosts_file=inventory, timeouts='ready = "10s"\n' + scheduling)
+    d.start()
+    try:
+        out = short_tmp / "job.mp4"
+        r = d.ctl("submit", selftest.COMPOSITION, "-o", out, "--chunks", "3", "--wait", timeout=300)
+        assert r.returncode == 0, r.stderr
+        status = d.json("status", d.json("list")["jobs"][0]["id"])
+        on_h1 = [a for a in status["attempts"] if a["host"] == "h1"]
+        assert on_h1 and all(a["outcome"] != "verified" for a in on_h1), status["attempts"]
+        assert any("FileNotFoundError" in (a["error"] or "") for a in on_h1), on_h1
+        deadline = time.monotonic() + 120
+        while not (_host_view(d, "h1")["last_error"] or "").startswith("re-probe failed"):
+            assert time.monotonic() < deadline, _host_view(d, "h1")
+            time.sleep(0.3)
+        view = _host_view(d, "h1")
+        assert "self-test render failed" in view["last_error"] and "fonts.json" in view["last_error"], view
+        assert view["state"] != "up", view
+        assert "re-probe passed" not in d.log.read_text()
+    finally:
+        d.stop()
