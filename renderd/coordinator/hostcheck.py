@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import asyncssh
+
 from renderd import PROTOCOL_VERSION, procs, selftest
 from renderd.assignment import Assignment
 from renderd.config import DaemonConfig, Inventory
@@ -78,7 +80,7 @@ async def check_host(transport: Transport, name: str, config: DaemonConfig, *, r
         problems = await render_selftest(transport, config)
     except HostUnavailable as exc:
         return replace(report, ok=False, problems=[str(exc)], reachable=False)
-    except (RenderdError, OSError, TimeoutError) as exc:
+    except (RenderdError, OSError, TimeoutError, asyncssh.Error) as exc:
         problems = [f"self-test render failed: {str(exc) or type(exc).__name__}"]
     if problems:
         return replace(report, ok=False, problems=problems)

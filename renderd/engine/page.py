@@ -229,8 +229,7 @@ class CompositionPage:
             failed.cancel()
             if not loading.done():
                 loading.cancel()
-                with contextlib.suppress(BaseException):
-                    await loading
+                await asyncio.wait({loading}, timeout=5)
         if self._failures.first is not None:
             # Whatever the load ran into next (a readiness timeout, a refused document) follows from this.
             if loading.done() and not loading.cancelled():
@@ -461,9 +460,9 @@ class CompositionPage:
             self._raise_serve_failure(frame)
             raise PageBroken(f"frame {frame}: capture timed out after {timeout_s:g} s", timeout=True) from None
         except PlaywrightError as exc:
-            self._raise_serve_failure(frame)
             if self.crashed or self.page.is_closed():
                 raise PageBroken(f"frame {frame}: page crashed") from None
+            self._raise_serve_failure(frame)
             if self.page_errors:
                 raise CompositionError(f"frame {frame}: composition script error: {self.page_errors[-1]}") from None
             raise PageBroken(f"frame {frame}: {_first_line(exc)}") from None
@@ -552,6 +551,8 @@ def _router(
         # page would wait for it until the ready timeout, which then hides the real error.
         try:
             await handle(route)
+        except PlaywrightError:
+            raise  # the route or page went away (a crash, a close): the page's own errors say so
         except Exception as exc:
             failures.add(route.request.url, exc)
             with contextlib.suppress(PlaywrightError):
