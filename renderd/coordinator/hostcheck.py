@@ -94,6 +94,8 @@ async def render_selftest(transport: Transport, config: DaemonConfig) -> list[st
     own, removed afterwards). Raises AgentFailed (the agent's own error message) when the agent
     cannot render it.
     """
+    if not await asyncio.to_thread((selftest.COMPOSITION / "index.html").is_file):
+        return [f"this renderd lacks its self-test composition ({selftest.COMPOSITION}); reinstall renderd"]
     job_id = f"hostcheck-{secrets.token_hex(4)}"
     job_dir = config.state_dir / "jobs" / job_id
     local = job_dir / "selftest.mp4"
