@@ -5,6 +5,7 @@
     ├── CompositionError         a composition that cannot be loaded or has bad metadata
     │   └── CompositionTimeout   the page never became ready
     ├── CaptureError             frames that could not be captured after every retry
+    ├── ServeError               renderd could not answer a page's request (its own files missing)
     ├── BrowserError             Chromium could not be launched or died unrecoverably
     ├── RuntimeMissing           the vendored HyperFrames runtime is absent or altered
     ├── ProcessFailed            a subprocess (ffmpeg, ffprobe, rsync) exited non-zero
@@ -255,6 +256,13 @@ class AssetTooLarge(Exception):
         self.path = path
         self.size = size
         self.limit = limit
+
+
+class ServeError(RenderdError):
+    """renderd could not answer one of the page's requests (its own runtime or font files, say).
+
+    A fault of this installation, not of the composition: another host may well render it.
+    """
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

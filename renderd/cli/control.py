@@ -86,12 +86,15 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     client("watch", "follow a job's progress", cmd_watch).add_argument("job")
     client("cancel", "cancel a job", cmd_cancel).add_argument("job")
     client("logs", "show a job's event log", cmd_logs).add_argument("job")
-    h = client("hosts", "show the render hosts (`hosts check`: probe them directly)", cmd_hosts)
+    h = client("hosts", "show the render hosts (`hosts check`: probe them and render a test frame)", cmd_hosts)
     h.add_argument(
         "action",
         nargs="?",
         choices=("check", "install"),
-        help="check: connect to each host and probe it; install: put this renderd into <work_dir>/venv on each host",
+        help=(
+            "check: probe each host and render a self-test frame on it; "
+            "install: put this renderd into <work_dir>/venv on each host"
+        ),
     )
     h.add_argument("names", nargs="*", metavar="HOST", help="with check/install: only these hosts")
     h.add_argument("--config", type=Path, default=Path("/etc/renderd/renderd.toml"), help="with check/install")
@@ -303,6 +306,8 @@ def _hosts_check(args: argparse.Namespace) -> int:
             f = r.facts
             ram = (f.get("memory_available") or 0) >> 30
             facts = f"renderd {f.get('version')}, {f.get('cpus')} CPUs, {ram} GiB free RAM" if f else ""
+            if r.selftest_s is not None:
+                facts += f", self-test frame in {r.selftest_s:.1f} s"
             print(f"{r.name:16s} {'ok' if r.ok else 'UNAVAILABLE':12s} {facts}")
             for p in r.problems:
                 print(f"    {p}")

@@ -140,9 +140,13 @@ class Coordinator:
             tg.create_task(self.probe_hosts(), name="probe")
 
     async def probe_hosts(self) -> None:
-        """Check every host once (at start and after a reload); a host that fails is quarantined."""
+        """Check every host once (at start and after a reload); a host that fails is quarantined.
+
+        The probe only, no self-test frame: start-up stays quick. A host whose install cannot
+        render fails its first chunks, is quarantined, and its re-probe renders (scheduler).
+        """
         assert self.store is not None
-        reports = await check_hosts(self.config, self.inventory, [])
+        reports = await check_hosts(self.config, self.inventory, [], render=False)
         for r in reports:
             if r.ok:
                 await self.store.upsert_host(r.name, reachable=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from renderd.config import DaemonConfig, HostConfig, Inventory
-from renderd.coordinator.hostcheck import judge
+from renderd.coordinator.hostcheck import check_host
 from renderd.coordinator.store import Store
 from renderd.coordinator.tasks import SLOT_KINDS, Kind, TaskRegistry
 from renderd.coordinator.transport import Transport
@@ -138,15 +138,16 @@ class HostRegistry:
     async def _probe_host(self, rt: HostRuntime) -> None:
         """Probe a host whose quarantine ran out (as `hosts check` does): back in service, or a longer quarantine."""
         name, store, policy = rt.config.name, self.ctx.store, self.ctx.config.scheduling
-        reachable = True
+        # With the self-test frame: the cheap probe passes a host whose install cannot render
+        # (it would be back only to fail chunks again); one frame per quarantine period is cheap.
         try:
-            facts = await asyncio.wait_for(rt.transport.probe(), self.ctx.config.timeouts.connect + 60)
-            problems = judge(name, facts).problems
+            report = await check_host(rt.transport, name, self.ctx.config, render=True)
+            problems, reachable = report.problems, report.reachable
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever the probe raises, the host stays out
-            problems = [str(exc) or type(exc).__name__]
-            reachable = not isinstance(exc, HostUnavailable)
+            problems, reachable = [str(exc) or type(exc).__name__], not isinstance(exc, HostUnavailable)
+        if not reachable:
             with contextlib.suppress(Exception):
                 await rt.transport.close()
         if not problems:

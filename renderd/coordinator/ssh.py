@@ -219,8 +219,11 @@ class SshTransport:
         argv += ["-o", f"ServerAliveInterval={keepalive}", "-o", f"ServerAliveCountMax={KEEPALIVE_MAX}"]
         if h.identity_file:
             argv += ["-i", str(h.identity_file), "-o", "IdentitiesOnly=yes"]
-        if h.host_key_policy == "strict" and h.known_hosts:
-            argv += ["-o", f"UserKnownHostsFile={h.known_hosts}", "-o", "StrictHostKeyChecking=yes"]
+        if h.known_hosts:
+            # The same file and policy as the asyncssh connection (which has recorded a new key
+            # under accept-new by the time rsync runs); ssh's default file would not know the host.
+            strict = "yes" if h.host_key_policy == "strict" else "accept-new"
+            argv += ["-o", f"UserKnownHostsFile={h.known_hosts}", "-o", f"StrictHostKeyChecking={strict}"]
         return argv
 
     def _rsh(self) -> str:

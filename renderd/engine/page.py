@@ -27,8 +27,8 @@ from renderd.engine.hyperframes import runtime as hf_runtime
 from renderd.engine.hyperframes.document import HyperFramesDocuments
 from renderd.engine.hyperframes.media_frames import MediaFrames
 from renderd.engine.redraw import Redraw
-from renderd.engine.routing import ORIGIN, Router
-from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError, PageBroken
+from renderd.engine.routing import ORIGIN, Router, ServeFailures
+from renderd.errors import CompositionError, CompositionTimeout, FrameRangeError, PageBroken, ServeError
 from renderd.frames import Fps
 from renderd.hyperframes.project import HyperFramesProject, read_project
 
@@ -110,6 +110,7 @@ class CompositionPage:
         # when a slide becomes active): frames equal a sequential pass only when this page has
         # shown every frame before them, from frame 0.
         self.keeps_all_history = False
+        self._failures = ServeFailures()
 
     @classmethod
     async def open(
@@ -157,6 +158,7 @@ class CompositionPage:
             await page.route("**/*", router.handle)
             cdp = await context.new_cdp_session(page)
             self = cls(context, page, cdp, comp)
+            self._failures = router.failures
             self.project = project
             self._router = router
             page.on("pageerror", lambda e: self.page_errors.append(_error_text(e)))
@@ -171,6 +173,25 @@ class CompositionPage:
             raise
 
     async def _load(self, timeout_s: float) -> None:
+        """Load the page; a request renderd failed to serve ends the wait at once, as the error."""
+        where = self._comp.entry_relative
+        loading = asyncio.create_task(self._load_page(timeout_s))
+        failed = asyncio.create_task(self._failures.event.wait())
+        try:
+            await asyncio.wait({loading, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+            if not loading.done():
+                loading.cancel()
+                await asyncio.wait({loading}, timeout=5)
+        if self._failures.first is not None:
+            # Whatever the load ran into next (a readiness timeout, a refused document) follows from this.
+            if loading.done() and not loading.cancelled():
+                loading.exception()  # retrieved: it is superseded
+            raise ServeError(f"{where}: {self._failures.first}")
+        await loading
+
+    async def _load_page(self, timeout_s: float) -> None:
         where = self._comp.entry_relative
         url = f"{ORIGIN}/{where}"
         try:
@@ -405,10 +426,12 @@ class CompositionPage:
             async with asyncio.timeout(timeout_s):
                 result = await work
         except TimeoutError:
+            self._raise_serve_failure(frame)
             raise PageBroken(f"frame {frame}: capture timed out after {timeout_s:g} s", timeout=True) from None
         except PlaywrightError as exc:
             if self.crashed or self.page.is_closed():
                 raise PageBroken(f"frame {frame}: page crashed") from None
+            self._raise_serve_failure(frame)
             if self.page_errors:
                 raise CompositionError(f"frame {frame}: composition script error: {self.page_errors[-1]}") from None
             raise PageBroken(f"frame {frame}: {_first_line(exc)}") from None
@@ -416,6 +439,10 @@ class CompositionPage:
         if self.page_errors:
             raise CompositionError(f"frame {frame}: composition script error: {self.page_errors[-1]}")
         return result
+
+    def _raise_serve_failure(self, frame: int) -> None:
+        if self._failures.first is not None:
+            raise ServeError(f"frame {frame}: {self._failures.first}") from None
 
     async def crash(self) -> None:
         """Crash the renderer process (test hook for the retry path)."""

@@ -11,12 +11,14 @@ one line naming it. Media are read by byte ranges of at most RANGE_CHUNK, whatev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mimetypes
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
+from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Route
 
 from renderd.composition import Composition
@@ -25,7 +27,7 @@ from renderd.engine.hyperframes import fonts as hf_fonts
 from renderd.engine.hyperframes import runtime as hf_runtime
 from renderd.engine.hyperframes.media_frames import URL_PREFIX as MEDIA_URL_PREFIX
 from renderd.engine.hyperframes.media_frames import MediaFrames
-from renderd.errors import AssetTooLarge, Refused
+from renderd.errors import AssetTooLarge, Refused, RenderdError
 
 ORIGIN = "http://composition.renderd.invalid"
 # Largest slice of a media file sent for one request (Chrome asks for the rest as it needs it).
@@ -90,6 +92,22 @@ def read_range(
     return 206, body, {**base, "content-range": f"bytes {first}-{first + len(body) - 1}/{size}"}
 
 
+class ServeFailures:
+    """The first request of a page that renderd's request handler failed on, and a flag to wake the loader."""
+
+    def __init__(self) -> None:
+        self.first: str | None = None
+        self.event = asyncio.Event()
+
+    def add(self, url: str, exc: Exception) -> None:
+        """Record a request renderd could not answer (only the first one is kept)."""
+        if self.first is None:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            what = str(exc) if isinstance(exc, RenderdError) else f"{type(exc).__name__}: {text}"
+            self.first = f"cannot serve {urlsplit(url).path or url}: {what}"
+            self.event.set()
+
+
 class Router:
     """Answers the page's requests (``handle`` goes to ``page.route``); remembers what it refused."""
 
@@ -112,9 +130,23 @@ class Router:
         self._fonts_prefix = f"{ORIGIN}{hf_fonts.FONTS_PATH}"
         self._media_url = f"{ORIGIN}{MEDIA_URL_PREFIX}"
         self._warned: set[str] = set()
+        # A fault of this installation (its runtime or font files missing, say), not of the page.
+        self.failures = ServeFailures()
 
     async def handle(self, route: Route) -> None:
-        """Answer one intercepted request."""
+        """Answer one intercepted request; a failure of renderd's own is recorded, never left hanging."""
+        # Playwright only logs an exception raised here and leaves the request unanswered: the
+        # page would wait for it until the ready timeout, which then hides the real error.
+        try:
+            await self._handle(route)
+        except PlaywrightError:
+            raise  # the route or page went away (a crash, a close): the page's own errors say so
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is the render's error
+            self.failures.add(route.request.url, exc)
+            with contextlib.suppress(PlaywrightError):
+                await route.abort("failed")
+
+    async def _handle(self, route: Route) -> None:
         url = route.request.url
         hyperframes = self._documents is not None
         if hyperframes and url == self._runtime_url:
