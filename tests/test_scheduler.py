@@ -10,11 +10,10 @@ connection or prints a malformed event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import socket
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path, PurePosixPath
@@ -463,32 +462,35 @@ async def test_reload_probe_is_awaited_at_shutdown(short_tmp: Path) -> None:
         assert left == []
 
 
-def _request_as(uid: int, gid: int, path: Path, line: bytes) -> dict[str, Any]:
-    """Send one request from a forked child running as ``uid`` (no exec: the venv may be unreadable)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: drop privileges, talk, report, exit without running pytest's cleanup
+_CLIENT = """
+import json, socket, sys
+try:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(sys.argv[1])
         try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(30)
-                s.connect(str(path))
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    s.sendall(line)
-                os.write(w, s.makefile("rb").readline())
-        except BaseException as exc:  # report it to the parent, which fails the test with it
-            os.write(w, json.dumps({"child_error": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    result: dict[str, Any] = json.loads(data)
-    assert "child_error" not in result, result
+            s.sendall(sys.argv[2].encode())
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sys.stdout.buffer.write(s.makefile("rb").readline())
+except BaseException as exc:
+    print(json.dumps({"child_error": repr(exc)}))
+"""
+
+
+def _request_as(uid: int, gid: int, path: Path, line: bytes) -> dict[str, Any]:
+    """Send one request from a child process running as ``uid``.
+
+    The child execs the system Python (the venv may be unreadable to ``uid``). It must exec, not
+    just fork: a forked copy of this process would hold the pipes of a subprocess the daemon is
+    starting in another thread at that moment, and the daemon's event loop would wait for them.
+    """
+    r = subprocess.run(
+        ["/usr/bin/python3", "-c", _CLIENT, str(path), line.decode()],
+        user=uid, group=gid, extra_groups=[], capture_output=True, timeout=60, cwd="/",
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(r.stdout or b'{"child_error": "no output"}')
+    assert "child_error" not in result, (result, r.stderr)
     return result
 
 
