@@ -81,3 +81,34 @@ def wait_state(d: Daemon, job: str, states: tuple[str, ...], timeout: float = 24
             return status
         assert time.monotonic() < deadline, f"job {job} never reached {states}: {status['job']}"
         time.sleep(0.3)
+
+
+_CLIENT = """
+import json, socket, sys
+try:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(float(sys.argv[3]))
+        s.connect(sys.argv[1])
+        try:
+            s.sendall(sys.argv[2].encode())
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sys.stdout.buffer.write(s.makefile("rb").readline())
+except BaseException as exc:
+    print(json.dumps({"child_error": repr(exc)}))
+"""
+
+
+def request_as(uid: int, gid: int, path: Path, line: bytes, *, timeout: float = 60) -> dict[str, Any]:
+    """Send one control request as ``uid`` and return the reply (``child_error``: the client failed).
+
+    The child execs the system Python (the venv may be unreadable to ``uid``). It must exec, not
+    just fork: a forked copy of this process would hold the pipes of a subprocess the daemon is
+    starting in another thread at that moment, and the daemon's event loop would wait for them.
+    """
+    r = subprocess.run(
+        ["/usr/bin/python3", "-c", _CLIENT, str(path), line.decode(), str(timeout)],
+        user=uid, group=gid, extra_groups=[], capture_output=True, timeout=timeout + 30, cwd="/",
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(r.stdout or b'{"child_error": "no output"}')
+    return result

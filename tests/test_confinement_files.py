@@ -12,14 +12,12 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import ROOT, run_renderd
-from daemonctl import Daemon, wait_state
+from daemonctl import Daemon, request_as, wait_state
 from videotools import close, decode_frames, pixel
 
 pytestmark = pytest.mark.browser
@@ -214,33 +212,6 @@ def test_asset_over_the_limit_fails_with_one_line(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def _request_as(uid: int, gid: int, path: Path, line: bytes) -> dict[str, Any]:
-    """Send one request from a forked child running as ``uid``; the daemon probes before it answers."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(180)
-                s.connect(str(path))
-                s.sendall(line)
-                os.write(w, s.makefile("rb").readline())
-        except BaseException as exc:
-            os.write(w, json.dumps({"child_error": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    result: dict[str, Any] = json.loads(data)
-    return result
-
-
 def _throwaway_user() -> str:
     name = "rdconfine"
     try:
@@ -286,7 +257,7 @@ def test_daemon_submitter_cannot_read_a_root_only_file(short_tmp: Path) -> None:
         # The venv may be unreadable to the user (under /root): the request goes from a forked
         # child running as the user, as `renderd submit` would send it.
         line = json.dumps({"op": "submit", "composition": str(comp), "output": str(out)}).encode() + b"\n"
-        reply = _request_as(pw.pw_uid, pw.pw_gid, d.socket, line)
+        reply = request_as(pw.pw_uid, pw.pw_gid, d.socket, line, timeout=180)
         assert "job" in reply, reply
         job = reply["job"]["id"]
         status = wait_state(d, job, ("done", "failed"))

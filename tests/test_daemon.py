@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -16,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 from conftest import EXAMPLES, FIXTURES, decode_index, renderd_cmd
-from daemonctl import HOSTS, Daemon, wait_state
+from daemonctl import HOSTS, Daemon, request_as, wait_state
 from videotools import decode_frames
 
 pytestmark = pytest.mark.browser
@@ -146,7 +144,7 @@ def test_peer_outside_the_allowed_uids_is_refused(daemon_root: Path) -> None:
     d = Daemon(daemon_root)
     d.start(socket_mode="0666")
     try:
-        reply = _request_as(65534, 65534, d.socket, b'{"op": "list"}\n')
+        reply = request_as(65534, 65534, d.socket, b'{"op": "list"}\n')
         assert reply.get("ok") is False, reply
         assert reply["error"]["code"] == "forbidden"
         assert "uid 65534 is not allowed" in reply["error"]["message"]
@@ -154,35 +152,6 @@ def test_peer_outside_the_allowed_uids_is_refused(daemon_root: Path) -> None:
         assert d.ctl("list").returncode == 0
     finally:
         d.stop()
-
-
-def _request_as(uid: int, gid: int, path: Path, line: bytes) -> dict[str, Any]:
-    """Send one request from a forked child running as ``uid`` (no exec: the venv may be unreadable)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: drop privileges, talk, report, exit without running pytest's cleanup
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(10)
-                s.connect(str(path))
-                # The daemon may refuse and close before our request is sent: read its answer anyway.
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    s.sendall(line)
-                os.write(w, s.makefile("rb").readline())
-        except BaseException as exc:  # report it to the parent, which fails the test with it
-            os.write(w, json.dumps({"child_error": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    result: dict[str, Any] = json.loads(data)
-    return result
 
 
 def test_a_thousand_malformed_requests_leave_the_daemon_serving(daemon: Daemon) -> None:

@@ -10,10 +10,8 @@ connection or prints a malformed event.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path, PurePosixPath
@@ -22,6 +20,7 @@ from typing import Any
 import asyncssh
 import pytest
 from conftest import FIXTURES, RENDERD
+from daemonctl import request_as
 
 from renderd.assignment import Assignment
 from renderd.config import DaemonConfig, HostConfig, Inventory, SchedulingPolicy, Timeouts
@@ -462,43 +461,11 @@ async def test_reload_probe_is_awaited_at_shutdown(short_tmp: Path) -> None:
         assert left == []
 
 
-_CLIENT = """
-import json, socket, sys
-try:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(30)
-        s.connect(sys.argv[1])
-        try:
-            s.sendall(sys.argv[2].encode())
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        sys.stdout.buffer.write(s.makefile("rb").readline())
-except BaseException as exc:
-    print(json.dumps({"child_error": repr(exc)}))
-"""
-
-
-def _request_as(uid: int, gid: int, path: Path, line: bytes) -> dict[str, Any]:
-    """Send one request from a child process running as ``uid``.
-
-    The child execs the system Python (the venv may be unreadable to ``uid``). It must exec, not
-    just fork: a forked copy of this process would hold the pipes of a subprocess the daemon is
-    starting in another thread at that moment, and the daemon's event loop would wait for them.
-    """
-    r = subprocess.run(
-        ["/usr/bin/python3", "-c", _CLIENT, str(path), line.decode()],
-        user=uid, group=gid, extra_groups=[], capture_output=True, timeout=60, cwd="/",
-    )  # fmt: skip
-    result: dict[str, Any] = json.loads(r.stdout or b'{"child_error": "no output"}')
-    assert "child_error" not in result, (result, r.stderr)
-    return result
-
-
 async def _list_as_nobody(socket_path: Path) -> dict[str, Any]:
     import pwd
 
     nobody = pwd.getpwnam("nobody")
-    return await asyncio.to_thread(_request_as, nobody.pw_uid, nobody.pw_gid, socket_path, b'{"op": "list"}\n')
+    return await asyncio.to_thread(request_as, nobody.pw_uid, nobody.pw_gid, socket_path, b'{"op": "list"}\n')
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="runs a client as another user")
