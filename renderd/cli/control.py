@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import datetime
 import json
-import logging
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing import TYPE_CHECKING, Any
 
 from renderd import settings
 from renderd.cli import options as cli_options
-from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inventory
 from renderd.coordinator.client import Client
 from renderd.errors import RenderdError
 from renderd.settings import RenderSettings, given_args
 
-# The coordinator (asyncssh, the scheduler) is imported inside the commands that need it: every
-# chunk starts `renderd agent`, which should not pay for importing it.
+if TYPE_CHECKING:
+    from renderd.config import DaemonConfig, Inventory
+
+# Only the socket client is imported above. The coordinator (asyncssh, the scheduler), the
+# event loop, the TOML config and rich are imported inside the commands that need them: every
+# chunk starts `renderd agent`, and `renderd submit` is typed by people waiting for a job id.
 
 DEFAULT_SOCKET = Path("/run/renderd/renderd.sock")
 SOCKET_ENV = "RENDERD_SOCKET"
@@ -106,6 +103,9 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     """Run the coordinator until SIGTERM."""
+    import asyncio
+    import logging
+
     from renderd.coordinator.daemon import Coordinator
     from renderd.coordinator.sdnotify import Notifier
 
@@ -220,6 +220,9 @@ def _follow(args: argparse.Namespace, job_id: str) -> int:
 
 
 def _follow_bar(c: Client, job_id: str) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     last: dict[str, Any] = {}
     console = Console(stderr=True)
     with Progress(
@@ -290,11 +293,16 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 
 
 def _config_and_inventory(args: argparse.Namespace) -> tuple[DaemonConfig, Inventory]:
+    from renderd.config import load_daemon_config, load_inventory
+
     config = load_daemon_config(args.config)
     return config, load_inventory(config.hosts_file)
 
 
 def _hosts_check(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+
     from renderd.coordinator.hostcheck import check_hosts
 
     config, inventory = _config_and_inventory(args)
@@ -315,6 +323,9 @@ def _hosts_check(args: argparse.Namespace) -> int:
 
 
 def _hosts_install(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+
     from renderd.coordinator.hostinstall import install_hosts
 
     config, inventory = _config_and_inventory(args)

@@ -1,38 +1,28 @@
-"""The `renderd` command line. Only this module prints for people and decides exit codes."""
+"""The `renderd` command line: the parser of every command, logging set-up and the exit code.
+
+Each command's module is imported when that command runs, not here: `renderd submit` and the
+other client commands only talk to the daemon's socket and start in a fraction of the time the
+local commands' imports (the event loop, rich, the composition loader, the engine) would cost.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
-import os
-import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from renderd import __version__, settings
-from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
 from renderd.cli import control as cli_control
 from renderd.cli import options as cli_options
 from renderd.cli import prepare as cli_prepare
-from renderd.cli.display import JsonDisplay, make_display
-from renderd.composition import Overrides, load_composition
-from renderd.config import check_config
+from renderd.cli.exits import EXIT_CANCELLED
+from renderd.cli.exits import fail as _fail
 from renderd.errors import ConfigError, DaemonError, RenderdError
-from renderd.events import Error
-from renderd.outputs import check_render_paths
-from renderd.settings import RenderSettings
 
-EXIT_CANCELLED = 130
 DEFAULT_CONFIG = Path("/etc/renderd/renderd.toml")
-# Test hook for the retry path, read only here at the edge: crash a worker's page once, at
-# this absolute frame.
-FAULT_CRASH_ENV = "RENDERD_FAULT_CRASH_PAGE_AT_FRAME"
-# Test hook for stragglers: sleep this many milliseconds before capturing each frame.
-FAULT_DELAY_ENV = "RENDERD_FAULT_FRAME_DELAY_MS"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,23 +54,6 @@ def _add_inspect_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_inspect)
 
 
-def _cmd_inspect(args: argparse.Namespace) -> int:
-    from renderd.inspect import format_inspection, inspect_composition
-
-    chosen = RenderSettings.from_args(args)
-    comp = load_composition(args.composition)
-    overrides = Overrides(width=args.width, height=args.height, fps=args.fps, duration=args.duration)
-    ins = _run(inspect_composition(comp, overrides, chromium=chosen.chromium, ready_timeout_s=chosen.ready_timeout))
-    if args.json:
-        print(json.dumps(ins.to_dict()), flush=True)
-    else:
-        print("\n".join(format_inspection(ins)), flush=True)
-    if ins.error is not None:
-        print(f"renderd: error: {ins.error}", file=sys.stderr, flush=True)
-        return 1
-    return 0
-
-
 def _add_agent_parser(sub: Any) -> None:
     p = sub.add_parser("agent", help="render one chunk assignment read as JSON on stdin (used over SSH)")
     p.add_argument("--assignment", type=Path, help="read the assignment from this file instead of stdin")
@@ -107,59 +80,6 @@ def _add_agent_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_agent, json=True)
 
 
-def _cmd_agent(args: argparse.Namespace) -> int:
-    # The engine (and playwright) load only for commands that render: `renderd submit` and the
-    # daemon stay quick to start and browserless.
-    from renderd.agent import probe_host, run_assignment
-
-    if args.probe:
-        print(json.dumps(probe_host(args.work_dir)), flush=True)
-        return 0
-    if args.describe:
-        return _describe_stdin()
-    if args.serve:
-        try:
-            _run(_serve_stdin(JsonDisplay(), _fault_settings()))
-            return 0
-        except RenderdError as exc:
-            return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            return _fail("cancelled; no chunk was written", True, code="cancelled", status=EXIT_CANCELLED)
-    try:
-        if args.assignment:
-            raw = args.assignment.read_bytes()
-        elif args.watch_stdin:
-            raw = sys.stdin.buffer.readline(MAX_ASSIGNMENT_BYTES + 1)
-        else:
-            raw = sys.stdin.buffer.read(MAX_ASSIGNMENT_BYTES + 1)
-        assignment = Assignment.from_json(raw)
-    except OSError as exc:
-        return _fail(f"cannot read assignment {args.assignment}: {exc.strerror}", True, status=2)
-    except RenderdError as exc:
-        return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
-    display = JsonDisplay()
-    try:
-        _run(run_assignment(assignment, display, **_fault_settings()), cancel_on_stdin_eof=args.watch_stdin)
-        return 0
-    except RenderdError as exc:
-        return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        return _fail("cancelled; no chunk was written", True, code="cancelled", status=EXIT_CANCELLED)
-
-
-def _describe_stdin() -> int:
-    from renderd.describe import describe, read_request
-
-    try:
-        result = _run(describe(read_request(sys.stdin.buffer)))
-    except RenderdError as exc:
-        return _fail(str(exc), True, code=type(exc).__name__, status=exc.exit_code)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        return _fail("cancelled", True, code="cancelled", status=EXIT_CANCELLED)
-    print(json.dumps(result, separators=(",", ":")), flush=True)
-    return 0
-
-
 def _add_config_parser(sub: Any) -> None:
     p = sub.add_parser("config", help="daemon configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND", parser_class=_Parser)
@@ -169,15 +89,30 @@ def _add_config_parser(sub: Any) -> None:
     c.set_defaults(func=_cmd_config_check)
 
 
+def _cmd_render(args: argparse.Namespace) -> int:
+    from renderd.cli.local import cmd_render
+
+    return cmd_render(args)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from renderd.cli.local import cmd_inspect
+
+    return cmd_inspect(args)
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    # The engine (and playwright) load only for commands that render: `renderd submit` and the
+    # daemon stay quick to start and browserless.
+    from renderd.cli.local import cmd_agent
+
+    return cmd_agent(args)
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    problems = check_config(args.config, args.hosts)
-    for line in problems:
-        print(f"renderd: {line}", file=sys.stderr)
-    if problems:
-        print(f"renderd: error: {len(problems)} problem(s) found", file=sys.stderr)
-        return 2
-    print(f"renderd: {args.config} and its host inventory are valid")
-    return 0
+    from renderd.cli.local import cmd_config_check
+
+    return cmd_config_check(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,112 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     cli_prepare.add_parser(sub)
     cli_control.add_parsers(sub, _Parser)
     return parser
-
-
-def _fault_int(name: str) -> int | None:
-    raw = os.environ.get(name)
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise RenderdError(f"{name}={raw!r} is not a whole number") from None
-
-
-def _fault_settings() -> dict[str, Any]:
-    """Test hooks from the environment, read only here at the edge."""
-    return {
-        "fault_crash_at_frame": _fault_int(FAULT_CRASH_ENV),
-        "fault_frame_delay_s": (_fault_int(FAULT_DELAY_ENV) or 0) / 1000,
-    }
-
-
-def _cmd_render(args: argparse.Namespace) -> int:
-    from renderd.render import RenderRequest, render_local
-
-    chosen = RenderSettings.from_args(args)
-    # Before the prepare and any browser: a render never writes into what it reads. The prepared
-    # copy, if any, is checked again by render_local.
-    check_render_paths(load_composition(args.composition).root, args.output, args.work_dir)
-    composition = args.composition
-    if not args.no_prepare:
-        # Remote scripts, fonts and media are localised first: the engine serves the page nothing else.
-        try:
-            composition = _run(cli_prepare.prepare_for_render(composition, offline=args.offline, quiet=args.json))
-        except RenderdError as exc:
-            return _fail(str(exc), args.json, code=type(exc).__name__, status=exc.exit_code)
-    req = RenderRequest.from_settings(
-        chosen,
-        faults=_fault_settings(),
-        composition=composition,
-        output=args.output,
-        overrides=Overrides(width=args.width, height=args.height, fps=args.fps, duration=args.duration),
-        frames=args.frames,
-        work_dir=args.work_dir,
-    )
-    display = make_display(args.json)
-    try:
-        _run(render_local(req, display))
-        return 0
-    except RenderdError as exc:
-        display.close()
-        return _fail(str(exc), args.json, code=type(exc).__name__, status=exc.exit_code)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        display.close()
-        return _fail("cancelled; no output was written", args.json, code="cancelled", status=EXIT_CANCELLED)
-
-
-def _run(coro: Coroutine[Any, Any, Any], *, cancel_on_stdin_eof: bool = False) -> Any:
-    """Run ``coro``; SIGINT and SIGTERM (and, if asked, end of stdin) cancel it so its cleanup runs."""
-    with asyncio.Runner() as runner:
-        loop = runner.get_loop()
-        task = loop.create_task(coro)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        return runner.run(_await(task, cancel_on_stdin_eof))
-
-
-async def _await(task: asyncio.Task[Any], cancel_on_stdin_eof: bool) -> Any:
-    if not cancel_on_stdin_eof:
-        return await task
-    watcher = asyncio.create_task(_cancel_on_eof(task))
-    try:
-        return await task
-    finally:
-        watcher.cancel()
-
-
-async def _serve_stdin(display: JsonDisplay, faults: dict[str, Any]) -> None:
-    from renderd.agent import serve
-
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=MAX_ASSIGNMENT_BYTES + 1)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    try:
-        await serve(reader, display, **faults)
-    finally:
-        transport.close()
-
-
-async def _cancel_on_eof(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` when stdin reaches end of file (the coordinator went away)."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    try:
-        while await reader.read(4096):
-            pass
-        logging.getLogger("renderd.agent").warning("stdin closed: the coordinator is gone; cancelling")
-        task.cancel()
-    finally:
-        transport.close()
-
-
-def _fail(message: str, json_mode: bool, *, code: str = "error", status: int = 1) -> int:
-    if json_mode:
-        print(Error(message=message, code=code).to_json(), flush=True)
-    print(f"renderd: error: {message}", file=sys.stderr, flush=True)
-    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from renderd.errors import RenderdError
-from renderd.frames import Fps
+
+if TYPE_CHECKING:
+    from fractions import Fraction
+
+    from renderd.frames import Fps
+
+# renderd.frames and fractions (with decimal) are imported when a value is parsed: every
+# command's parser has these options, and most invocations give none of them.
 
 
 def positive_int(name: str) -> Callable[[str], int]:
@@ -44,6 +51,8 @@ def _int_in(name: str, lo: int, hi: int) -> Callable[[str], int]:
 
 
 def _fps(text: str) -> Fps:
+    from renderd.frames import Fps
+
     try:
         return Fps.parse(text)
     except RenderdError as exc:
@@ -52,6 +61,8 @@ def _fps(text: str) -> Fps:
 
 def _seconds(name: str) -> Callable[[str], Fraction]:
     def parse(text: str) -> Fraction:
+        from fractions import Fraction
+
         try:
             v = Fraction(text)
         except (ValueError, ZeroDivisionError):

@@ -1,19 +1,17 @@
 """`renderd prepare`, and the implicit prepare `renderd render` runs before rendering.
 
-renderd.prepare (and httpx) is imported inside the functions: `renderd agent` starts for every
-chunk and never prepares, so it should not pay for the import.
+renderd.prepare (and httpx), the event loop and the composition loader are imported inside the
+functions: `renderd agent` starts for every chunk and never prepares, and the parser of every
+command (`renderd submit` too) adds this one.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from renderd.composition import load_composition
 
 if TYPE_CHECKING:
     from renderd.prepare import PrepareResult
@@ -56,6 +54,9 @@ def _warn_unresolved(result: PrepareResult) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Prepare a composition and print what was localised."""
+    import asyncio
+
+    from renderd.composition import load_composition
     from renderd.prepare import PrepareOptions, prepare_composition
 
     comp = load_composition(args.composition)
@@ -71,6 +72,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 async def prepare_for_render(path: Path, *, offline: bool, quiet: bool) -> Path:
     """Return the composition to render: ``path`` itself, or its prepared copy when it loads remote URLs."""
+    import asyncio
+
+    from renderd.composition import load_composition
     from renderd.errors import PrepareError
     from renderd.prepare import PrepareOptions, needs_prepare, prepare_composition
 

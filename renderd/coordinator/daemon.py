@@ -31,7 +31,7 @@ from renderd.coordinator.sdnotify import Notifier
 from renderd.coordinator.server import AccessPolicy, ControlServer, Peer, Reply
 from renderd.coordinator.statelock import StateLock
 from renderd.coordinator.store import Store
-from renderd.coordinator.submit import plan_submission
+from renderd.coordinator.submit import PrepareScans, plan_submission
 from renderd.errors import ConfigError, ControlError
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class Coordinator:
         self._lock: StateLock | None = None
         # Submitted compositions are loaded by agents on hosts (never a browser here), results cached.
         self.describer = Describer()
+        self.prepare_scans = PrepareScans(self.describer.digester)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -263,6 +264,7 @@ class Coordinator:
                 self.config,
                 self.describer,
                 await self._describe_hosts(),
+                self.prepare_scans,
                 slots=self.scheduler.total_slots(),
                 slot_fps=sum(speeds) / len(speeds) if speeds else None,
             )

@@ -12,13 +12,15 @@ import logging
 import os
 import pwd
 import stat
+import threading
+from collections import OrderedDict
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from renderd.composition import Composition, Overrides, load_composition
 from renderd.config import DaemonConfig
-from renderd.coordinator.describe import DescribeHost, Describer, request_for
+from renderd.coordinator.describe import CACHE_ENTRIES, DescribeHost, Describer, TreeDigester, request_for
 from renderd.coordinator.models import NewJob
 from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
 from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN, NO_HOST
@@ -127,14 +129,46 @@ def _settings(fields: dict[str, Any], config: DaemonConfig) -> RenderSettings:
         raise ControlError(BAD_INPUT, str(exc)) from None
 
 
-async def prepared(comp: Composition, config: DaemonConfig) -> Composition:
+class PrepareScans:
+    """Whether compositions load remote URLs, remembered by content.
+
+    Answering means parsing the entry and every page, stylesheet and script it pulls in, on
+    every submit; an unchanged composition (the same stat-based tree digest as the describe
+    cache's) is not parsed again.
+    """
+
+    def __init__(self, digester: TreeDigester, *, entries: int = CACHE_ENTRIES) -> None:
+        self._digester = digester
+        self._known: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._entries = entries
+        self._lock = threading.Lock()  # needs_prepare() runs in worker threads
+        self.scans = 0  # compositions actually parsed (not answered from memory)
+
+    def needs_prepare(self, comp: Composition) -> bool:
+        """Return whether ``comp`` loads anything from a remote URL (blocking: digests the tree)."""
+        key = (self._digester.digest(comp.root), comp.entry_relative)
+        with self._lock:
+            known = self._known.get(key)
+            if known is not None:
+                self._known.move_to_end(key)
+                return known
+        answer = needs_prepare(comp)  # a PrepareError is raised again next time: not remembered
+        with self._lock:
+            self.scans += 1
+            self._known[key] = answer
+            while len(self._known) > self._entries:
+                self._known.popitem(last=False)
+        return answer
+
+
+async def prepared(comp: Composition, config: DaemonConfig, scans: PrepareScans) -> Composition:
     """Return the composition a job renders: ``comp``, or its prepared copy when it loads remote URLs.
 
     Render hosts have no network, so remote scripts, fonts and media are localised here, once;
     the prepared copy (under the state directory unless $RENDERD_CACHE_DIR is set) is what the
     hosts get.
     """
-    if not await asyncio.to_thread(needs_prepare, comp):
+    if not await asyncio.to_thread(scans.needs_prepare, comp):
         return comp
     cache_root = None if os.environ.get(CACHE_ENV) else config.state_dir / "cache"
     result = await prepare_composition(comp, PrepareOptions(cache_root=cache_root))
@@ -149,6 +183,7 @@ async def plan_submission(
     config: DaemonConfig,
     describer: Describer,
     hosts: list[DescribeHost],
+    scans: PrepareScans,
     *,
     slots: int,
     slot_fps: float | None,
@@ -160,7 +195,7 @@ async def plan_submission(
     overrides = _overrides(fields)
     try:
         source = await asyncio.to_thread(load_composition, comp_path)
-        comp = await prepared(source, config)
+        comp = await prepared(source, config, scans)
         if comp != source:
             await asyncio.to_thread(check_outside, out, [comp.root])
     except RenderdError as exc:
