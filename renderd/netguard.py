@@ -38,7 +38,14 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class AddressRefused(Exception):
-    """A connection prepare must not make; the message names the host and the address."""
+    """A connection prepare must not make; the message names the host and the address.
+
+    ``url`` is the request that was refused, set where the request is known (a redirect hop).
+    """
+
+    def __init__(self, reason: str, url: str | None = None) -> None:
+        super().__init__(reason)
+        self.url = url
 
 
 def is_public(ip: IPAddress) -> bool:

@@ -158,11 +158,14 @@ def _assert_refused(stderr: str, urls: list[str]) -> None:
 
 def test_prepare_refuses_every_loopback_form(tmp_path: Path, listener: Listener, listener6: Listener | None) -> None:
     urls = _forms(listener.port, listener6.port if listener6 else None)
+    # No listener can stand in for these; each is refused before any connection is tried.
+    urls += ["http://169.254.169.254/latest/meta-data/iam.json", "http://10.0.0.1/a.png", "http://[fd00::1]/a.png"]
     comp = _every_form(tmp_path / "comp", urls)
     env = {"RENDERD_CACHE_DIR": str(tmp_path / "cache"), ALLOW_ENV: ""}
     r = run_renderd("prepare", comp, "-o", tmp_path / "out", env=env)
     assert r.returncode == 2, r.stderr
     _assert_refused(r.stderr, urls)
+    assert "169.254.169.254 is not a public address" in r.stderr and "redirected" not in r.stderr
     assert (
         f"index.html:3: http://127.0.0.1:{listener.port}/literal.png: refused: 127.0.0.1 is not a public address"
         in r.stderr
@@ -228,7 +231,7 @@ def test_a_redirect_from_an_allowed_address_to_a_refused_one_is_not_followed(
         env = {"RENDERD_CACHE_DIR": str(tmp_path / "cache"), ALLOW_ENV: "127.0.0.2"}
         r = run_renderd("prepare", comp, "-o", tmp_path / "out", env=env)
         assert r.returncode == 2, r.stderr
-        assert f"{url}: refused: 127.0.0.1 is not a public address" in r.stderr, r.stderr
+        assert f"{url}: refused: redirected to {secret}: 127.0.0.1 is not a public address" in r.stderr, r.stderr
         assert hop.paths == ["/hop.png"]  # the first hop was allowed and asked
         assert listener.connections == 0, listener.paths
     finally:

@@ -112,11 +112,15 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Refuse a request the policy forbids; send the rest."""
-        if request.url.scheme not in _SCHEMES:
-            raise AddressRefused(f"{request.url.scheme}: is not http or https")
-        if self._proxied:
-            await _check_target(self._policy, request.url.host, request.url.port or 443)
-        return await super().handle_async_request(request)
+        try:
+            if request.url.scheme not in _SCHEMES:
+                raise AddressRefused(f"{request.url.scheme}: is not http or https")
+            if self._proxied:
+                await _check_target(self._policy, request.url.host, request.url.port or 443)
+            return await super().handle_async_request(request)
+        except AddressRefused as exc:
+            exc.url = exc.url or str(request.url)  # names the hop when a redirect led there
+            raise
 
 
 async def _check_target(policy: AddressPolicy, host: str, port: int) -> None:
@@ -138,6 +142,13 @@ class GuardedClient(httpx.AsyncClient):
     def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
         self._policy = policy  # read by the _init_* hooks, which httpx calls from __init__
         super().__init__(**kwargs)
+        # The hooks are httpx internals: should a new httpx stop calling them, fail closed
+        # instead of fetching through an unguarded transport.
+        transports = [getattr(self, "_transport", None), *getattr(self, "_mounts", {None: None}).values()]
+        if not isinstance(transports[0], GuardedTransport) or not all(
+            t is None or isinstance(t, GuardedTransport) for t in transports
+        ):
+            raise RuntimeError("this httpx version bypasses renderd's address check; prepare cannot fetch safely")
 
     def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
         kwargs.pop("transport", None)
@@ -177,7 +188,8 @@ class Fetcher:
             except TimeoutError:
                 raise FetchFailed(f"no complete answer within {self.limits.timeout_s:g} s") from None
             except AddressRefused as exc:
-                raise FetchFailed(f"refused: {exc}") from None
+                hop = f"redirected to {exc.url}: " if exc.url and exc.url != str(httpx.URL(url)) else ""
+                raise FetchFailed(f"refused: {hop}{exc}") from None
             except httpx.HTTPError as exc:
                 raise FetchFailed(_http_reason(exc)) from None
             except (httpx.InvalidURL, ValueError) as exc:
