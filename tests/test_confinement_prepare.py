@@ -40,7 +40,7 @@ PNG = _png()
 class Listener:
     """A threaded HTTP server on ``host``: counts connections, answers a PNG or a redirect."""
 
-    def __init__(self, host: str, redirect_to: str | None = None) -> None:
+    def __init__(self, host: str, redirect_to: str | None = None, css: str | None = None) -> None:
         self.connections = 0
         self.paths: list[str] = []
         outer = self
@@ -54,11 +54,12 @@ class Listener:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                body, ctype = (css.encode(), "text/css") if css is not None else (PNG, "image/png")
                 self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(PNG)))
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(PNG)
+                self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -388,3 +389,42 @@ def test_through_a_proxy_the_target_is_checked_first(tmp_path: Path, listener: L
         assert proxy.paths == [unresolvable]
     finally:
         proxy.stop()
+
+
+def test_a_loopback_url_inside_an_allowed_stylesheet_is_refused(tmp_path: Path, listener: Listener) -> None:
+    """A remote stylesheet (as Google Fonts' is) naming a loopback font: refused, the stylesheet named as where."""
+    font = f"http://127.0.0.1:{listener.port}/font.woff2"
+    sheet = Listener("127.0.0.2", css=f"@font-face {{ font-family: x; src: url({font}); }}\n")
+    try:
+        url = f"http://127.0.0.2:{sheet.port}/css2"
+        comp = _write(tmp_path / "comp", head=f'<link rel="stylesheet" href="{url}">')
+        env = {"RENDERD_CACHE_DIR": str(tmp_path / "cache"), ALLOW_ENV: "127.0.0.2"}
+        r = run_renderd("prepare", comp, "-o", tmp_path / "out", env=env)
+        assert r.returncode == 2, r.stderr
+        assert f"{url}:1: {font}: refused: 127.0.0.1 is not a public address" in r.stderr, r.stderr
+        assert sheet.paths == ["/css2"]
+        assert listener.connections == 0, listener.paths
+    finally:
+        sheet.stop()
+
+
+def test_npm_never_packs_a_spec_that_is_not_name_and_version(tmp_path: Path) -> None:
+    """The argv check in npm.py, behind the one in cdn.py: npm is not even started."""
+    import asyncio
+
+    from renderd.errors import NpmFailed
+    from renderd.prepare.cdn import NpmFile
+    from renderd.prepare.npm import NpmResolver
+
+    marker = tmp_path / "npm-ran"
+    fake_npm = tmp_path / "npm"
+    fake_npm.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    fake_npm.chmod(0o755)
+    resolver = NpmResolver(offline=True, npm=str(fake_npm))
+    try:
+        for name, version in (("gsap", "file:.."), ("--registry=x", "1.0.0"), ("gsap", "git+ssh:x")):
+            with pytest.raises(NpmFailed, match="is not a package name and version"):
+                asyncio.run(resolver.read(NpmFile(name, version, None)))
+    finally:
+        resolver.close()
+    assert not marker.exists()
