@@ -35,6 +35,15 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _HOST_NAME = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
 # NAT64 (RFC 6052): the last 32 bits are the IPv4 address the gateway connects to.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Not global in IANA's special-purpose registries, yet is_global in some Python versions (3.11
+# treats 192.0.0.8 and site-local fec0::1 as global): refused whatever Python says.
+_NOT_PUBLIC: tuple[IPNetwork, ...] = (
+    ipaddress.IPv4Network("192.0.0.0/24"),  # IETF protocol assignments
+    ipaddress.IPv6Network("fec0::/10"),  # site-local (deprecated, still routed inside some sites)
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # local-use NAT64
+    ipaddress.IPv6Network("5f00::/16"),  # SRv6 SIDs
+    ipaddress.IPv6Network("3fff::/20"),  # documentation
+)
 
 
 class AddressRefused(Exception):
@@ -61,6 +70,8 @@ def is_public(ip: IPAddress) -> bool:
             inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if inner is not None:
             return is_public(inner)
+    if any(ip in net for net in _NOT_PUBLIC if net.version == ip.version):
+        return False
     return ip.is_global and not (
         ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local or ip.is_unspecified
     )

@@ -309,7 +309,8 @@ def test_daemon_config_checks_prepare_allow(tmp_path: Path) -> None:
     (
         "127.0.0.1 10.1.2.3 172.16.0.1 192.168.1.1 169.254.169.254 100.64.0.1 0.0.0.0 224.0.0.1 255.255.255.255 "
         "192.0.2.1 198.18.0.1 240.0.0.1 ::1 :: fe80::1 fc00::1 fd12::1 ff02::1 2001:db8::1 ::ffff:127.0.0.1 "
-        "::ffff:10.0.0.1 ::127.0.0.1 2002:7f00:1:: 2002:a9fe:a9fe:: 64:ff9b::a9fe:a9fe"
+        "::ffff:10.0.0.1 ::127.0.0.1 2002:7f00:1:: 2002:a9fe:a9fe:: 64:ff9b::a9fe:a9fe 192.0.0.8 fec0::1 3fff::1 "
+        "100::1 2001::1"
     ).split(),
 )
 def test_non_public_addresses(address: str) -> None:
