@@ -39,6 +39,7 @@ from renderd.config_locate import (
     want,
 )
 from renderd.errors import ConfigError
+from renderd.netguard import AddressPolicy, check_entry
 from renderd.settings import DEFAULTS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -94,6 +95,8 @@ class DaemonConfig:
     scheduling: SchedulingPolicy = field(default_factory=SchedulingPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
     watchdog: bool = True
+    # Non-public networks and host names prepare may fetch from at submit ([prepare] allow).
+    prepare_allow: AddressPolicy = field(default_factory=AddressPolicy)
     source: Path | None = field(default=None, compare=False)
 
     def allowed_gids(self) -> tuple[int, ...]:
@@ -258,6 +261,17 @@ _SCHEDULING_KEYS: dict[str, Check] = {
     "quarantine_backoff": _duration(positive=False),
 }
 _TIMEOUT_KEYS: dict[str, Check] = {f.name: _duration(positive=True) for f in fields(Timeouts)}
+
+
+def _allow_entry(value: object) -> str:
+    v: str = want(value, str, "a string")
+    try:
+        return check_entry(v)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+
+
+_PREPARE_KEYS: dict[str, Check] = {"allow": list_of(_allow_entry)}
 _HOST_KEYS: dict[str, Check] = {
     "name": matching(_HOST_NAME, "a host name (letters, digits, '.', '_', '-')"),
     "address": _ssh_target,
@@ -295,7 +309,12 @@ def _resolve_groups(groups: Iterable[str | int]) -> tuple[tuple[int, ...], list[
 # --- the daemon config -------------------------------------------------------------------------
 
 
-_DAEMON_TABLES = {"daemon": _DAEMON_KEYS, "scheduling": _SCHEDULING_KEYS, "timeouts": _TIMEOUT_KEYS}
+_DAEMON_TABLES = {
+    "daemon": _DAEMON_KEYS,
+    "scheduling": _SCHEDULING_KEYS,
+    "timeouts": _TIMEOUT_KEYS,
+    "prepare": _PREPARE_KEYS,
+}
 
 
 def _parse_daemon(path: Path) -> tuple[DaemonConfig | None, Problems, dict[str, Any]]:
@@ -326,6 +345,7 @@ def _parse_daemon(path: Path) -> tuple[DaemonConfig | None, Problems, dict[str, 
         **daemon,
         scheduling=SchedulingPolicy(**sched),
         timeouts=Timeouts(**values["timeouts"]),
+        prepare_allow=AddressPolicy.parse(values["prepare"].get("allow", ())),
         source=path,
     )
     return config, problems, daemon

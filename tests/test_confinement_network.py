@@ -265,7 +265,8 @@ def check_render(out: Path, names: list[str], listeners: Listeners) -> None:
 def render(argv_prefix: list[str], comp: Path, out: Path, work: Path, env: dict[str, str] | None = None) -> None:
     """Render the attack composition with ``renderd render`` started by ``argv_prefix``."""
     # --no-prepare: `renderd prepare` downloads a composition's remote URLs from renderd itself
-    # (outside Chromium), which is not what this test is about.
+    # (outside Chromium; only from public addresses, see test_confinement_prepare.py), which is
+    # not what this test is about.
     render_args = ["render", str(comp), "-o", str(out), "--workers", "1", "--no-prepare"]
     argv = with_private_resolver([*argv_prefix, *render_args], work)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=240, cwd=ROOT, env={**os.environ, **(env or {})})

@@ -2,6 +2,9 @@
 
 A real HTTP server on 127.0.0.1 plays the CDN, Google Fonts and an npm registry; it is stopped
 before rendering, and the render runs in a network namespace without network when possible.
+Prepare fetches only from public addresses unless the operator allows more, so every test here
+allows 127.0.0.1 (RENDERD_PREPARE_ALLOW, and ``[prepare] allow`` for the daemon); what is refused
+without it is tested in test_confinement_prepare.py.
 """
 
 from __future__ import annotations
@@ -73,6 +76,16 @@ class CdnServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self._thread.join(10)
+
+
+# The daemon's config line that lets it fetch from the loopback CDN of these tests.
+ALLOW_LOOPBACK = '[prepare]\nallow = ["127.0.0.1"]\n'
+
+
+@pytest.fixture(autouse=True)
+def _allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let `renderd prepare`/`render` (they inherit the environment) fetch from the loopback CDN."""
+    monkeypatch.setenv("RENDERD_PREPARE_ALLOW", "127.0.0.1")
 
 
 @pytest.fixture
@@ -267,7 +280,7 @@ def test_daemon_submit_renders_the_prepared_copy(short_tmp: Path, cdn: CdnServer
     _serve_assets(cdn)
     comp = _write_composition(short_tmp / "comp", cdn.base)
     before = _tree(comp)
-    daemon = Daemon(short_tmp)
+    daemon = Daemon(short_tmp, timeouts=ALLOW_LOOPBACK)
     daemon.start()
     try:
         out = short_tmp / "out.mp4"
@@ -353,7 +366,7 @@ def test_ssh_hosts_without_network_render_the_prepared_copy(short_tmp: Path, cdn
     # Each host's agent runs in its own network namespace: no interface up, not even loopback.
     agent = [*_unshare_prefix(), sys.executable, "-m", "renderd", "agent"]
     with TestHosts(short_tmp / "ssh", 2, agent_command=agent) as hosts:
-        daemon = Daemon(short_tmp, hosts_file=hosts.inventory)
+        daemon = Daemon(short_tmp, hosts_file=hosts.inventory, timeouts=ALLOW_LOOPBACK)
         daemon.start()
         try:
             out = short_tmp / "out.mp4"

@@ -57,10 +57,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     import asyncio
 
     from renderd.composition import load_composition
+    from renderd.netguard import AddressPolicy
     from renderd.prepare import PrepareOptions, prepare_composition
 
     comp = load_composition(args.composition)
-    result = asyncio.run(prepare_composition(comp, PrepareOptions(offline=args.offline, output=args.output)))
+    options = PrepareOptions(offline=args.offline, output=args.output, allow=AddressPolicy.from_env())
+    result = asyncio.run(prepare_composition(comp, options))
     if args.json:
         print(json.dumps(result.to_dict(), separators=(",", ":")), flush=True)
     else:
@@ -76,13 +78,14 @@ async def prepare_for_render(path: Path, *, offline: bool, quiet: bool) -> Path:
 
     from renderd.composition import load_composition
     from renderd.errors import PrepareError
+    from renderd.netguard import AddressPolicy
     from renderd.prepare import PrepareOptions, needs_prepare, prepare_composition
 
     comp = load_composition(path)
     if not await asyncio.to_thread(needs_prepare, comp):
         return path
     try:
-        result = await prepare_composition(comp, PrepareOptions(offline=offline))
+        result = await prepare_composition(comp, PrepareOptions(offline=offline, allow=AddressPolicy.from_env()))
     except PrepareError as exc:
         if not exc.problems:
             raise

@@ -166,12 +166,13 @@ async def prepared(comp: Composition, config: DaemonConfig, scans: PrepareScans)
 
     Render hosts have no network, so remote scripts, fonts and media are localised here, once;
     the prepared copy (under the state directory unless $RENDERD_CACHE_DIR is set) is what the
-    hosts get.
+    hosts get. The composition is the submitter's, so it is fetched from public addresses only,
+    plus what ``[prepare] allow`` names (the daemon's own environment does not widen this).
     """
     if not await asyncio.to_thread(scans.needs_prepare, comp):
         return comp
     cache_root = None if os.environ.get(CACHE_ENV) else config.state_dir / "cache"
-    result = await prepare_composition(comp, PrepareOptions(cache_root=cache_root))
+    result = await prepare_composition(comp, PrepareOptions(cache_root=cache_root, allow=config.prepare_allow))
     if (warning := result.unresolved_warning()) is not None:
         log.warning("%s: %s", comp.entry, warning)
     return load_composition(result.entry)

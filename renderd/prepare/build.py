@@ -32,6 +32,7 @@ from pathlib import Path
 from renderd.composition import Composition
 from renderd.confine import read_inside, tree_entries
 from renderd.errors import OutputError, PrepareError, Problem, Refused
+from renderd.netguard import AddressPolicy
 from renderd.outputs import check_outside
 from renderd.prepare.cache import AssetCache, default_cache_root
 from renderd.prepare.model import (
@@ -50,12 +51,17 @@ from renderd.prepare.scan import local_target, scan_css, scan_html, scan_js
 
 @dataclass(frozen=True, slots=True)
 class PrepareOptions:
-    """How to prepare: network or not, where the cache is, where the copy goes (None: in the cache)."""
+    """How to prepare: network or not, where the cache is, where the copy goes (None: in the cache).
+
+    ``allow``: the non-public networks and host names the operator lets prepare fetch from
+    (default: public internet addresses only; see renderd.netguard).
+    """
 
     offline: bool = False
     cache_root: Path | None = None
     output: Path | None = None
     limits: FetchLimits = field(default_factory=FetchLimits)
+    allow: AddressPolicy = field(default_factory=AddressPolicy)
 
 
 @dataclass(slots=True)
@@ -243,7 +249,7 @@ async def _resolve_all(
             if wanted.get(r.url) != "stylesheet":
                 wanted[r.url] = r.kind
     npm = NpmResolver(offline=options.offline)
-    resolver = Resolver(cache, npm, offline=options.offline, limits=options.limits)
+    resolver = Resolver(cache, npm, offline=options.offline, limits=options.limits, allow=options.allow)
     urls = sorted(wanted)
     try:
         got = await asyncio.gather(*(resolver.resolve(u, wanted[u]) for u in urls))

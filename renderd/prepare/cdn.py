@@ -4,6 +4,11 @@ jsDelivr (``/npm/...``) and unpkg serve any npm package: ``NAME@VERSION/PATH`` n
 ``PATH`` inside the package tarball, so every such URL can be resolved from npm. cdnjs has its own
 names and layout, so only the well-known animation libraries are mapped (see ``CDNJS``).
 A version is required: an unversioned URL names "latest", which is not reproducible.
+
+The URL is the composition's, so what it names becomes ``npm pack NAME@VERSION`` only when NAME
+is a package name and VERSION a version, range or tag (``valid_spec``): npm also understands
+``file:``, ``git+ssh:``, ``http:`` and ``npm:`` specs and options starting with ``-``, and none of
+those may come from a composition (npm fetches from the registry the operator configured).
 """
 
 from __future__ import annotations
@@ -46,6 +51,17 @@ CDNJS: dict[str, CdnjsLibrary] = {
 }
 _NPM_PATH = re.compile(r"^(?P<name>(?:@[^/@]+/)?[^/@]+)@(?P<version>[^/]+)(?:/(?P<path>.*))?$")
 _THREE_REVISION = re.compile(r"^r(\d+)$")
+# npm's package-name rule (validate-npm-package-name), but never starting with '-', '.', '_' or
+# '~' (legacy names with capitals are still allowed).
+_PACKAGE_NAME = re.compile(r"(?:@[a-z0-9][a-z0-9._~-]*/)?[A-Za-z0-9][A-Za-z0-9._~-]*")
+# A version, a range ("3", "^3.12", "3.x", ">=1.2") or a dist-tag: no ':' or '/' (URL, git, file and
+# alias specs), no spaces, nothing that starts like an option or a path.
+_VERSION = re.compile(r"[A-Za-z0-9^~<>=*][A-Za-z0-9.+^~<>=*_-]*")
+
+
+def valid_spec(name: str, version: str) -> bool:
+    """Return whether ``name@version`` names a package version in the registry and nothing else."""
+    return bool(_PACKAGE_NAME.fullmatch(name) and _VERSION.fullmatch(version)) and len(name) <= 214
 
 
 def npm_file_for(url: str) -> NpmFile | None:
@@ -66,6 +82,8 @@ def _npm_path(rest: str) -> NpmFile | None:
     m = _NPM_PATH.match(rest)
     if m is None:
         return None
+    if not valid_spec(m.group("name"), m.group("version")):
+        return None
     file = m.group("path") or None
     if file is not None and (file.endswith("/") or file.startswith("+") or "/+" in file):
         return None  # a directory listing or a jsDelivr-generated bundle (+esm): not a file in the package
@@ -76,7 +94,7 @@ def _cdnjs_path(rest: str) -> NpmFile | None:
     lib, _, tail = rest.partition("/")
     version, _, file = tail.partition("/")
     known = CDNJS.get(lib)
-    if known is None or not version or not file:
+    if known is None or not version or not file or not valid_spec(known.npm_name, version):
         return None
     if known.npm_name == "three":
         # cdnjs names three.js releases "r128"; npm publishes them as 0.128.0.

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from renderd.errors import NpmFailed as NpmFailed
-from renderd.prepare.cdn import NpmFile
+from renderd.prepare.cdn import NpmFile, valid_spec
 
 NPM_TIMEOUT_S = 120.0
 MAX_TARBALL_BYTES = 256 << 20
@@ -42,6 +42,9 @@ class NpmResolver:
         """Return the bytes of ``file`` and its path inside the package."""
         if self._npm is None:
             raise NpmFailed("npm is not installed, so the package cannot be read from an npm cache or registry")
+        if not valid_spec(file.name, file.version):
+            # npm_file_for never makes one; checked again because this becomes npm's argv.
+            raise NpmFailed(f"{file.spec!r} is not a package name and version")
         task = self._packs.get(file.spec)
         if task is None:
             task = asyncio.create_task(self._pack(file.spec))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from renderd.errors import FetchFailed, NpmFailed, Problem
+from renderd.netguard import AddressPolicy
 from renderd.prepare.cache import AssetCache, Cached, sha256_hex
 from renderd.prepare.cdn import npm_file_for
 from renderd.prepare.model import FetchLimits
@@ -82,11 +83,20 @@ def _is_css(url: str, kind: str, content_type: str) -> bool:
 class Resolver:
     """Resolve URLs once each per run; failures of nested references are kept in ``problems``."""
 
-    def __init__(self, cache: AssetCache, npm: NpmResolver, *, offline: bool, limits: FetchLimits) -> None:
+    def __init__(
+        self,
+        cache: AssetCache,
+        npm: NpmResolver,
+        *,
+        offline: bool,
+        limits: FetchLimits,
+        allow: AddressPolicy | None = None,
+    ) -> None:
         self.cache = cache
         self.npm = npm
         self.offline = offline
         self.limits = limits
+        self.allow = allow or AddressPolicy()
         self.problems: list[Problem] = []
         self._tasks: dict[str, asyncio.Task[Resolved | str]] = {}
         self._fetcher: Fetcher | None = None
@@ -98,7 +108,7 @@ class Resolver:
         if self._fetcher is None:
             from renderd.prepare.fetch import Fetcher
 
-            self._fetcher = Fetcher(self.limits)
+            self._fetcher = Fetcher(self.limits, self.allow)
         return self._fetcher
 
     async def aclose(self) -> None:
