@@ -19,13 +19,14 @@
     ├── DescribeRequestError     an agent's describe request that is not valid
     ├── AgentFailed              an agent ended without a verified result (``host``, ``retryable``)
     │   └── HostUnavailable      the host could not be reached (the chunk goes elsewhere)
+    ├── StateDirLocked           another daemon holds the state dir
     ├── ControlError             a control request the daemon refuses (``code``)
     └── DaemonError              the daemon's error reply, as the client sees it (``code``)
 
 Internal signals, caught inside the module family that raises them and never shown as such:
 ``PageBroken`` (a worker must reopen its page), ``Refused`` and ``AssetTooLarge`` (a composition
 file the page may not have), ``FetchFailed`` and ``NpmFailed`` (one URL of a prepare),
-``Invalid`` (one config value), ``NoServe`` (a host's agent predates ``--serve``).
+``Invalid`` (one config value), ``AddressRefused`` (a connection prepare must not make), ``NoServe`` (a host's agent predates ``--serve``).
 
 Dependency errors (Playwright, asyncssh, OSError from subprocess spawning) are translated into
 these at the boundary module that calls the dependency, with ``raise ... from exc``. Only the
@@ -263,6 +264,21 @@ class ServeError(RenderdError):
 
     A fault of this installation, not of the composition: another host may well render it.
     """
+
+
+class StateDirLocked(RenderdError):
+    """Another daemon holds the state dir."""
+
+
+class AddressRefused(Exception):
+    """A connection prepare must not make; the message names the host and the address.
+
+    ``url`` is the request that was refused, set where the request is known (a redirect hop).
+    """
+
+    def __init__(self, reason: str, url: str | None = None) -> None:
+        super().__init__(reason)
+        self.url = url
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -25,7 +25,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from renderd.errors import PrepareError
+from renderd.errors import AddressRefused, PrepareError
 
 ALLOW_ENV = "RENDERD_PREPARE_ALLOW"
 
@@ -44,17 +44,6 @@ _NOT_PUBLIC: tuple[IPNetwork, ...] = (
     ipaddress.IPv6Network("5f00::/16"),  # SRv6 SIDs
     ipaddress.IPv6Network("3fff::/20"),  # documentation
 )
-
-
-class AddressRefused(Exception):
-    """A connection prepare must not make; the message names the host and the address.
-
-    ``url`` is the request that was refused, set where the request is known (a redirect hop).
-    """
-
-    def __init__(self, reason: str, url: str | None = None) -> None:
-        super().__init__(reason)
-        self.url = url
 
 
 def is_public(ip: IPAddress) -> bool:

@@ -13,13 +13,9 @@ import fcntl
 import os
 from pathlib import Path
 
-from renderd.errors import RenderdError
+from renderd.errors import StateDirLocked
 
 LOCK_NAME = "renderd.lock"
-
-
-class StateDirLocked(RenderdError):
-    """Another daemon holds the state dir."""
 
 
 class StateLock:

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from renderd.errors import FetchFailed
-from renderd.netguard import AddressPolicy, AddressRefused, check_addresses, literal_address, resolve
+from renderd.errors import AddressRefused, FetchFailed
+from renderd.netguard import AddressPolicy, check_addresses, literal_address, resolve
 from renderd.prepare.model import FetchLimits
 
 BROWSER_USER_AGENT = (
