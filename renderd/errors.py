@@ -26,7 +26,8 @@
 Internal signals, caught inside the module family that raises them and never shown as such:
 ``PageBroken`` (a worker must reopen its page), ``Refused`` and ``AssetTooLarge`` (a composition
 file the page may not have), ``FetchFailed`` and ``NpmFailed`` (one URL of a prepare),
-``Invalid`` (one config value), ``AddressRefused`` (a connection prepare must not make), ``NoServe`` (a host's agent predates ``--serve``).
+``AddressRefused`` (a connection prepare must not make), ``Invalid`` (one config value),
+``NoServe`` (a host's agent predates ``--serve``).
 
 Dependency errors (Playwright, asyncssh, OSError from subprocess spawning) are translated into
 these at the boundary module that calls the dependency, with ``raise ... from exc``. Only the

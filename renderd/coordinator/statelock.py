@@ -13,7 +13,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from renderd.errors import StateDirLocked
+from renderd.errors import RenderdError, StateDirLocked
 
 LOCK_NAME = "renderd.lock"
 
