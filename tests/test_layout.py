@@ -78,3 +78,20 @@ def test_only_the_cli_package_imports_the_cli() -> None:
     outside = {m: sorted(t for t in deps if t.startswith("renderd.cli")) for m, deps in graph.items()}
     leaks = {m: t for m, t in outside.items() if t and not m.startswith("renderd.cli") and m != "renderd.__main__"}
     assert leaks == {}
+
+
+def test_every_exception_class_lives_in_errors_py() -> None:
+    """One exception tree (renderd/errors.py): a class deriving from an exception defined elsewhere is a finding."""
+    exception_names = {"Exception", "BaseException", "ValueError", "RuntimeError", "OSError"}
+    tree = ast.parse((PACKAGE / "errors.py").read_text(encoding="utf-8"))
+    exception_names |= {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    elsewhere = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "errors.py" and path.parent == PACKAGE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+                if bases & exception_names:
+                    elsewhere.append(f"{path.relative_to(PACKAGE.parent)}: {node.name}")
+    assert elsewhere == []
