@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from users import UNAVAILABLE, ThrowawayUser
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -61,6 +62,18 @@ def short_tmp() -> Iterator[Path]:
     os.chmod(root, 0o755)
     yield root
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def throwaway_user() -> Iterator[ThrowawayUser]:
+    """A new unprivileged user for this test module, removed afterwards (skips unless root, see users.py)."""
+    if UNAVAILABLE is not None:
+        pytest.skip(f"cannot make a throwaway user: {UNAVAILABLE}")
+    user = ThrowawayUser()
+    try:
+        yield user
+    finally:
+        user.remove()
 
 
 @pytest.fixture(scope="session", autouse=True)

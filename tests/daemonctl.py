@@ -39,6 +39,11 @@ class Daemon:
         if hosts_file is None:
             self.hosts.write_text(HOSTS.format(slots=slots))
 
+    def allow_uids(self, *uids: int) -> None:
+        """Let ``uids`` use the control socket besides root (start with ``socket_mode="0666"``)."""
+        text = self.config.read_text()
+        self.config.write_text(text.replace("[daemon]\n", f"[daemon]\nallowed_uids = {list(uids)}\n", 1))
+
     def start(self, socket_mode: str = "0660") -> None:
         log = self.log.open("ab")
         self.proc = subprocess.Popen(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_renderd
 from daemonctl import Daemon, request_as, wait_state
+from users import ThrowawayUser, needs_root_and_user_tools
 from videotools import close, decode_frames, pixel
 
 pytestmark = pytest.mark.browser
@@ -212,52 +212,36 @@ def test_asset_over_the_limit_fails_with_one_line(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def _throwaway_user() -> str:
-    name = "rdconfine"
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True, timeout=30)
-    return name
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the daemon runs as root, the submitter as a throwaway user")
-def test_daemon_submitter_cannot_read_a_root_only_file(short_tmp: Path) -> None:
-    if shutil.which("useradd") is None or shutil.which("runuser") is None:
-        pytest.skip("useradd/runuser not available")
-    user = _throwaway_user()
-    pw = pwd.getpwnam(user)
+@needs_root_and_user_tools
+def test_daemon_submitter_cannot_read_a_root_only_file(short_tmp: Path, throwaway_user: ThrowawayUser) -> None:
+    user = throwaway_user
     secret = short_tmp / "secret"
     secret.mkdir(mode=0o700)
     (secret / "canary.html").write_text('<body style="margin:0;background:rgb(255,0,0)"></body>')
     os.chmod(secret / "canary.html", 0o600)
     home = short_tmp / "home"
     home.mkdir()
-    os.chown(home, pw.pw_uid, pw.pw_gid)
+    os.chown(home, user.uid, user.gid)
     comp = home / "comp"
-
-    def as_user(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["runuser", "-u", user, "--", *argv], capture_output=True, text=True, timeout=240)
-
-    assert as_user("mkdir", "-p", f"{comp}/sub").returncode == 0
-    assert as_user("ln", "-s", str(secret / "canary.html"), f"{comp}/sub/index.html").returncode == 0
+    assert user.run("mkdir", "-p", comp / "sub").returncode == 0
+    assert user.run("ln", "-s", secret / "canary.html", comp / "sub" / "index.html").returncode == 0
     page = (
         '<html><body style="margin:0;background:rgb(0,200,0)">'
         '<iframe src="sub/" style="border:0;width:32px;height:48px"></iframe>'
         "<script>window.__renderd = {width: 64, height: 48, fps: 1, duration: 1, seek() {}};</script></body></html>"
     )
     (comp / "index.html").write_text(page)
-    os.chown(comp / "index.html", pw.pw_uid, pw.pw_gid)
+    os.chown(comp / "index.html", user.uid, user.gid)
     (short_tmp / "d").mkdir()
     d = Daemon(short_tmp / "d")
-    d.config.write_text(d.config.read_text().replace("[timeouts]", f"allowed_uids = [{pw.pw_uid}]\n[timeouts]"))
+    d.allow_uids(user.uid)
     d.start(socket_mode="0666")
     try:
         out = home / "out.mp4"
-        # The venv may be unreadable to the user (under /root): the request goes from a forked
-        # child running as the user, as `renderd submit` would send it.
+        # The request `renderd submit` would send, on a connection the user's own process makes:
+        # the daemon learns the submitter's uid from the socket's peer credentials.
         line = json.dumps({"op": "submit", "composition": str(comp), "output": str(out)}).encode() + b"\n"
-        reply = request_as(pw.pw_uid, pw.pw_gid, d.socket, line, timeout=180)
+        reply = request_as(user.uid, user.gid, d.socket, line, timeout=180)
         assert "job" in reply, reply
         job = reply["job"]["id"]
         status = wait_state(d, job, ("done", "failed"))

@@ -8,29 +8,28 @@ The page also paints one square per attempt, red when the page saw it succeed.
 
 A control run shows the page is a real attack: the same page in a Chromium launched as renderd
 launched it before confinement (host network, request routing only) does reach the listeners.
-Runs as root (CI) and as a throwaway unprivileged user, through `renderd render` and a daemon;
-the kernel's view (namespaces, seccomp, capabilities of Chromium's processes) is checked too.
+Runs as root (CI) and as a throwaway unprivileged user (tests/users.py), through `renderd render`
+and through a daemon to which that user submits; the kernel's view (namespaces, seccomp,
+capabilities of Chromium's processes) is checked too.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pwd
 import selectors
 import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, renderd_cmd
+from conftest import ROOT, renderd_cmd, run_renderd
 from daemonctl import Daemon
+from users import ThrowawayUser
 from videotools import close, decode_frames, pixel
 
 from renderd.engine import sandbox
@@ -281,51 +280,29 @@ def test_render_reaches_nothing_on_the_host(listeners: Listeners, short_tmp: Pat
     check_render(out, names, listeners)
 
 
-@pytest.fixture(scope="module")
-def unprivileged_user() -> Iterator[str]:
-    """A throwaway system user (created when running as root) that can run this checkout's renderd."""
+@pytest.fixture
+def unprivileged(request: pytest.FixtureRequest) -> ThrowawayUser | None:
+    """The throwaway user when the tests run as root; None when they already run unprivileged."""
     if os.geteuid() != 0:
-        yield pwd.getpwuid(os.geteuid()).pw_name
-        return
-    if shutil.which("useradd") is None or shutil.which("runuser") is None:
-        pytest.skip("useradd/runuser are not installed: cannot run renderd as an unprivileged user")
-    name = f"rdns{uuid.uuid4().hex[:8]}"
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["userdel", name], check=False)
-
-
-def unprivileged_prefix(user: str, home: Path) -> list[str]:
-    """Return the argv prefix running renderd as ``user`` (skip the test when that cannot work)."""
-    if os.geteuid() != 0:
-        return renderd_cmd()[:1]
-    # The venv's interpreter may live under root's home (pyenv), unreadable to others: run the
-    # system Python of the same minor version on the venv's site-packages instead.
-    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_relative_to(Path(sys.prefix)))
-    python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/usr/local/bin")
-    if python is None:
-        pytest.skip(f"no system python{sys.version_info.major}.{sys.version_info.minor} for an unprivileged user")
-    prefix = ["runuser", "-u", user, "--", "env", f"HOME={home}", f"PYTHONPATH={site}", python, "-m", "renderd"]
-    probe = subprocess.run([*prefix, "--help"], capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0:
-        pytest.skip(f"this checkout's renderd does not run as an unprivileged user: {probe.stderr.strip()[-300:]}")
-    return prefix
+        return None
+    user: ThrowawayUser = request.getfixturevalue("throwaway_user")
+    return user
 
 
 def test_render_as_unprivileged_user_reaches_nothing_and_keeps_the_sandbox(
-    listeners: Listeners, short_tmp: Path, unprivileged_user: str
+    listeners: Listeners, short_tmp: Path, unprivileged: ThrowawayUser | None
 ) -> None:
     names = write_attack(short_tmp / "comp", listeners)
     home = short_tmp / "home"
     home.mkdir()
     out_dir = short_tmp / "out"
     out_dir.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(home, unprivileged_user)
-        shutil.chown(out_dir, unprivileged_user)
-    prefix = unprivileged_prefix(unprivileged_user, home)
+    if unprivileged is None:
+        prefix = renderd_cmd()[:1]
+    else:
+        for directory in (home, out_dir):
+            os.chown(directory, unprivileged.uid, unprivileged.gid)
+        prefix = unprivileged.renderd_argv(env={"HOME": str(home)})
     probe = subprocess.run([*prefix, "agent", "--probe"], capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0, probe.stderr
     assert '"network": "none"' in probe.stdout and '"chromium_sandbox": true' in probe.stdout, probe.stdout
@@ -333,18 +310,37 @@ def test_render_as_unprivileged_user_reaches_nothing_and_keeps_the_sandbox(
     check_render(out_dir / "out.mp4", names, listeners)
 
 
-def test_daemon_job_reaches_nothing_on_the_host(listeners_without_dns: Listeners, short_tmp: Path) -> None:
-    """The same attack submitted to a daemon: the describing agent and its local agent's workers are confined."""
-    names = write_attack(short_tmp / "comp", listeners_without_dns)
-    out = short_tmp / "out.mp4"
+def test_daemon_job_reaches_nothing_on_the_host(
+    listeners_without_dns: Listeners, short_tmp: Path, unprivileged: ThrowawayUser | None
+) -> None:
+    """An unprivileged user submits the attack to a daemon: the describing agent and local workers are confined."""
+    comp = short_tmp / "comp"
+    names = write_attack(comp, listeners_without_dns)
+    out_dir = short_tmp / "out"
+    out_dir.mkdir()
+    out = out_dir / "out.mp4"
     daemon = Daemon(short_tmp, slots=1)
-    daemon.start()
+    submit = ("submit", comp, "-o", out, "--wait", "--socket", daemon.socket)
+    if unprivileged is None:
+        daemon.start()
+    else:
+        # The submitter's own composition and output directory; the daemon (root) writes the
+        # video only where that uid could.
+        for path in (comp, comp / "index.html", out_dir):
+            os.chown(path, unprivileged.uid, unprivileged.gid)
+        daemon.allow_uids(unprivileged.uid)
+        daemon.start(socket_mode="0666")
     try:
-        r = daemon.ctl("submit", short_tmp / "comp", "-o", out, "--wait", timeout=240)
+        if unprivileged is None:
+            r = run_renderd(*submit, timeout=240)
+        else:
+            r = unprivileged.renderd(*submit, timeout=240)
         assert r.returncode == 0, r.stderr + daemon.log.read_text()[-2000:]
     finally:
         daemon.stop()
     assert "WITH THE HOST'S NETWORK" not in daemon.log.read_text()
+    if unprivileged is not None:
+        assert os.stat(out).st_uid == unprivileged.uid
     check_render(out, [n for n in names if n != "dns"], listeners_without_dns)
 
 

@@ -9,19 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pwd
-import secrets
 import shutil
 import subprocess
-import sys
-import sysconfig
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, ROOT, run_renderd
+from conftest import FIXTURES, run_renderd
 from daemonctl import Daemon, wait_state
+from users import ThrowawayUser, needs_root_and_user_tools
 from videotools import ffprobe
 
 pytestmark = pytest.mark.browser
@@ -159,51 +156,11 @@ def test_prepare_output_must_neither_be_in_nor_hold_the_composition(comp: Path) 
 # -- the daemon, with an unprivileged submitter ------------------------------------------------
 
 
-def _system_python_matches() -> bool:
-    """The submitter cannot run this venv's interpreter when it lives under /root (0700)."""
-    if not Path("/usr/bin/python3").exists():
-        return False
-    v = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"], capture_output=True)
-    return v.stdout.decode().strip() == str(sys.version_info[:2])
-
-
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("runuser") or not _system_python_matches(),
-    reason="needs root, useradd, runuser and a /usr/bin/python3 of this Python's version",
-)
-
-
-class Submitter:
-    """A throwaway user who runs the real `renderd` client (system Python, this checkout's code)."""
-
-    def __init__(self) -> None:
-        self.name = f"rdt{secrets.token_hex(3)}"
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", self.name], check=True)
-        pw = pwd.getpwnam(self.name)
-        self.uid, self.gid = pw.pw_uid, pw.pw_gid
-
-    def renderd(self, *args: str | os.PathLike[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-        path = f"{ROOT}:{sysconfig.get_paths()['purelib']}"
-        argv = ["runuser", "-u", self.name, "--", "env", f"PYTHONPATH={path}", "PYTHONDONTWRITEBYTECODE=1"]
-        argv += ["/usr/bin/python3", "-m", "renderd", *map(str, args)]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd=cwd)
-
-    def remove(self) -> None:
-        subprocess.run(["userdel", self.name], check=False)
-
-
-@pytest.fixture(scope="module")
-def submitter() -> Iterator[Submitter]:
-    s = Submitter()
-    yield s
-    s.remove()
-
-
 @pytest.fixture
-def shared(short_tmp: Path, submitter: Submitter) -> Iterator[tuple[Daemon, Path, Path]]:
+def shared(short_tmp: Path, throwaway_user: ThrowawayUser) -> Iterator[tuple[Daemon, Path, Path]]:
     """A root daemon that allows the submitter, a composition they can read, a sticky 1777 directory."""
     d = Daemon(short_tmp, slots=1)
-    d.config.write_text(d.config.read_text().replace("[daemon]\n", f"[daemon]\nallowed_uids = [{submitter.uid}]\n"))
+    d.allow_uids(throwaway_user.uid)
     comp = short_tmp / "comp"
     shutil.copytree(FIXTURES / "frame-index-hook", comp)
     sticky = short_tmp / "shared"
@@ -217,66 +174,68 @@ def shared(short_tmp: Path, submitter: Submitter) -> Iterator[tuple[Daemon, Path
     d.stop()
 
 
-def _submit(s: Submitter, d: Daemon, comp: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _submit(s: ThrowawayUser, d: Daemon, comp: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return s.renderd("submit", comp, "-o", out, "--frames", "0:4", "--chunks", "1", "--socket", d.socket, *extra,
                      cwd=d.root)  # fmt: skip
 
 
-@needs_root
+@needs_root_and_user_tools
 def test_submitter_cannot_replace_a_root_file_in_a_sticky_directory(
-    shared: tuple[Daemon, Path, Path], submitter: Submitter
+    shared: tuple[Daemon, Path, Path], throwaway_user: ThrowawayUser
 ) -> None:
     d, comp, sticky = shared
     target = sticky / "out.mp4"
     target.write_bytes(ROOT_VIDEO)
-    r = _submit(submitter, d, comp, target, "--wait")
+    r = _submit(throwaway_user, d, comp, target, "--wait")
     assert r.returncode != 0, r.stdout + r.stderr
     line = _one_error_line(r.stderr)
-    assert f"output {target} belongs to uid 0; uid {submitter.uid} may not replace it" in line, line
+    assert f"output {target} belongs to uid 0; uid {throwaway_user.uid} may not replace it" in line, line
     assert target.read_bytes() == ROOT_VIDEO and os.stat(target).st_uid == 0
     assert d.json("list")["jobs"] == []
 
 
-@needs_root
-def test_submitter_cannot_replace_through_a_symlink(shared: tuple[Daemon, Path, Path], submitter: Submitter) -> None:
+@needs_root_and_user_tools
+def test_submitter_cannot_replace_through_a_symlink(
+    shared: tuple[Daemon, Path, Path], throwaway_user: ThrowawayUser
+) -> None:
     d, comp, sticky = shared
     victim = d.root / "victim.mp4"
     victim.write_bytes(ROOT_VIDEO)
     link = sticky / "link.mp4"
-    subprocess.run(["runuser", "-u", submitter.name, "--", "ln", "-s", str(victim), str(link)], check=True)
-    r = _submit(submitter, d, comp, link, "--wait")
+    assert throwaway_user.run("ln", "-s", victim, link).returncode == 0
+    r = _submit(throwaway_user, d, comp, link, "--wait")
     assert r.returncode != 0
     assert "is a symbolic link" in _one_error_line(r.stderr)
     assert victim.read_bytes() == ROOT_VIDEO and link.is_symlink()
 
 
-@needs_root
-def test_new_output_belongs_to_the_submitter(shared: tuple[Daemon, Path, Path], submitter: Submitter) -> None:
+@needs_root_and_user_tools
+def test_new_output_belongs_to_the_submitter(shared: tuple[Daemon, Path, Path], throwaway_user: ThrowawayUser) -> None:
     d, comp, sticky = shared
     out = sticky / "new.mp4"
-    r = _submit(submitter, d, comp, out, "--wait")
+    r = _submit(throwaway_user, d, comp, out, "--wait")
     assert r.returncode == 0, r.stderr + d.log.read_text()[-2000:]
     st = os.stat(out, follow_symlinks=False)
-    assert (st.st_uid, st.st_gid) == (submitter.uid, submitter.gid)
+    assert (st.st_uid, st.st_gid) == (throwaway_user.uid, throwaway_user.gid)
     packets = ffprobe(out, "-count_packets", "-show_entries", "stream=nb_read_packets")["streams"][0]
     assert packets["nb_read_packets"] == "4"
     # Nothing but the output was left in the shared directory (no temp files).
     assert sorted(p.name for p in sticky.iterdir()) == ["new.mp4"]
 
 
-@needs_root
+@needs_root_and_user_tools
 def test_a_file_that_appears_before_assembly_is_not_replaced(
-    shared: tuple[Daemon, Path, Path], submitter: Submitter
+    shared: tuple[Daemon, Path, Path], throwaway_user: ThrowawayUser
 ) -> None:
     d, comp, sticky = shared
     out = sticky / "late.mp4"
-    r = _submit(submitter, d, comp, out)
+    r = _submit(throwaway_user, d, comp, out)
     assert r.returncode == 0, r.stderr
     job = r.stdout.strip()
     out.write_bytes(ROOT_VIDEO)  # root's file arrives while the job renders
     status = wait_state(d, job, ("failed", "done"))
     assert status["job"]["state"] == "failed", status["job"]
-    assert f"belongs to uid 0; uid {submitter.uid} may not replace it" in status["job"]["error"]
+    assert f"belongs to uid 0; uid {throwaway_user.uid} may not replace it" in status["job"]["error"]
     assert out.read_bytes() == ROOT_VIDEO
     assert sorted(p.name for p in sticky.iterdir()) == ["late.mp4"]
     assert d.proc is not None and d.proc.poll() is None
