@@ -12,6 +12,7 @@ refused (a FIFO would block, ``/dev/zero`` never ends).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -153,3 +154,24 @@ def tree_entries(root: Path) -> list[TreeEntry]:
                 out.append(TreeEntry(rel, path, False))
     out.sort(key=lambda e: e.rel)
     return out
+
+
+def tree_digest(root: Path) -> str:
+    """Return a hash of every file under ``root`` (relative names and bytes) and of its symlinks (where to).
+
+    Symlinks are not followed (a composition's link to a file outside it is never read): what a
+    link says is hashed, not what it points at. Blocking: run it in a thread.
+    """
+    h = hashlib.sha256()
+    for e in tree_entries(root):
+        rel = e.rel.encode("utf-8", "surrogateescape")
+        h.update(len(rel).to_bytes(4, "big") + rel)
+        if e.link:
+            to = "" if e.target is None else e.target.relative_to(root).as_posix()
+            h.update(b"\1" + to.encode("utf-8", "surrogateescape"))
+        else:
+            with e.path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ import asyncssh
 from renderd import procs
 from renderd.assignment import Assignment
 from renderd.config import HostConfig, Timeouts
-from renderd.confine import tree_entries
+from renderd.confine import tree_digest
 from renderd.coordinator.transport import (
     CANCEL_GRACE_S,
     STDERR_LINES,
@@ -42,28 +41,6 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_MAX = 3
 RSYNC_TIMEOUT_S = 600.0
-
-
-def composition_digest(root: Path) -> str:
-    """Return a content hash of every file under ``root`` (names and bytes) and of its symlinks (where to).
-
-    Symlinks are not followed (a composition's link to a file outside it is never read); the
-    staging rsync drops the ones leading out of the tree (--safe-links).
-    """
-    h = hashlib.sha256()
-    root = root.resolve()
-    for e in tree_entries(root):
-        rel = e.rel.encode("utf-8", "surrogateescape")
-        h.update(len(rel).to_bytes(4, "big") + rel)
-        if e.link:
-            to = "" if e.target is None else e.target.relative_to(root).as_posix()
-            h.update(b"\1" + to.encode("utf-8", "surrogateescape"))
-        else:
-            with e.path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-        h.update(b"\0")
-    return h.hexdigest()[:32]
 
 
 class SshTransport:
@@ -252,7 +229,7 @@ class SshTransport:
         """Sync the composition into the host's content-addressed cache (skipped when already there)."""
         root = composition if composition.is_dir() else composition.parent
         entry = "" if composition.is_dir() else composition.name
-        digest = await asyncio.to_thread(composition_digest, root)
+        digest = (await asyncio.to_thread(tree_digest, root.resolve()))[:32]
         target = f"{self.work}/cache/{digest}"
         check = await (await self.connection()).run(shlex.join(["test", "-d", target]), check=False)
         if check.exit_status != 0:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from renderd.composition import Composition
-from renderd.confine import read_inside, tree_entries
+from renderd.confine import read_inside, tree_digest, tree_entries
 from renderd.errors import OutputError, PrepareError, Problem, Refused
 from renderd.netguard import AddressPolicy
 from renderd.outputs import check_outside
@@ -139,26 +139,6 @@ def _replacement(file: SourceFile, comp: Composition, ref: Ref, name: str) -> st
     if ref.kind == "module" and not local.startswith(("/", "./", "../")):
         local = "./" + local
     return local
-
-
-def tree_digest(root: Path) -> str:
-    """Return a hash of every file under ``root`` (relative names and bytes) and of its symlinks (where to).
-
-    Symlinks are not followed: one leading out of the root is refused before (check_links).
-    """
-    h = hashlib.sha256()
-    for e in tree_entries(root):
-        rel = e.rel.encode("utf-8", "surrogateescape")
-        h.update(len(rel).to_bytes(4, "big") + rel)
-        if e.link:
-            to = "" if e.target is None else e.target.relative_to(root).as_posix()
-            h.update(b"\1" + to.encode("utf-8", "surrogateescape"))
-        else:
-            with e.path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def check_links(root: Path) -> None:
