@@ -263,10 +263,13 @@ def test_a_host_with_a_full_disk_fails_its_chunks_and_they_go_elsewhere(root: Pa
         inventory = hosts.write_inventory(root / "full-hosts.toml", overrides={"h2": {"work_dir": str(full)}})
         d = Daemon(root, hosts_file=inventory)
         d.start()
+        # The start-up probe must have judged h2's free space before the disk is filled: "up" is
+        # also the state of a host not probed yet.
         deadline = time.monotonic() + 60
-        while next(h for h in d.json("hosts")["hosts"] if h["name"] == "h2")["state"] != "up":
-            assert time.monotonic() < deadline, d.json("hosts")
+        while "host probe done" not in d.log.read_text():
+            assert time.monotonic() < deadline, d.log.read_text()[-2000:]
             time.sleep(0.2)
+        assert next(h for h in d.json("hosts")["hosts"] if h["name"] == "h2")["state"] == "up", d.json("hosts")
         subprocess.run(["fallocate", "-l", str(size - (16 << 10)), str(full / "ballast")], check=True)
         try:
             out = root / "full.mp4"

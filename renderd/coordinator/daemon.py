@@ -161,6 +161,8 @@ class Coordinator:
                 backoff_s=self.config.scheduling.quarantine_backoff,
                 reachable=False,
             )
+        ready = sum(r.ok for r in reports)
+        log.info("host probe done: %d of %d host(s) ready", ready, len(reports))
         if self.scheduler is not None:
             self.scheduler.wake()
 
