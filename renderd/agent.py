@@ -44,6 +44,8 @@ def request_for(a: Assignment, **faults: Any) -> RenderRequest:
         audio=False,
         # Chunks sharing a work dir share extracted video frames.
         media_dir=Path(a.work_dir) / "media",
+        # The chunk is one part of the job's format; the coordinator makes the output.
+        as_part=True,
     )
 
 

@@ -8,6 +8,7 @@ side is read by the engine (``renderd.engine.page``); this module only validates
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ _SCAN_LIMIT = 8 << 20
 # timeline (for HyperFrames projects the runtime's own duration), the end of the last
 # sub-composition, the end of the CSS/Web animations.
 _DURATION_SOURCES = ("duration", "timelineDuration", "subCompositionsEnd", "animationsEnd")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,7 @@ def resolve_info(comp: Composition, described: dict[str, Any], overrides: Overri
     height = overrides.height if overrides.height is not None else _dimension(described.get("height"), "height", where)
     for name, v in (("width", width), ("height", height)):
         _check_dimension(name, v, where)
+    _warn_if_resized(where, described, width, height)
     fps = overrides.fps or _fps(described.get("fps"), where)
     duration = overrides.duration if overrides.duration is not None else _duration(described, where)
     if duration <= 0 or duration > MAX_DURATION_S:
@@ -149,6 +153,20 @@ def resolve_info(comp: Composition, described: dict[str, Any], overrides: Overri
     except FrameRangeError as exc:
         raise CompositionError(f"{where}: {exc}", path=where) from None
     return CompositionInfo(kind, width, height, fps, duration, total, described.get("compositionId"))
+
+
+def _warn_if_resized(where: str, described: dict[str, Any], width: int, height: int) -> None:
+    """Say once what a --width/--height other than the composition's own size does (it does not scale)."""
+    try:
+        own = (int(float(described["width"])), int(float(described["height"])))
+    except (KeyError, TypeError, ValueError):
+        return
+    if own != (width, height):
+        log.warning(
+            "%s: the composition is %dx%d; at %dx%d its page is laid out in a %dx%d viewport, not scaled "
+            "(to draw it larger, keep its size and give --scale, e.g. --scale %g)",
+            where, *own, width, height, width, height, round(width / own[0], 3) if own[0] else 1,
+        )  # fmt: skip
 
 
 def _dimension(value: Any, name: str, where: str) -> int:

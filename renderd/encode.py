@@ -1,9 +1,12 @@
-"""ffmpeg boundary: frames -> chunk video, chunk concat, audio mux, ffprobe checks.
+"""ffmpeg boundary: frames -> chunk part, parts -> output, audio mux, ffprobe checks.
 
-Every chunk is encoded so that chunks join with the concat demuxer WITHOUT re-encoding:
-H.264 with a closed GOP of a fixed length, the first frame a keyframe, no B-frames, SPS/PPS
-repeated, yuv420p with bt709 tags, and a track timescale that is a multiple of the fps
-numerator so every frame lasts a whole number of ticks (exact at 30000/1001).
+Every video part is encoded so that parts join with the concat demuxer WITHOUT re-encoding
+(renderd.formats has the table): H.264/H.265 and VP9 with a closed GOP of a fixed length, the
+first frame a keyframe, no B-frames, headers repeated; ProRes and FFV1 are intra-only. Tags
+are bt709 limited range, and mp4/mov parts get a track timescale that is a multiple of the fps
+numerator so every frame lasts a whole number of ticks (exact at 30000/1001). A png-sequence
+part is a tar of PNG files named by absolute frame index; a GIF is encoded once, at assembly,
+from lossless FFV1 parts with one palette for the whole range.
 
 Outputs are written to a hidden temp name next to the target, probed and verified, and only
 then renamed over the target: a failed, timed-out or cancelled run leaves no output file.
@@ -16,7 +19,10 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import secrets
+import shutil
+import tarfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -25,8 +31,9 @@ from typing import Any
 
 from renderd import procs
 from renderd.errors import EncodeError, ProcessFailed
+from renderd.formats import Delivery
 from renderd.frames import FRAME_EXTENSIONS, Fps, find_missing_frame_ranges, frame_file_name
-from renderd.settings import DEFAULTS
+from renderd.settings import DEFAULTS, OUTPUT_FORMATS
 from renderd.settings import problem as settings_problem
 
 PROBE_TIMEOUT_S = 60.0
@@ -34,6 +41,9 @@ PROBE_CONCURRENCY = 8
 AUDIO_RATE = 48000
 AUDIO_CHANNELS = 2
 AUDIO_BITRATE = "192k"
+# x264 preset names, as --preset takes them, to libvpx-vp9 speeds (0 slowest; over 5 is realtime).
+_VP9_SPEED = {"ultrafast": 8, "superfast": 7, "veryfast": 6, "faster": 5, "fast": 4, "medium": 3, "slow": 2}
+_BT709 = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
 # MPEG's 90 kHz clock; the track timescale is the multiple of the fps numerator nearest below it.
 _TIMESCALE_TARGET = 90000
 _FFMPEG = ("ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y")
@@ -43,18 +53,19 @@ _FFMPEG = ("ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y")
 class EncodeSettings:
     """How chunk frames are encoded; every chunk of one job must use the same settings."""
 
-    codec: str = "libx264"
+    format: str = "mp4"  # renderd.formats: what the parts are made for
+    codec: str = DEFAULTS.codec  # mp4: h264 or h265
+    transparent: bool = DEFAULTS.transparent  # keep alpha where the format has it
     crf: int = DEFAULTS.crf
     preset: str = DEFAULTS.preset
-    pix_fmt: str = "yuv420p"
     gop: int | None = None  # keyframe interval in frames; None = fps rounded (about 1 s)
     threads: int = 0  # 0 = ffmpeg decides
 
     def __post_init__(self) -> None:
-        if self.codec != "libx264":
-            raise EncodeError(f"codec {self.codec!r} is not supported (only libx264)")
-        if self.pix_fmt != "yuv420p":
-            raise EncodeError(f"pixel format {self.pix_fmt!r} is not supported (only yuv420p)")
+        if self.format not in OUTPUT_FORMATS:
+            raise EncodeError(f"format {self.format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+        if self.codec not in ("h264", "h265"):
+            raise EncodeError(f"codec {self.codec!r} is not supported (h264 or h265)")
         for name in ("crf", "preset"):
             if (why := settings_problem(name, getattr(self, name))) is not None:
                 raise EncodeError(why)
@@ -62,6 +73,23 @@ class EncodeSettings:
             raise EncodeError(f"gop must be a whole number of frames >= 1, got {self.gop!r}")
         if not _is_int(self.threads) or self.threads < 0:
             raise EncodeError(f"threads must be a whole number >= 0, got {self.threads!r}")
+
+    @property
+    def delivery(self) -> Delivery:
+        """Return the output format these parts are for."""
+        return Delivery(self.format, self.codec, self.transparent)
+
+    @property
+    def pix_fmt(self) -> str:
+        """Return the pixel format of the encoded parts."""
+        alpha = self.delivery.keeps_alpha
+        return {
+            "mp4": "yuv420p",
+            "webm": "yuva420p" if alpha else "yuv420p",
+            "mov": "yuva444p10le" if alpha else "yuv422p10le",
+            "gif": "bgr0",
+            "png-sequence": "rgba" if alpha else "rgb24",
+        }[self.format]
 
     def gop_for(self, fps: Fps) -> int:
         """Return the keyframe interval in frames at ``fps``."""
@@ -90,14 +118,23 @@ def track_timescale(fps: Fps) -> int:
 
 
 def build_encode_argv(
-    frames_dir: Path, out_path: Path, *, fps: Fps, frame_count: int, ext: str, settings: EncodeSettings
+    frames_dir: Path,
+    out_path: Path,
+    *,
+    fps: Fps,
+    frame_count: int,
+    ext: str,
+    settings: EncodeSettings,
+    first_index: int = 0,
 ) -> list[str]:
-    """Return the ffmpeg command that encodes local frames ``[0, frame_count)`` into ``out_path``."""
-    gop = settings.gop_for(fps)
-    timescale = track_timescale(fps)
+    """Return the ffmpeg command that encodes local frames ``[0, frame_count)`` into ``out_path``.
+
+    For a png-sequence ``out_path`` is a directory that receives files named by absolute index
+    (``first_index`` is the absolute index of local frame 0).
+    """
     # image2 expands printf patterns in the whole path, so a literal % in the directory is doubled.
     pattern = str(frames_dir.absolute()).replace("%", "%%") + "/frame_%06d." + ext
-    return [
+    head = [
         *_FFMPEG,
         # Any undecodable frame must fail the encode: without -xerror ffmpeg logs it and carries on.
         "-xerror",
@@ -107,30 +144,67 @@ def build_encode_argv(
         "-i", pattern,
         "-frames:v", str(frame_count),
         "-an",
-        # RGB (PNG) and full-range bt601 (JPEG) inputs both land in limited-range bt709.
-        "-vf", f"scale=out_color_matrix=bt709:out_range=tv,format={settings.pix_fmt}",
-        "-c:v", settings.codec,
-        "-preset", settings.preset,
-        "-crf", str(settings.crf),
-        "-pix_fmt", settings.pix_fmt,
-        "-threads:v", str(settings.threads),
-        "-g", str(gop),
-        "-keyint_min", str(gop),
-        "-sc_threshold", "0",
-        "-force_key_frames", f"expr:eq(mod(n,{gop}),0)",
-        "-bf", "0",
-        "-x264-params", "scenecut=0:open-gop=0:repeat-headers=1",
-        "-colorspace", "bt709",
-        "-color_primaries", "bt709",
-        "-color_trc", "bt709",
-        "-color_range", "tv",
-        "-video_track_timescale", str(timescale),
-        # mvhd duration in the same clock: the concat demuxer offsets each part by it.
-        "-movie_timescale", str(timescale),
-        "-movflags", "+faststart",
-        "-f", "mp4",
-        str(out_path.absolute()),
     ]  # fmt: skip
+    pix = settings.pix_fmt
+    if settings.format == "png-sequence":
+        target = str(out_path.absolute()).replace("%", "%%") + "/frame_%06d.png"
+        return [*head, "-vf", f"format={pix}", "-c:v", "png", "-pix_fmt", pix,
+                "-start_number", str(first_index), "-f", "image2", target]  # fmt: skip
+    if settings.format == "gif":
+        # Lossless RGB parts; the palette is chosen at assembly over every frame.
+        return [*head, "-vf", f"format={pix}", "-c:v", "ffv1", "-level", "3", "-g", "1", "-pix_fmt", pix,
+                "-threads:v", str(settings.threads), "-f", "matroska", str(out_path.absolute())]  # fmt: skip
+    gop = settings.gop_for(fps)
+    keyframes = ["-g", str(gop), "-keyint_min", str(gop), "-force_key_frames", f"expr:eq(mod(n,{gop}),0)"]
+    # RGB (PNG) and full-range bt601 (JPEG) inputs both land in limited-range bt709; alpha passes.
+    convert = ["-vf", f"scale=out_color_matrix=bt709:out_range=tv,format={pix}", "-pix_fmt", pix]
+    threads = ["-threads:v", str(settings.threads)]
+    out = str(out_path.absolute())
+    if settings.format == "webm":
+        speed = _VP9_SPEED.get(settings.preset, 1 if settings.preset == "slower" else 0)
+        alpha = settings.delivery.keeps_alpha
+        return [
+            *head, *convert,
+            "-c:v", "libvpx-vp9",
+            "-crf", str(settings.crf), "-b:v", "0",
+            "-deadline", "realtime" if speed > 5 else "good", "-cpu-used", str(speed),
+            "-row-mt", "1",
+            # libvpx cannot encode alpha with alternate reference frames.
+            *(["-auto-alt-ref", "0"] if alpha else []),
+            *threads, *keyframes, *_BT709,
+            "-f", "webm", out,
+        ]  # fmt: skip
+    timescale = track_timescale(fps)
+    # mvhd duration in the same clock: the concat demuxer offsets each part by it.
+    clocks = ["-video_track_timescale", str(timescale), "-movie_timescale", str(timescale)]
+    if settings.format == "mov":
+        alpha = settings.delivery.keeps_alpha
+        return [
+            *head, *convert,
+            "-c:v", "prores_ks",
+            # 4: ProRes 4444 (alpha), 3: ProRes 422 HQ.
+            "-profile:v", "4" if alpha else "3",
+            *(["-alpha_bits", "16"] if alpha else []),
+            "-vendor", "apl0",
+            *threads, *_BT709, *clocks,
+            "-f", "mov", out,
+        ]  # fmt: skip
+    if settings.codec == "h265":
+        codec = [
+            "-c:v", "libx265", "-preset", settings.preset, "-crf", str(settings.crf),
+            "-x265-params",
+            f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:bframes=0:repeat-headers=1:log-level=error",
+            # QuickTime and browsers play HEVC in mp4 only under this sample entry.
+            "-tag:v", "hvc1",
+        ]  # fmt: skip
+    else:
+        codec = [
+            "-c:v", "libx264", "-preset", settings.preset, "-crf", str(settings.crf),
+            "-sc_threshold", "0", "-bf", "0",
+            "-x264-params", "scenecut=0:open-gop=0:repeat-headers=1",
+        ]  # fmt: skip
+    return [*head, *convert, *codec, *threads, *keyframes, *_BT709, *clocks,
+            "-movflags", "+faststart", "-f", "mp4", out]  # fmt: skip
 
 
 async def encode_frames(
@@ -142,8 +216,12 @@ async def encode_frames(
     ext: str,
     settings: EncodeSettings,
     timeout: float | None = None,
+    first_index: int = 0,
 ) -> VideoInfo:
-    """Encode local frames ``frame_000000.<ext>``.. into a concat-ready H.264 mp4 and verify it."""
+    """Encode local frames ``frame_000000.<ext>``.. into one verified part of ``settings.format``.
+
+    ``first_index`` is the absolute index of local frame 0 (png-sequence parts are named by it).
+    """
     frames_dir, out_path = Path(frames_dir), Path(out_path)
     if not _is_int(frame_count) or frame_count <= 0:
         raise EncodeError(f"frame count must be a whole number >= 1, got {frame_count!r}")
@@ -159,13 +237,17 @@ async def encode_frames(
     first = await probe_video(frames_dir / frame_file_name(0, ext))
     if first.width <= 0 or first.height <= 0:
         raise EncodeError(f"{frames_dir / frame_file_name(0, ext)}: cannot read the frame size")
-    # yuv420p halves chroma in both directions, so odd sizes cannot be encoded as they are. We
-    # fail rather than pad: padding would silently change the size the composition declared and
-    # every chunk (and the final video) must agree on it.
-    if first.width % 2 or first.height % 2:
+    # 4:2:0 halves chroma in both directions (4:2:2 across), so odd sizes cannot be encoded as they
+    # are. We fail rather than pad: padding would silently change the size the composition
+    # declared and every chunk (and the final video) must agree on it.
+    pix = settings.pix_fmt
+    if ("420" in pix and (first.width % 2 or first.height % 2)) or ("422" in pix and first.width % 2):
         raise EncodeError(
-            f"{frames_dir}: frames are {first.width}x{first.height}; yuv420p needs an even width and height"
+            f"{frames_dir}: frames are {first.width}x{first.height}; {pix} needs an even "
+            f"{'width and height' if '420' in pix else 'width'}"
         )
+    if settings.format == "png-sequence":
+        return await _encode_png_part(frames_dir, out_path, fps, frame_count, ext, settings, first_index, timeout)
 
     def argv(tmp: Path) -> list[str]:
         return build_encode_argv(frames_dir, tmp, fps=fps, frame_count=frame_count, ext=ext, settings=settings)
@@ -178,8 +260,107 @@ async def encode_frames(
     return await _write_atomically(out_path, argv, check, timeout, f"encoding {frames_dir}")
 
 
-async def concat_videos(parts: Sequence[Path], out_path: Path, *, timeout: float | None = None) -> VideoInfo:
-    """Join chunk videos with the concat demuxer (stream copy) and verify the frame total."""
+async def _encode_png_part(
+    frames_dir: Path,
+    out_path: Path,
+    fps: Fps,
+    frame_count: int,
+    ext: str,
+    settings: EncodeSettings,
+    first_index: int,
+    timeout: float | None,
+) -> VideoInfo:
+    """Write the PNG files of one png-sequence part (absolute names) and pack them in a tar."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.d")
+    staging.mkdir()
+    try:
+        argv = build_encode_argv(
+            frames_dir, staging, fps=fps, frame_count=frame_count, ext=ext, settings=settings, first_index=first_index
+        )
+        try:
+            await procs.run(argv, timeout=timeout)
+        except ProcessFailed as exc:
+            raise EncodeError(f"writing PNG files of {frames_dir} failed: {_last_line(exc.stderr_tail)}") from exc
+        names = [frame_file_name(first_index + i, "png") for i in range(frame_count)]
+        info = await probe_video(staging / names[0])
+
+        def pack(tmp: Path) -> None:
+            pack_png_part(staging, names, tmp)
+
+        await _write_atomically_with(out_path, pack, f"packing {frames_dir}")
+        return VideoInfo(
+            frames=frame_count,
+            width=info.width,
+            height=info.height,
+            fps=fps.fraction,
+            duration=Fraction(frame_count * fps.den, fps.num),
+            codec="png",
+            pix_fmt=info.pix_fmt,
+        )
+    finally:
+        await asyncio.to_thread(shutil.rmtree, staging, True)
+
+
+def pack_png_part(directory: Path, names: Sequence[str], out: Path) -> None:
+    """Write the files ``names`` of ``directory`` into the tar ``out``, byte-reproducibly (blocking).
+
+    Every member is a plain file with mode 0644, owner 0 and mtime 0, in the order given, so the
+    same PNG files always give the same tar (and sha256) on any host.
+    """
+    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in names:
+            path = directory / name
+            st = path.stat()
+            member = tarfile.TarInfo(name)
+            member.size, member.mode, member.mtime = st.st_size, 0o644, 0
+            with path.open("rb") as f:
+                tar.addfile(member, f)
+
+
+_PNG_NAME = re.compile(r"frame_(\d{6,})\.png")
+
+
+def png_part_frames(path: Path) -> list[int]:
+    """Return the absolute frame indices in a png-sequence part, in order (blocking).
+
+    Raises EncodeError unless every member is a plain file named ``frame_NNNNNN.png``.
+    """
+    try:
+        with tarfile.open(path, "r:") as tar:
+            members = tar.getmembers()
+    except (OSError, tarfile.TarError) as exc:
+        raise EncodeError(f"{path} is not a readable png-sequence part: {exc}") from exc
+    indices = []
+    for m in members:
+        match = _PNG_NAME.fullmatch(m.name)
+        if not m.isfile() or match is None:
+            raise EncodeError(f"{path}: member {m.name!r} is not a frame_NNNNNN.png file")
+        indices.append(int(match.group(1)))
+    return indices
+
+
+def extract_png_parts(parts: Sequence[Path], into: Path, expected: range) -> None:
+    """Extract png-sequence parts into the directory ``into`` and check they hold ``expected`` (blocking)."""
+    seen: list[int] = []
+    for part in parts:
+        seen.extend(png_part_frames(part))
+        with tarfile.open(part, "r:") as tar:
+            # Names were checked above (no paths); the data filter refuses anything else anyway.
+            tar.extractall(into, filter="data")
+    if sorted(seen) != list(expected):
+        raise EncodeError(
+            f"the parts hold {len(seen)} frames, expected {len(expected)} ({expected.start}..{expected.stop - 1})"
+        )
+
+
+async def concat_videos(
+    parts: Sequence[Path], out_path: Path, *, container: str = "mp4", timeout: float | None = None
+) -> VideoInfo:
+    """Join chunk videos with the concat demuxer (stream copy) and verify the frame total.
+
+    ``container``: the ffmpeg muxer of the parts and the result (mp4, mov, webm or matroska).
+    """
     out_path = Path(out_path)
     paths = [Path(p).absolute() for p in parts]
     if not paths:
@@ -210,9 +391,8 @@ async def concat_videos(parts: Sequence[Path], out_path: Path, *, timeout: float
             "-i", str(list_path.absolute()),
             "-map", "0:v:0",
             "-c", "copy",
-            *_exact_timestamps(first),
-            "-movflags", "+faststart",
-            "-f", "mp4",
+            *_container_options(container, first),
+            "-f", container,
             str(tmp.absolute()),
         ]  # fmt: skip
 
@@ -238,7 +418,13 @@ async def mux_audio(
     fps: Fps,
     timeout: float | None = None,
 ) -> VideoInfo:
-    """Copy ``video`` and add ``audio`` as 48 kHz stereo AAC, padded/trimmed to ``frames/fps``."""
+    """Copy ``video`` and add ``audio`` as 48 kHz stereo, padded/trimmed to ``frames/fps``.
+
+    The container follows ``out_path``'s extension: AAC in .mp4/.mov, Opus in .webm.
+    """
+    container, codec = _AUDIO_CONTAINERS.get(Path(out_path).suffix.lower(), (None, None))
+    if container is None or codec is None:
+        raise EncodeError(f"{out_path}: no audio in this format (only .mp4, .mov and .webm carry sound)")
     video, audio, out_path = Path(video), Path(audio), Path(out_path)
     for p in (video, audio):
         if not p.is_file():
@@ -256,13 +442,12 @@ async def mux_audio(
             "-map", "1:a:0",
             "-c:v", "copy",
             "-af", f"aresample={AUDIO_RATE},apad,atrim=end_sample={samples}",
-            "-c:a", "aac",
+            "-c:a", codec,
             "-b:a", AUDIO_BITRATE,
             "-ar", str(AUDIO_RATE),
             "-ac", str(AUDIO_CHANNELS),
-            *_exact_timestamps(src),
-            "-movflags", "+faststart",
-            "-f", "mp4",
+            *_container_options(container, src),
+            "-f", container,
             str(tmp.absolute()),
         ]  # fmt: skip
 
@@ -402,6 +587,82 @@ async def _write_atomically(
         tmp.unlink(missing_ok=True)
         raise
     return info
+
+
+async def encode_gif(
+    parts: Sequence[Path], out_path: Path, *, frames: int, fps: Fps, timeout: float | None = None
+) -> VideoInfo:
+    """Encode lossless parts into one GIF whose palette is generated over every frame.
+
+    One palette for the whole range (palettegen over the joined stream, then paletteuse), so the
+    colours cannot change at a chunk seam. GIF delays are whole hundredths of a second, so
+    the frame count is checked exactly and the duration to within a hundredth per frame.
+    """
+    out_path = Path(out_path)
+    paths = [Path(p).absolute() for p in parts]
+    if not paths:
+        raise EncodeError(f"{out_path}: no parts to encode")
+    list_path = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.concat.txt")
+    lines = "".join(f"file '{_concat_quote(str(p))}'\n" for p in paths)
+
+    def argv(tmp: Path) -> list[str]:
+        return [
+            *_FFMPEG,
+            "-f", "concat", "-safe", "0",
+            "-i", str(list_path.absolute()),
+            "-filter_complex",
+            "[0:v]split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=sierra2_4a",
+            "-loop", "0",
+            "-f", "gif",
+            str(tmp.absolute()),
+        ]  # fmt: skip
+
+    async def check(tmp: Path) -> VideoInfo:
+        info = await probe_video(tmp)
+        want = Fraction(frames * fps.den, fps.num)
+        if info.frames != frames:
+            raise EncodeError(f"{out_path}: expected {frames} frames, found {info.frames}")
+        if abs(Fraction(info.duration) - want) > Fraction(frames, 100) + Fraction(1, 50):
+            raise EncodeError(f"{out_path}: expected {float(want):.2f} s, found {float(info.duration):.2f} s")
+        return info
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        list_path.write_text(lines, encoding="utf-8")
+        return await _write_atomically(out_path, argv, check, timeout, f"encoding the GIF of {len(paths)} parts")
+    finally:
+        list_path.unlink(missing_ok=True)
+
+
+_AUDIO_CONTAINERS = {
+    ".mp4": ("mp4", "aac"),
+    ".m4v": ("mp4", "aac"),
+    ".mov": ("mov", "aac"),
+    ".webm": ("webm", "libopus"),
+}
+
+
+def _container_options(container: str, src: VideoInfo) -> list[str]:
+    """Return the muxer options that keep ``src``'s frame timing exact in ``container``."""
+    if container in ("mp4", "mov"):
+        faststart = ["-movflags", "+faststart"]
+        return [*_exact_timestamps(src), *faststart]
+    return []
+
+
+async def _write_atomically_with(out_path: Path, write: Callable[[Path], None], action: str) -> None:
+    """Run the blocking ``write(tmp)`` in a thread into a temp file beside ``out_path``, then rename it."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.part")
+    try:
+        try:
+            await asyncio.to_thread(write, tmp)
+        except OSError as exc:
+            raise EncodeError(f"{action} to {out_path} failed: {exc.strerror or exc}") from exc
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _exact_timestamps(src: VideoInfo) -> list[str]:

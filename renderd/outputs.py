@@ -24,6 +24,7 @@ import contextlib
 import errno
 import os
 import pwd
+import re
 import secrets
 import shutil
 import stat
@@ -139,6 +140,114 @@ def install_output(src: Path, out: Path, owner: Owner | None = None) -> None:
             _copy_into(src, dfd, out.name, give)
     finally:
         os.close(dfd)
+
+
+def check_replaceable_dir(out: Path, owner: Owner) -> None:
+    """Raise OutputError unless the daemon may create or replace the sequence directory ``out`` (blocking)."""
+    dfd = _open_dir(out)
+    try:
+        _check_dir_at(dfd, out, owner)
+    finally:
+        os.close(dfd)
+
+
+def install_output_dir(src: Path, out: Path, owner: Owner | None = None) -> None:
+    """Move the finished directory ``src`` (a png-sequence) to ``out`` (blocking).
+
+    ``out`` may be missing, or a directory that holds only files named like a sequence's
+    (``frame_*.png``) from an earlier render: that one is replaced, by two renames (the old one
+    moves aside, the new one in) and then removed. Anything else at ``out`` is refused, so a
+    directory of other files is never emptied. With ``owner`` the same checks as for a file
+    apply, and a daemon running as root hands every file to them.
+    """
+    dfd = _open_dir(out)
+    try:
+        old = _check_dir_at(dfd, out, owner)
+        give = owner if owner is not None and os.geteuid() == 0 else None
+        if give is not None:
+            for entry in (src, *src.iterdir()):
+                os.chown(entry, give.uid, give.gid, follow_symlinks=False)
+        aside = f".{out.name}.renderd-{secrets.token_hex(8)}.old"
+        if old:
+            os.rename(out.name, aside, src_dir_fd=dfd, dst_dir_fd=dfd)
+        try:
+            os.rename(src, out.name, dst_dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                if old:
+                    os.rename(aside, out.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                raise
+            _copy_dir_into(src, dfd, out.name, give)
+        if old:
+            _remove_sequence(dfd, aside)
+    finally:
+        os.close(dfd)
+
+
+def _check_dir_at(dfd: int, out: Path, owner: Owner | None) -> bool:
+    """Check ``out`` may receive a sequence directory; return whether one is there to replace."""
+    if owner is not None:
+        d = os.fstat(dfd)
+        if not _may(d, owner, _W) or not _may(d, owner, _X):
+            raise OutputError(f"uid {owner.uid} may not write to {out.parent}")
+    try:
+        st = os.stat(out.name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        raise OutputError(f"output {out} is a symbolic link; renderd replaces only a directory of PNG files")
+    if not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"output {out} exists and is not a directory (a png-sequence is written as one)")
+    if owner is not None and owner.uid != 0 and st.st_uid != owner.uid:
+        raise OutputError(f"output {out} belongs to uid {st.st_uid}; uid {owner.uid} may not replace it")
+    fd = os.open(out.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        for name in os.listdir(fd):
+            if not _SEQUENCE_NAME.fullmatch(name) or not stat.S_ISREG(
+                os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+            ):
+                raise OutputError(
+                    f"output directory {out} holds {name!r}, which is not a frame of a PNG sequence; "
+                    "renderd replaces only an earlier sequence (remove it or name another directory)"
+                )
+    finally:
+        os.close(fd)
+    return True
+
+
+_SEQUENCE_NAME = re.compile(r"frame_\d+\.png")
+
+
+def _remove_sequence(dfd: int, name: str) -> None:
+    """Remove the directory ``name`` of ``dfd`` that _check_dir_at found to hold only frame files."""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        for entry in os.listdir(fd):
+            os.unlink(entry, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dfd)
+
+
+def _copy_dir_into(src: Path, dfd: int, name: str, give: Owner | None) -> None:
+    """Copy the files of ``src`` into a new directory beside ``name``, then rename it to ``name``."""
+    tmp = f".{name}.renderd-{secrets.token_hex(8)}.partial"
+    os.mkdir(tmp, 0o777, dir_fd=dfd)
+    try:
+        tfd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            for entry in sorted(src.iterdir()):
+                _copy_into(entry, tfd, entry.name, give)
+        finally:
+            os.close(tfd)
+        if give is not None:
+            os.chown(tmp, give.uid, give.gid, dir_fd=dfd, follow_symlinks=False)
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp, dir_fd=dfd)
+        raise
+    shutil.rmtree(src, ignore_errors=True)
 
 
 def _open_dir(out: Path) -> int:

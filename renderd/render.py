@@ -11,25 +11,24 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from renderd.assemble import Assembled, assemble, join_parts
 from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
 from renderd.confine import MIB
-from renderd.encode import EncodeSettings, VideoInfo, concat_videos, encode_frames, sha256_file_async
+from renderd.encode import EncodeSettings, encode_frames, sha256_file_async
 from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice
 from renderd.engine.warm import WarmEngines
 from renderd.errors import RenderdError, first_error
 from renderd.events import ChunkDone, Done, Event, Retry, Started
-from renderd.frames import FrameRange, parse_frame_range, plan_chunks
-from renderd.hyperframes.audio import add_audio
-from renderd.hyperframes.media import AudioTrack
+from renderd.formats import Delivery
+from renderd.frames import Fps, FrameRange, parse_frame_range, plan_chunks
 from renderd.outputs import check_render_paths, install_output
 from renderd.progress import ProgressTracker
 from renderd.settings import DEFAULTS, RenderSettings
@@ -66,6 +65,9 @@ class RenderRequest:
     audio: bool = True
     # Where extracted video frames are kept (content-addressed); None = inside the temp work dir.
     media_dir: Path | None = None
+    # Write one part of the format (an agent's chunk: a .tar for png-sequence, lossless .mkv for
+    # gif) instead of the delivered output.
+    as_part: bool = False
 
     @classmethod
     def from_settings(
@@ -79,15 +81,23 @@ class RenderRequest:
             chunks=settings.chunks,
             workers=settings.workers,
             capture=CaptureSettings(
-                fmt=settings.format,
+                fmt=settings.capture_format,
                 quality=settings.quality,
                 transparent=settings.transparent,
+                scale=settings.scale,
                 frame_timeout_s=settings.frame_timeout,
                 ready_timeout_s=settings.ready_timeout,
                 max_asset_bytes=settings.max_asset_size * MIB,
                 **(faults or {}),
             ),
-            encode=EncodeSettings(crf=settings.crf, preset=settings.preset),
+            encode=EncodeSettings(
+                # Unresolved (an assignment from a coordinator that predates formats): what it meant then.
+                format="mp4" if settings.format == "auto" else settings.format,
+                codec=settings.codec,
+                transparent=settings.transparent,
+                crf=settings.crf,
+                preset=settings.preset,
+            ),
             keep_frames=settings.keep_frames,
             chromium=settings.chromium,
             gl=settings.gl,
@@ -100,7 +110,7 @@ class RenderResult:
     """What a finished render produced."""
 
     output: Path
-    video: VideoInfo
+    made: Assembled
     info: CompositionInfo
     frames: FrameRange
     frames_dir: Path | None
@@ -130,8 +140,9 @@ async def render_local(
     # output path (a symlink included) instead of writing to where it points.
     given = req.output.expanduser()
     out = given.parent.resolve() / given.name
-    if out.is_dir():
-        raise RenderdError(f"output {str(out)!r} is a directory; give a file name such as out.mp4")
+    delivery = req.encode.delivery
+    if out.is_dir() and (req.as_part or not delivery.is_sequence):
+        raise RenderdError(f"output {str(out)!r} is a directory; give a file name such as out.{delivery.part_ext}")
     if not out.parent.is_dir():
         raise RenderdError(f"output directory {str(out.parent)!r} does not exist")
     work_root = Path(req.work_dir or out.parent).expanduser().resolve()
@@ -168,24 +179,29 @@ async def render_local(
             tracker.workers = workers
             await engine.warm_up(workers)
             parts = await _capture_and_encode(engine, chunks, work, workers, req, tracker, emit)
-        video = await _assemble(parts, work, out, info, span, engine.media.audio if req.audio else ())
+        size = (round(info.width * req.capture.scale), round(info.height * req.capture.scale))
+        if req.as_part:
+            made = await _join_as_part(parts, work, out, delivery, span, info.fps)
+        else:
+            audio = engine.media.audio if req.audio else ()
+            made = await assemble(parts, work, out, delivery=delivery, span=span, fps=info.fps, size=size, audio=audio)
         keep = req.keep_frames
-        digest = await sha256_file_async(out)
+        digest = made.sha256
         frames_dir = work if keep else None
         emit(
             Done(
                 output=str(out),
-                frames=video.frames,
-                width=video.width,
-                height=video.height,
+                frames=made.frames,
+                width=made.width,
+                height=made.height,
                 fps=str(info.fps),
-                duration_s=float(video.duration),
+                duration_s=made.duration_s,
                 elapsed_s=round(time.monotonic() - started_at, 3),
                 sha256=digest,
                 frames_dir=str(frames_dir) if frames_dir else None,
             )
         )
-        return RenderResult(out, video, info, span, frames_dir)
+        return RenderResult(out, made, info, span, frames_dir)
     finally:
         if not keep:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, work, True))
@@ -228,8 +244,10 @@ async def _capture_and_encode(
         tracker.workers = n.workers
         emit(Retry(attempt=n.attempt, frames=n.frames, workers=n.workers, reason=n.reason, ranges=n.ranges))
 
+    part_ext = req.encode.delivery.part_ext
+
     async def encode(index: int, chunk: FrameRange, frames_dir: Path) -> None:
-        path = work / f"chunk-{index:04d}.mp4"
+        path = work / f"chunk-{index:04d}.{part_ext}"
         video = await encode_frames(
             frames_dir,
             path,
@@ -238,6 +256,7 @@ async def _capture_and_encode(
             ext=ext,
             settings=req.encode,
             timeout=60 + ENCODE_TIMEOUT_PER_FRAME_S * len(chunk),
+            first_index=chunk.start,
         )
         digest = await sha256_file_async(path)
         if not req.keep_frames:
@@ -268,36 +287,23 @@ async def _capture_and_encode(
                 if pending is not None:
                     await pending
                 pending = tg.create_task(encode(index, chunk, frames_dir))
-                parts.append(work / f"chunk-{index:04d}.mp4")
+                parts.append(work / f"chunk-{index:04d}.{part_ext}")
     except BaseExceptionGroup as group:
         raise first_error(group) from None
     tracker.emit_now()
     return parts
 
 
-async def _assemble(
-    parts: list[Path], work: Path, out: Path, info: CompositionInfo, span: FrameRange, audio: Sequence[AudioTrack]
-) -> VideoInfo:
-    """Concatenate the chunk videos in the work directory, add the audio, verify, move the result to ``out``.
-
-    ffmpeg writes only inside the private work directory: a name it wrote next to ``out`` could
-    be planted as a symlink by anyone who may write there.
-    """
-    tmp = work / "output.partial.mp4"
-    tmp_audio = work / "output.audio.mp4"
+async def _join_as_part(
+    parts: list[Path], work: Path, out: Path, delivery: Delivery, span: FrameRange, fps: Fps
+) -> Assembled:
+    """Join the local parts into the one part an agent hands back, moved to ``out``."""
+    tmp = work / f"output.partial.{delivery.part_ext}"
     try:
-        video = await concat_videos(parts, tmp, timeout=120 + len(span) * 0.1)
-        if video.frames != len(span) or (video.width, video.height) != (info.width, info.height):
-            raise RenderdError(
-                f"assembled video has {video.frames} frames at {video.width}x{video.height}, "
-                f"expected {len(span)} at {info.width}x{info.height}"
-            )
-        if audio:
-            video = await add_audio(tmp, tmp_audio, audio, span, info.fps, timeout=120 + len(span) * 0.1)
-            os.replace(tmp_audio, tmp)
+        video = await join_parts(parts, tmp, delivery=delivery, span=span)
+        digest = await sha256_file_async(tmp)
         await asyncio.to_thread(install_output, tmp, out)
-        return video
+        return Assembled(video.frames, video.width, video.height, len(span) * fps.den / fps.num, digest)
     finally:
-        for p in (tmp, tmp_audio):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

@@ -19,6 +19,10 @@ from typing import Any
 
 from renderd.errors import SettingsError
 
+# What a render can deliver (renderd.formats holds how each is made).
+OUTPUT_FORMATS = ("mp4", "webm", "mov", "png-sequence", "gif")
+ALPHA_FORMATS = ("webm", "mov", "png-sequence")
+
 X264_PRESETS = (
     "ultrafast",
     "superfast",
@@ -43,6 +47,7 @@ class Option:
     choices: tuple[str, ...] = ()
     lo: int | None = None
     hi: int | None = None
+    unit: str = "seconds"  # what a float setting counts, for its error text
     auto: bool = False  # "auto" on the command line, null in JSON: None, decided at render time
     optional: bool = False  # None allowed (unset), without the "auto" spelling
 
@@ -77,16 +82,39 @@ class RenderSettings:
         metavar="N|auto",
         help="split the frames into N chunks encoded separately (with submit: the chunks spread over the hosts)",
     )
-    format: str = _setting("jpeg", kind=str, choices=("jpeg", "png"), help="intermediate frame format")
+    format: str = _setting(
+        "auto",
+        kind=str,
+        choices=("auto", *OUTPUT_FORMATS),
+        help="what to deliver (auto: by the output's extension; png-sequence: the output is a directory)",
+    )
+    codec: str = _setting("h264", kind=str, choices=("h264", "h265"), help="video codec of an mp4 output")
+    frame_format: str = _setting(
+        "auto",
+        kind=str,
+        choices=("auto", "jpeg", "png"),
+        help="intermediate frame format (auto: PNG for alpha, png-sequence and gif outputs, else JPEG)",
+    )
     quality: int = _setting(90, kind=int, lo=1, hi=100, metavar="Q", help="JPEG quality of the frames, 1-100")
     transparent: bool = _setting(
         False,
         kind=bool,
-        help="clear the page's html/body background and keep alpha in the frames (needs --format png; "
-        "the MP4 has no alpha, see --keep-frames)",
+        help="transparent page background, alpha kept in the output (webm, mov and png-sequence)",
     )
-    crf: int = _setting(18, kind=int, lo=0, hi=51, metavar="N", help="x264 CRF, 0-51 (lower is better)")
-    preset: str = _setting("veryfast", kind=str, choices=X264_PRESETS, metavar="P", help="x264 preset")
+    scale: float = _setting(
+        1.0,
+        kind=float,
+        unit="factor",
+        hi=8,
+        metavar="F",
+        help="render at F times the composition's size, drawn at that resolution (device scale factor)",
+    )
+    crf: int = _setting(
+        18, kind=int, lo=0, hi=51, metavar="N", help="constant quality of H.264/H.265/VP9, 0-51 (lower is better)"
+    )
+    preset: str = _setting(
+        "veryfast", kind=str, choices=X264_PRESETS, metavar="P", help="encoder speed (x264 names; mapped for VP9)"
+    )
     gl: str = _setting(
         "auto",
         kind=str,
@@ -130,6 +158,13 @@ class RenderSettings:
                 object.__setattr__(self, name, float(value))
         validate(self)
 
+    @property
+    def capture_format(self) -> str:
+        """Return the format frames are captured in: "jpeg" or "png"."""
+        if self.frame_format != "auto":
+            return self.frame_format
+        return "png" if self.transparent or self.format in ("png-sequence", "gif") else "jpeg"
+
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict (every field)."""
         return asdict(self)
@@ -137,6 +172,9 @@ class RenderSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base: RenderSettings | None = None) -> RenderSettings:
         """Return ``base`` (default: the defaults) with the settings in ``data``; raise SettingsError."""
+        if data.get("format") in ("jpeg", "png") and "frame_format" not in data:
+            # A job stored by renderd before 0.2, where `format` meant the frame format.
+            data = {**data, "frame_format": data["format"], "format": "mp4"}
         unknown = sorted(set(data) - set(NAMES))
         if unknown:
             raise SettingsError(f"unknown render setting(s): {', '.join(unknown)}")
@@ -177,9 +215,12 @@ def problem(name: str, value: Any) -> str | None:
         return f"{where} must be a whole number, got {value!r}"
     if opt.kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            return f"{where} must be a number of seconds, got {value!r}"
+            return f"{where} must be a number ({opt.unit}), got {value!r}"
         if value <= 0:
             return f"{where} must be positive, got {value:g}"
+        if opt.hi is not None and value > opt.hi:
+            return f"{where} must be at most {opt.hi}, got {value:g}"
+        return None
     if opt.lo is not None and opt.hi is not None and not opt.lo <= value <= opt.hi:
         return f"{where} must be between {opt.lo} and {opt.hi}, got {value}"
     if opt.lo is not None and opt.hi is None and value < opt.lo:
@@ -192,8 +233,20 @@ def validate(settings: RenderSettings) -> None:
     for name in NAMES:
         if (why := problem(name, getattr(settings, name))) is not None:
             raise SettingsError(why)
-    if settings.transparent and settings.format != "png":
-        raise SettingsError("--transparent needs --format png (JPEG frames have no alpha)")
+    if settings.format in ("jpeg", "png"):
+        raise SettingsError(
+            f"--format is what to deliver ({', '.join(OUTPUT_FORMATS)}); for {settings.format} frames "
+            f"use --frame-format {settings.format}"
+        )
+    if settings.frame_format == "jpeg" and (settings.transparent or settings.format in ("png-sequence", "gif")):
+        why = "--transparent" if settings.transparent else f"--format {settings.format}"
+        raise SettingsError(f"--frame-format jpeg cannot be used with {why} (JPEG frames are lossy and have no alpha)")
+    if settings.transparent and settings.format not in ("auto", *ALPHA_FORMATS):
+        raise SettingsError(
+            f"--transparent needs an output with alpha ({', '.join(ALPHA_FORMATS)}); {settings.format} has none"
+        )
+    if settings.codec != "h264" and settings.format not in ("auto", "mp4"):
+        raise SettingsError(f"--codec {settings.codec} is for mp4 outputs, not {settings.format}")
 
 
 def json_types(name: str) -> tuple[type, ...]:
@@ -227,7 +280,7 @@ def _parse_text(name: str, text: str) -> Any:
         try:
             return float(text)
         except ValueError:
-            raise SettingsError(f"{flag(name)} must be a number of seconds, got {text!r}") from None
+            raise SettingsError(f"{flag(name)} must be a number ({opt.unit}), got {text!r}") from None
     return text
 
 

@@ -4,13 +4,13 @@
                          [--peer-workers N] [--peer-runs N] [--json]
     scripts/compare-peer --videos A B [--fps R] [--out DIR] [--min-psnr DB] [--json]
 
-For each composition directory: ``renderd render COMP --format png --crf N`` and
+For each composition directory: ``renderd render COMP --frame-format png --crf N`` and
 ``scripts/peer-hyperframes render COMP -- --quality high --crf N`` (the pinned HyperFrames CLI,
 installed on first use), one after the other (the two renders would otherwise fight over the
 cores), then parity.compare_videos (scripts/parity.py) on the two MP4s: per-frame PSNR/SSIM in RGB, frame
 count and duration, images of the worst frame (renderd | HyperFrames | difference x8).
 ``--frames`` compares lossless PNG frames instead of the MP4s: renderd's kept frames
-(``--keep-frames --format png``) against ``hyperframes render --format png-sequence``, which takes
+(``--keep-frames --frame-format png``) against ``hyperframes render --format png-sequence``, which takes
 both tools' JPEG/4:2:0 encoding out of the numbers and leaves only what the browsers drew.
 ``--videos`` skips the renders and compares two existing videos or PNG frame directories (A plays
 renderd's part; directories need ``--fps``).
@@ -168,7 +168,7 @@ async def compare_composition(comp: Path, out: Path, args: argparse.Namespace) -
     try:
         await run_logged(
             # --no-prepare: both tools get the very same files; remote URLs fail alike in both.
-            [str(RENDERD), "render", str(comp), "-o", str(ours), "--format", "png", "--crf", str(args.crf),
+            [str(RENDERD), "render", str(comp), "-o", str(ours), "--frame-format", "png", "--crf", str(args.crf),
              "--no-prepare", *workers, *keep],
             out / "renderd.log",
             "renderd render",

@@ -209,7 +209,7 @@ def test_hosts_install_from_the_venv_then_a_fan_out_job_matches_a_local_render(
             comp = shutil.copytree(FIXTURES / "frame-index-gsap", work / "frame-index-gsap")
             out = work / "fanned.mp4"
             r = d.ctl(
-                "submit", comp, "-o", out, "--frames", "0:60", "--chunks", "3", "--format", "png", "--wait",
+                "submit", comp, "-o", out, "--frames", "0:60", "--chunks", "3", "--frame-format", "png", "--wait",
                 timeout=300,
             )  # fmt: skip
             assert r.returncode == 0, r.stdout + r.stderr + d.log.read_text()[-3000:]
@@ -221,7 +221,19 @@ def test_hosts_install_from_the_venv_then_a_fan_out_job_matches_a_local_render(
             d.stop()
     local = work / "local.mp4"
     r = installed.run(
-        "render", comp, "-o", local, "--frames", "0:60", "--chunks", "3", "--format", "png", "--workers", "1", cwd=work
+        "render",
+        comp,
+        "-o",
+        local,
+        "--frames",
+        "0:60",
+        "--chunks",
+        "3",
+        "--frame-format",
+        "png",
+        "--workers",
+        "1",
+        cwd=work,
     )
     assert r.returncode == 0, r.stderr
     # Gradient-free fixture, same chunk boundaries and PNG frames: identical decoded frames.

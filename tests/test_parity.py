@@ -307,7 +307,7 @@ async def test_renderd_kept_frames_are_gathered_in_absolute_order(tmp_path: Path
     work.mkdir()
     r = run_renderd(
         "render", FIXTURES / "frame-index-hook", "-o", tmp_path / "out.mp4", "--frames", "0:24", "--chunks", "2",
-        "--format", "png", "--crf", "0", "--keep-frames", "--work-dir", work,
+        "--frame-format", "png", "--crf", "0", "--keep-frames", "--work-dir", work,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     frames = compare_peer_module().gather_renderd_frames(work, tmp_path / "frames")

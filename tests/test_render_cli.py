@@ -63,7 +63,7 @@ def test_same_frames_whatever_the_workers_and_chunks(tmp_path: Path) -> None:
         work.mkdir()
         r = run_renderd(
             "render", FIXTURES / "frame-index-gsap", "-o", work / "out.mp4", "--frames", "37:67",
-            "--format", "png", "--workers", workers, "--chunks", chunks, "--keep-frames", "--work-dir", work,
+            "--frame-format", "png", "--workers", workers, "--chunks", chunks, "--keep-frames", "--work-dir", work,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         results[name] = _frame_hashes(work)

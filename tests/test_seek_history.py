@@ -219,8 +219,10 @@ def test_transparent_clears_the_page_background_and_keeps_alpha(tmp_path: Path, 
     work = tmp_path / "work"
     work.mkdir()
     extra = ["--transparent"] if transparent else []
+    # An output with alpha (webm) for --transparent; the kept PNG frames are what is checked here.
     r = run_renderd(
-        "render", HISTORY, "-o", tmp_path / "out.mp4", "--frames", "0:2", "--format", "png",
+        "render", HISTORY, "-o", tmp_path / ("out.webm" if transparent else "out.mp4"), "--frames", "0:2",
+        "--frame-format", "png",
         "--keep-frames", "--work-dir", work, *extra,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -230,8 +232,15 @@ def test_transparent_clears_the_page_background_and_keeps_alpha(tmp_path: Path, 
     assert _rgba(png, 120, 60) == ((0, 0, 0, 0) if transparent else (0, 0, 255, 255))
 
 
-def test_transparent_needs_png_frames(tmp_path: Path) -> None:
+def test_transparent_needs_an_output_with_alpha_and_png_frames(tmp_path: Path) -> None:
     r = run_renderd("render", HISTORY, "-o", tmp_path / "out.mp4", "--transparent")
-    assert r.returncode != 0
-    assert r.stderr.strip() == "renderd: error: --transparent needs --format png (JPEG frames have no alpha)"
-    assert not (tmp_path / "out.mp4").exists()
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "renderd: error: --transparent needs an output with alpha (webm, mov, png-sequence); mp4 has none"
+    )
+    r = run_renderd("render", HISTORY, "-o", tmp_path / "out.webm", "--transparent", "--frame-format", "jpeg")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "renderd: error: --frame-format jpeg cannot be used with --transparent (JPEG frames are lossy and have no alpha)"
+    )
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.webm").exists()

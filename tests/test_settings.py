@@ -64,17 +64,23 @@ BAD_VALUES = [
     (["--quality", "high"], "--quality must be a whole number, got 'high'"),
     (["--crf", "52"], "--crf must be between 0 and 51, got 52"),
     (["--preset", "turbo"], "--preset must be one of ultrafast,"),
-    (["--format", "gif"], "--format must be one of jpeg, png, got 'gif'"),
+    (["--format", "avi"], "--format must be one of auto, mp4, webm, mov, png-sequence, gif, got 'avi'"),
+    (["--format", "gif"], "out.mp4 ends in .mp4, but --format is gif: name it with .gif"),
+    (["--frame-format", "png"], "for png frames use --frame-format png"),
+    (["--scale", "0"], "--scale must be positive, got 0"),
+    (["--scale", "9"], "--scale must be at most 8, got 9"),
+    (["--scale", "big"], "--scale must be a number (factor), got 'big'"),
     (["--gl", "maybe"], "--gl must be one of auto, on, off, got 'maybe'"),
     (["--workers", "0"], "--workers must be at least 1, got 0"),
     (["--chunks", "some"], "--chunks must be a whole number or auto, got 'some'"),
     (["--frame-timeout", "-1"], "--frame-timeout must be positive, got -1"),
-    (["--ready-timeout", "soon"], "--ready-timeout must be a number of seconds, got 'soon'"),
-    (["--transparent"], "--transparent needs --format png"),
+    (["--ready-timeout", "soon"], "--ready-timeout must be a number (seconds), got 'soon'"),
+    (["--transparent"], "--transparent needs an output with alpha (webm, mov, png-sequence); mp4 has none"),
+    (["--transparent", "--frame-format", "jpeg", "--format", "webm"], "--frame-format jpeg cannot be used"),
 ]
 
 
-@pytest.mark.parametrize(("args", "message"), BAD_VALUES, ids=[a[0] for a, _ in BAD_VALUES])
+@pytest.mark.parametrize(("args", "message"), BAD_VALUES, ids=["=".join(a) for a, _ in BAD_VALUES])
 def test_a_bad_value_gets_the_same_line_from_render_and_submit(tmp_path: Path, args: list[str], message: str) -> None:
     out = tmp_path / "out.mp4"
     render = run_renderd("render", COMP, "-o", out, "--no-prepare", *args, timeout=60)

@@ -65,7 +65,7 @@ def frame(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         )
     (root / "index.html").write_text(PAGE.format(w=W, h=H, videos="\n".join(tags)))
     out = tmp_path_factory.mktemp("colour-out") / "out.mkv"
-    r = run_renderd("render", root, "-o", out, "--format", "png", "--workers", "1")
+    r = run_renderd("render", root, "-o", out, "--frame-format", "png", "--workers", "1")
     assert r.returncode == 0, r.stderr
     frames = decode_frames(out, W, H)
     assert len(frames) == 6

@@ -16,6 +16,7 @@ from renderd import settings
 from renderd.cli import options as cli_options
 from renderd.coordinator.client import Client
 from renderd.errors import RenderdError
+from renderd.formats import resolve_format
 from renderd.settings import RenderSettings, given_args
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
 
     s = client("submit", "submit a render job to the daemon", cmd_submit)
     s.add_argument("composition", type=Path, help="directory with index.html, or an .html file")
-    s.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 path")
+    s.add_argument("-o", "--output", required=True, help=cli_options.OUTPUT_HELP)
     cli_options.add_override_arguments(s)
     s.add_argument(
         "--frames-per-chunk", type=cli_options.positive_int("--frames-per-chunk"), help="chunk size instead of --chunks"
@@ -124,15 +125,18 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Submit a job; print its id (or follow it with --wait)."""
+    output = Path(args.output).expanduser()
     fields: dict[str, Any] = {
         "composition": str(args.composition.expanduser().resolve()),
         # The last component stays as given: the daemon must see a symlink there to refuse it.
-        "output": str(args.output.expanduser().parent.resolve() / args.output.expanduser().name),
+        "output": str(output.parent.resolve() / output.name),
         "priority": args.priority,
     }
     # Checked here too, so that a bad value gets the very line `render` prints, before the daemon is asked.
-    RenderSettings.from_args(args)
+    chosen = resolve_format(RenderSettings.from_args(args), args.output)
     fields.update(given_args(args))
+    # Resolved here, where a trailing slash still says "directory".
+    fields["format"] = chosen.format
     for name in ("fps", "width", "height", "duration", "frames", "frames_per_chunk", "label"):
         if getattr(args, name) is not None:
             value = getattr(args, name)

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from renderd.assignment import MAX_ASSIGNMENT_BYTES, Assignment
@@ -24,6 +25,7 @@ from renderd.cli.exits import EXIT_CANCELLED
 from renderd.cli.exits import fail as _fail
 from renderd.composition import Overrides, load_composition
 from renderd.errors import RenderdError
+from renderd.formats import resolve_format
 from renderd.outputs import check_render_paths
 from renderd.settings import RenderSettings
 
@@ -141,10 +143,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Render a composition to a video on this machine."""
     from renderd.render import RenderRequest, render_local
 
-    chosen = RenderSettings.from_args(args)
+    chosen = resolve_format(RenderSettings.from_args(args), args.output)
+    output = Path(args.output)
     # Before the prepare and any browser: a render never writes into what it reads. The prepared
     # copy, if any, is checked again by render_local.
-    check_render_paths(load_composition(args.composition).root, args.output, args.work_dir)
+    check_render_paths(load_composition(args.composition).root, output, args.work_dir)
     composition = args.composition
     if not args.no_prepare:
         # Remote scripts, fonts and media are localised first: the engine serves the page nothing else.
@@ -156,7 +159,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         chosen,
         faults=_fault_settings(),
         composition=composition,
-        output=args.output,
+        output=output,
         overrides=Overrides(width=args.width, height=args.height, fps=args.fps, duration=args.duration),
         frames=args.frames,
         work_dir=args.work_dir,

@@ -35,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_render_parser(sub: Any) -> None:
     p = sub.add_parser("render", help="render a composition to a video on this machine")
     p.add_argument("composition", type=Path, help="directory with index.html, or an .html file")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 path")
+    p.add_argument("-o", "--output", required=True, help=cli_options.OUTPUT_HELP)
     cli_options.add_override_arguments(p)
     settings.add_arguments(p)
     p.add_argument("--work-dir", type=Path, help="where frames and chunks are written (default: next to output)")

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 # renderd.frames and fractions (with decimal) are imported when a value is parsed: every
 # command's parser has these options, and most invocations give none of them.
 
+# Kept as text by the parser: a trailing slash ("frames/") says png-sequence, and Path drops it.
+OUTPUT_HELP = (
+    "output file: .mp4, .webm, .mov or .gif (the format follows the extension, or --format); "
+    "a directory (trailing slash, or --format png-sequence) for PNG files"
+)
+
 
 def positive_int(name: str) -> Callable[[str], int]:
     """Return an argparse type: a whole number >= 1, errors naming ``name``."""

@@ -1,25 +1,25 @@
-"""Assembly of a job whose chunks are all verified: concat, verify, the soundtrack, move into place.
+"""Assembly of a job whose chunks are all verified: join, verify, the soundtrack, move into place.
 
 :func:`assemble_output` is the whole file-producing step, with no scheduler state, so the
 scheduler only marks the job assembling before and done or failed after. It runs no browser:
-the soundtrack is mixed by ffmpeg from the plan an agent read at submission.
+renderd.assemble joins the parts with ffmpeg in the job's format, and the soundtrack is mixed
+from the plan an agent read at submission.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
+from renderd.assemble import assemble
 from renderd.composition import load_composition
+from renderd.coordinator.claims import job_delivery, job_settings
 from renderd.coordinator.models import Chunk, Job
-from renderd.encode import concat_videos, sha256_file_async
-from renderd.errors import RenderdError
 from renderd.frames import Fps, FrameRange
-from renderd.hyperframes.audio import add_planned_audio, plan_from_json
+from renderd.hyperframes.audio import plan_from_json
 from renderd.hyperframes.media import AudioTrack
-from renderd.outputs import Owner, install_output
+from renderd.outputs import Owner
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +31,24 @@ async def assemble_output(job: Job, chunks: list[Chunk], work_dir: Path, timeout
     there and renamed into place for its submitter (see :func:`renderd.outputs.install_output`).
     """
     parts = [Path(c.output_path or "") for c in sorted(chunks, key=lambda c: c.index)]
-    out = Path(job.output)
-    job_span = FrameRange(job.start_frame, job.end_frame)
-    tmp = work_dir / "output.partial.mp4"
-    await asyncio.to_thread(tmp.parent.mkdir, parents=True, exist_ok=True)
-    try:
-        async with asyncio.timeout(timeout):
-            video = await concat_videos(parts, tmp)
-            if video.frames != job.frames:
-                raise RenderdError(f"assembled video has {video.frames} frames, expected {job.frames}")
-            # The soundtrack is mixed once over the job's frames, after concatenation.
-            await add_planned_audio(await audio_plan(job), job_span, Fps.parse(job.params["fps"]), tmp)
-        digest = await sha256_file_async(tmp)
-        owner = await asyncio.to_thread(Owner.of_uid, job.submitted_by_uid)
-        await asyncio.to_thread(install_output, tmp, out, owner)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(tmp.unlink)
-    return digest, video.frames
+    await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
+    scale = job_settings(job).scale
+    size = (round(int(job.params["width"]) * scale), round(int(job.params["height"]) * scale))
+    owner = await asyncio.to_thread(Owner.of_uid, job.submitted_by_uid)
+    async with asyncio.timeout(timeout):
+        made = await assemble(
+            parts,
+            work_dir,
+            Path(job.output),
+            delivery=job_delivery(job),
+            span=FrameRange(job.start_frame, job.end_frame),
+            fps=Fps.parse(job.params["fps"]),
+            size=size,
+            # The soundtrack is mixed once over the job's frames, after joining.
+            audio=await audio_plan(job),
+            owner=owner,
+        )
+    return made.sha256, made.frames
 
 
 async def audio_plan(job: Job) -> tuple[AudioTrack, ...]:

@@ -28,7 +28,8 @@ from renderd.coordinator.hosts import HostRegistry, HostRuntime, SchedulerContex
 from renderd.coordinator.models import Chunk, Claim, Job
 from renderd.coordinator.tasks import Kind
 from renderd.coordinator.transport import Transport
-from renderd.encode import probe_video, sha256_file_async
+from renderd.encode import png_part_frames, probe_video, sha256_file_async
+from renderd.formats import Delivery
 from renderd.errors import AgentFailed, HostUnavailable, RenderdError, StoreError
 from renderd.settings import NAMES, RenderSettings
 
@@ -224,9 +225,9 @@ class Claims:
 
     # -- one attempt ---------------------------------------------------------------------------
 
-    def local_chunk_path(self, job_id: str, index: int, attempt_id: int) -> Path:
+    def local_chunk_path(self, job_id: str, index: int, attempt_id: int, ext: str = "mp4") -> Path:
         """Where a fetched chunk lives in the state dir."""
-        return self.ctx.config.state_dir / "jobs" / job_id / f"chunk-{index:05d}-a{attempt_id}.mp4"
+        return self.ctx.config.state_dir / "jobs" / job_id / f"chunk-{index:05d}-a{attempt_id}.{ext}"
 
     async def _staged(self, transport: Transport, host: str, job: Job) -> str:
         """Return the composition's path on the host, syncing it once per job and transport."""
@@ -256,8 +257,9 @@ class Claims:
         marks: dict[str, float] = {}
         comp = await self._staged(transport, host.name, job)
         marks["staged"] = time.monotonic()
-        remote_out, remote_work = transport.chunk_paths(job.id, chunk.index, attempt_id)
-        output = self.local_chunk_path(job.id, chunk.index, attempt_id)
+        ext = job_delivery(job).part_ext
+        remote_out, remote_work = transport.chunk_paths(job.id, chunk.index, attempt_id, ext)
+        output = self.local_chunk_path(job.id, chunk.index, attempt_id, ext)
         await asyncio.to_thread(output.parent.mkdir, parents=True, exist_ok=True)
         assignment = self._assignment(job, chunk, host, comp, remote_out, remote_work)
 
@@ -351,6 +353,12 @@ def job_settings(job: Job) -> RenderSettings:
     return RenderSettings.from_dict({k: v for k, v in job.params.items() if k in NAMES and v is not None})
 
 
+def job_delivery(job: Job) -> Delivery:
+    """Return the output format of ``job`` (mp4 for a job submitted before formats existed)."""
+    settings = job_settings(job)
+    return Delivery("mp4" if settings.format == "auto" else settings.format, settings.codec, settings.transparent)
+
+
 def _lost(store: Any, chunk: Chunk, attempt_id: int, why: str) -> StoreStep:
     async def step() -> None:
         await store.mark_chunk_lost(chunk.job_id, chunk.index, attempt_id, why)
@@ -361,13 +369,16 @@ def _lost(store: Any, chunk: Chunk, attempt_id: int, why: str) -> StoreStep:
 async def _verify_chunk(output: Path, done: dict[str, Any], expected: int) -> int:
     if not await asyncio.to_thread(output.is_file):
         raise RenderdError(f"agent reported {output} but it does not exist")
-    info = await probe_video(output)
-    if info.frames != expected:
-        raise RenderdError(f"chunk {output.name} has {info.frames} frames, expected {expected}")
+    if output.suffix == ".tar":
+        frames = len(await asyncio.to_thread(png_part_frames, output))
+    else:
+        frames = (await probe_video(output)).frames
+    if frames != expected:
+        raise RenderdError(f"chunk {output.name} has {frames} frames, expected {expected}")
     digest = await sha256_file_async(output)
     if digest != done.get("sha256"):
         raise RenderdError(f"chunk {output.name} checksum mismatch")
-    return info.frames
+    return frames
 
 
 def _why(exc: BaseException) -> str:

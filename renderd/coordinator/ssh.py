@@ -244,10 +244,10 @@ class SshTransport:
             await self.run(["sh", "-c", 'mv -T "$1" "$2" 2>/dev/null || rm -rf "$1"', "sh", partial, target])
         return f"{target}/{entry}" if entry else target
 
-    def chunk_paths(self, job_id: str, index: int, attempt_id: int) -> tuple[str, str]:
+    def chunk_paths(self, job_id: str, index: int, attempt_id: int, ext: str = "mp4") -> tuple[str, str]:
         """Chunk outputs and frames live under the host's work dir, per job."""
         job_dir = f"{self.work}/jobs/{job_id}"
-        return f"{job_dir}/chunk-{index:05d}-a{attempt_id}.mp4", f"{job_dir}/work-{index}-a{attempt_id}"
+        return f"{job_dir}/chunk-{index:05d}-a{attempt_id}.{ext}", f"{job_dir}/work-{index}-a{attempt_id}"
 
     async def fetch(self, remote_path: str, local_path: Path) -> None:
         """Copy a chunk back (to a temp name, then rename).

@@ -27,7 +27,8 @@ from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN, NO_HOST
 from renderd.coordinator.server import Peer
 from renderd.errors import CompositionError, ControlError, OutputError, RenderdError, SettingsError
 from renderd.frames import Fps, FrameRange, parse_frame_range
-from renderd.outputs import Owner, check_outside, check_replaceable, composition_root
+from renderd.formats import resolve_format
+from renderd.outputs import Owner, check_outside, check_replaceable, check_replaceable_dir, composition_root
 from renderd.prepare import CACHE_ENV, PrepareOptions, needs_prepare, prepare_composition
 from renderd.settings import NAMES, RenderSettings
 
@@ -81,8 +82,6 @@ def _check_paths(fields: dict[str, Any], peer: Peer) -> tuple[Path, Path]:
     gids = peer_gids(peer)
     if comp_path.exists() and not user_may(comp_path, peer.uid, gids, "r"):
         raise ControlError(FORBIDDEN, f"uid {peer.uid} may not read {comp_path}")
-    if out.suffix.lower() != ".mp4":
-        raise ControlError(BAD_INPUT, f"output {str(out)!r} must end in .mp4")
     if not out.parent.is_dir():
         raise ControlError(BAD_INPUT, f"output directory {str(out.parent)!r} does not exist")
     if not user_may(out.parent, peer.uid, gids, "w"):
@@ -92,15 +91,21 @@ def _check_paths(fields: dict[str, Any], peer: Peer) -> tuple[Path, Path]:
     return comp_path, out
 
 
-def _check_output(comp_path: Path, out: Path, peer: Peer) -> None:
-    """Refuse an output inside the composition, or a file there the submitter may not replace (blocking)."""
+def _check_output(comp_path: Path, out: Path, peer: Peer, sequence: bool) -> None:
+    """Refuse an output inside the composition, or one there the submitter may not replace (blocking).
+
+    ``sequence``: the output is a png-sequence directory.
+    """
     try:
         if comp_path.exists():
             check_outside(out, [composition_root(comp_path)])
     except OutputError as exc:
         raise ControlError(BAD_INPUT, str(exc)) from None
     try:
-        check_replaceable(out, Owner.of_uid(peer.uid))
+        if sequence:
+            check_replaceable_dir(out, Owner.of_uid(peer.uid))
+        else:
+            check_replaceable(out, Owner.of_uid(peer.uid))
     except OutputError as exc:
         raise ControlError(FORBIDDEN, str(exc)) from None
 
@@ -191,8 +196,11 @@ async def plan_submission(
 ) -> tuple[NewJob, list[tuple[int, int]]]:
     """Validate a submit request and return the job to create with its chunk plan."""
     comp_path, out = _check_paths(fields, peer)
-    await asyncio.to_thread(_check_output, comp_path, out, peer)
-    settings = _settings(fields, config)
+    try:
+        settings = await asyncio.to_thread(resolve_format, _settings(fields, config), out)
+    except SettingsError as exc:
+        raise ControlError(BAD_INPUT, str(exc)) from None
+    await asyncio.to_thread(_check_output, comp_path, out, peer, settings.format == "png-sequence")
     overrides = _overrides(fields)
     try:
         source = await asyncio.to_thread(load_composition, comp_path)

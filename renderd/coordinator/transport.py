@@ -41,8 +41,8 @@ class Transport(Protocol):
         """Make the composition available on the host; return its path there (once per job)."""
         ...
 
-    def chunk_paths(self, job_id: str, index: int, attempt_id: int) -> tuple[str, str]:
-        """Return (chunk output path, work dir) on the host for one attempt."""
+    def chunk_paths(self, job_id: str, index: int, attempt_id: int, ext: str = "mp4") -> tuple[str, str]:
+        """Return (chunk output path, work dir) on the host for one attempt; ``ext``: the part's extension."""
         ...
 
     async def run_chunk(self, assignment: Assignment, on_event: EventSink, *, timeout: float) -> dict[str, Any]:
@@ -92,10 +92,10 @@ class LocalTransport:
         """The agent reads the composition where it is."""
         return str(composition)
 
-    def chunk_paths(self, job_id: str, index: int, attempt_id: int) -> tuple[str, str]:
+    def chunk_paths(self, job_id: str, index: int, attempt_id: int, ext: str = "mp4") -> tuple[str, str]:
         """Write chunks into the job's directory in the state dir."""
         job_dir = self._jobs_dir / job_id
-        return str(job_dir / f"chunk-{index:05d}-a{attempt_id}.mp4"), str(job_dir / "work")
+        return str(job_dir / f"chunk-{index:05d}-a{attempt_id}.{ext}"), str(job_dir / "work")
 
     async def fetch(self, remote_path: str, local_path: Path) -> None:
         """Nothing to move: the chunk is already local (it must be where the scheduler expects it)."""

@@ -156,7 +156,8 @@ class Engine:
                 self.comp,
                 overrides,
                 self.options.capture.ready_timeout_s,
-                keep_page=True,
+                # The probe page is drawn at scale 1: a scaled render opens its own.
+                keep_page=self.options.capture.scale == 1.0,
                 on_ready=self._on_probe_ready,
                 media=self._media_frames,
                 max_asset_bytes=self.options.capture.max_asset_bytes,

@@ -125,6 +125,7 @@ class CompositionPage:
         media: MediaFrames | None = None,
         transparent: bool = False,
         max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
+        device_scale_factor: float = 1.0,
     ) -> CompositionPage:
         """Open ``comp`` at ``width``x``height`` and wait until it can be seeked.
 
@@ -133,6 +134,8 @@ class CompositionPage:
         render's extracted video frames to a HyperFrames page. ``transparent`` clears the
         html/body backgrounds so PNG screenshots keep the page's transparency. A file served
         whole over ``max_asset_bytes`` fails the load (or the frame that asks for it).
+        ``device_scale_factor`` draws the page at that many device pixels per CSS pixel
+        (``--scale``): screenshots are that much larger, text and vectors drawn at that resolution.
         """
         project = read_project(comp.entry)
         if project is not None and project.missing_sub_files:
@@ -146,7 +149,7 @@ class CompositionPage:
             init_script += "\n" + _MEDIA_SHIM
         context = await browser.new_context(
             viewport={"width": width, "height": height},
-            device_scale_factor=1,
+            device_scale_factor=device_scale_factor,
             service_workers="block",
             bypass_csp=False,
         )

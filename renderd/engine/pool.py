@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class CaptureSettings:
     """How frames are captured and stored."""
 
-    fmt: str = DEFAULTS.format  # "jpeg" or "png"
+    fmt: str = DEFAULTS.capture_format  # "jpeg" or "png"
     quality: int = DEFAULTS.quality
     # Animation frames to let pass after a seek before the screenshot: without one, a
     # screenshot can show the previous frame's paint (measured on the bench composition).
@@ -58,6 +58,8 @@ class CaptureSettings:
     # Clear the html/body backgrounds and keep alpha in PNG frames, as HyperFrames does for its
     # alpha outputs (png-sequence): the composition's own elements are all that is drawn.
     transparent: bool = DEFAULTS.transparent
+    # Device pixels per CSS pixel (--scale): frames are this many times the composition's size.
+    scale: float = DEFAULTS.scale
     frame_timeout_s: float = DEFAULTS.frame_timeout
     ready_timeout_s: float = DEFAULTS.ready_timeout
     # Largest composition file served whole to the page (--max-asset-size); media are streamed.
@@ -308,6 +310,7 @@ class CapturePool:
             ready_timeout_s=self.settings.ready_timeout_s,
             transparent=self.settings.transparent,
             max_asset_bytes=self.settings.max_asset_bytes,
+            device_scale_factor=self.settings.scale,
             fps=self.fps,
             media=self.media,
         )

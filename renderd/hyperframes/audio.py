@@ -195,7 +195,7 @@ async def add_planned_audio(
     missing = await asyncio.to_thread(lambda: sorted({t.path.name for t in tracks if not t.path.is_file()}))
     if missing:
         raise EncodeError(f"audio source(s) {', '.join(missing)} no longer exist in the composition")
-    tmp = video.with_name(f".{video.name}.{secrets.token_hex(4)}.audio.mp4")
+    tmp = video.with_name(f".{video.name}.{secrets.token_hex(4)}.audio{video.suffix}")
     try:
         info = await add_audio(video, tmp, tracks, span, fps, timeout=timeout)
         os.replace(tmp, video)
