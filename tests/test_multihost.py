@@ -88,8 +88,8 @@ def _wait_clean(hosts: TestHosts, timeout: float = 40) -> None:
 def test_three_hosts_render_the_same_frames_as_a_local_render(root: Path, hosts: TestHosts, daemon: Daemon) -> None:
     out = root / "dist.mp4"
     r = daemon.ctl(
-        "submit", FIXTURES / "frame-index-gsap", "-o", out, "--frames", "0:60", "--chunks", "3", "--frame-format", "png",
-        "--wait",
+        "submit", FIXTURES / "frame-index-gsap", "-o", out, "--frames", "0:60", "--chunks", "3",
+        "--frame-format", "png", "--wait",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     local = root / "local.mp4"

@@ -241,6 +241,7 @@ def test_transparent_needs_an_output_with_alpha_and_png_frames(tmp_path: Path) -
     r = run_renderd("render", HISTORY, "-o", tmp_path / "out.webm", "--transparent", "--frame-format", "jpeg")
     assert r.returncode == 2
     assert r.stderr.strip() == (
-        "renderd: error: --frame-format jpeg cannot be used with --transparent (JPEG frames are lossy and have no alpha)"
+        "renderd: error: --frame-format jpeg cannot be used with --transparent "
+        "(JPEG frames are lossy and have no alpha)"
     )
     assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.webm").exists()

@@ -29,8 +29,8 @@ from renderd.coordinator.models import Chunk, Claim, Job
 from renderd.coordinator.tasks import Kind
 from renderd.coordinator.transport import Transport
 from renderd.encode import png_part_frames, probe_video, sha256_file_async
-from renderd.formats import Delivery
 from renderd.errors import AgentFailed, HostUnavailable, RenderdError, StoreError
+from renderd.formats import Delivery
 from renderd.settings import NAMES, RenderSettings
 
 log = logging.getLogger(__name__)

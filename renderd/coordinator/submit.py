@@ -26,8 +26,8 @@ from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
 from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN, NO_HOST
 from renderd.coordinator.server import Peer
 from renderd.errors import CompositionError, ControlError, OutputError, RenderdError, SettingsError
-from renderd.frames import Fps, FrameRange, parse_frame_range
 from renderd.formats import resolve_format
+from renderd.frames import Fps, FrameRange, parse_frame_range
 from renderd.outputs import Owner, check_outside, check_replaceable, check_replaceable_dir, composition_root
 from renderd.prepare import CACHE_ENV, PrepareOptions, needs_prepare, prepare_composition
 from renderd.settings import NAMES, RenderSettings
