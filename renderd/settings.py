@@ -230,14 +230,14 @@ def problem(name: str, value: Any) -> str | None:
 
 def validate(settings: RenderSettings) -> None:
     """Raise SettingsError naming the first bad option of ``settings``, including combinations."""
-    for name in NAMES:
-        if (why := problem(name, getattr(settings, name))) is not None:
-            raise SettingsError(why)
     if settings.format in ("jpeg", "png"):
         raise SettingsError(
             f"--format is what to deliver ({', '.join(OUTPUT_FORMATS)}); for {settings.format} frames "
             f"use --frame-format {settings.format}"
         )
+    for name in NAMES:
+        if (why := problem(name, getattr(settings, name))) is not None:
+            raise SettingsError(why)
     if settings.frame_format == "jpeg" and (settings.transparent or settings.format in ("png-sequence", "gif")):
         why = "--transparent" if settings.transparent else f"--format {settings.format}"
         raise SettingsError(f"--frame-format jpeg cannot be used with {why} (JPEG frames are lossy and have no alpha)")

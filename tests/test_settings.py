@@ -66,7 +66,7 @@ BAD_VALUES = [
     (["--preset", "turbo"], "--preset must be one of ultrafast,"),
     (["--format", "avi"], "--format must be one of auto, mp4, webm, mov, png-sequence, gif, got 'avi'"),
     (["--format", "gif"], "out.mp4 ends in .mp4, but --format is gif: name it with .gif"),
-    (["--frame-format", "png"], "for png frames use --frame-format png"),
+    (["--format", "png"], "for png frames use --frame-format png"),
     (["--scale", "0"], "--scale must be positive, got 0"),
     (["--scale", "9"], "--scale must be at most 8, got 9"),
     (["--scale", "big"], "--scale must be a number (factor), got 'big'"),
@@ -95,7 +95,10 @@ def test_a_bad_value_gets_the_same_line_from_render_and_submit(tmp_path: Path, a
 
 
 def test_settings_round_trip_through_json_and_the_assignment() -> None:
-    s = RenderSettings(quality=77, crf=23, preset="fast", frame_timeout=12, gl="off", format="png", transparent=True)
+    s = RenderSettings(
+        quality=77, crf=23, preset="fast", frame_timeout=12, gl="off", format="webm", frame_format="png",
+        transparent=True, scale=2,
+    )  # fmt: skip
     assert RenderSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     a = Assignment(
         job_id="j-1", chunk_index=0, composition=str(COMP), start=0, end=10, total_frames=120, fps="30",
@@ -107,6 +110,13 @@ def test_settings_round_trip_through_json_and_the_assignment() -> None:
     assert (req.capture.fmt, req.capture.quality, req.capture.transparent) == ("png", 77, True)
     assert req.capture.frame_timeout_s == 12.0 and req.capture.ready_timeout_s == DEFAULTS.ready_timeout
     assert (req.encode.crf, req.encode.preset, req.gl) == (23, "fast", "off")
+    assert (req.encode.format, req.encode.transparent, req.capture.scale, req.as_part) == ("webm", True, 2.0, True)
+
+
+def test_a_job_stored_before_formats_keeps_its_frame_format() -> None:
+    """Job records of renderd 0.1 said `format` for the frame format: they load as mp4 with those frames."""
+    old = RenderSettings.from_dict({"format": "png", "quality": 80})
+    assert (old.format, old.frame_format, old.capture_format) == ("mp4", "png", "png")
 
 
 @pytest.mark.parametrize(
@@ -176,7 +186,9 @@ def test_submitted_settings_reach_the_agent_unchanged(short_tmp: Path) -> None:
     finally:
         daemon.stop()
     job_id = r.stdout.split()[0]
-    expected = RenderSettings(quality=77, crf=23, preset="fast", frame_timeout=12, gl="off", chunks=2, keep_frames=True)
+    expected = RenderSettings(
+        format="mp4", quality=77, crf=23, preset="fast", frame_timeout=12, gl="off", chunks=2, keep_frames=True
+    )
     with sqlite3.connect(short_tmp / "state" / "renderd.db") as db:
         (params,) = db.execute("SELECT params FROM jobs WHERE id = ?", (job_id,)).fetchone()
     assert RenderSettings.from_dict({k: v for k, v in json.loads(params).items() if k in NAMES}) == expected
@@ -185,7 +197,7 @@ def test_submitted_settings_reach_the_agent_unchanged(short_tmp: Path) -> None:
     for a in received:
         # The coordinator split the job; the agent splits its chunk as it likes, with the host's workers.
         assert a.settings == RenderSettings(
-            quality=77, crf=23, preset="fast", frame_timeout=12, gl="off", workers=1, keep_frames=True
+            format="mp4", quality=77, crf=23, preset="fast", frame_timeout=12, gl="off", workers=1, keep_frames=True
         )
         req = request_for(a)
         assert (req.capture.quality, req.capture.frame_timeout_s, req.gl) == (77, 12.0, "off")

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 # Kept as text by the parser: a trailing slash ("frames/") says png-sequence, and Path drops it.
 OUTPUT_HELP = (
-    "output file: .mp4, .webm, .mov or .gif (the format follows the extension, or --format); "
-    "a directory (trailing slash, or --format png-sequence) for PNG files"
+    "output file: .mp4, .webm, .mov or .gif (its extension says the format); "
+    "or a directory, named with a trailing slash or made with the png-sequence format, for PNG files"
 )
 
 
