@@ -112,6 +112,63 @@ def test_three_hosts_render_the_same_frames_as_a_local_render(root: Path, hosts:
         assert not (hosts.host(name).work_dir / "jobs" / job).exists(), "remote job dir not cleaned up"
 
 
+def _rgba_frame_md5s(video: Path) -> list[str]:
+    """Frame MD5s of ``video`` decoded to RGBA (libvpx decodes a VP9 file's alpha; ffmpeg's own drops it)."""
+    decoder = ["-c:v", "libvpx-vp9"] if video.suffix == ".webm" else []
+    r = subprocess.run(
+        ["ffmpeg", "-v", "error", *decoder, "-i", str(video), "-pix_fmt", "rgba", "-f", "framemd5", "-"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return [line.rsplit(",", 1)[1].strip() for line in r.stdout.splitlines() if line and not line.startswith("#")]
+
+
+def _tree_hashes(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+def test_fan_out_webm_and_png_sequence_with_alpha_match_local_renders(
+    root: Path, hosts: TestHosts, daemon: Daemon
+) -> None:
+    """Parts of other formats travel too: a VP9 .webm and a .tar of PNG files per chunk."""
+    comp = FIXTURES / "hf-history"
+    common = ["--frames", "3:33", "--chunks", "3", "--transparent"]
+    webm, seq = root / "dist.webm", root / "dist-seq"
+    jobs = []
+    for out in (str(webm), f"{seq}/"):
+        r = daemon.ctl("submit", comp, "-o", out, *common)
+        assert r.returncode == 0, r.stderr
+        jobs.append(r.stdout.strip())
+    for job in jobs:
+        final = wait_state(daemon, job, ("done", "failed"), timeout=300)
+        assert final["job"]["state"] == "done", final["job"]
+    local_webm, local_seq = root / "local.webm", root / "local-seq"
+    for out in (str(local_webm), f"{local_seq}/"):
+        r = run_renderd("render", comp, "-o", out, *common, "--workers", "1", "--no-prepare")
+        assert r.returncode == 0, r.stderr
+    # Same chunk boundaries, same PNG frames, same encoder settings: the same file contents.
+    assert _rgba_frame_md5s(webm) == _rgba_frame_md5s(local_webm)
+    assert len(_rgba_frame_md5s(webm)) == 30
+    names = [f"frame_{i:06d}.png" for i in range(3, 33)]
+    assert list(_tree_hashes(seq)) == names
+    assert _tree_hashes(seq) == _tree_hashes(local_seq)
+    # The alpha reached both: the cleared page background is transparent, the box opaque.
+    webm_frame = _rgba(webm, "-c:v", "libvpx-vp9")[5 * 160 * 120 * 4 : 6 * 160 * 120 * 4]
+    for frame in (webm_frame, _rgba(seq / names[5])):
+        assert frame[(60 * 160 + 120) * 4 + 3] == 0
+        assert frame[(60 * 160 + 40) * 4 + 3] == 255
+    used = {a["host"] for job in jobs for a in daemon.json("status", job)["attempts"]}
+    assert len(used) >= 2, used
+
+
+def _rgba(path: Path, *decoder: str) -> bytes:
+    """Every frame of ``path`` as raw RGBA bytes."""
+    r = subprocess.run(
+        ["ffmpeg", "-v", "error", *decoder, "-i", str(path), "-pix_fmt", "rgba", "-f", "rawvideo", "-"],
+        capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    return r.stdout
+
+
 def test_killed_agent_and_stopped_host_are_rendered_elsewhere(root: Path, hosts: TestHosts, daemon: Daemon) -> None:
     out = root / "faults.mp4"
     r = daemon.ctl("submit", FIXTURES / "frame-index-hook", "-o", out, "--chunks", "6")
