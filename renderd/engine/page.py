@@ -160,6 +160,13 @@ class CompositionPage:
             router = Router(comp, documents=documents, media=media, max_asset_bytes=max_asset_bytes)
             await page.route("**/*", router.handle)
             cdp = await context.new_cdp_session(page)
+            if device_scale_factor != 1:
+                # Emulation is per CDP session: without this, screenshots through our session stay
+                # at CSS size although the page reports devicePixelRatio = F (measured).
+                await cdp.send(
+                    "Emulation.setDeviceMetricsOverride",
+                    {"width": width, "height": height, "deviceScaleFactor": device_scale_factor, "mobile": False},
+                )
             self = cls(context, page, cdp, comp)
             self._failures = router.failures
             self.project = project
