@@ -164,8 +164,9 @@ async def render_local(
             emit(
                 Started(
                     composition=str(comp.entry),
-                    width=info.width,
-                    height=info.height,
+                    # The frames' size: the composition's, times --scale.
+                    width=round(info.width * req.capture.scale),
+                    height=round(info.height * req.capture.scale),
                     fps=str(info.fps),
                     start=span.start,
                     end=span.end,
