@@ -94,7 +94,7 @@ async def join_parts(parts: Sequence[Path], out: Path, *, delivery: Delivery, sp
             await asyncio.to_thread(extract_png_parts, parts, staging, range(span.start, span.end))
             names = [frame_file_name(i, "png") for i in range(span.start, span.end)]
             first = await probe_video(staging / names[0])
-            await asyncio.to_thread(pack_png_part, staging, names, out)
+            await asyncio.to_thread(pack_png_part, [(staging / n, n) for n in names], out)
             return VideoInfo(
                 frames=len(span),
                 width=first.width,
