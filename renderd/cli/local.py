@@ -1,4 +1,4 @@
-"""The commands that work on this machine: `render`, `inspect`, `agent` and `config check`.
+"""The commands that work on this machine: `render`, `still`, `inspect`, `agent` and `config check`.
 
 They are apart from the parser (renderd.cli.main) because they need the event loop, the
 composition loader and the progress display, which the daemon's client commands (`submit`,
@@ -174,6 +174,40 @@ def cmd_render(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         display.close()
         return _fail("cancelled; no output was written", args.json, code="cancelled", status=EXIT_CANCELLED)
+
+
+def cmd_still(args: argparse.Namespace) -> int:
+    """Render one frame of a composition to a PNG or JPEG image (renderd.still)."""
+    from renderd.still import image_format, render_still
+
+    chosen = RenderSettings.from_args(args)
+    output = Path(args.output)
+    # Before the prepare and any browser, as for render: the image's name, and where it may go.
+    image_format(output, transparent=chosen.transparent)
+    check_render_paths(load_composition(args.composition).root, output, None)
+    composition = args.composition
+    if not args.no_prepare:
+        composition = _run(cli_prepare.prepare_for_render(composition, offline=args.offline, quiet=args.json))
+    # Progress is not shown for one frame; with --json the render's events and a final done are.
+    display = JsonDisplay() if args.json else None
+    try:
+        result = _run(
+            render_still(
+                composition,
+                output,
+                frame=args.frame,
+                seconds=args.time,
+                settings=chosen,
+                overrides=Overrides(width=args.width, height=args.height, fps=args.fps, duration=args.duration),
+                emit=display,
+                faults=_fault_settings(),
+            )
+        )
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return _fail("cancelled; no output was written", args.json, code="cancelled", status=EXIT_CANCELLED)
+    if not args.json:
+        print(f"renderd: wrote {output} (frame {result.frame}, {result.width}x{result.height})", flush=True)
+    return 0
 
 
 def _run(coro: Coroutine[Any, Any, Any], *, cancel_on_stdin_eof: bool = False) -> Any:

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from renderd import __version__, settings
 from renderd.cli import control as cli_control
@@ -21,6 +21,9 @@ from renderd.cli import prepare as cli_prepare
 from renderd.cli.exits import EXIT_CANCELLED
 from renderd.cli.exits import fail as _fail
 from renderd.errors import ConfigError, DaemonError, RenderdError
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 DEFAULT_CONFIG = Path("/etc/renderd/renderd.toml")
 
@@ -43,6 +46,53 @@ def _add_render_parser(sub: Any) -> None:
     p.add_argument("--no-prepare", action="store_true", help="render as is, even if the page loads remote URLs")
     p.add_argument("--offline", action="store_true", help="prepare without network (asset cache and npm cache only)")
     p.set_defaults(func=_cmd_render)
+
+
+# The render settings that shape a still's pixels (the rest are about video, chunks and workers).
+STILL_SETTINGS = ("transparent", "scale", "gl", "chromium", "frame_timeout", "ready_timeout", "max_asset_size")
+
+
+def _frame_index(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--frame must be a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"--frame must be 0 or more (frames count from 0), got {v}")
+    return v
+
+
+def _time_s(text: str) -> Fraction:
+    from fractions import Fraction  # with decimal: imported only when --time is given
+
+    try:
+        v = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"--time must be seconds as a decimal or a fraction (1.25, 5/4), got {text!r}"
+        ) from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"--time must be 0 or more, got {text}")
+    return v
+
+
+def _add_still_parser(sub: Any) -> None:
+    p = sub.add_parser("still", help="render one frame of a composition to a PNG or JPEG image on this machine")
+    p.add_argument("composition", type=Path, help="directory with index.html, or an .html file")
+    p.add_argument(
+        "-o", "--output", required=True, type=Path, help="image file: .png (alpha with --transparent), .jpg or .jpeg"
+    )
+    at = p.add_mutually_exclusive_group(required=True)
+    at.add_argument("--frame", type=_frame_index, metavar="N", help="absolute frame index, from 0 (shows time N/fps)")
+    at.add_argument(
+        "--time", type=_time_s, metavar="T", help="seconds (1.25 or 5/4): the frame on screen then, floor(T * fps)"
+    )
+    cli_options.add_override_arguments(p, frames=False)
+    settings.add_arguments(p, STILL_SETTINGS)
+    p.add_argument("--json", action="store_true", help="print JSON-line events on stdout")
+    p.add_argument("--no-prepare", action="store_true", help="render as is, even if the page loads remote URLs")
+    p.add_argument("--offline", action="store_true", help="prepare without network (asset cache and npm cache only)")
+    p.set_defaults(func=_cmd_still)
 
 
 def _add_inspect_parser(sub: Any) -> None:
@@ -95,6 +145,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return cmd_render(args)
 
 
+def _cmd_still(args: argparse.Namespace) -> int:
+    from renderd.cli.local import cmd_still
+
+    return cmd_still(args)
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from renderd.cli.local import cmd_inspect
 
@@ -122,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_render_parser(sub)
+    _add_still_parser(sub)
     _add_inspect_parser(sub)
     _add_agent_parser(sub)
     _add_config_parser(sub)
