@@ -179,8 +179,11 @@ def build_encode_argv(
     clocks = ["-video_track_timescale", str(timescale), "-movie_timescale", str(timescale)]
     if settings.format == "mov":
         alpha = settings.delivery.keeps_alpha
+        # prores_ks writes each frame's own colour properties, not -colorspace and co.: without
+        # setparams a PNG-fed part was untagged and a JPEG-fed one tagged bt470bg (BT.601).
+        tags = "setparams=range=tv:color_primaries=bt709:color_trc=bt709:colorspace=bt709"
         return [
-            *head, *convert,
+            *head, "-vf", f"{convert[1]},{tags}", *convert[2:],
             "-c:v", "prores_ks",
             # 4: ProRes 4444 (alpha), 3: ProRes 422 HQ.
             "-profile:v", "4" if alpha else "3",
