@@ -143,11 +143,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Render a composition to a video on this machine."""
     from renderd.render import RenderRequest, render_local
 
-    chosen = resolve_format(RenderSettings.from_args(args), args.output)
+    chosen = RenderSettings.from_args(args)
     output = Path(args.output)
     # Before the prepare and any browser: a render never writes into what it reads. The prepared
     # copy, if any, is checked again by render_local.
     check_render_paths(load_composition(args.composition).root, output, args.work_dir)
+    chosen = resolve_format(chosen, args.output)
     composition = args.composition
     if not args.no_prepare:
         # Remote scripts, fonts and media are localised first: the engine serves the page nothing else.

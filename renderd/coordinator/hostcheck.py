@@ -111,7 +111,9 @@ async def render_selftest(transport: Transport, config: DaemonConfig) -> list[st
             start=selftest.FRAME, end=selftest.FRAME + 1, total_frames=selftest.TOTAL_FRAMES,
             fps=str(selftest.FPS), width=selftest.WIDTH, height=selftest.HEIGHT, duration=str(selftest.DURATION),
             output=remote_out, work_dir=remote_work,
-            settings=RenderSettings(format="png", workers=1, chunks=1, ready_timeout=config.timeouts.ready),
+            settings=RenderSettings(
+                format="mp4", frame_format="png", workers=1, chunks=1, ready_timeout=config.timeouts.ready
+            ),
         )  # fmt: skip
         timeout = config.timeouts.ready + SELFTEST_EXTRA_S
         done = await transport.run_chunk(assignment, lambda _event: None, timeout=timeout)

@@ -91,16 +91,17 @@ def _check_paths(fields: dict[str, Any], peer: Peer) -> tuple[Path, Path]:
     return comp_path, out
 
 
-def _check_output(comp_path: Path, out: Path, peer: Peer, sequence: bool) -> None:
-    """Refuse an output inside the composition, or one there the submitter may not replace (blocking).
-
-    ``sequence``: the output is a png-sequence directory.
-    """
+def _check_outside(comp_path: Path, out: Path) -> None:
+    """Refuse an output inside the composition (blocking)."""
     try:
         if comp_path.exists():
             check_outside(out, [composition_root(comp_path)])
     except OutputError as exc:
         raise ControlError(BAD_INPUT, str(exc)) from None
+
+
+def _check_replaceable(out: Path, peer: Peer, sequence: bool) -> None:
+    """Refuse an output the submitter may not create or replace (blocking); ``sequence``: a directory."""
     try:
         if sequence:
             check_replaceable_dir(out, Owner.of_uid(peer.uid))
@@ -196,11 +197,12 @@ async def plan_submission(
 ) -> tuple[NewJob, list[tuple[int, int]]]:
     """Validate a submit request and return the job to create with its chunk plan."""
     comp_path, out = _check_paths(fields, peer)
+    await asyncio.to_thread(_check_outside, comp_path, out)
     try:
         settings = await asyncio.to_thread(resolve_format, _settings(fields, config), out)
     except SettingsError as exc:
         raise ControlError(BAD_INPUT, str(exc)) from None
-    await asyncio.to_thread(_check_output, comp_path, out, peer, settings.format == "png-sequence")
+    await asyncio.to_thread(_check_replaceable, out, peer, settings.format == "png-sequence")
     overrides = _overrides(fields)
     try:
         source = await asyncio.to_thread(load_composition, comp_path)
