@@ -142,8 +142,11 @@ def install_output(src: Path, out: Path, owner: Owner | None = None) -> None:
         os.close(dfd)
 
 
-def check_replaceable_dir(out: Path, owner: Owner) -> None:
-    """Raise OutputError unless the daemon may create or replace the sequence directory ``out`` (blocking)."""
+def check_replaceable_dir(out: Path, owner: Owner | None = None) -> None:
+    """Raise OutputError unless the sequence directory ``out`` may be created or replaced (blocking).
+
+    ``owner``: the daemon's submitter, whose permissions are checked too.
+    """
     dfd = _open_dir(out)
     try:
         _check_dir_at(dfd, out, owner)

@@ -29,7 +29,7 @@ from renderd.errors import RenderdError, first_error
 from renderd.events import ChunkDone, Done, Event, Retry, Started
 from renderd.formats import Delivery
 from renderd.frames import Fps, FrameRange, parse_frame_range, plan_chunks
-from renderd.outputs import check_render_paths, install_output
+from renderd.outputs import check_render_paths, check_replaceable_dir, install_output
 from renderd.progress import ProgressTracker
 from renderd.settings import DEFAULTS, RenderSettings
 
@@ -143,6 +143,9 @@ async def render_local(
     delivery = req.encode.delivery
     if out.is_dir() and (req.as_part or not delivery.is_sequence):
         raise RenderdError(f"output {str(out)!r} is a directory; give a file name such as out.{delivery.part_ext}")
+    if delivery.is_sequence and not req.as_part:
+        # Checked again when the sequence is moved there; here so a refusal costs no render.
+        await asyncio.to_thread(check_replaceable_dir, out)
     if not out.parent.is_dir():
         raise RenderdError(f"output directory {str(out.parent)!r} does not exist")
     work_root = Path(req.work_dir or out.parent).expanduser().resolve()
