@@ -20,7 +20,7 @@ import pytest
 from conftest import FIXTURES, run_renderd
 from daemonctl import Daemon
 from sshhosts import TestHosts
-from videotools import RGB, close, decode_frames, index_colour, pixel, stream
+from videotools import RGB, close, decode_frames, ffprobe, index_colour, pixel, stream
 
 from renderd.engine.hyperframes.media_frames import frame_index
 from renderd.engine.routing import read_range
@@ -169,6 +169,25 @@ def test_partial_render_gets_the_matching_slice(project: Path, tmp_path: Path) -
     assert shown_frame(frames[44], FAST_AT) == expected_source_frame(FAST, 89 / FPS)
     assert abs(float(stream(out, "audio")["duration"]) - 1.5) < 0.03
     pcm = decode_left(out)
+    assert abs(amplitude(pcm, 0.1, 0.9, 440) - 0.25) < 0.025
+    assert abs(amplitude(pcm, 1.1, 1.45, 880) - 0.4) < 0.04
+
+
+@pytest.mark.parametrize(("name", "codec"), [("part.webm", "opus"), ("part.mov", "aac"), ("part.gif", None)])
+def test_each_format_gets_its_soundtrack(project: Path, tmp_path: Path, name: str, codec: str | None) -> None:
+    """Opus in webm, AAC in mov, over the same slice as mp4; a GIF has no sound and says it left it out."""
+    out = tmp_path / name
+    r = run_renderd("render", project, "-o", out, "--frames", "45:90", "--chunks", "2", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    streams = [s["codec_type"] for s in ffprobe(out, "-show_streams")["streams"]]
+    if codec is None:
+        assert streams == ["video"]
+        assert "gif carries no sound: the composition's audio is left out" in r.stderr
+        return
+    audio = stream(out, "audio")
+    assert audio["codec_name"] == codec and int(audio["sample_rate"]) == RATE and int(audio["channels"]) == 2
+    pcm = decode_left(out)
+    assert abs(len(pcm) - 1.5 * RATE) < RATE * 0.03
     assert abs(amplitude(pcm, 0.1, 0.9, 440) - 0.25) < 0.025
     assert abs(amplitude(pcm, 1.1, 1.45, 880) - 0.4) < 0.04
 
