@@ -174,13 +174,17 @@ def install_output_dir(src: Path, out: Path, owner: Owner | None = None) -> None
         if old:
             os.rename(out.name, aside, src_dir_fd=dfd, dst_dir_fd=dfd)
         try:
-            os.rename(src, out.name, dst_dir_fd=dfd)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                if old:
+            try:
+                os.rename(src, out.name, dst_dir_fd=dfd)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _copy_dir_into(src, dfd, out.name, give)
+        except BaseException:
+            if old:  # the earlier sequence goes back where it was
+                with contextlib.suppress(OSError):
                     os.rename(aside, out.name, src_dir_fd=dfd, dst_dir_fd=dfd)
-                raise
-            _copy_dir_into(src, dfd, out.name, give)
+            raise
         if old:
             _remove_sequence(dfd, aside)
     finally:
