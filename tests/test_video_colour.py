@@ -64,7 +64,7 @@ def frame(tmp_path_factory: pytest.TempPathFactory) -> bytes:
             f'data-duration="0.2" data-track-index="{k}" muted playsinline></video>'
         )
     (root / "index.html").write_text(PAGE.format(w=W, h=H, videos="\n".join(tags)))
-    out = tmp_path_factory.mktemp("colour-out") / "out.mkv"
+    out = tmp_path_factory.mktemp("colour-out") / "out.mp4"
     r = run_renderd("render", root, "-o", out, "--frame-format", "png", "--workers", "1")
     assert r.returncode == 0, r.stderr
     frames = decode_frames(out, W, H)

@@ -73,7 +73,7 @@ def shown(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[int]]:
         )
     w = SIZE * len(SOURCES)
     (root / "index.html").write_text(PAGE.format(w=w, h=SIZE, s=SIZE, fps=FPS, videos="\n".join(tags)))
-    out = tmp_path_factory.mktemp("timing-out") / "out.mkv"
+    out = tmp_path_factory.mktemp("timing-out") / "out.mp4"
     # Three chunks on two workers: chunk starts (frames 10 and 20) fall between source frames.
     r = run_renderd("render", root, "-o", out, "--frame-format", "png", "--workers", "2", "--chunks", "3")
     assert r.returncode == 0, r.stderr
@@ -156,7 +156,7 @@ def test_webgl_video_texture_shows_the_frame_of_the_seek(tmp_path: Path) -> None
     comp.mkdir()
     make_ramp(comp / "ramp.mp4", FPS, [])
     (comp / "index.html").write_text(GL_PAGE.format(s=SIZE, fps=FPS))
-    out = tmp_path / "out.mkv"
+    out = tmp_path / "out.mp4"
     r = run_renderd("render", comp, "-o", out, "--frame-format", "png", "--workers", "1")
     assert r.returncode == 0, r.stderr
     frames = grey_frames(out, SIZE * SIZE)
