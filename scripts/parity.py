@@ -23,6 +23,14 @@ infinite. SSIM is ffmpeg's ``ssim`` filter's ``All`` value per frame (1.0 = iden
 Either side may also be a directory of numbered PNG frames (``frame_000000.png`` ... or starting
 at 1), compared losslessly; PNGs with an alpha channel are flattened over white, the canvas
 Chrome paints behind a page without a background.
+
+With ``alpha=True`` the transparency is compared instead of flattened: each side is decoded to
+RGBA (VP9 through the ``libvpx-vp9`` decoder, the only one that reads a WebM's alpha; ProRes 4444
+and PNG alpha by ffmpeg's own decoders; an opaque side gets alpha 255) into a lossless FFV1 copy,
+then two PSNRs are taken per frame: of the colour premultiplied by alpha (R, G, B; what the frame
+shows composited over black, so the undefined colour under fully transparent pixels does not
+count and half-transparent edges count by their coverage) and of the alpha plane alone. SSIM
+is of the premultiplied colour. The worst colour frame and the worst alpha frame each get images.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import asyncio
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -80,6 +88,7 @@ class VideoSummary:
     color_range: str
     tagged: bool  # False when the file carried no matrix/range tags and defaults were assumed
     input_args: tuple[str, ...] = ()  # ffmpeg options before ``-i path`` (frame rate of a PNG sequence)
+    codec: str = ""  # ffprobe's codec_name ("png" for a frame directory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +96,9 @@ class FrameScore:
     """Scores of one frame pair; ``index`` counts from 0."""
 
     index: int
-    psnr: float  # dB, math.inf for identical frames
+    psnr: float  # dB, math.inf for identical frames (premultiplied colour when alpha is compared)
     ssim: float
+    alpha_psnr: float | None = None  # dB of the alpha plane, when alpha is compared
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +113,16 @@ class Stats:
     worst: int  # index of the frame with the lowest PSNR (lowest SSIM on ties), -1 if none
 
 
+@dataclass(frozen=True, slots=True)
+class AlphaStats:
+    """Summary of the per-frame alpha-plane PSNRs."""
+
+    compared: int
+    min_psnr: float
+    mean_psnr: float  # PSNR of the mean MSE, as for colour
+    worst: int  # index of the frame with the lowest alpha PSNR, -1 if none
+
+
 @dataclass(slots=True)
 class Comparison:
     """The result of :func:`compare_videos`: both sides, per-frame scores, summary, images."""
@@ -112,6 +132,7 @@ class Comparison:
     frames: list[FrameScore]
     stats: Stats
     images: dict[str, str] = field(default_factory=dict)  # role -> path of the worst-frame PNGs
+    alpha: AlphaStats | None = None  # when alpha was compared (FrameScore.alpha_psnr is then set)
 
     @property
     def frames_match(self) -> bool:
@@ -127,15 +148,22 @@ class Comparison:
 
     def to_json(self) -> dict[str, object]:
         """Return a JSON-ready dict (``inf`` PSNR written as the string "inf")."""
-        return {
+        doc: dict[str, object] = {
             "a": asdict(self.a),
             "b": asdict(self.b),
             "frames_match": self.frames_match,
             "duration_match": self.duration_match,
             "stats": {k: _json_number(v) for k, v in asdict(self.stats).items()},
             "images": dict(self.images),
-            "frames": [{"index": f.index, "psnr": _json_number(f.psnr), "ssim": f.ssim} for f in self.frames],
+            "frames": [
+                {"index": f.index, "psnr": _json_number(f.psnr), "ssim": f.ssim}
+                | ({} if f.alpha_psnr is None else {"alpha_psnr": _json_number(f.alpha_psnr)})
+                for f in self.frames
+            ],
         }
+        if self.alpha is not None:
+            doc["alpha_stats"] = {k: _json_number(v) for k, v in asdict(self.alpha).items()}
+        return doc
 
 
 def psnr_from_mse(mse: float, peak: float = PEAK) -> float:
@@ -185,20 +213,41 @@ def summarize(psnr: Sequence[float], ssim: Sequence[float]) -> tuple[list[FrameS
     )
 
 
-async def probe(path: Path) -> VideoSummary:
-    """Return frames, duration, size, rate and the colour decode settings of ``path``."""
+def summarize_alpha(psnr: Sequence[float]) -> AlphaStats:
+    """Summarise per-frame alpha PSNRs: lowest (first on ties) and the PSNR of the mean MSE."""
+    if not psnr:
+        return AlphaStats(0, math.nan, math.nan, -1)
+    worst = min(range(len(psnr)), key=lambda i: (psnr[i], i))
+    mean_mse = sum(mse_from_psnr(p) for p in psnr) / len(psnr)
+    return AlphaStats(len(psnr), psnr[worst], psnr_from_mse(mean_mse), worst)
+
+
+async def probe(path: Path, untagged_matrix: str = "bt709") -> VideoSummary:
+    """Return frames, duration, size, rate and the colour decode settings of ``path``.
+
+    A YUV file without a matrix tag is read with ``untagged_matrix`` (bt709 by default: what
+    renderd and HyperFrames' MP4s are; HyperFrames' WebM is untagged BT.601, docs/parity.md).
+
+    A VP9 stream is decoded with ``libvpx-vp9`` (in ``input_args``): ffmpeg's native VP9 decoder
+    drops a WebM's alpha. A VP9 stream tagged ``alpha_mode=1`` is reported as ``yuva420p`` (ffprobe
+    says yuv420p, the colour planes' format).
+    """
     try:
         info = await probe_video(Path(path))
         done = await procs.run(
             ["ffprobe", "-hide_banner", "-loglevel", "error", "-select_streams", "v:0",
-             "-show_entries", "stream=color_space,color_range", "-of", "json", str(Path(path).absolute())],
+             "-show_entries", "stream=color_space,color_range:stream_tags", "-of", "json",
+             str(Path(path).absolute())],
             timeout=PROBE_TIMEOUT_S,
         )  # fmt: skip
     except RenderdError as exc:
         raise ParityError(str(exc)) from exc
     streams = json.loads(done.stdout).get("streams") or [{}]
     space, rng = str(streams[0].get("color_space", "")), str(streams[0].get("color_range", ""))
+    tags = {str(k).lower(): str(v) for k, v in (streams[0].get("tags") or {}).items()}
     matrix, colour_range = _MATRIX.get(space), _RANGE.get(rng)
+    vp9 = info.codec == "vp9"
+    pix_fmt = "yuva420p" if vp9 and tags.get("alpha_mode") == "1" and info.pix_fmt == "yuv420p" else info.pix_fmt
     return VideoSummary(
         path=str(path),
         frames=info.frames,
@@ -206,11 +255,13 @@ async def probe(path: Path) -> VideoSummary:
         width=info.width,
         height=info.height,
         fps=f"{info.fps.numerator}/{info.fps.denominator}",
-        pix_fmt=info.pix_fmt,
+        pix_fmt=pix_fmt,
         # Untagged YUV: assume what both renderd and HyperFrames write (bt709, limited range).
-        color_matrix=matrix or "bt709",
+        color_matrix=matrix or untagged_matrix,
         color_range=colour_range or ("pc" if _RGB_FORMATS.match(info.pix_fmt) else "tv"),
         tagged=matrix is not None and colour_range is not None,
+        input_args=("-c:v", "libvpx-vp9") if vp9 else (),
+        codec=info.codec,
     )
 
 
@@ -244,16 +295,17 @@ async def probe_sequence(directory: Path, fps: Fraction) -> VideoSummary:
         color_range="pc",
         tagged=True,
         input_args=("-framerate", f"{fps.numerator}/{fps.denominator}", "-start_number", str(numbers[0])),
+        codec="png",
     )
 
 
-async def probe_input(path: Path, fps: Fraction | None = None) -> VideoSummary:
+async def probe_input(path: Path, fps: Fraction | None = None, untagged_matrix: str = "bt709") -> VideoSummary:
     """Describe a video file, or a PNG frame directory (which needs ``fps``)."""
     if Path(path).is_dir():
         if fps is None:
             raise ParityError(f"{path} is a directory of frames; its frame rate must be given")
         return await probe_sequence(Path(path), fps)
-    return await probe(Path(path))
+    return await probe(Path(path), untagged_matrix)
 
 
 def to_rgb_filter(video: VideoSummary) -> str:
@@ -288,6 +340,35 @@ async def flatten(video: VideoSummary, target: Path, timeout: float = FFMPEG_TIM
     return replace(flat, duration=video.duration, fps=video.fps)
 
 
+async def to_rgba(video: VideoSummary, target: Path, timeout: float = FFMPEG_TIMEOUT_S) -> VideoSummary:
+    """Write ``video`` as lossless RGBA (FFV1 bgra in ``target``), alpha kept (255 where it has none).
+
+    Like :func:`flatten`, one filter graph for the whole input (``-reinit_filter 0``) so PNG files
+    of mixed pixel formats stay one stream; VP9 is read by ``libvpx-vp9`` (``video.input_args``).
+    """
+    convert = (
+        f"scale=in_color_matrix={video.color_matrix}:in_range={video.color_range}"
+        ":flags=bicubic+accurate_rnd+full_chroma_int,format=bgra"
+    )
+    argv = ["-reinit_filter", "0", *video.input_args, "-i", video.path, "-vf", convert]
+    argv += ["-frames:v", str(video.frames), "-c:v", "ffv1", "-pix_fmt", "bgra", str(target)]
+    await _ffmpeg(argv, timeout, f"decoding {video.path} to RGBA")
+    rgba = await probe(target)
+    if rgba.frames != video.frames:
+        raise ParityError(f"decoding {video.path} to RGBA gave {rgba.frames} frames, not {video.frames}")
+    return replace(rgba, duration=video.duration, fps=video.fps)
+
+
+def premultiplied_filter(video: VideoSummary) -> str:
+    """Return the filter chain that turns RGBA frames into index-stamped gbrp premultiplied by alpha."""
+    return f"{to_rgb_filter(video).removesuffix(',format=gbrp')},format=gbrap,premultiply=inplace=1,format=gbrp"
+
+
+def alpha_filter(video: VideoSummary) -> str:
+    """Return the filter chain that turns RGBA frames into their index-stamped alpha plane (gray)."""
+    return "settb=1/1000,setpts=N,format=gbrap,alphaextract"
+
+
 async def compare_videos(
     a: Path,
     b: Path,
@@ -295,6 +376,8 @@ async def compare_videos(
     *,
     images: bool = True,
     fps: Fraction | None = None,
+    alpha: bool = False,
+    untagged_matrix: str = "bt709",
     timeout: float = FFMPEG_TIMEOUT_S,
 ) -> Comparison:
     """Compare ``a`` and ``b`` frame by frame; write stats files (and worst-frame images) to ``out_dir``.
@@ -302,11 +385,15 @@ async def compare_videos(
     ``a`` and ``b`` are video files or PNG frame directories (then ``fps`` gives their rate).
     Only the frames both have are scored (the common prefix); a count mismatch shows in
     ``Comparison.frames_match``. Raises ParityError when the sizes differ or nothing decodes.
+    With ``alpha``, colour is compared premultiplied and alpha on its own (module docstring).
+    YUV files without a matrix tag are read with ``untagged_matrix``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    sa, sb = await asyncio.gather(probe_input(a, fps), probe_input(b, fps))
+    sa, sb = await asyncio.gather(probe_input(a, fps, untagged_matrix), probe_input(b, fps, untagged_matrix))
     if (sa.width, sa.height) != (sb.width, sb.height):
         raise ParityError(f"{b} is {sb.width}x{sb.height} but {a} is {sa.width}x{sa.height}; cannot compare")
+    if alpha:
+        return await _compare_rgba(sa, sb, out_dir, images=images, timeout=timeout)
     psnr_log, ssim_log = out_dir / "psnr.log", out_dir / "ssim.log"
     for log in (psnr_log, ssim_log):
         log.unlink(missing_ok=True)
@@ -336,6 +423,53 @@ async def compare_videos(
     return result
 
 
+async def _compare_rgba(
+    sa: VideoSummary, sb: VideoSummary, out_dir: Path, *, images: bool, timeout: float
+) -> Comparison:
+    """Score premultiplied colour (PSNR, SSIM) and alpha (PSNR) of two probed inputs of one size."""
+    logs = {name: out_dir / f"{name}.log" for name in ("psnr", "ssim", "alpha-psnr")}
+    for log in logs.values():
+        log.unlink(missing_ok=True)
+    ra, rb = await asyncio.gather(
+        to_rgba(sa, out_dir / "a-rgba.mkv", timeout), to_rgba(sb, out_dir / "b-rgba.mkv", timeout)
+    )
+    graph = (
+        f"[0:v]split[a0][a1];[a0]{premultiplied_filter(ra)}[ac];[a1]{alpha_filter(ra)}[aa];"
+        f"[1:v]split[b0][b1];[b0]{premultiplied_filter(rb)},split[bc1][bc2];[b1]{alpha_filter(rb)}[ba];"
+        f"[ac][bc1]psnr=stats_file={_filter_path(logs['psnr'])}:shortest=1[acp];"
+        f"[acp][bc2]ssim=stats_file={_filter_path(logs['ssim'])}:shortest=1[colour];"
+        f"[aa][ba]psnr=stats_file={_filter_path(logs['alpha-psnr'])}:shortest=1[alpha]"
+    )
+    argv = ["-i", ra.path, "-i", rb.path, "-filter_complex", graph]
+    argv += ["-map", "[colour]", "-f", "null", "-", "-map", "[alpha]", "-f", "null", "-"]
+    await _ffmpeg(argv, timeout, f"comparing {sa.path} with {sb.path} (RGBA)")
+    try:
+        psnr, ssim, alpha = (
+            parse_psnr_stats(logs["psnr"].read_text()) if logs["psnr"].exists() else [],
+            parse_ssim_stats(logs["ssim"].read_text()) if logs["ssim"].exists() else [],
+            parse_psnr_stats(logs["alpha-psnr"].read_text()) if logs["alpha-psnr"].exists() else [],
+        )
+        frames, stats = summarize(psnr, ssim)
+    except ValueError as exc:
+        raise ParityError(f"unreadable ffmpeg stats in {out_dir}: {exc}") from exc
+    if not frames:
+        raise ParityError(f"no frames could be compared between {sa.path} and {sb.path}")
+    if len(alpha) != len(frames):
+        raise ParityError(f"{len(alpha)} alpha PSNR values but {len(frames)} colour ones in {out_dir}")
+    frames = [replace(f, alpha_psnr=p) for f, p in zip(frames, alpha, strict=True)]
+    result = Comparison(sa, sb, frames, stats, alpha=summarize_alpha(alpha))
+    if images:
+        result.images = await write_frame_images(
+            ra, rb, stats.worst, out_dir, prefix="worst", view=premultiplied_filter, timeout=timeout
+        )
+        if result.alpha is not None and not math.isinf(result.alpha.min_psnr):
+            alpha_images = await write_frame_images(
+                ra, rb, result.alpha.worst, out_dir, prefix="worst-alpha", view=alpha_filter, timeout=timeout
+            )
+            result.images |= {f"alpha-{role}": path for role, path in alpha_images.items()}
+    return result
+
+
 async def write_frame_images(
     a: VideoSummary,
     b: VideoSummary,
@@ -343,20 +477,22 @@ async def write_frame_images(
     out_dir: Path,
     *,
     prefix: str = "frame",
+    view: Callable[[VideoSummary], str] = to_rgb_filter,
     timeout: float = FFMPEG_TIMEOUT_S,
 ) -> dict[str, str]:
     """Write frame ``index`` of both videos, their amplified difference, and all three side by side.
 
     Files: ``{prefix}-a.png``, ``{prefix}-b.png``, ``{prefix}-diff.png`` (|a - b| x DIFF_GAIN per
-    channel, black where equal) and ``{prefix}-side-by-side.png`` (a | b | diff). Returns
-    role -> path.
+    channel, black where equal) and ``{prefix}-side-by-side.png`` (a | b | diff). ``view`` gives
+    the filter chain that makes the picture shown (RGB by default; premultiplied colour or the
+    alpha plane for an RGBA comparison). Returns role -> path.
     """
     paths = {role: out_dir / f"{prefix}-{role}.png" for role in ("a", "b", "diff", "side-by-side")}
     pick = f"select=eq(n\\,{index})"
     gain = ":".join(f"{c}=min(val*{DIFF_GAIN}\\,255)" for c in "rgb")
     graph = (
-        f"[0:v]{to_rgb_filter(a)},{pick},split=3[a0][a1][a2];"
-        f"[1:v]{to_rgb_filter(b)},{pick},split=3[b0][b1][b2];"
+        f"[0:v]{view(a)},format=gbrp,{pick},split=3[a0][a1][a2];"
+        f"[1:v]{view(b)},format=gbrp,{pick},split=3[b0][b1][b2];"
         f"[a1][b1]blend=all_mode=difference,format=rgb24,lutrgb={gain},split[d0][d1];"
         f"[a2][b2][d1]hstack=inputs=3[side]"
     )
