@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from renderd.errors import SettingsError
-from renderd.settings import ALPHA_FORMATS, OUTPUT_FORMATS, RenderSettings
+from renderd.settings import ALPHA_FORMATS, RenderSettings
 
 # Output extensions by format; the first is the one named in messages.
 EXTENSIONS: dict[str, tuple[str, ...]] = {
@@ -37,7 +37,7 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "gif": (".gif",),
     "png-sequence": (),
 }
-# Extensions a user may mean as a format renderd does not make: named in the refusal.
+# Image and video extensions a png-sequence directory must not be named with (a file was meant).
 _OTHER_MEDIA = (".mkv", ".avi", ".png", ".jpg", ".jpeg", ".webp", ".apng", ".m2ts", ".ts", ".flv", ".ogv")
 
 
@@ -49,13 +49,6 @@ class Delivery:
     codec: str = "h264"  # mp4 only: h264 or h265
     transparent: bool = False
 
-    @classmethod
-    def of(cls, settings: RenderSettings) -> Delivery:
-        """Return the delivery of resolved ``settings`` (format not "auto")."""
-        if settings.format not in OUTPUT_FORMATS:
-            raise SettingsError(f"--format {settings.format} is not resolved; call resolve_format first")
-        return cls(settings.format, settings.codec, settings.transparent)
-
     @property
     def part_ext(self) -> str:
         """Return the file extension (no dot) of one chunk of this format."""
@@ -65,11 +58,6 @@ class Delivery:
     def is_sequence(self) -> bool:
         """Return whether the output is a directory of image files rather than one file."""
         return self.format == "png-sequence"
-
-    @property
-    def joins_by_copy(self) -> bool:
-        """Return whether parts join without re-encoding (all but GIF)."""
-        return self.format != "gif"
 
     @property
     def audio_codec(self) -> str | None:
@@ -85,18 +73,6 @@ class Delivery:
     def container(self) -> str:
         """Return the ffmpeg muxer of one part (and of the output, but for GIF)."""
         return {"mp4": "mp4", "webm": "webm", "mov": "mov", "gif": "matroska", "png-sequence": "tar"}[self.format]
-
-    @property
-    def label(self) -> str:
-        """Return a short human description, e.g. "webm (VP9, alpha)"."""
-        video = {
-            "mp4": "H.265" if self.codec == "h265" else "H.264",
-            "webm": "VP9",
-            "mov": "ProRes 4444" if self.transparent else "ProRes 422 HQ",
-            "gif": "GIF",
-            "png-sequence": "PNG files",
-        }[self.format]
-        return f"{self.format} ({video}{', alpha' if self.keeps_alpha else ''})"
 
 
 def format_of_path(output: Path | str) -> str | None:
@@ -125,7 +101,7 @@ def resolve_format(settings: RenderSettings, output: Path | str) -> RenderSettin
     known = ", ".join(e for exts in EXTENSIONS.values() for e in exts)
     if settings.format == "auto":
         if implied is None:
-            if suffix in _OTHER_MEDIA or suffix:
+            if suffix:
                 raise SettingsError(
                     f"output {output}: renderd does not make {suffix} files; use {known}, "
                     "or a directory with --format png-sequence"
