@@ -35,6 +35,9 @@ from renderd.settings import DEFAULTS, RenderSettings
 
 log = logging.getLogger(__name__)
 
+# Joining parts into the output (concat, the GIF's one encode, the soundtrack): this long at most.
+ASSEMBLE_TIMEOUT_S = 120.0
+ASSEMBLE_TIMEOUT_PER_FRAME_S = 0.25
 # Chunks of about this many frames keep the serial tail (the last chunk's encode) short
 # while the per-chunk costs (an ffmpeg start, a worker-imbalance tail) stay small.
 AUTO_CHUNK_FRAMES = 60
@@ -184,11 +187,18 @@ async def render_local(
             await engine.warm_up(workers)
             parts = await _capture_and_encode(engine, chunks, work, workers, req, tracker, emit)
         size = (round(info.width * req.capture.scale), round(info.height * req.capture.scale))
-        if req.as_part:
-            made = await _join_as_part(parts, work, out, delivery, span, info.fps)
-        else:
-            audio = engine.media.audio if req.audio else ()
-            made = await assemble(parts, work, out, delivery=delivery, span=span, fps=info.fps, size=size, audio=audio)
+        limit = ASSEMBLE_TIMEOUT_S + ASSEMBLE_TIMEOUT_PER_FRAME_S * len(span)
+        try:
+            async with asyncio.timeout(limit):
+                if req.as_part:
+                    made = await _join_as_part(parts, work, out, delivery, span, info.fps)
+                else:
+                    audio = engine.media.audio if req.audio else ()
+                    made = await assemble(
+                        parts, work, out, delivery=delivery, span=span, fps=info.fps, size=size, audio=audio
+                    )
+        except TimeoutError:
+            raise RenderdError(f"joining {len(parts)} part(s) into {out} took over {limit:.0f} s") from None
         keep = req.keep_frames
         digest = made.sha256
         frames_dir = work if keep else None
