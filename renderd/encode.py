@@ -16,6 +16,7 @@ All subprocesses go through :func:`renderd.procs.run`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ import re
 import secrets
 import shutil
 import tarfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -358,17 +359,30 @@ def png_part_frames(path: Path) -> list[int]:
 
     Raises EncodeError unless every member is a plain file named ``frame_NNNNNN.png``.
     """
+    return _read_png_part(path, None)
+
+
+def _read_png_part(path: Path, into: Path | None) -> list[int]:
+    """Check the members of a png-sequence part, extract them into ``into`` if given; return their indices."""
+    unreadable = f"{path} is not a readable png-sequence part"
     try:
-        with tarfile.open(path, "r:") as tar:
-            members = tar.getmembers()
+        tar = tarfile.open(path, "r:")
     except (OSError, tarfile.TarError) as exc:
-        raise EncodeError(f"{path} is not a readable png-sequence part: {exc}") from exc
-    indices = []
-    for m in members:
-        match = _PNG_NAME.fullmatch(m.name)
-        if not m.isfile() or match is None:
-            raise EncodeError(f"{path}: member {m.name!r} is not a frame_NNNNNN.png file")
-        indices.append(int(match.group(1)))
+        raise EncodeError(f"{unreadable}: {exc}") from exc
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (OSError, tarfile.TarError) as exc:
+            raise EncodeError(f"{unreadable}: {exc}") from exc
+        indices = []
+        for m in members:
+            match = _PNG_NAME.fullmatch(m.name)
+            if not m.isfile() or match is None:
+                raise EncodeError(f"{path}: member {m.name!r} is not a frame_NNNNNN.png file")
+            indices.append(int(match.group(1)))
+        if into is not None:
+            # Names were checked above (no paths); the data filter refuses anything else anyway.
+            tar.extractall(into, filter="data")
     return indices
 
 
@@ -376,10 +390,7 @@ def extract_png_parts(parts: Sequence[Path], into: Path, expected: range) -> Non
     """Extract png-sequence parts into the directory ``into`` and check they hold ``expected`` (blocking)."""
     seen: list[int] = []
     for part in parts:
-        seen.extend(png_part_frames(part))
-        with tarfile.open(part, "r:") as tar:
-            # Names were checked above (no paths); the data filter refuses anything else anyway.
-            tar.extractall(into, filter="data")
+        seen.extend(_read_png_part(part, into))
     if sorted(seen) != list(expected):
         raise EncodeError(
             f"the parts hold {len(seen)} frames, expected {len(expected)} ({expected.start}..{expected.stop - 1})"
@@ -394,12 +405,7 @@ async def concat_videos(
     ``container``: the ffmpeg muxer of the parts and the result (mp4, mov, webm or matroska).
     """
     out_path = Path(out_path)
-    paths = [Path(p).absolute() for p in parts]
-    if not paths:
-        raise EncodeError(f"{out_path}: no parts to concatenate")
-    for p in paths:
-        if "\n" in str(p) or "\r" in str(p):
-            raise EncodeError(f"part path {str(p)!r} contains a line break, which concat lists cannot hold")
+    paths = _concat_paths(parts, out_path)
     infos = await _probe_all(paths)
     first = infos[0]
     for p, info in zip(paths, infos, strict=True):
@@ -413,8 +419,6 @@ async def concat_videos(
             )
     total = sum(i.frames for i in infos)
     fps = Fps(first.fps.numerator, first.fps.denominator) if first.fps > 0 else None
-    list_path = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.concat.txt")
-    lines = "".join(f"file '{_concat_quote(str(p))}'\n" for p in paths)
 
     def argv(tmp: Path) -> list[str]:
         return [
@@ -433,12 +437,8 @@ async def concat_videos(
         _check(info, str(out_path), frames=total, width=first.width, height=first.height, fps=fps)
         return info
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        list_path.write_text(lines, encoding="utf-8")
+    with _concat_list(paths, out_path) as list_path:
         return await _write_atomically(out_path, argv, check, timeout, f"joining {len(paths)} parts")
-    finally:
-        list_path.unlink(missing_ok=True)
 
 
 async def mux_audio(
@@ -631,11 +631,7 @@ async def encode_gif(
     the frame count is checked exactly and the duration to within a hundredth per frame.
     """
     out_path = Path(out_path)
-    paths = [Path(p).absolute() for p in parts]
-    if not paths:
-        raise EncodeError(f"{out_path}: no parts to encode")
-    list_path = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.concat.txt")
-    lines = "".join(f"file '{_concat_quote(str(p))}'\n" for p in paths)
+    paths = _concat_paths(parts, out_path)
 
     def argv(tmp: Path) -> list[str]:
         return [
@@ -658,12 +654,8 @@ async def encode_gif(
             raise EncodeError(f"{out_path}: expected {float(want):.2f} s, found {float(info.duration):.2f} s")
         return info
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        list_path.write_text(lines, encoding="utf-8")
+    with _concat_list(paths, out_path) as list_path:
         return await _write_atomically(out_path, argv, check, timeout, f"encoding the GIF of {len(paths)} parts")
-    finally:
-        list_path.unlink(missing_ok=True)
 
 
 _AUDIO_CONTAINERS = {
@@ -729,6 +721,29 @@ async def _probe_all(paths: Sequence[Path]) -> list[VideoInfo]:
     except ExceptionGroup as group:
         raise group.exceptions[0] from None
     return [t.result() for t in tasks]
+
+
+def _concat_paths(parts: Sequence[Path], out_path: Path) -> list[Path]:
+    """Return ``parts`` as absolute paths a concat list can hold; EncodeError for none or a line break."""
+    paths = [Path(p).absolute() for p in parts]
+    if not paths:
+        raise EncodeError(f"{out_path}: no parts to join")
+    for p in paths:
+        if "\n" in str(p) or "\r" in str(p):
+            raise EncodeError(f"part path {str(p)!r} contains a line break, which concat lists cannot hold")
+    return paths
+
+
+@contextlib.contextmanager
+def _concat_list(paths: Sequence[Path], out_path: Path) -> Iterator[Path]:
+    """Write the concat demuxer's list of ``paths`` beside ``out_path``; remove it afterwards."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    list_path = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.concat.txt")
+    try:
+        list_path.write_text("".join(f"file '{_concat_quote(str(p))}'\n" for p in paths), encoding="utf-8")
+        yield list_path
+    finally:
+        list_path.unlink(missing_ok=True)
 
 
 def _concat_quote(path: str) -> str:
