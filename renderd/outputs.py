@@ -109,11 +109,16 @@ def _links_out_of(root: Path) -> Iterable[tuple[Path, Path]]:
                 yield entry, dest
 
 
-def check_replaceable(out: Path, owner: Owner) -> None:
-    """Raise OutputError unless the daemon may create or replace ``out`` for ``owner`` (blocking)."""
+def check_replaceable(out: Path, owner: Owner | None, *, sequence: bool = False) -> None:
+    """Raise OutputError unless ``out`` may be created or replaced (for ``owner``, a daemon job's
+    submitter, when given): a file, or with ``sequence`` a png-sequence directory. Blocking.
+    """
     dfd = _open_dir(out)
     try:
-        _check_at(dfd, out, owner)
+        if sequence:
+            _check_dir_at(dfd, out, owner)
+        elif owner is not None:
+            _check_at(dfd, out, owner)
     finally:
         os.close(dfd)
 
@@ -138,18 +143,6 @@ def install_output(src: Path, out: Path, owner: Owner | None = None) -> None:
             if exc.errno != errno.EXDEV:
                 raise
             _copy_into(src, dfd, out.name, give)
-    finally:
-        os.close(dfd)
-
-
-def check_replaceable_dir(out: Path, owner: Owner | None = None) -> None:
-    """Raise OutputError unless the sequence directory ``out`` may be created or replaced (blocking).
-
-    ``owner``: the daemon's submitter, whose permissions are checked too.
-    """
-    dfd = _open_dir(out)
-    try:
-        _check_dir_at(dfd, out, owner)
     finally:
         os.close(dfd)
 
@@ -194,9 +187,7 @@ def install_output_dir(src: Path, out: Path, owner: Owner | None = None) -> None
 def _check_dir_at(dfd: int, out: Path, owner: Owner | None) -> bool:
     """Check ``out`` may receive a sequence directory; return whether one is there to replace."""
     if owner is not None:
-        d = os.fstat(dfd)
-        if not _may(d, owner, _W) or not _may(d, owner, _X):
-            raise OutputError(f"uid {owner.uid} may not write to {out.parent}")
+        _check_parent(dfd, out, owner)
     try:
         st = os.stat(out.name, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
@@ -267,11 +258,7 @@ def _open_dir(out: Path) -> int:
 
 
 def _check_at(dfd: int, out: Path, owner: Owner) -> None:
-    # Checked on the opened directory, which is the one the rename goes to: swapping a parent
-    # for a symlink after this cannot move the output into a directory the user may not write.
-    d = os.fstat(dfd)
-    if not _may(d, owner, _W) or not _may(d, owner, _X):
-        raise OutputError(f"uid {owner.uid} may not write to {out.parent}")
+    d = _check_parent(dfd, out, owner)
     try:
         st = os.stat(out.name, dir_fd=dfd, follow_symlinks=False)
     except FileNotFoundError:
@@ -282,6 +269,16 @@ def _check_at(dfd: int, out: Path, owner: Owner) -> None:
         raise OutputError(f"output {out} exists and is not a regular file")
     if owner.uid != 0 and st.st_uid != owner.uid and not _may_remove_others(d, owner):
         raise OutputError(f"output {out} belongs to uid {st.st_uid}; uid {owner.uid} may not replace it")
+
+
+def _check_parent(dfd: int, out: Path, owner: Owner) -> os.stat_result:
+    """Raise OutputError unless ``owner`` may write to the opened directory of ``out``; return its stat."""
+    # Checked on the opened directory, which is the one the rename goes to: swapping a parent
+    # for a symlink after this cannot move the output into a directory the user may not write.
+    d = os.fstat(dfd)
+    if not _may(d, owner, _W) or not _may(d, owner, _X):
+        raise OutputError(f"uid {owner.uid} may not write to {out.parent}")
+    return d
 
 
 def _may(st: os.stat_result, owner: Owner, bit: int) -> bool:

@@ -28,7 +28,7 @@ from renderd.coordinator.server import Peer
 from renderd.errors import CompositionError, ControlError, OutputError, RenderdError, SettingsError
 from renderd.formats import resolve_format
 from renderd.frames import Fps, FrameRange, parse_frame_range
-from renderd.outputs import Owner, check_outside, check_replaceable, check_replaceable_dir, composition_root
+from renderd.outputs import Owner, check_outside, check_replaceable, composition_root
 from renderd.prepare import CACHE_ENV, PrepareOptions, needs_prepare, prepare_composition
 from renderd.settings import NAMES, RenderSettings
 
@@ -103,10 +103,7 @@ def _check_outside(comp_path: Path, out: Path) -> None:
 def _check_replaceable(out: Path, peer: Peer, sequence: bool) -> None:
     """Refuse an output the submitter may not create or replace (blocking); ``sequence``: a directory."""
     try:
-        if sequence:
-            check_replaceable_dir(out, Owner.of_uid(peer.uid))
-        else:
-            check_replaceable(out, Owner.of_uid(peer.uid))
+        check_replaceable(out, Owner.of_uid(peer.uid), sequence=sequence)
     except OutputError as exc:
         raise ControlError(FORBIDDEN, str(exc)) from None
 
