@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import grp
+import ipaddress
 import math
 import os
 import re
@@ -83,6 +84,21 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class WebConfig:
+    """The dashboard and ``/metrics`` listener (``[web]``); no table, no listener."""
+
+    host: str = "127.0.0.1"
+    port: int = 8470
+    # The bearer token of the action endpoints lives in this file; None: every action is refused.
+    token_file: Path | None = None
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this machine can reach the listener."""
+        return _is_loopback(self.host)
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonConfig:
     """Everything ``renderd daemon`` is configured with (``renderd.toml``)."""
 
@@ -97,6 +113,7 @@ class DaemonConfig:
     watchdog: bool = True
     # Non-public networks and host names prepare may fetch from at submit ([prepare] allow).
     prepare_allow: AddressPolicy = field(default_factory=AddressPolicy)
+    web: WebConfig | None = None
     source: Path | None = field(default=None, compare=False)
 
     def allowed_gids(self) -> tuple[int, ...]:
@@ -272,6 +289,32 @@ def _allow_entry(value: object) -> str:
 
 
 _PREPARE_KEYS: dict[str, Check] = {"allow": list_of(_allow_entry)}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _listen(value: object) -> tuple[str, int]:
+    v: str = want(value, str, 'a "host:port" string')
+    host, sep, port = v.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise Invalid(f'expected "host:port" such as "127.0.0.1:8470" (port 0: any free port), got {v!r}')
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise Invalid(f"{host!r} is not an IP address or 'localhost'") from None
+    return host, int(port)
+
+
+_WEB_KEYS: dict[str, Check] = {"listen": _listen, "token_file": _path}
 _HOST_KEYS: dict[str, Check] = {
     "name": matching(_HOST_NAME, "a host name (letters, digits, '.', '_', '-')"),
     "address": _ssh_target,
@@ -314,6 +357,7 @@ _DAEMON_TABLES = {
     "scheduling": _SCHEDULING_KEYS,
     "timeouts": _TIMEOUT_KEYS,
     "prepare": _PREPARE_KEYS,
+    "web": _WEB_KEYS,
 }
 
 
@@ -339,6 +383,7 @@ def _parse_daemon(path: Path) -> tuple[DaemonConfig | None, Problems, dict[str, 
     limits = dataclasses.replace(SchedulingPolicy(), **sched)
     if limits.max_chunk_frames < (lo := limits.min_chunk_frames):
         problems.add(("scheduling", "max_chunk_frames"), f"must be >= min_chunk_frames ({lo})")
+    web = _web_config(doc, values["web"], path, problems)
     if problems:
         return None, problems, daemon
     config = DaemonConfig(
@@ -346,9 +391,27 @@ def _parse_daemon(path: Path) -> tuple[DaemonConfig | None, Problems, dict[str, 
         scheduling=SchedulingPolicy(**sched),
         timeouts=Timeouts(**values["timeouts"]),
         prepare_allow=AddressPolicy.parse(values["prepare"].get("allow", ())),
+        web=web,
         source=path,
     )
     return config, problems, daemon
+
+
+def _web_config(doc: Mapping[str, Any], web: dict[str, Any], path: Path, problems: Problems) -> WebConfig | None:
+    """The ``[web]`` table: no table, no listener; a listener other hosts can reach needs a token."""
+    if "web" not in doc:
+        return None
+    if "listen" not in web and ("web", "listen") not in problems.paths:
+        problems.add(("web",), "missing required key 'listen' (such as \"127.0.0.1:8470\")")
+        return None
+    host, port = web.get("listen", ("127.0.0.1", 8470))
+    token = web.get("token_file")
+    if token is not None:
+        token = path.parent.absolute() / token
+    if not _is_loopback(host) and token is None:
+        # The page and /metrics show job paths and host names: beyond this machine only with a token.
+        problems.add(("web", "listen"), f"{host} is not a loopback address: set web.token_file too")
+    return WebConfig(host=host, port=port, token_file=token)
 
 
 def load_daemon_config(path: Path) -> DaemonConfig:

@@ -65,8 +65,11 @@ class JobProgress:
     frames_done: dict[int, int] = field(default_factory=dict)
     hosts: dict[int, str] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Bumped by every touch: a reader that must not clear ``changed`` (the dashboard) compares it.
+    version: int = 0
 
     def touch(self) -> None:
+        self.version += 1
         self.changed.set()
 
 
@@ -153,6 +156,7 @@ class Claims:
             )
             clog.info("chunk verified (%d frames, %.1f fps)", frames, fps)
             if verified is not None:
+                self.ctx.outcomes.verified(host.name, frames / max(fps, 1e-6))
                 self.chunk_won(job.id, chunk.index, frames, fps, speculative=False)
                 await self.after_verified(host.name, job.id, fps)
         except asyncio.CancelledError:
@@ -178,6 +182,7 @@ class Claims:
             # The host, not the chunk, is at fault: requeue without counting an attempt.
             why = str(exc) if isinstance(exc, HostUnavailable) else f"host {host.name}: connection lost: {_why(exc)}"
             clog.warning("host unavailable: %s", why)
+            self.ctx.outcomes.lost(host.name)
             await self.settle(_lost(store, chunk, attempt_id, why), f"{what} requeue")
             await self.hosts.record_failure(host.name, why, reachable=False)
             with contextlib.suppress(Exception):
@@ -192,6 +197,7 @@ class Claims:
             # fails and counts, so a chunk that always hits it ends its job instead of looping.
             retry, why, host_at_fault = True, f"{type(exc).__name__}: {exc}", False
             clog.error("chunk failed unexpectedly: %s", why, exc_info=exc)
+        self.ctx.outcomes.failed(host.name)
         max_attempts = self.ctx.config.scheduling.max_attempts
 
         async def failed() -> None:

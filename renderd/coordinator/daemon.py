@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from renderd import PROTOCOL_VERSION, __version__
 from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inventory
@@ -33,6 +33,9 @@ from renderd.coordinator.statelock import StateLock
 from renderd.coordinator.store import Store
 from renderd.coordinator.submit import PrepareScans, plan_submission
 from renderd.errors import ConfigError, ControlError
+
+if TYPE_CHECKING:
+    from renderd.coordinator.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,7 @@ class Coordinator:
         self.server: ControlServer | None = None
         self._probe_task: asyncio.Task[None] | None = None  # the probe of the latest reload
         self._lock: StateLock | None = None
+        self.web: WebServer | None = None  # the dashboard and /metrics ([web]), if configured
         # Submitted compositions are loaded by agents on hosts (never a browser here), results cached.
         self.describer = Describer()
         self.prepare_scans = PrepareScans(self.describer.digester)
@@ -120,8 +124,35 @@ class Coordinator:
         self.server = ControlServer(self.config.socket, self.handle, access, mode=self._socket_mode)
         await self.server.start()
         log.info("listening on %s with %d host(s)", self.config.socket, len(self.inventory.hosts))
+        try:
+            await self._start_web()
+        except BaseException:
+            await self.server.close()
+            raise
         self._notifier.ready()
         self._notifier.status(f"serving {len(self.inventory.hosts)} host(s)")
+
+    async def _start_web(self) -> None:
+        """Serve the dashboard and /metrics when ``[web]`` asks for them (aiohttp loads only then)."""
+        if self.config.web is None:
+            return
+        assert self.store is not None and self.scheduler is not None
+        from renderd.coordinator.metrics import FarmMetrics
+        from renderd.coordinator.web import WebServer
+
+        metrics = FarmMetrics()
+        self.scheduler.ctx.outcomes = metrics
+        web = WebServer(
+            self.config.web,
+            store=self.store,
+            scheduler=self.scheduler,
+            handle=self.handle,
+            summary=self._summary,
+            hosts=self._hosts,
+            metrics=metrics,
+        )
+        await web.start()
+        self.web = web
 
     @staticmethod
     async def _access_policy(config: DaemonConfig) -> AccessPolicy:
@@ -209,6 +240,10 @@ class Coordinator:
         self.inventory = inventory
         assert self.scheduler is not None and self.store is not None and self.server is not None
         self.server.set_access(access)
+        if self.web is not None and config.web is not None:
+            await self.web.reload(config.web)
+        elif (self.web is None) != (config.web is None):
+            log.warning("reload: adding or removing [web] needs a restart")
         self.scheduler.config = config
         self.scheduler.apply_inventory(inventory)
         for host in inventory.hosts:
@@ -239,6 +274,8 @@ class Coordinator:
                 log.warning("shutdown: %d chunk(s) did not finish in time and were requeued", cancelled)
             await self.scheduler.close()
         await self._stop_probe()
+        if self.web is not None:
+            await self.web.stop()
         if self.server is not None:
             await self.server.close()
         if self.store is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from renderd.config import DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.hostcheck import check_host
+from renderd.coordinator.outcomes import ChunkOutcomes
 from renderd.coordinator.store import Store
 from renderd.coordinator.tasks import SLOT_KINDS, Kind, TaskRegistry
 from renderd.coordinator.transport import Transport
@@ -41,6 +42,7 @@ class SchedulerContext:
     # Store writes that failed (a locked or full disk) and are retried before the next claim:
     # an attempt that ended here is never left "rendering" there.
     unsettled: list[Callable[[], Any]] = field(default_factory=list)
+    outcomes: ChunkOutcomes = field(default_factory=ChunkOutcomes)  # counted for /metrics
 
     def wake(self) -> None:
         """Look for work now (a job arrived, a slot freed up)."""

@@ -68,6 +68,7 @@ class Speculator:
             "[host=%s job=%s chunk=%d] speculative copy: the chunk runs %.1fx longer than expected",
             name, job_id, index, worst[0],
         )  # fmt: skip
+        self.ctx.outcomes.speculative(name)
         self.ctx.tasks.spawn(
             self._run(rt, job_id, index, attempt.id), Kind.SPECULATIVE, host=name, job=job_id, index=index
         )
@@ -98,6 +99,7 @@ class Speculator:
                 clog.info("finished second; discarded")
                 return
             clog.info("won the race (%d frames, %.1f fps)", frames, fps)
+            self.ctx.outcomes.verified(host.name, frames / max(fps, 1e-6), speculative=True)
             self.claims.chunk_won(job_id, index, frames, fps, speculative=True)
             await self.claims.after_verified(host.name, job_id, fps)
         except asyncio.CancelledError:
@@ -110,6 +112,7 @@ class Speculator:
             else:
                 clog.error("speculative copy failed unexpectedly: %s", exc, exc_info=exc)
             why = str(exc) if isinstance(exc, RenderdError) else f"{type(exc).__name__}: {exc}"
+            self.ctx.outcomes.failed(host.name)
             await self.claims.settle(ended(AttemptOutcome.FAILED, why), clog.context)
         finally:
             self.ctx.wake()

@@ -472,6 +472,13 @@ class Store:
         return _event(row)
 
     @_in_thread
+    def counts(self) -> tuple[dict[str, int], int]:
+        """Return the number of jobs in each state and of chunks waiting for a host (for /metrics)."""
+        jobs = {state: n for state, n in self._db.execute("SELECT state, count(*) FROM jobs GROUP BY state")}
+        pending = self._db.execute("SELECT count(*) FROM chunks WHERE state = 'pending'").fetchone()[0]
+        return jobs, int(pending)
+
+    @_in_thread
     def job_all_verified(self, job_id: str) -> bool:
         """Return True when the job has chunks and every one of them is verified."""
         sql = "SELECT count(*), total(state = 'verified') FROM chunks WHERE job_id = ?"
