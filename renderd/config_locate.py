@@ -336,7 +336,7 @@ def unknown_key(key: str, known: Iterable[str], what: str = "key") -> str:
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
     if close:
         return f"unknown {what} {key!r} (did you mean {close[0]!r}?)"
-    if len(names) <= 4:
+    if len(names) <= 5:
         return f"unknown {what} {key!r} (expected one of: {', '.join(names)})"
     return f"unknown {what} {key!r}"
 

@@ -102,6 +102,7 @@ def test_examples_show_every_key() -> None:
         "timeouts",
         "source",
         "prepare_allow",  # shown as [prepare] allow
+        "web",  # the [web] table, shown commented out (tests/test_web.py parses it)
     }
     assert config["prepare"] == {"allow": []}
     assert set(config["scheduling"]) == {f.name for f in dataclasses.fields(SchedulingPolicy)}
@@ -209,7 +210,7 @@ def test_broken_daemon_config_reports_every_problem_with_its_line(tmp_path: Path
         f"{f}:13: scheduling.target_chunk_seconds: must be a number > 0, got 0",
         f"{f}:16: timeouts.chunk: must be longer than 0, got '0s'",
         f'{f}:17: timeouts.connect: expected a duration like "250ms", "30s", "5m" or "2h", got \'ten seconds\'',
-        f"{f}:19: logging: unknown table 'logging' (expected one of: daemon, scheduling, timeouts, prepare)",
+        f"{f}:19: logging: unknown table 'logging' (expected one of: daemon, scheduling, timeouts, prepare, web)",
     ]
 
 

@@ -96,7 +96,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 )
 def test_web_config_mistakes_are_one_line_each(tmp_path: Path, table: str, message: str) -> None:
     path = tmp_path / "renderd.toml"
-    path.write_text(f'[daemon]\nwatchdog = false\n\n[web]\n{table}\n')
+    path.write_text(f"[daemon]\nwatchdog = false\n\n[web]\n{table}\n")
     with pytest.raises(ConfigError) as info:
         load_daemon_config(path)
     problems = info.value.problems
@@ -117,11 +117,26 @@ def test_web_config_is_optional_and_resolves_the_token_file(tmp_path: Path) -> N
     assert web is not None and not web.loopback
 
 
+def test_example_config_documents_the_web_table(tmp_path: Path) -> None:
+    """The shipped renderd.toml shows [web] commented out; uncommented, it is valid and on loopback."""
+    example = (Path(__file__).parent.parent / "config" / "renderd.toml").read_text()
+    block = example[example.index("# [web]") :]
+    lines = [
+        line.removeprefix("# ") for line in block.splitlines() if line.startswith(("# [web]", "# listen", "# token"))
+    ]
+    path = tmp_path / "renderd.toml"
+    path.write_text("\n".join(lines) + "\n")
+    web = load_daemon_config(path).web
+    assert web is not None and web.loopback and web.port == 8470
+    assert web.token_file == Path("/etc/renderd/web-token")
+
+
 # -- /metrics -------------------------------------------------------------------------------------
 
 
 def test_metrics_scraped_during_a_job_and_actions_off_without_a_token(web_root: Path) -> None:
     d, url = _web_daemon(web_root, token=None)
+    kept: socket.socket | None = None
     try:
         job = _submit(d, web_root / "out.mp4")
         deadline = time.monotonic() + 180
@@ -149,7 +164,8 @@ def test_metrics_scraped_during_a_job_and_actions_off_without_a_token(web_root: 
         code, body = _http(f"{url}/api/farm")
         farm = json.loads(body)
         (entry,) = [j for j in farm["jobs"] if j["id"] == job]
-        assert farm["actions"] is False and entry["thumb"] and entry["poster"] is not None or entry["thumb"]
+        # One slot: chunk 0 goes first, so the poster (its first frame) exists with the first thumbnail.
+        assert farm["actions"] is False and entry["thumb"] and entry["poster"]
         assert entry["chunks_by_host"].get("local", 0) >= 1 and entry["chunks_by_state"]["verified"] >= 1
         code, body = _http(f"{url}/api/jobs/{job}/thumb")
         assert code == 200, body
@@ -164,10 +180,54 @@ def test_metrics_scraped_during_a_job_and_actions_off_without_a_token(web_root: 
         assert code == 421
         assert d.json("status", job)["job"]["state"] == "running"
         assert d.ctl("cancel", job).returncode == 0
+
+        # A page that goes away leaves no stream behind; one still open is ended by the daemon's stop.
+        gone = _stream(url)
+        assert _gauge(url, "renderd_web_streams") == 1
+        gone.close()
+        _until(lambda: _gauge(url, "renderd_web_streams") == 0, "the closed stream is still counted")
+        kept = _stream(url)
     finally:
         d.stop()
+        if kept is not None:
+            with kept:
+                assert _drained(kept)
     log = d.log.read_text()
     assert "Traceback" not in log, log
+    assert "stopped" in log
+
+
+def _stream(url: str) -> socket.socket:
+    """Open /api/events and read until the first snapshot arrived."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=30)
+    s.sendall(f"GET /api/events HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    got = b""
+    while b"\ndata: " not in got:
+        chunk = s.recv(65536)
+        assert chunk, got
+        got += chunk
+    return s
+
+
+def _drained(s: socket.socket) -> bool:
+    """Read until the daemon closes the stream; True when it did."""
+    while s.recv(1 << 20):
+        pass
+    return True
+
+
+def _gauge(url: str, name: str) -> float:
+    code, body = _http(f"{url}/metrics")
+    assert code == 200
+    return _samples(body.decode())[(name, ())]
+
+
+def _until(check: Any, why: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, why
+        time.sleep(0.2)
 
 
 # -- the dashboard in a browser -------------------------------------------------------------------
@@ -184,7 +244,7 @@ def test_dashboard_follows_a_cli_job_and_cancels_it_with_the_token(web_root: Pat
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
             try:
-                page = browser.new_page(viewport={"width": 1280, "height": 560})
+                page = browser.new_page(viewport={"width": 1200, "height": 340})
                 page.goto(url, timeout=30_000)
                 row = page.locator(f'#jobs tr[data-job="{job}"]')
                 expect(row).to_be_visible(timeout=30_000)

@@ -37,6 +37,7 @@ class _Scrape:
     host_fps: dict[str, float] = field(default_factory=dict)
     quarantined: int = 0
     store_bytes: int = 0
+    streams: int = 0
 
 
 class _Gauges(Collector):
@@ -59,6 +60,7 @@ class _Gauges(Collector):
         yield GaugeMetricFamily(
             "renderd_store_bytes", "Size of the job store on disk, with its WAL", value=self.now.store_bytes
         )
+        yield GaugeMetricFamily("renderd_web_streams", "Dashboard pages following live", value=self.now.streams)
 
 
 class FarmMetrics(ChunkOutcomes):
@@ -103,7 +105,7 @@ class FarmMetrics(ChunkOutcomes):
 
     # -- scraping ----------------------------------------------------------------------------
 
-    async def scrape(self, store: Store, hosts: list[dict[str, Any]]) -> bytes:
+    async def scrape(self, store: Store, hosts: list[dict[str, Any]], *, streams: int = 0) -> bytes:
         """Read the gauges from ``store`` and the daemon's host list; return the exposition text."""
         jobs, pending = await store.counts()
         now = _Scrape(
@@ -112,6 +114,7 @@ class FarmMetrics(ChunkOutcomes):
             host_fps={h["name"]: float(h["speed_fps"]) for h in hosts if h.get("speed_fps")},
             quarantined=sum(h.get("state") == "quarantined" for h in hosts),
             store_bytes=await asyncio.to_thread(_store_bytes, store.path),
+            streams=streams,
         )
         self._gauges.now = now
         return generate_latest(self.registry)

@@ -194,7 +194,7 @@ class WebServer:
         return web.Response(body=self._assets[name], content_type=ASSETS[name], charset="utf-8")
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = await self.metrics.scrape(self._store, await self._hosts())
+        body = await self.metrics.scrape(self._store, await self._hosts(), streams=len(self._subscribers))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def _farm(self, request: web.Request) -> web.Response:

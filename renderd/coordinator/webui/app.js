@@ -169,6 +169,7 @@ document.getElementById("token-form").addEventListener("submit", (e) => {
   const input = document.getElementById("token");
   if (input.value.trim()) sessionStorage.setItem(TOKEN_KEY, input.value.trim());
   input.value = "";
+  say("");
   document.getElementById("token-state").textContent = token() ? "token set" : "";
 });
 
