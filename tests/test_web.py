@@ -299,3 +299,32 @@ def _screenshot(page: Any) -> None:
     tmp = Path(target).with_suffix(".tmp.png")
     page.screenshot(path=str(tmp))
     shutil.move(tmp, target)
+
+
+# -- thumbnails -----------------------------------------------------------------------------------
+
+
+async def test_thumbnail_of_a_png_sequence_part_and_of_a_gone_file(tmp_path: Path) -> None:
+    """A png-sequence chunk is a tar of PNGs: its first frame is the thumbnail; a removed part has none."""
+    import asyncio
+    import tarfile
+
+    from renderd.coordinator.web import _extract_frame
+
+    for i, colour in enumerate(("red", "blue")):
+        proc = await asyncio.create_subprocess_exec(
+            "ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color={colour}:size=640x360", "-frames:v", "1",
+            str(tmp_path / f"frame_{i:06d}.png"),
+        )  # fmt: skip
+        assert await proc.wait() == 0
+    part = tmp_path / "chunk-00000-a1.tar"
+    with tarfile.open(part, "w") as tar:
+        for i in range(2):
+            tar.add(tmp_path / f"frame_{i:06d}.png", arcname=f"frame_{i:06d}.png")
+    image = await _extract_frame(part)
+    assert image is not None
+    thumb = Image.open(io.BytesIO(image))
+    assert thumb.format == "JPEG" and thumb.size == (320, 180)
+    r, g, b = thumb.convert("RGB").getpixel((160, 90))
+    assert r > 200 and g < 60 and b < 60, (r, g, b)  # the first frame (red), not the second
+    assert await _extract_frame(tmp_path / "gone.mp4") is None
