@@ -276,11 +276,28 @@ def test_dashboard_follows_a_cli_job_and_cancels_it_with_the_token(web_root: Pat
                 expect(page.locator("#message")).to_contain_text(f"cancel {job}: done", timeout=60_000)
                 expect(row).to_have_attribute("data-state", "cancelled", timeout=30_000)
                 expect(cancel).to_be_disabled()
+                status = wait_state(d, job, ("cancelled",), timeout=30)
+                assert status["job"]["state"] == "cancelled"
+                assert not (web_root / "out.mp4").exists()
+                # Retry goes to the daemon's "retry" op; whatever it answers (an error where the
+                # daemon has no such op), the page shows it.
+                row.locator('button[data-op="retry"]').click()
+                expect(page.locator("#message")).to_contain_text(f"retry {job}: ", timeout=60_000)
             finally:
                 browser.close()
-        status = wait_state(d, job, ("cancelled",), timeout=30)
-        assert status["job"]["state"] == "cancelled"
-        assert not (web_root / "out.mp4").exists()
+
+        # SIGHUP (renderd reload) rereads the token file: the old token stops working.
+        new = secrets.token_urlsafe(24)
+        (web_root / "web-token").write_text(new)
+        assert d.ctl("reload").returncode == 0
+        code, _ = _http(f"{url}/api/hosts/local/drain", method="POST", headers={"Authorization": f"Bearer {token}"})
+        assert code == 403
+        assert d.json("hosts")["hosts"][0]["state"] != "drained"
+        code, body = _http(f"{url}/api/hosts/local/drain", method="POST", headers={"Authorization": f"Bearer {new}"})
+        assert code == 200 and json.loads(body)["host"]["drained"] is True, body
+        assert d.json("hosts")["hosts"][0]["state"] == "drained"
+        code, body = _http(f"{url}/api/hosts/nope/drain", method="POST", headers={"Authorization": f"Bearer {new}"})
+        assert code == 404 and "no host 'nope'" in json.loads(body)["error"]["message"]
     finally:
         d.stop()
     log = d.log.read_text()

@@ -234,8 +234,8 @@ class WebServer:
                 if data is None:
                     break
                 await response.write(data)
-        except (ConnectionError, asyncio.CancelledError):
-            pass  # the page went away (or the daemon stops): nothing of it is left behind
+        except ConnectionError:
+            pass  # the page went away: its next write failed; nothing of it is left behind
         finally:
             self._subscribers.discard(queue)
         return response
@@ -315,6 +315,9 @@ class WebServer:
             return web.json_response(_error(exc.code, str(exc)), status=HTTP_STATUS.get(exc.code, 400))
         except RenderdError as exc:
             return web.json_response(_error(protocol.BAD_INPUT, str(exc)), status=400)
+        except Exception as exc:  # as on the socket: a bug answers one error, the daemon stays up
+            log.exception("dashboard action %s failed", fields["op"])
+            return web.json_response(_error(protocol.INTERNAL, f"internal error: {type(exc).__name__}"), status=500)
         assert isinstance(reply, bytes), "actions answer with one line"
         answer = json.loads(reply)
         log.info("dashboard: %s %s from %s", fields["op"], fields.get("job") or fields.get("host"), request.remote)
