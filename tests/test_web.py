@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, renderd_cmd
 from daemonctl import Daemon, wait_state
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
@@ -129,6 +130,23 @@ def test_example_config_documents_the_web_table(tmp_path: Path) -> None:
     web = load_daemon_config(path).web
     assert web is not None and web.loopback and web.port == 8470
     assert web.token_file == Path("/etc/renderd/web-token")
+
+
+def test_a_taken_port_stops_the_daemon_with_one_line(web_root: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        d = Daemon(web_root, slots=1, timeouts=f'\n[web]\nlisten = "127.0.0.1:{port}"\n')
+        r = subprocess.run(renderd_cmd("daemon", "--config", d.config), capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("renderd: error:")]
+    assert errors == [
+        f"renderd: error: {d.config}: web.listen: cannot listen on 127.0.0.1:{port}: "
+        + errors[0].split(f"{port}: ", 1)[1]
+    ]
+    assert "address already in use" in errors[0] and "Traceback" not in r.stderr
+    assert not d.socket.exists()  # the control socket it had opened is gone again
 
 
 # -- /metrics -------------------------------------------------------------------------------------

@@ -150,6 +150,7 @@ class Coordinator:
             summary=self._summary,
             hosts=self._hosts,
             metrics=metrics,
+            source=self.config.source,
         )
         await web.start()
         self.web = web

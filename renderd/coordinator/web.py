@@ -92,8 +92,10 @@ class WebServer:
         summary: Summary,
         hosts: HostList,
         metrics: FarmMetrics,
+        source: Path | None = None,
     ) -> None:
         self.config = config
+        self.source = source  # the config file, named in errors
         self._store = store
         self._scheduler = scheduler
         self._handle = handle
@@ -131,11 +133,13 @@ class WebServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise RenderdError(f"web.listen: cannot listen on {self.config.host}:{self.config.port}: {exc}") from None
+            where = f"{self.source}: " if self.source else ""
+            raise RenderdError(
+                f"{where}web.listen: cannot listen on {self.config.host}:{self.config.port}: {exc}"
+            ) from None
         self._runner = runner
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.address = sockets[0].getsockname()[:2] if sockets else (self.config.host, self.config.port)
+        bound = runner.addresses  # the real port when listen asked for port 0
+        self.address = (str(bound[0][0]), int(bound[0][1])) if bound else (self.config.host, self.config.port)
         self._producer = asyncio.create_task(self._produce(), name="web-snapshots")
         actions = "with actions" if self._token else "read-only (no web.token_file)"
         log.info("dashboard on http://%s:%d/ %s", self.address[0], self.address[1], actions)
