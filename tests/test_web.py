@@ -141,10 +141,8 @@ def test_a_taken_port_stops_the_daemon_with_one_line(web_root: Path) -> None:
         r = subprocess.run(renderd_cmd("daemon", "--config", d.config), capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     errors = [line for line in r.stderr.splitlines() if line.startswith("renderd: error:")]
-    assert errors == [
-        f"renderd: error: {d.config}: web.listen: cannot listen on 127.0.0.1:{port}: "
-        + errors[0].split(f"{port}: ", 1)[1]
-    ]
+    assert len(errors) == 1, r.stderr
+    assert errors[0].startswith(f"renderd: error: {d.config}: web.listen: cannot listen on 127.0.0.1:{port}: ")
     assert "address already in use" in errors[0] and "Traceback" not in r.stderr
     assert not d.socket.exists()  # the control socket it had opened is gone again
 
