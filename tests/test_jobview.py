@@ -31,9 +31,10 @@ def test_finished_job_time_stops_at_its_end(state: str, eta: float | None) -> No
 
 
 def test_cancelled_job_shows_unfinished_chunks_cancelled() -> None:
-    assert [chunk_state(s, "cancelled") for s in ("pending", "assigned", "rendering", "fetched")] == ["cancelled"] * 4
+    unfinished = ("pending", "assigned", "rendering", "fetched", "failed")
+    assert [chunk_state(s, "cancelled") for s in unfinished] == ["cancelled"] * 5
     assert chunk_state("verified", "cancelled") == "verified"
-    assert chunk_state("failed", "cancelled") == "failed"
+    assert chunk_state("failed", "failed") == "failed"
     assert chunk_state("pending", "running") == "pending"
 
 

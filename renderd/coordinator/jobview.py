@@ -9,9 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# Chunk states that mean the chunk will not be rendered again once its job is cancelled.
-_KEPT_WHEN_CANCELLED = ("verified", "failed")
-
 
 @dataclass(frozen=True, slots=True)
 class Pace:
@@ -58,10 +55,11 @@ def pace(
 def chunk_state(stored: str, job_state: str) -> str:
     """The state to show for a chunk: ``cancelled`` for one its cancelled job never finished.
 
-    The store keeps such a chunk as it was (pending, assigned, ...): nothing will run it again,
-    and showing it pending would say otherwise.
+    The store ends such a chunk as ``failed`` (it ends every unverified chunk of a stopped job
+    so); a chunk that really failed for good would have failed the job instead, so in a
+    cancelled job "failed" only ever means "stopped by the cancel".
     """
-    if job_state == "cancelled" and stored not in _KEPT_WHEN_CANCELLED:
+    if job_state == "cancelled" and stored != "verified":
         return "cancelled"
     return stored
 
