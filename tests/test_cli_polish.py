@@ -138,7 +138,7 @@ def test_job_views_through_the_daemon(daemon: Daemon, short_tmp: Path) -> None:
     assert re.search(rf"renderd: {job_a} done 120/120 frames, \d+\.\d fps, eta 00:00, chunks 3/3", w.stderr), w.stderr
 
     # A reader that went away: no traceback, the exit status a SIGPIPE'd command gets.
-    for args in (("status", job_b), ("list",), ("logs", job_a)):
+    for args in (("status", job_b), ("list",), ("logs", job_a), ("hosts",)):
         r2 = _closed_pipe_run(daemon, *args)
         assert r2.returncode == 141 and r2.stderr == b"", (args, r2)
 

@@ -65,7 +65,8 @@ async def test_a_stream_longer_than_the_idle_timeout_is_not_cut(short_tmp: Path)
 
 
 async def test_deeply_nested_request_is_bad_json_and_the_connection_stays(short_tmp: Path) -> None:
-    server = await _server(short_tmp, read_timeout=30)
+    server = ControlServer(short_tmp / "ctl.sock", _handler, AccessPolicy(daemon_uid=os.getuid()))
+    await server.start()
     try:
         reader, writer = await asyncio.open_unix_connection(str(server.path))
         writer.write(b"[" * 60_000 + b"\n")
