@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import socket
 import subprocess
@@ -77,6 +78,30 @@ def _closed_pipe_run(d: Daemon, *args: str) -> subprocess.CompletedProcess[bytes
         os.close(write_end)
 
 
+def _on_a_terminal(d: Daemon, *args: str) -> str:
+    """Run a client command with stderr on a pseudo-terminal; return what it drew, without escapes."""
+    master, slave = pty.openpty()
+    try:
+        env = {**os.environ, "COLUMNS": "200", "TERM": "xterm"}
+        r = subprocess.run(
+            renderd_cmd(*args, "--socket", d.socket), stdout=subprocess.PIPE, stderr=slave, env=env, timeout=60
+        )
+        assert r.returncode == 0
+    finally:
+        os.close(slave)
+    drawn = b""
+    while True:
+        try:
+            block = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other side is closed and everything was read
+            break
+        if not block:
+            break
+        drawn += block
+    os.close(master)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode(errors="replace"))
+
+
 @pytest.mark.browser
 def test_job_views_through_the_daemon(daemon: Daemon, short_tmp: Path) -> None:
     r = daemon.ctl("list")
@@ -136,6 +161,10 @@ def test_job_views_through_the_daemon(daemon: Daemon, short_tmp: Path) -> None:
     w = daemon.ctl("watch", job_a)
     assert w.returncode == 0, w.stderr
     assert re.search(rf"renderd: {job_a} done 120/120 frames, \d+\.\d fps, eta 00:00, chunks 3/3", w.stderr), w.stderr
+
+    # On a terminal: the live bar carries them too.
+    bar = _on_a_terminal(daemon, "watch", job_a)
+    assert re.search(r"120/120 +\d+\.\d fps +eta 00:00 +chunks 3/3", bar), bar
 
     # A reader that went away: no traceback, the exit status a SIGPIPE'd command gets.
     for args in (("status", job_b), ("list",), ("logs", job_a), ("hosts",)):
