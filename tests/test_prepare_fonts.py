@@ -117,3 +117,44 @@ def test_allow_missing_localises_the_rest_and_lists_what_is_missing(tmp_path: Pa
     assert 'href="https://example.invalid/missing.css"' in html and 'src="https://example.invalid/lib.js"' in html
     j = run_renderd("prepare", comp, "--offline", "--allow-missing", "--json", env=env)
     assert j.returncode == 0 and len(json.loads(j.stdout)["missing"]) == 2
+
+
+TEXT_PAGE = """<!doctype html>
+<html><head>{font}
+<style>
+  html, body {{ margin: 0; background: #fff; }}
+  #root {{ width: 320px; height: 120px; }}
+  p {{ margin: 20px; font: 700 40px 'Inter', monospace; color: #000; }}
+</style>
+</head><body>
+<div id="root" data-start="0" data-duration="1" data-width="320" data-height="120" data-fps="30"><p>Hamburg 42</p></div>
+</body></html>
+"""
+GOOGLE_LINK = '<link rel="stylesheet" href="https://fonts.googleapis.com/css2?family=Inter:wght@700&display=swap">'
+LOCAL_FACE = (
+    "<style>@font-face { font-family: 'Inter'; font-weight: 700; src: url(inter.woff2) format('woff2'); }</style>"
+)
+
+
+def _still(tmp_path: Path, name: str, font: str) -> bytes:
+    from PIL import Image
+
+    comp = tmp_path / name
+    comp.mkdir()
+    (comp / "index.html").write_text(TEXT_PAGE.format(font=font))
+    (comp / "inter.woff2").write_bytes((FONTS / "inter-latin-700-normal.woff2").read_bytes())
+    out = tmp_path / f"{name}.png"
+    env = {**NO_NETWORK, "RENDERD_CACHE_DIR": str(tmp_path / "cache")}
+    r = run_renderd("still", comp, "-o", out, "--frame", "0", env=env)
+    assert r.returncode == 0, r.stderr
+    with Image.open(out) as im:
+        return im.convert("RGB").tobytes()
+
+
+@pytest.mark.browser
+def test_a_google_fonts_link_draws_the_shipped_face_without_network(tmp_path: Path) -> None:
+    google = _still(tmp_path, "google", GOOGLE_LINK)
+    local = _still(tmp_path, "local", LOCAL_FACE)
+    fallback = _still(tmp_path, "fallback", "")
+    assert google == local, "the prepared Google Fonts link must draw renderd's own Inter 700"
+    assert google != fallback, "the text must not be drawn in the fallback font"
