@@ -29,6 +29,7 @@ from renderd.errors import RenderdError, first_error
 from renderd.events import ChunkDone, Done, Event, Retry, Started
 from renderd.formats import Delivery
 from renderd.frames import Fps, FrameRange, parse_frame_range, plan_chunks
+from renderd.outdir import make_output_dir
 from renderd.outputs import check_render_paths, check_replaceable, install_output
 from renderd.progress import ProgressTracker
 from renderd.settings import DEFAULTS, RenderSettings
@@ -144,13 +145,12 @@ async def render_local(
     given = req.output.expanduser()
     out = given.parent.resolve() / given.name
     delivery = req.encode.delivery
+    await asyncio.to_thread(make_output_dir, out)
     if out.is_dir() and (req.as_part or not delivery.is_sequence):
         raise RenderdError(f"output {str(out)!r} is a directory; give a file name such as out.{delivery.part_ext}")
     if delivery.is_sequence and not req.as_part:
         # Checked again when the sequence is moved there; here so a refusal costs no render.
         await asyncio.to_thread(check_replaceable, out, None, sequence=True)
-    if not out.parent.is_dir():
-        raise RenderdError(f"output directory {str(out.parent)!r} does not exist")
     work_root = Path(req.work_dir or out.parent).expanduser().resolve()
     work_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".renderd-", dir=work_root))

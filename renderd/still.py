@@ -37,6 +37,7 @@ from renderd.engine.warm import WarmEngines
 from renderd.errors import FrameRangeError, OutputError, SettingsError
 from renderd.events import ChunkDone, Done, Event
 from renderd.frames import Fps, frame_file_name
+from renderd.outdir import make_output_dir
 from renderd.outputs import check_render_paths, install_output
 from renderd.procs import run
 from renderd.render import RenderRequest, render_local
@@ -128,8 +129,7 @@ async def render_still(
     given = output.expanduser()
     out = given.parent.resolve() / given.name
     await asyncio.to_thread(check_render_paths, comp.root, out, None)
-    if not out.parent.is_dir():
-        raise OutputError(f"output directory {out.parent} does not exist")
+    await asyncio.to_thread(make_output_dir, out)
     if out.is_dir():
         raise OutputError(f"output {out} is a directory; give an image file name such as {out / 'still.png'}")
     one_png = RenderSettings.from_dict(

@@ -44,10 +44,14 @@ class Daemon:
         text = self.config.read_text()
         self.config.write_text(text.replace("[daemon]\n", f"[daemon]\nallowed_uids = {list(uids)}\n", 1))
 
-    def start(self, socket_mode: str = "0660") -> None:
+    def start(self, socket_mode: str = "0660", env: dict[str, str] | None = None) -> None:
+        """``env``: variables added to the daemon's environment."""
         log = self.log.open("ab")
         self.proc = subprocess.Popen(
-            renderd_cmd("daemon", "--config", self.config, "--socket-mode", socket_mode), stdout=log, stderr=log
+            renderd_cmd("daemon", "--config", self.config, "--socket-mode", socket_mode),
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **(env or {})},
         )
         log.close()
         deadline = time.monotonic() + 30

@@ -191,7 +191,7 @@ def test_bad_submissions_get_one_line_errors(daemon: Daemon, daemon_root: Path) 
     cases = [
         (("submit", daemon_root / "missing", "-o", daemon_root / "x.mp4"), "does not exist"),
         (("submit", FIXTURES / "bad-script-error", "-o", daemon_root / "x.mp4"), "boom from composition"),
-        (("submit", FIXTURES / "frame-index-hook", "-o", daemon_root / "nodir" / "x.mp4"), "does not exist"),
+        (("submit", FIXTURES / "frame-index-hook", "-o", daemon_root / "daemon.log" / "x.mp4"), "is not a directory"),
         (("submit", FIXTURES / "frame-index-hook", "-o", daemon_root / "x.mp4", "--frames", "5:500"), "beyond"),
         (("status", "j-nope"), "no job 'j-nope'"),
     ]

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from renderd import settings
 from renderd.cli import options as cli_options
+from renderd.cli.timefmt import eta_text
 from renderd.coordinator.client import Client
 from renderd.errors import RenderdError
 from renderd.formats import resolve_format
+from renderd.outdir import make_output_dir
 from renderd.settings import RenderSettings, given_args
 
 if TYPE_CHECKING:
@@ -126,6 +128,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     """Submit a job; print its id (or follow it with --wait)."""
     output = Path(args.output).expanduser()
+    # Here, as the submitting user: the daemon writes only into a directory they could write.
+    make_output_dir(output.absolute())
     fields: dict[str, Any] = {
         "composition": str(args.composition.expanduser().resolve()),
         # The last component stays as given: the daemon must see a symlink there to refuse it.
@@ -168,7 +172,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  chunk {ch['index']:3d} [{ch['start']}, {ch['end']})  {ch['state']:9s}  host {ch['host'] or '-'}")
     for a in reply["attempts"]:
         err = f"  {a['error']}" if a.get("error") else ""
-        print(f"  attempt {a['id']}: chunk {a['chunk_index']} on {a['host']}: {a['outcome']}{err}")
+        print(f"  attempt {a.get('number', a['id'])}: chunk {a['chunk_index']} on {a['host']}: {a['outcome']}{err}")
     return 0
 
 
@@ -178,13 +182,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(reply)
         return 0
+    if not reply["jobs"]:
+        print("no jobs")
+        return 0
+    print(_LIST_ROW.format("JOB", "STATE", "PRIO", "FRAMES", "FPS", "TIME", "ETA", "SUBMITTED", "OUTPUT"))
     for j in reply["jobs"]:
         label = f" [{j['label']}]" if j.get("label") else ""
-        print(
-            f"{j['id']}  {j['state']:10s} {j['frames_done']:>6}/{j['frames']:<6} "
-            f"{_ts(j['created_at'])}  {j['output']}{label}"
-        )
+        row = (j["id"], j["state"], j.get("priority", 0), f"{j['frames_done']}/{j['frames']}", _rate(j.get("fps")))
+        times = (eta_text(j.get("elapsed_s")), eta_text(j.get("eta_s")), _ts(j["created_at"]))
+        print(_LIST_ROW.format(*row, *times, f"{j['output']}{label}"))
     return 0
+
+
+# TIME: how long the job has been running (or ran); ETA: time left, --:-- when unknown.
+_LIST_ROW = "{:12s}  {:10s} {:>4} {:>13}  {:>6} {:>8} {:>8}  {:19s}  {}"
+
+
+def _rate(fps: float | None) -> str:
+    return "-" if fps is None else f"{fps:.1f}"
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -209,6 +224,7 @@ def _follow(args: argparse.Namespace, job_id: str) -> int:
                     shown = time.monotonic()
                     print(
                         f"renderd: {job_id} {event['state']} {event['frames_done']}/{event['frames']} frames, "
+                        f"{_rate(event.get('fps'))} fps, eta {eta_text(event.get('eta_s'))}, "
                         f"chunks {event['chunks_verified']}/{event['chunks_total']}",
                         file=sys.stderr,
                         flush=True,
@@ -233,12 +249,14 @@ def _follow_bar(c: Client, job_id: str) -> dict[str, Any]:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.fields[fps]:>5} fps"),
+        TextColumn("eta {task.fields[eta]}"),
         TextColumn("chunks {task.fields[chunks]}"),
         TextColumn("hosts {task.fields[hosts]}"),
         TimeElapsedColumn(),
         console=console,
     ) as bar:
-        task = bar.add_task(job_id, total=None, chunks="-", hosts="-")
+        task = bar.add_task(job_id, total=None, chunks="-", hosts="-", fps="-", eta=eta_text(None))
         for event in c.stream("watch", job=job_id):
             last = event
             hosts = ",".join(sorted(set(event.get("hosts", {}).values()))) or "-"
@@ -249,6 +267,8 @@ def _follow_bar(c: Client, job_id: str) -> dict[str, Any]:
                 description=f"{job_id} {event['state']}",
                 chunks=f"{event['chunks_verified']}/{event['chunks_total']}",
                 hosts=hosts,
+                fps=_rate(event.get("fps")),
+                eta=eta_text(event.get("eta_s")),
             )
     return last
 

@@ -9,17 +9,11 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from renderd.cli.timefmt import eta_text
 from renderd.events import ChunkDone, Done, Event, Retry, Started
 from renderd.events import Progress as ProgressEvent
 
 PLAIN_INTERVAL_S = 2.0
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
 
 class JsonDisplay:
@@ -61,7 +55,7 @@ class PlainDisplay:
                 pct = 100.0 * event.frames_done / max(1, event.frames)
                 self._print(
                     f"{event.frames_done}/{event.frames} frames ({pct:.0f}%) {event.fps:.1f} fps "
-                    f"eta {_eta(event.eta_s)} workers {event.workers} retries {event.retries}"
+                    f"eta {eta_text(event.eta_s)} workers {event.workers} retries {event.retries}"
                 )
         elif isinstance(event, Retry):
             self._print(
@@ -113,7 +107,7 @@ class RichDisplay:
                 self._task,
                 completed=event.frames_done,
                 fps=event.fps,
-                eta=_eta(event.eta_s),
+                eta=eta_text(event.eta_s),
                 workers=event.workers,
                 retries=event.retries,
             )

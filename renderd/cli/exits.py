@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 
 EXIT_CANCELLED = 130
+# What a shell reports for a command killed by SIGPIPE; Python ignores the signal, renderd ends so.
+EXIT_BROKEN_PIPE = 141
 
 
 def fail(message: str, json_mode: bool, *, code: str = "error", status: int = 1) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from renderd import __version__, settings
 from renderd.cli import control as cli_control
 from renderd.cli import options as cli_options
 from renderd.cli import prepare as cli_prepare
-from renderd.cli.exits import EXIT_CANCELLED
+from renderd.cli.exits import EXIT_BROKEN_PIPE, EXIT_CANCELLED
 from renderd.cli.exits import fail as _fail
 from renderd.errors import ConfigError, DaemonError, RenderdError
 
@@ -184,7 +185,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_parser(sub)
     cli_prepare.add_parser(sub)
     cli_control.add_parsers(sub, _Parser)
+    _add_verbose_everywhere(sub)
     return parser
+
+
+def _add_verbose_everywhere(sub: Any) -> None:
+    """Accept ``-v`` after the command too (``renderd render X -o y -v``), as people type it.
+
+    SUPPRESS keeps a command parser from resetting the count given before the command.
+    """
+    for p in sub.choices.values():
+        p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output on stderr")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_verbose_everywhere(action)
+
+
+def _under_journald() -> bool:
+    """Return True when stderr is the journal's stream (systemd sets JOURNAL_STREAM to its dev:inode)."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        return (int(dev), int(ino)) == (st.st_dev, st.st_ino)
+    except (ValueError, OSError):
+        return False
+
+
+def _log_format(command: str) -> str:
+    # journald stamps every line itself; a daemon run by hand (a terminal, a log file) needs its own.
+    if command == "daemon" and not _under_journald():
+        return "%(asctime)s renderd[%(name)s] %(levelname)s: %(message)s"
+    return "renderd[%(name)s] %(levelname)s: %(message)s"
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (`renderd status | head`): stop quietly, as `cat` would.
+
+    stdout is pointed at /dev/null so that the interpreter's final flush finds nowhere to fail.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,13 +235,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="renderd[%(name)s] %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format=_log_format(args.command), stream=sys.stderr)
     if not args.verbose:
         # Worker retries are reported as Retry events; the log lines would duplicate them.
         for name in ("renderd.engine.pool", "renderd.engine.retry"):
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
         status: int = args.func(args)
+        # Flushed here, where a reader that went away is still caught below.
+        sys.stdout.flush()
     except ConfigError as exc:
         for line in exc.problems:
             print(f"renderd: {line}", file=sys.stderr)
@@ -209,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), getattr(args, "json", False), code=type(exc).__name__, status=exc.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", getattr(args, "json", False), code="cancelled", status=EXIT_CANCELLED)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     return status
 
 

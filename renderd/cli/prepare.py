@@ -30,6 +30,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--offline", action="store_true", help="never use the network: only the asset cache and npm's local cache"
     )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="localise what can be fetched, leave the rest remote and list it (exit 0) instead of failing",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_prepare)
 
@@ -41,8 +46,10 @@ def _mib(n: int) -> str:
 def summary(result: PrepareResult) -> str:
     """Return one line saying what was localised."""
     sources = ", ".join(f"{n} from {s}" for s, n in result.sources().items()) or "nothing to fetch"
+    # Missing references of remote stylesheets are not among the composition's own references.
+    missing = sum(1 for p in result.missing if "://" not in p.where)
     return (
-        f"localised {result.references - len(result.unresolved)} remote reference(s) in "
+        f"localised {result.references - len(result.unresolved) - missing} remote reference(s) in "
         f"{len(result.rewritten)} file(s) as {len(result.assets)} asset(s), {_mib(result.total_bytes)} ({sources})"
     )
 
@@ -50,6 +57,18 @@ def summary(result: PrepareResult) -> str:
 def _warn_unresolved(result: PrepareResult) -> None:
     if (warning := result.unresolved_warning()) is not None:
         print(f"renderd: warning: {warning}", file=sys.stderr, flush=True)
+
+
+def _warn_missing(result: PrepareResult) -> None:
+    for p in result.missing:
+        print(f"renderd: missing: {p}", file=sys.stderr)
+    if result.missing:
+        print(
+            f"renderd: warning: {len(result.missing)} remote reference(s) could not be fetched and were left "
+            "as written (--allow-missing); rendering without network cannot load them",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -61,13 +80,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from renderd.prepare import PrepareOptions, prepare_composition
 
     comp = load_composition(args.composition)
-    options = PrepareOptions(offline=args.offline, output=args.output, allow=AddressPolicy.from_env())
+    options = PrepareOptions(
+        offline=args.offline, output=args.output, allow=AddressPolicy.from_env(), allow_missing=args.allow_missing
+    )
     result = asyncio.run(prepare_composition(comp, options))
     if args.json:
         print(json.dumps(result.to_dict(), separators=(",", ":")), flush=True)
     else:
         print(f"renderd: {summary(result)}", file=sys.stderr)
         _warn_unresolved(result)
+        _warn_missing(result)
         print(result.prepared, flush=True)
     return 0
 

@@ -24,6 +24,7 @@ from renderd.coordinator import protocol
 from renderd.coordinator.describe import DescribeHost, Describer
 from renderd.coordinator.hostcheck import check_hosts
 from renderd.coordinator.hosts import UNUSABLE
+from renderd.coordinator.jobview import chunk_state, number_attempts, pace
 from renderd.coordinator.models import Job
 from renderd.coordinator.protocol import NOT_FOUND, SHUTTING_DOWN, Request
 from renderd.coordinator.scheduler import Scheduler
@@ -370,21 +371,31 @@ class Coordinator:
         done = sum(c.end - c.start for c in verified) + sum(
             n for i, n in progress.frames_done.items() if i not in {c.index for c in verified}
         )
+        frames_done = min(done, job.frames)
         return {
             **job.to_dict(),
             "frames": job.frames,
-            "frames_done": min(done, job.frames),
+            "frames_done": frames_done,
             "chunks_total": len(chunks),
             "chunks_verified": len(verified),
+            **pace(
+                state=job.state.value,
+                started_at=job.started_at,
+                finished_at=job.finished_at,
+                frames_done=frames_done,
+                frames=job.frames,
+                now=time.time(),
+            ).to_dict(),
         }
 
     async def _status(self, job_id: str) -> dict[str, Any]:
         assert self.store is not None
         job = await self._job(job_id)
+        chunks = [c.to_dict() for c in await self.store.get_chunks(job_id)]
         return {
             "job": await self._summary(job),
-            "chunks": [c.to_dict() for c in await self.store.get_chunks(job_id)],
-            "attempts": [a.to_dict() for a in await self.store.get_attempts(job_id)],
+            "chunks": [{**c, "state": chunk_state(c["state"], job.state.value)} for c in chunks],
+            "attempts": number_attempts([a.to_dict() for a in await self.store.get_attempts(job_id)]),
         }
 
     async def _watch(self, job_id: str) -> AsyncIterator[bytes]:

@@ -81,6 +81,9 @@ def parse_request(line: bytes) -> Request:
         data = json.loads(line)
     except (ValueError, UnicodeDecodeError):
         raise ControlError(BAD_JSON, "request is not valid JSON") from None
+    except RecursionError:
+        # 64 KiB of '[' fits in a line and nests deeper than the decoder recurses.
+        raise ControlError(BAD_JSON, "request is nested too deeply") from None
     if not isinstance(data, dict):
         raise ControlError(BAD_REQUEST, "request must be a JSON object")
     op = data.pop("op", None)

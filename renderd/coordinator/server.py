@@ -23,7 +23,10 @@ from renderd.errors import ControlError, RenderdError
 
 log = logging.getLogger(__name__)
 
-READ_TIMEOUT_S = 3600.0  # an idle client is dropped after an hour
+# A client that connected and sends no request line within this is dropped: a stuck or hostile
+# client must not hold a connection (and its task) forever. A reply being streamed (watch) is not
+# a read, so a long watch is never cut by it.
+READ_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +78,18 @@ def peer_of(sock: socket.socket) -> Peer:
 class ControlServer:
     """Serve control requests on a Unix socket."""
 
-    def __init__(self, path: Path, handler: Handler, access: AccessPolicy, *, mode: int = 0o660) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handler: Handler,
+        access: AccessPolicy,
+        *,
+        mode: int = 0o660,
+        read_timeout: float = READ_TIMEOUT_S,
+    ) -> None:
+        """``read_timeout``: how long a connection may wait before sending its next request line."""
         self.path = path
+        self._read_timeout = read_timeout
         self._handler = handler
         self._access = access
         self._mode = mode
@@ -151,7 +164,7 @@ class ControlServer:
             return
         while True:
             try:
-                line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)
+                line = await asyncio.wait_for(reader.readline(), self._read_timeout)
             except ValueError:
                 # Longer than the stream limit: answer, then drop the connection (we cannot resync).
                 writer.write(protocol.error(protocol.TOO_LARGE, "request line too long"))

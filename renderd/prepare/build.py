@@ -62,6 +62,9 @@ class PrepareOptions:
     output: Path | None = None
     limits: FetchLimits = field(default_factory=FetchLimits)
     allow: AddressPolicy = field(default_factory=AddressPolicy)
+    # Localise what can be fetched and leave the rest remote (listed in PrepareResult.missing)
+    # instead of refusing the whole composition.
+    allow_missing: bool = False
 
 
 @dataclass(slots=True)
@@ -184,7 +187,7 @@ async def _prepare(comp: Composition, options: PrepareOptions, cache_root: Path,
         for r in f.refs:
             if isinstance(res := results[r.url], str):
                 (problems if r.required else unresolved).append(Problem(f.rel, r.line, r.url, res))
-    if problems:
+    if problems and not options.allow_missing:
         raise PrepareError(problems)
     rewritten: dict[str, bytes] = {}
     for f in files:
@@ -217,6 +220,7 @@ async def _prepare(comp: Composition, options: PrepareOptions, cache_root: Path,
         assets=records,
         reused=reused,
         unresolved=tuple(sorted(unresolved, key=lambda p: (p.where, p.line, p.url))),
+        missing=tuple(sorted(problems, key=lambda p: (p.where, p.line, p.url))),
     )
 
 

@@ -53,7 +53,7 @@ class AssetRecord:
     file: str  # name inside ASSETS_DIR
     sha256: str
     size: int
-    source: str  # "cache", "network" or "npm": where its bytes came from this time
+    source: str  # "cache", "network", "npm" or "shipped": where its bytes came from this time
 
     def manifest_entry(self) -> dict[str, Any]:
         """Return the manifest entry; ``source`` is left out so the tree does not depend on it."""
@@ -73,6 +73,8 @@ class PrepareResult:
     reused: bool = False
     # URLs scripts name that could not be fetched: left remote (a render host cannot load them).
     unresolved: tuple[Problem, ...] = field(default=())
+    # With --allow-missing: required references that could not be fetched, left remote.
+    missing: tuple[Problem, ...] = field(default=())
 
     def unresolved_warning(self) -> str | None:
         """Return the warning naming the script URLs left remote (one per line), or None."""
@@ -87,7 +89,7 @@ class PrepareResult:
         return sum(a.size for a in self.assets)
 
     def sources(self) -> dict[str, int]:
-        """Return how many assets came from each source (cache, network, npm)."""
+        """Return how many assets came from each source (cache, network, npm, shipped)."""
         return dict(sorted(Counter(a.source for a in self.assets).items()))
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,4 +108,5 @@ class PrepareResult:
             "sources": self.sources(),
             "reused": self.reused,
             "unresolved": [str(p) for p in self.unresolved],
+            "missing": [str(p) for p in self.missing],
         }

@@ -1,7 +1,8 @@
 """Turn remote URLs into local assets: from the cache, the network, or an npm package.
 
 Order for each URL: the asset cache; then (unless offline) the URL itself; then, for CDN URLs
-of npm packages, ``npm pack`` (only npm's cache when offline). Stylesheets are localised
+of npm packages, ``npm pack`` (only npm's cache when offline). A Google Fonts stylesheet of
+families renderd ships is answered from those font files before anything else (gfonts). Stylesheets are localised
 recursively: their ``@import`` and ``url()`` references (fonts, images) become sibling assets
 and the stylesheet's text is rewritten to name them, so its bytes (and name) depend only on
 the bytes of everything it pulls in.
@@ -18,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from renderd.errors import FetchFailed, NpmFailed, Problem
 from renderd.netguard import AddressPolicy
+from renderd.prepare import gfonts
 from renderd.prepare.cache import AssetCache, Cached, sha256_hex
 from renderd.prepare.cdn import npm_file_for
 from renderd.prepare.model import FetchLimits
@@ -49,7 +51,7 @@ class Resolved:
     url: str
     name: str
     data: bytes
-    source: str  # "cache", "network" or "npm"
+    source: str  # "cache", "network", "npm" or "shipped" (renderd's own font files)
 
 
 def apply_replacements(text: str, replacements: list[tuple[int, int, str]]) -> str:
@@ -101,6 +103,7 @@ class Resolver:
         self._tasks: dict[str, asyncio.Task[Resolved | str]] = {}
         self._fetcher: Fetcher | None = None
         self._edges: dict[str, set[str]] = {}  # stylesheet URL -> URLs it waits for
+        self._shipped: dict[str, Resolved] = {}  # font files of stylesheets answered by gfonts
 
     def _http(self) -> Fetcher:
         # Created on the first cache miss only: httpx and its TLS setup cost ~100 ms, and a
@@ -119,6 +122,7 @@ class Resolver:
     def resolved(self) -> list[Resolved]:
         """Return every URL resolved so far (nested ones included), in URL order."""
         done = [t.result() for t in self._tasks.values() if t.done() and not t.cancelled()]
+        done += [r for url, r in self._shipped.items() if url not in self._tasks]
         return sorted((r for r in done if isinstance(r, Resolved)), key=lambda r: r.url)
 
     async def resolve(self, url: str, kind: str, parent: str | None = None) -> Resolved | str:
@@ -148,6 +152,9 @@ class Resolver:
         return False
 
     async def _resolve(self, url: str, kind: str) -> Resolved | str:
+        faces = gfonts.shipped_faces(url)
+        if faces is not None:
+            return await asyncio.to_thread(self._shipped_fonts, url, faces)
         got = await self._bytes(url, kind)
         if isinstance(got, str):
             return got
@@ -155,6 +162,19 @@ class Resolver:
         css = _is_css(url, kind, cached.content_type)
         data = await self._localise_css(url, cached.data) if css else cached.data
         return Resolved(url, asset_name(url, data, cached.content_type, css), data, source)
+
+    def _shipped_fonts(self, url: str, faces: list[gfonts.ShippedFace]) -> Resolved:
+        """The stylesheet of a Google Fonts URL renderd can answer from its own font files (blocking: reads them)."""
+        names: dict[str, str] = {}
+        for f in faces:
+            if f.file not in names:
+                font_url = f"{gfonts.SHIPPED_URL}{f.file}"
+                data = gfonts.font_bytes(f.file)
+                font = Resolved(font_url, asset_name(font_url, data, "font/woff2", False), data, "shipped")
+                self._shipped[font_url] = font
+                names[f.file] = font.name
+        css = gfonts.stylesheet(faces, names)
+        return Resolved(url, asset_name(url, css, "text/css", True), css, "shipped")
 
     async def _bytes(self, url: str, kind: str) -> tuple[Cached, str] | str:
         hit = await asyncio.to_thread(self.cache.lookup, url)
