@@ -21,6 +21,7 @@ from typing import Any
 from renderd.composition import Composition, Overrides, load_composition
 from renderd.config import DaemonConfig
 from renderd.coordinator.describe import CACHE_ENTRIES, DescribeHost, Describer, TreeDigester, request_for
+from renderd.coordinator.hooks import job_targets
 from renderd.coordinator.models import NewJob
 from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
 from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN, NO_HOST
@@ -194,6 +195,7 @@ async def plan_submission(
 ) -> tuple[NewJob, list[tuple[int, int]]]:
     """Validate a submit request and return the job to create with its chunk plan."""
     comp_path, out = _check_paths(fields, peer)
+    notify = job_targets(fields.get("notify"), peer.uid, config)
     await asyncio.to_thread(_check_outside, comp_path, out)
     try:
         settings = await asyncio.to_thread(resolve_format, _settings(fields, config), out)
@@ -249,6 +251,8 @@ async def plan_submission(
     }
     if comp != source:
         params["prepared"] = str(comp.entry)  # what the scheduler stages on hosts
+    if notify:
+        params["notify"] = notify
     job = NewJob(
         composition=str(comp_path),
         output=str(out),
