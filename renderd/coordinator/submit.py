@@ -194,8 +194,8 @@ async def plan_submission(
     slot_fps: float | None,
 ) -> tuple[NewJob, list[tuple[int, int]]]:
     """Validate a submit request and return the job to create with its chunk plan."""
-    comp_path, out = _check_paths(fields, peer)
     notify = job_targets(fields.get("notify"), peer.uid, config)
+    comp_path, out = _check_paths(fields, peer)
     await asyncio.to_thread(_check_outside, comp_path, out)
     try:
         settings = await asyncio.to_thread(resolve_format, _settings(fields, config), out)
