@@ -216,7 +216,7 @@ async def test_hooks_fire_on_failure_with_retries_and_backoff(short_tmp: Path) -
                 store, [(0, 6)], short_tmp / "x.mp4", composition=FIXTURES / "bad-script-error", duration="2"
             )
             await until(lambda: _has(store, job, "failed"), "the job to fail")
-            await until(lambda: _count(store, job, ("hook_delivered", "hook_failed")) == 3, "every hook to settle")
+            await until(lambda: _settled(store, job, 3), "every hook to settle")
             events = {(e.kind, e.data.get("hook")): e for e in await store.get_events(job)}
             delivered = [e for e in await store.get_events(job) if e.kind == "hook_delivered"]
             failed = [e for e in await store.get_events(job) if e.kind == "hook_failed"]
@@ -238,8 +238,8 @@ async def test_hooks_fire_on_failure_with_retries_and_backoff(short_tmp: Path) -
     assert by_command["state"] == "failed" and by_command["env"]["RENDERD_HOOK"] == "on_failed"
 
 
-async def _count(store: Store, job_id: str, names: tuple[str, ...]) -> int:
-    return sum(k in names for k in await kinds(store, job_id))
+async def _settled(store: Store, job_id: str, n: int) -> bool:
+    return sum(k in ("hook_delivered", "hook_failed") for k in await kinds(store, job_id)) == n
 
 
 async def test_unprivileged_notify_targets_are_checked() -> None:
