@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import FIXTURES
-from daemonctl import Daemon
+from daemonctl import Daemon, wait_state
 from users import ThrowawayUser, needs_root_and_user_tools
 
 from renderd.assignment import Assignment
@@ -275,6 +276,41 @@ async def test_unprivileged_url_to_a_private_name_is_refused_at_delivery(short_t
     assert event.data["attempts"] == 1 and "not a public address" in event.data["error"]
 
 
+def test_cli_submit_notify_hooks_logs_and_retry_refusals(short_tmp: Path, receiver: Receiver) -> None:
+    """The CLI path in a real daemon: --notify URL and command fire on done; `logs` shows it; retry refuses."""
+    d = Daemon(short_tmp)
+    d.start()
+    try:
+        out, by_command = short_tmp / "out.mp4", short_tmp / "cmd.json"
+        r = d.ctl(
+            "submit", FIXTURES / "frame-index-hook", "-o", out, "--frames", "0-5", "--workers", "1",
+            "--notify", receiver.url("/cli"), "--notify", stdin_to(by_command),
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        job = r.stdout.strip()
+        wait_state(d, job, ("done",))
+        deadline = time.monotonic() + 60
+        while not (receiver.posts("/cli") and by_command.exists()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert receiver.posts("/cli")[0]["id"] == job and json.loads(by_command.read_text())["state"] == "done"
+        logs = ""
+        while logs.count("hook_delivered") < 2 and time.monotonic() < deadline:
+            logs = d.ctl("logs", job).stdout
+            time.sleep(0.2)
+        assert logs.count("hook_queued") == 2 and logs.count("hook_delivered") == 2, logs
+        assert (subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                                "stream=nb_read_frames", "-of", "csv=p=0", out], capture_output=True, text=True,
+                               check=True).stdout.strip() == "6")  # fmt: skip
+        # `renderd retry`: a done job and an unknown one are one-line errors with a non-zero exit.
+        r = d.ctl("retry", job)
+        assert r.returncode != 0
+        assert r.stderr == f"renderd: error: job {job} is done; only a failed job can be retried\n"
+        r = d.ctl("retry", "j-0000000000")
+        assert r.returncode != 0 and r.stderr.strip() == "renderd: error: no job 'j-0000000000'"
+    finally:
+        d.stop()
+
+
 @needs_root_and_user_tools
 def test_cli_notify_command_refused_for_an_unprivileged_submitter(
     short_tmp: Path, throwaway_user: ThrowawayUser
@@ -285,19 +321,18 @@ def test_cli_notify_command_refused_for_an_unprivileged_submitter(
     try:
         comp = short_tmp / "comp"
         shutil.copytree(FIXTURES / "frame-index-hook", comp)
-        argv = throwaway_user.renderd_argv(
-            "submit", comp, "-o", short_tmp / "out.mp4", "--notify", "/bin/touch /tmp/pwned", "--socket", d.socket
-        )
-        import subprocess
-
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd="/")
-        assert r.returncode != 0
-        assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("renderd: error: ")
-        assert f"uid {throwaway_user.uid} may not run a command" in r.stderr
+        for target, refusal in (
+            ("/bin/touch /tmp/pwned", f"uid {throwaway_user.uid} may not run a command as the daemon's user"),
+            ("http://127.0.0.1:9/hook", "127.0.0.1 is not a public address"),
+        ):
+            argv = throwaway_user.renderd_argv(
+                "submit", comp, "-o", short_tmp / "out.mp4", "--notify", target, "--socket", d.socket
+            )
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd="/")
+            assert r.returncode != 0
+            assert r.stderr.count("\n") == 1 and r.stderr.startswith("renderd: error: "), r.stderr
+            assert refusal in r.stderr
         assert d.json("list")["jobs"] == []
-        # `renderd retry`: an unknown job, and a job that is not failed, are one-line errors.
-        r = d.ctl("retry", "j-0000000000")
-        assert r.returncode != 0 and r.stderr.strip() == "renderd: error: no job 'j-0000000000'"
     finally:
         d.stop()
 
