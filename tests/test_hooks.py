@@ -283,7 +283,7 @@ def test_cli_submit_notify_hooks_logs_and_retry_refusals(short_tmp: Path, receiv
     try:
         out, by_command = short_tmp / "out.mp4", short_tmp / "cmd.json"
         r = d.ctl(
-            "submit", FIXTURES / "frame-index-hook", "-o", out, "--frames", "0-5", "--workers", "1",
+            "submit", FIXTURES / "frame-index-hook", "-o", out, "--frames", "0:6", "--workers", "1",
             "--notify", receiver.url("/cli"), "--notify", stdin_to(by_command),
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
