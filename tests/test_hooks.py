@@ -424,7 +424,11 @@ async def test_retention_prunes_old_finished_jobs_and_their_files(tmp_path: Path
             (d / "index.html").write_text("x")
         old = await add_job(store, [(0, 6)], tmp_path / "old.mp4", prepared=str(old_copy / "index.html"))
         shared_old = await add_job(store, [(0, 6)], tmp_path / "s.mp4", prepared=str(shared_copy / "index.html"))
-        for job in (old, shared_old):
+        elsewhere = tmp_path / "elsewhere"  # a prepared copy under $RENDERD_CACHE_DIR: not the daemon's
+        elsewhere.mkdir()
+        (elsewhere / "index.html").write_text("x")
+        outside = await add_job(store, [(0, 6)], tmp_path / "e.mp4", prepared=str(elsewhere / "index.html"))
+        for job in (old, shared_old, outside):
             await store.cancel_job(job)
         now[0] += 8 * 86400
         new = await add_job(store, [(0, 6)], tmp_path / "new.mp4", prepared=str(shared_copy / "index.html"))
@@ -437,7 +441,8 @@ async def test_retention_prunes_old_finished_jobs_and_their_files(tmp_path: Path
         config = load_daemon_config(write_config(tmp_path, '[retention]\nkeep_finished = "7d"\n'))
         assert config.keep_finished == 7 * 86400
         pruned = await Pruner(store, config).prune(now=now[0])
-        assert sorted(pruned) == sorted([old, shared_old])
+        assert sorted(pruned) == sorted([old, shared_old, outside])
+        assert (elsewhere / "index.html").is_file()
         for job in (old, shared_old):
             assert await store.get_job(job) is None and await store.get_events(job) == []
             assert not (state / "jobs" / job).exists()

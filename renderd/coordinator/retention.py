@@ -70,7 +70,7 @@ def remove_job_files(state_dir: Path, job: Job, prepared_in_use: set[object]) ->
     """Remove the job's directory and its prepared copy (unless another job uses it) from ``state_dir`` (blocking)."""
     shutil.rmtree(state_dir / "jobs" / job.id, ignore_errors=True)
     prepared = job.params.get("prepared")
-    if not isinstance(prepared, str) or prepared in prepared_in_use:
+    if not isinstance(prepared, str):
         return
     copies = (state_dir / "cache" / "prepared").resolve()
     entry = Path(prepared).resolve()
