@@ -15,10 +15,12 @@ import ipaddress
 import math
 import os
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from renderd.config_locate import (
     Check,
@@ -53,8 +55,8 @@ MAX_SOCKET_PATH_BYTES = 107
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _USER = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?")
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,51 @@ class WebConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HookTarget:
+    """Where a job hook goes: an http(s) URL (POSTed the job's JSON) or a command (the JSON on stdin)."""
+
+    text: str
+    argv: tuple[str, ...] = ()  # empty for a URL
+
+    @property
+    def is_url(self) -> bool:
+        """Whether the target is an http(s) URL rather than a command."""
+        return not self.argv
+
+
+def parse_hook_target(text: str) -> HookTarget:
+    """Return the target ``text`` names; raise ValueError saying why it is neither a URL nor a command.
+
+    ``http://`` and ``https://`` make a URL; anything else is a command line split as a POSIX
+    shell would split words (no shell runs it: no pipes, variables or globs).
+    """
+    if not text.strip() or "\0" in text:
+        raise ValueError("a hook must be an http(s) URL or a command, got an empty string")
+    if text.lower().startswith(("http://", "https://")):
+        if not urlsplit(text).hostname:
+            raise ValueError(f"{text!r} is not a URL with a host")
+        return HookTarget(text)
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a command line: {exc}") from None
+    if "://" in argv[0]:
+        raise ValueError(f"{text!r}: only http:// and https:// URLs are hooks")
+    return HookTarget(text, argv)
+
+
+@dataclass(frozen=True, slots=True)
+class HooksConfig:
+    """Hooks run when a job ends (``[hooks]``), besides the job's own ``submit --notify`` targets."""
+
+    on_done: tuple[HookTarget, ...] = ()
+    on_failed: tuple[HookTarget, ...] = ()  # a failed or cancelled job
+    attempts: int = 5  # deliveries per hook before it is recorded as failed
+    timeout: float = 30.0  # one HTTP request or command run
+    backoff: float = 1.0  # seconds before the second attempt; doubled for each further one
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonConfig:
     """Everything ``renderd daemon`` is configured with (``renderd.toml``)."""
 
@@ -114,6 +161,9 @@ class DaemonConfig:
     # Non-public networks and host names prepare may fetch from at submit ([prepare] allow).
     prepare_allow: AddressPolicy = field(default_factory=AddressPolicy)
     web: WebConfig | None = None
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+    # Finished jobs older than this (by finished_at) are pruned with their files; 0 keeps them.
+    keep_finished: float = 0.0
     source: Path | None = field(default=None, compare=False)
 
     def allowed_gids(self) -> tuple[int, ...]:
@@ -169,7 +219,7 @@ class Inventory:
 
 
 def parse_duration(value: object) -> float:
-    """Return seconds for ``"250ms"``, ``"30s"``, ``"5m"``, ``"2h"`` or a plain number; raise ValueError."""
+    """Return seconds for ``"250ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"7d"`` or a plain number; raise ValueError."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f'expected a duration like "30s" or a number of seconds, got {type_name(value)}')
     if isinstance(value, str):
@@ -315,6 +365,24 @@ def _listen(value: object) -> tuple[str, int]:
 
 
 _WEB_KEYS: dict[str, Check] = {"listen": _listen, "token_file": _path}
+
+
+def _hook(value: object) -> HookTarget:
+    v: str = want(value, str, "a string (a URL or a command)")
+    try:
+        return parse_hook_target(v)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+
+
+_HOOKS_KEYS: dict[str, Check] = {
+    "on_done": list_of(_hook),
+    "on_failed": list_of(_hook),
+    "attempts": int_in(1, 100),
+    "timeout": _duration(positive=True),
+    "backoff": _duration(positive=False),
+}
+_RETENTION_KEYS: dict[str, Check] = {"keep_finished": _duration(positive=False)}
 _HOST_KEYS: dict[str, Check] = {
     "name": matching(_HOST_NAME, "a host name (letters, digits, '.', '_', '-')"),
     "address": _ssh_target,
@@ -358,6 +426,8 @@ _DAEMON_TABLES = {
     "timeouts": _TIMEOUT_KEYS,
     "prepare": _PREPARE_KEYS,
     "web": _WEB_KEYS,
+    "hooks": _HOOKS_KEYS,
+    "retention": _RETENTION_KEYS,
 }
 
 
@@ -392,6 +462,8 @@ def _parse_daemon(path: Path) -> tuple[DaemonConfig | None, Problems, dict[str, 
         timeouts=Timeouts(**values["timeouts"]),
         prepare_allow=AddressPolicy.parse(values["prepare"].get("allow", ())),
         web=web,
+        hooks=HooksConfig(**values["hooks"]),
+        keep_finished=values["retention"].get("keep_finished", 0.0),
         source=path,
     )
     return config, problems, daemon

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from renderd.errors import ProcessFailed, RenderdError
@@ -36,6 +36,7 @@ async def run(
     stdin: bytes | None = None,
     check: bool = True,
     cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Completed:
     """Run ``argv`` to completion and return its output.
 
@@ -51,6 +52,7 @@ async def run(
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
             cwd=cwd,
+            env=env,
         )
     except FileNotFoundError:
         raise RenderdError(f"{argv[0]} is not installed (not found on PATH)") from None

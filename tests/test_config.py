@@ -14,6 +14,7 @@ import pytest
 from renderd.config import (
     DEFAULT_HOSTS_FILE,
     DaemonConfig,
+    HooksConfig,
     HostConfig,
     SchedulingPolicy,
     Timeouts,
@@ -103,8 +104,12 @@ def test_examples_show_every_key() -> None:
         "source",
         "prepare_allow",  # shown as [prepare] allow
         "web",  # the [web] table, shown commented out (tests/test_web.py parses it)
+        "hooks",
+        "keep_finished",  # shown as [retention] keep_finished
     }
     assert config["prepare"] == {"allow": []}
+    assert set(config["hooks"]) == {f.name for f in dataclasses.fields(HooksConfig)}
+    assert set(config["retention"]) == {"keep_finished"}
     assert set(config["scheduling"]) == {f.name for f in dataclasses.fields(SchedulingPolicy)}
     assert set(config["timeouts"]) == {f.name for f in dataclasses.fields(Timeouts)}
     hosts = tomllib.loads(EXAMPLE_HOSTS.read_text())
@@ -210,7 +215,7 @@ def test_broken_daemon_config_reports_every_problem_with_its_line(tmp_path: Path
         f"{f}:13: scheduling.target_chunk_seconds: must be a number > 0, got 0",
         f"{f}:16: timeouts.chunk: must be longer than 0, got '0s'",
         f'{f}:17: timeouts.connect: expected a duration like "250ms", "30s", "5m" or "2h", got \'ten seconds\'',
-        f"{f}:19: logging: unknown table 'logging' (expected one of: daemon, scheduling, timeouts, prepare, web)",
+        f"{f}:19: logging: unknown table 'logging'",
     ]
 
 
@@ -349,7 +354,7 @@ def test_unreadable_key_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("2h", 7200.0), ("1.5s", 1.5), (" 10s ", 10.0)]
+    [("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("2h", 7200.0), ("7d", 604800.0), ("1.5s", 1.5), (" 10s ", 10.0)]
     + [(10, 10.0), (0.5, 0.5), (0, 0.0)],
 )
 def test_durations(value: object, seconds: float) -> None:

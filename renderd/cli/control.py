@@ -81,10 +81,18 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     s.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
     s.add_argument("--label")
     s.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    s.add_argument(
+        "--notify",
+        action="append",
+        metavar="URL|CMD",
+        help="when the job is done, failed or cancelled: POST its JSON to an http(s) URL, or run a command "
+        "with it on stdin (commands: root or the daemon's user only); repeatable",
+    )
     client("status", "show a job (or all jobs)", cmd_status).add_argument("job", nargs="?")
     client("list", "list jobs", cmd_list).add_argument("--limit", type=int, default=50)
     client("watch", "follow a job's progress", cmd_watch).add_argument("job")
     client("cancel", "cancel a job", cmd_cancel).add_argument("job")
+    client("retry", "render a failed job's unverified chunks again", cmd_retry).add_argument("job")
     client("logs", "show a job's event log", cmd_logs).add_argument("job")
     h = client("hosts", "show the render hosts (`hosts check`: probe them and render a test frame)", cmd_hosts)
     h.add_argument(
@@ -141,7 +149,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     fields.update(given_args(args))
     # Resolved here, where a trailing slash still says "directory".
     fields["format"] = chosen.format
-    for name in ("fps", "width", "height", "duration", "frames", "frames_per_chunk", "label"):
+    for name in ("fps", "width", "height", "duration", "frames", "frames_per_chunk", "label", "notify"):
         if getattr(args, name) is not None:
             value = getattr(args, name)
             fields[name] = str(value) if name in ("fps", "duration") else value
@@ -280,6 +288,17 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         _print_json(reply)
     else:
         print(f"renderd: {args.job} cancelled ({reply['stopped']} running task(s) stopped)", file=sys.stderr)
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Requeue a failed job's chunks that are not verified."""
+    reply = _request(args, "retry", job=args.job)
+    if args.json:
+        _print_json(reply)
+    else:
+        again = f"{reply['requeued']} chunk(s) to render again"
+        print(f"renderd: {args.job} {reply['job']['state']} ({again})", file=sys.stderr)
     return 0
 
 

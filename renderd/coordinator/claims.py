@@ -15,7 +15,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -208,7 +208,10 @@ class Claims:
                 for other in failure.stopped:
                     self.cancel_chunk(other.chunk.job_id, other.chunk.index)
                 if failure.job_failed:
-                    await self.cleanup_job_dir(chunk.job_id)
+                    # Its verified chunks stay for `renderd retry`; retention removes them in the end.
+                    chunks = await store.get_chunks(chunk.job_id)
+                    kept = {c.output_path for c in chunks if c.state.value == "verified" and c.output_path}
+                    await self.cleanup_job_dir(chunk.job_id, keep_files=kept)
             self.job_progress(chunk.job_id).touch()
 
         await self.settle(failed, f"{what} record the failure")
@@ -334,8 +337,11 @@ class Claims:
         for task in self.ctx.tasks.find(Kind.CHUNK, job=job_id, index=index):
             task.cancel()
 
-    async def cleanup_job_dir(self, job_id: str, *, keep: bool = False) -> None:
-        """Remove the job's files here and on every host that staged it (``keep``: leave them, --keep-frames)."""
+    async def cleanup_job_dir(self, job_id: str, *, keep: bool = False, keep_files: Collection[str] = ()) -> None:
+        """Remove the job's files here and on every host that staged it (``keep``: leave them, --keep-frames).
+
+        ``keep_files``: local files of the job's directory that stay (a failed job's verified chunks).
+        """
         keys = [k for k in self._staging if k[1] == job_id]
         if keep:
             log.info(
@@ -351,7 +357,7 @@ class Claims:
             except Exception as exc:  # noqa: BLE001 - leftovers on a host are logged, not fatal
                 log.warning("[host=%s job=%s] could not clean up: %s", key[0], job_id, _why(exc))
         if not keep:
-            await asyncio.to_thread(shutil.rmtree, self.ctx.config.state_dir / "jobs" / job_id, True)
+            await asyncio.to_thread(_remove_dir, self.ctx.config.state_dir / "jobs" / job_id, keep_files)
 
 
 def job_settings(job: Job) -> RenderSettings:
@@ -363,6 +369,22 @@ def job_delivery(job: Job) -> Delivery:
     """Return the output format of ``job`` (mp4 for a job submitted before formats existed)."""
     settings = job_settings(job)
     return Delivery("mp4" if settings.format == "auto" else settings.format, settings.codec, settings.transparent)
+
+
+def _remove_dir(path: Path, keep_files: Collection[str]) -> None:
+    """Remove ``path`` with everything in it but ``keep_files`` (blocking)."""
+    if not keep_files:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    keep = {Path(f) for f in keep_files}
+    with contextlib.suppress(FileNotFoundError):
+        for entry in path.iterdir():
+            if entry in keep:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 def _lost(store: Any, chunk: Chunk, attempt_id: int, why: str) -> StoreStep:

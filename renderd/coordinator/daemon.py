@@ -22,11 +22,13 @@ from renderd import PROTOCOL_VERSION, __version__
 from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inventory
 from renderd.coordinator import protocol
 from renderd.coordinator.describe import DescribeHost, Describer
+from renderd.coordinator.hooks import HookDispatcher
 from renderd.coordinator.hostcheck import check_hosts
 from renderd.coordinator.hosts import UNUSABLE
 from renderd.coordinator.jobview import chunk_state, number_attempts, pace
-from renderd.coordinator.models import Job
-from renderd.coordinator.protocol import NOT_FOUND, SHUTTING_DOWN, Request
+from renderd.coordinator.models import Job, JobState
+from renderd.coordinator.protocol import INVALID_STATE, NOT_FOUND, SHUTTING_DOWN, Request
+from renderd.coordinator.retention import Pruner
 from renderd.coordinator.scheduler import Scheduler
 from renderd.coordinator.sdnotify import Notifier
 from renderd.coordinator.server import AccessPolicy, ControlServer, Peer, Reply
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 1.0
 PROBE_STOP_WAIT_S = 10.0
+HOOK_DRAIN_S = 10.0  # hooks still running at shutdown then are delivered again at the next start
 
 
 class Coordinator:
@@ -69,6 +72,8 @@ class Coordinator:
         self._probe_task: asyncio.Task[None] | None = None  # the probe of the latest reload
         self._lock: StateLock | None = None
         self.web: WebServer | None = None  # the dashboard and /metrics ([web]), if configured
+        self.hooks: HookDispatcher | None = None
+        self.pruner: Pruner | None = None
         # Submitted compositions are loaded by agents on hosts (never a browser here), results cached.
         self.describer = Describer()
         self.prepare_scans = PrepareScans(self.describer.digester)
@@ -122,6 +127,9 @@ class Coordinator:
         for host in self.inventory.hosts:
             await self.store.upsert_host(host.name)
         self.scheduler = Scheduler(self.store, self.config, self.inventory)
+        self.hooks = HookDispatcher(self.store, self.config)
+        await self.hooks.start()
+        self.pruner = Pruner(self.store, self.config)
         self.server = ControlServer(self.config.socket, self.handle, access, mode=self._socket_mode)
         await self.server.start()
         log.info("listening on %s with %d host(s)", self.config.socket, len(self.inventory.hosts))
@@ -172,6 +180,9 @@ class Coordinator:
             tg.create_task(self._reload_loop(), name="reload")
             tg.create_task(self._status_loop(), name="status")
             tg.create_task(self.probe_hosts(), name="probe")
+            if self.hooks is not None and self.pruner is not None:
+                tg.create_task(self.hooks.run(self._stop), name="hooks")
+                tg.create_task(self.pruner.run(self._stop), name="retention")
 
     async def probe_hosts(self) -> None:
         """Check every host once (at start and after a reload); a host that fails is quarantined.
@@ -247,6 +258,8 @@ class Coordinator:
         elif (self.web is None) != (config.web is None):
             log.warning("reload: adding or removing [web] needs a restart")
         self.scheduler.config = config
+        if self.hooks is not None and self.pruner is not None:
+            self.hooks.config = self.pruner.config = config
         self.scheduler.apply_inventory(inventory)
         for host in inventory.hosts:
             await self.store.upsert_host(host.name)
@@ -275,6 +288,7 @@ class Coordinator:
             if cancelled:
                 log.warning("shutdown: %d chunk(s) did not finish in time and were requeued", cancelled)
             await self.scheduler.close()
+        await self._drain_hooks()
         await self._stop_probe()
         if self.web is not None:
             await self.web.stop()
@@ -285,6 +299,16 @@ class Coordinator:
         if self._lock is not None:
             self._lock.release()
         log.info("stopped")
+
+    async def _drain_hooks(self) -> None:
+        """Queue the hooks of jobs that ended in the drain; unfinished deliveries wait for the next start."""
+        if self.hooks is None or self.store is None:
+            return
+        with contextlib.suppress(Exception):  # a failing store must not stop the shutdown
+            await self.hooks.scan()
+        left = await self.hooks.drain(HOOK_DRAIN_S)
+        if left:
+            log.warning("shutdown: %d hook delivery(ies) unfinished; delivered again at the next start", left)
 
     # -- control operations ----------------------------------------------------------------
 
@@ -321,8 +345,9 @@ class Coordinator:
         if op == "watch":
             await self._job(f["job"])
             return self._watch(f["job"])
-        if op == "cancel":
-            return await self._cancel(f["job"])
+        job_ops = {"cancel": self._cancel, "retry": self._retry}
+        if op in job_ops:
+            return await job_ops[op](f["job"])
         if op == "logs":
             await self._job(f["job"])
             events = await self.store.get_events(f["job"], limit=10_000)
@@ -423,6 +448,27 @@ class Coordinator:
         n = await self.scheduler.cancel_job(job_id)
         log.info("[job=%s] cancelled (%d task(s) stopped)", job_id, n)
         return protocol.ok(job=(await self._job(job_id)).to_dict(), stopped=n)
+
+    async def _retry(self, job_id: str) -> bytes:
+        """Requeue a failed job's unverified chunks; its verified chunks are kept, not rendered again."""
+        assert self.store is not None and self.scheduler is not None
+        job = await self._job(job_id)
+        if job.state is not JobState.FAILED:
+            raise ControlError(INVALID_STATE, f"job {job_id} is {job.state.value}; only a failed job can be retried")
+        for c in await self.store.get_chunks(job_id):
+            if c.state.value == "verified" and not await asyncio.to_thread(Path(c.output_path or "").is_file):
+                why = f"the file of its verified chunk {c.index} is gone; submit it again"
+                raise ControlError(INVALID_STATE, f"job {job_id} cannot be retried: {why}")
+        result = await asyncio.shield(self.store.retry_job(job_id))
+        if result is None:
+            job = await self._job(job_id)
+            raise ControlError(INVALID_STATE, f"job {job_id} is {job.state.value}; only a failed job can be retried")
+        job, requeued = result
+        if not requeued:
+            self.scheduler.assemble_if_ready(job_id)
+        log.info("[job=%s] retried: %d chunk(s) requeued", job_id, requeued)
+        self.scheduler.wake()
+        return protocol.ok(job=job.to_dict(), requeued=requeued)
 
     async def _hosts(self) -> list[dict[str, Any]]:
         assert self.store is not None and self.scheduler is not None

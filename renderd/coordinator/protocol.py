@@ -50,6 +50,7 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "frames_per_chunk": (_OPT_INT, False),
         "priority": (_OPT_INT, False),
         "label": (_OPT_STR, False),
+        "notify": ((list, type(None)), False),  # URLs or commands run when the job ends (hooks.py)
         # Every render setting, flat; null (or absent) means its default.
         **{name: (settings.json_types(name), False) for name in settings.NAMES},
     },
@@ -57,6 +58,7 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "list": {"all": ((bool,), False), "limit": (_OPT_INT, False)},
     "watch": {"job": (_STR, True)},
     "cancel": {"job": (_STR, True)},
+    "retry": {"job": (_STR, True)},
     "logs": {"job": (_STR, True)},
     "hosts": {},
     "drain": {"host": (_STR, True)},

@@ -140,6 +140,10 @@ class Scheduler:
 
     # -- assembly ------------------------------------------------------------------------
 
+    def assemble_if_ready(self, job_id: str) -> None:
+        """Assemble a running job whose chunks are all verified (a retried job whose assembly failed)."""
+        self._spawn_assembly(job_id)
+
     def _spawn_assembly(self, job_id: str) -> None:
         if not self.tasks.find(Kind.ASSEMBLE, job=job_id):
             self.tasks.spawn(self._assemble(job_id), Kind.ASSEMBLE, job=job_id)

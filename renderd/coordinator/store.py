@@ -631,12 +631,17 @@ class Store:
         """
         limit = self.max_attempts if max_attempts is None else max_attempts
         held = f"SELECT 1 FROM chunks WHERE job_id = ? AND idx = ? AND attempt_id = ? AND state IN {IN_FLIGHT}"
-        count = "SELECT count(*) FROM attempts WHERE job_id = ? AND chunk_index = ? AND outcome = 'failed'"
+        # Failures before the job's latest `renderd retry` do not count against the retried chunk.
+        count = (
+            "SELECT count(*) FROM attempts WHERE job_id = ? AND chunk_index = ? AND outcome = 'failed' "
+            "AND id > coalesce((SELECT max(json_extract(data, '$.after_attempt')) FROM events "
+            "WHERE job_id = ? AND kind = 'retried'), 0)"
+        )
         with transaction(self._db):
             if self._one(held, (job_id, index, attempt_id)) is None:
                 return None
             self._end_attempt(attempt_id, AttemptOutcome.FAILED, error, None)
-            failures: int = self._db.execute(count, (job_id, index)).fetchone()[0]
+            failures: int = self._db.execute(count, (job_id, index, job_id)).fetchone()[0]
             requeue = retry and failures < limit
             to = ChunkState.PENDING if requeue else ChunkState.FAILED
             chunk = self._move_chunk(job_id, index, attempt_id, to, attempt_id=None, error=error)
@@ -823,3 +828,67 @@ class Store:
     def set_drained(self, name: str, drained: bool) -> HostState:
         """Drain the host (it gets no new chunks) or put it back in service."""
         return self._update_host(name, "drained = ?", (int(drained),))
+
+    # -- retry, retention and hook bookkeeping -------------------------------------------------
+
+    @_in_thread
+    def retry_job(self, job_id: str) -> tuple[Job, int] | None:
+        """Requeue a failed job's chunks that are not verified; return (job, chunks requeued), None if not failed.
+
+        Verified chunks keep their file, attempts and checksum. The job goes back to queued, or to
+        running when every chunk is verified already (only its assembly failed: it is redone).
+        Earlier failed attempts no longer count against ``max_attempts`` (see mark_chunk_failed).
+        """
+        now = self._clock()
+        with transaction(self._db):
+            job = self._get_job(job_id)
+            if job is None or job.state is not JobState.FAILED:
+                return None
+            last = self._one("SELECT coalesce(max(id), 0) AS n FROM attempts WHERE job_id = ?", (job_id,))
+            requeued = self._db.execute(
+                "UPDATE chunks SET state = 'pending', host = NULL, attempt_id = NULL, error = NULL, updated_at = ? "
+                "WHERE job_id = ? AND state != 'verified'",
+                (now, job_id),
+            ).rowcount
+            state = JobState.QUEUED if requeued else JobState.RUNNING
+            self._db.execute(
+                "UPDATE jobs SET state = ?, error = NULL, finished_at = NULL, updated_at = ? WHERE id = ?",
+                (state.value, now, job_id),
+            )
+            self._add_event(job_id, "retried", chunks_requeued=requeued, after_attempt=last["n"] if last else 0)
+            job = self._get_job(job_id)
+        assert job is not None
+        return job, requeued
+
+    @_in_thread
+    def finished_before(self, before: float, limit: int = 1000) -> list[Job]:
+        """Return up to ``limit`` finished jobs whose ``finished_at`` is before ``before``, oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE state IN ('done', 'failed', 'cancelled') AND finished_at < ? "
+            "ORDER BY finished_at LIMIT ?",
+            (before, limit),
+        )
+        return [_job(r) for r in rows]
+
+    @_in_thread
+    def delete_finished_job(self, job_id: str) -> bool:
+        """Delete a finished job with its chunks, attempts and events; False if it is not finished (or gone)."""
+        with transaction(self._db):
+            sql = "DELETE FROM jobs WHERE id = ? AND state IN ('done', 'failed', 'cancelled')"
+            return bool(self._db.execute(sql, (job_id,)).rowcount)
+
+    @_in_thread
+    def last_event_id(self) -> int:
+        """Return the id of the newest event (0 if there is none)."""
+        row = self._one("SELECT coalesce(max(id), 0) AS n FROM events")
+        return int(row["n"]) if row else 0
+
+    @_in_thread
+    def unsettled_hooks(self) -> list[Event]:
+        """Return the "hook_queued" events with no "hook_delivered"/"hook_failed" of the same ``key``, oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM events q WHERE q.kind = 'hook_queued' AND NOT EXISTS (SELECT 1 FROM events o "
+            "WHERE o.job_id = q.job_id AND o.kind IN ('hook_delivered', 'hook_failed') "
+            "AND json_extract(o.data, '$.key') = json_extract(q.data, '$.key')) ORDER BY q.id"
+        )
+        return [_event(r) for r in rows]

@@ -21,6 +21,7 @@ from typing import Any
 from renderd.composition import Composition, Overrides, load_composition
 from renderd.config import DaemonConfig
 from renderd.coordinator.describe import CACHE_ENTRIES, DescribeHost, Describer, TreeDigester, request_for
+from renderd.coordinator.hooks import job_targets
 from renderd.coordinator.models import NewJob
 from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
 from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN, NO_HOST
@@ -193,6 +194,7 @@ async def plan_submission(
     slot_fps: float | None,
 ) -> tuple[NewJob, list[tuple[int, int]]]:
     """Validate a submit request and return the job to create with its chunk plan."""
+    notify = job_targets(fields.get("notify"), peer.uid, config)
     comp_path, out = _check_paths(fields, peer)
     await asyncio.to_thread(_check_outside, comp_path, out)
     try:
@@ -249,6 +251,8 @@ async def plan_submission(
     }
     if comp != source:
         params["prepared"] = str(comp.entry)  # what the scheduler stages on hosts
+    if notify:
+        params["notify"] = notify
     job = NewJob(
         composition=str(comp_path),
         output=str(out),
