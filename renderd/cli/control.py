@@ -78,6 +78,13 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     settings.add_arguments(s)
     s.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
     s.add_argument("--label")
+    s.add_argument(
+        "--require",
+        nargs="+",
+        action="extend",
+        metavar="LABEL",
+        help="render only on hosts carrying all these labels (the inventory's `labels`; also LABEL,LABEL)",
+    )
     s.add_argument("--wait", action="store_true", help="follow the job until it ends")
     client("status", "show a job (or all jobs)", cmd_status).add_argument("job", nargs="?")
     client("list", "list jobs", cmd_list).add_argument("--limit", type=int, default=50)
@@ -141,8 +148,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             value = getattr(args, name)
             fields[name] = str(value) if name in ("fps", "duration") else value
+    if args.require:
+        fields["require"] = _required_labels(args.require)
     reply = _request(args, "submit", **fields)
     job = reply["job"]
+    if reply.get("warning"):
+        print(f"renderd: warning: {job['id']}: {reply['warning']}", file=sys.stderr)
     if args.json and not args.wait:
         _print_json(reply)
     elif not args.json:
@@ -150,6 +161,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.wait:
         return _follow(args, job["id"])
     return 0
+
+
+def _required_labels(given: list[str]) -> list[str]:
+    from renderd.config import LABEL, LABEL_WHAT
+
+    labels = [label for item in given for label in item.split(",") if label]
+    for label in labels:
+        if not LABEL.fullmatch(label):
+            raise RenderdError(f"--require: {label!r} is not {LABEL_WHAT}")
+    return list(dict.fromkeys(labels))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -164,6 +185,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{j['id']}  {j['state']}  {j['frames_done']}/{j['frames']} frames  {j['output']}")
     if j.get("error"):
         print(f"  error: {j['error']}")
+    if j.get("waiting"):
+        print(f"  waiting: {j['waiting']}")
     for ch in reply["chunks"]:
         print(f"  chunk {ch['index']:3d} [{ch['start']}, {ch['end']})  {ch['state']:9s}  host {ch['host'] or '-'}")
     for a in reply["attempts"]:

@@ -50,6 +50,7 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "frames_per_chunk": (_OPT_INT, False),
         "priority": (_OPT_INT, False),
         "label": (_OPT_STR, False),
+        "require": ((list, type(None)), False),  # host labels, each checked at submit
         # Every render setting, flat; null (or absent) means its default.
         **{name: (settings.json_types(name), False) for name in settings.NAMES},
     },

@@ -526,12 +526,13 @@ class Store:
     # -- chunks -------------------------------------------------------------------------------
 
     @_in_thread
-    def claim_chunk(self, host: str, *, avoid_own_failures: bool = False) -> Claim | None:
+    def claim_chunk(self, host: str, *, avoid_own_failures: bool = False, labels: Sequence[str] = ()) -> Claim | None:
         """Assign the next pending chunk to ``host`` and start an attempt; None if nothing is pending.
 
         Order: job priority (higher first), then submission (older first), then chunk index. With
-        ``avoid_own_failures`` a chunk that already failed on ``host`` is left for other hosts. The
-        job becomes running if it was queued. All of it is one transaction.
+        ``avoid_own_failures`` a chunk that already failed on ``host`` is left for other hosts. Only
+        jobs whose required labels (``params["require"]``) are all among the host's ``labels`` are
+        considered. The job becomes running if it was queued. All of it is one transaction.
         """
         now = self._clock()
         avoid = (
@@ -540,12 +541,18 @@ class Store:
             if avoid_own_failures
             else ""
         )
+        # Uncorrelated, so SQLite evaluates it once per claim over the active jobs only (never per
+        # pending chunk): the jobs that need a label this host lacks.
+        unfit = (
+            "AND j.id NOT IN (SELECT u.id FROM jobs u, json_each(u.params, '$.require') r "
+            "WHERE u.state IN ('queued', 'running') AND r.value NOT IN (SELECT value FROM json_each(?))) "
+        )
         with transaction(self._db):
             row = self._one(
                 "SELECT c.job_id, c.idx FROM chunks c JOIN jobs j ON j.id = c.job_id "
-                f"WHERE c.state = 'pending' AND j.state IN ('queued', 'running') {avoid}"
+                f"WHERE c.state = 'pending' AND j.state IN ('queued', 'running') {unfit}{avoid}"
                 "ORDER BY j.priority DESC, j.created_at, j.rowid, c.idx LIMIT 1",
-                (host,) if avoid_own_failures else (),
+                (json.dumps(list(labels)), *((host,) if avoid_own_failures else ())),
             )
             if row is None:
                 return None
