@@ -288,6 +288,11 @@ _HOST_KEYS: dict[str, Check] = {
 _PER_HOST_ONLY = ("name", "address")
 
 
+def check_host_value(key: str, value: object) -> Any:
+    """Check one ``[[hosts]]`` value as loading the inventory does; raise Invalid with the reason."""
+    return _HOST_KEYS[key](value)
+
+
 def _resolve_groups(groups: Iterable[str | int]) -> tuple[tuple[int, ...], list[tuple[int, str]]]:
     gids: list[int] = []
     unknown: list[tuple[int, str]] = []

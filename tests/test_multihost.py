@@ -21,6 +21,7 @@ from sshhosts import TestHosts, is_alive, netns_available
 from videotools import decode_frames
 
 from renderd import PROTOCOL_VERSION
+from renderd.config import load_inventory
 
 pytestmark = pytest.mark.browser
 
@@ -299,10 +300,14 @@ def test_hosts_install_puts_this_renderd_on_a_host(root: Path, hosts: TestHosts)
     command = report[0]["agent_command"]
     assert command == [str(hosts.host("h1").work_dir / "venv" / "bin" / "renderd"), "agent"]
     assert report[0]["missing_packages"] == []
+    # The inventory now names the installed agent for h1 (and only h1).
+    assert report[0]["inventory"].startswith(f"{hosts.inventory}:")
+    installed = load_inventory(hosts.inventory)
+    assert installed.get("h1").agent_command == tuple(command)  # type: ignore[union-attr]
+    assert installed.get("h2").agent_command == tuple(AGENT)  # type: ignore[union-attr]
     # With the installed agent in the inventory, the host checks out with a matching protocol.
-    inventory = hosts.write_inventory(root / "installed.toml", overrides={"h1": {"agent_command": command}})
     (root / "d2").mkdir()
-    d2 = Daemon(root / "d2", hosts_file=inventory)
+    d2 = Daemon(root / "d2", hosts_file=hosts.inventory)
     check = run_renderd("hosts", "check", "h1", "--config", d2.config, "--json", timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
     facts = json.loads(check.stdout)["hosts"][0]["facts"]
