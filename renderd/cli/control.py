@@ -59,6 +59,12 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     d = sub.add_parser("daemon", help="run the coordinator daemon (normally under systemd)")
     d.add_argument("--config", type=Path, default=Path("/etc/renderd/renderd.toml"))
     d.add_argument("--socket-mode", default="0660", help="mode of the control socket (octal, default 0660)")
+    d.add_argument(
+        "--dev",
+        type=Path,
+        metavar="DIR",
+        help="try renderd: run as yourself with a ready config, socket and state in DIR (made if missing)",
+    )
     d.set_defaults(func=cmd_daemon)
 
     def client(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
@@ -122,7 +128,13 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from renderd.coordinator.daemon import Coordinator
     from renderd.coordinator.sdnotify import Notifier
 
+    if args.dev is not None:
+        from renderd.coordinator.devconfig import dev_instructions, write_dev_config
+
+        args.config = write_dev_config(args.dev)
     config, inventory = _config_and_inventory(args)
+    if args.dev is not None:
+        print(dev_instructions(args.config, config.socket), end="", flush=True)
     try:
         mode = int(args.socket_mode, 8)
     except ValueError:
