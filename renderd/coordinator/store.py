@@ -541,18 +541,23 @@ class Store:
             if avoid_own_failures
             else ""
         )
-        # Uncorrelated, so SQLite evaluates it once per claim over the active jobs only (never per
-        # pending chunk): the jobs that need a label this host lacks.
-        unfit = (
-            "AND j.id NOT IN (SELECT u.id FROM jobs u, json_each(u.params, '$.require') r "
-            "WHERE u.state IN ('queued', 'running') AND r.value NOT IN (SELECT value FROM json_each(?))) "
-        )
         with transaction(self._db):
+            # The active jobs that need a label this host lacks: a query over active jobs only
+            # (never per pending chunk), so a queue without such jobs pays nothing more below.
+            unfit = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT DISTINCT u.id FROM jobs u, json_each(u.params, '$.require') r "
+                    "WHERE u.state IN ('queued', 'running') AND r.value NOT IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(labels)),),
+                )
+            ]
+            skip = "AND j.id NOT IN (SELECT value FROM json_each(?)) " if unfit else ""
             row = self._one(
                 "SELECT c.job_id, c.idx FROM chunks c JOIN jobs j ON j.id = c.job_id "
-                f"WHERE c.state = 'pending' AND j.state IN ('queued', 'running') {unfit}{avoid}"
+                f"WHERE c.state = 'pending' AND j.state IN ('queued', 'running') {skip}{avoid}"
                 "ORDER BY j.priority DESC, j.created_at, j.rowid, c.idx LIMIT 1",
-                (json.dumps(list(labels)), *((host,) if avoid_own_failures else ())),
+                (*((json.dumps(unfit),) if unfit else ()), *((host,) if avoid_own_failures else ())),
             )
             if row is None:
                 return None
