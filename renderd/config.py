@@ -54,6 +54,9 @@ DEFAULT_HOSTS_FILE = Path("/etc/renderd/hosts.toml")
 MAX_SOCKET_PATH_BYTES = 107
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9._-]+")
+# A host label, as in `labels = [...]` and `renderd submit --require`.
+LABEL = re.compile(r"[A-Za-z0-9._-]+")
+LABEL_WHAT = "a label (letters, digits, '.', '_', '-')"
 _USER = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -303,13 +306,6 @@ def _group(value: object) -> str | int:
     raise Invalid(f"expected a group name or a numeric gid, got {type_name(value)} ({show(value)})")
 
 
-def _word(value: object) -> str:
-    v: str = want(value, str, "a string")
-    if not v or any(c.isspace() or c == "," for c in v):
-        raise Invalid(f"must be a non-empty string without spaces or commas, got {v!r}")
-    return v
-
-
 _DAEMON_KEYS: dict[str, Check] = {
     "socket": _path,
     "state_dir": _path,
@@ -393,7 +389,7 @@ _HOST_KEYS: dict[str, Check] = {
     "slots": int_in(1),
     "workers": _workers,
     "work_dir": _remote_dir,
-    "labels": list_of(_word),
+    "labels": list_of(matching(LABEL, LABEL_WHAT)),
     "agent_command": list_of(nonempty_str, nonempty=True),
     "enabled": boolean,
     "jump_host": _ssh_target,
@@ -401,6 +397,11 @@ _HOST_KEYS: dict[str, Check] = {
     "warm_agents": boolean,
 }
 _PER_HOST_ONLY = ("name", "address")
+
+
+def check_host_value(key: str, value: object) -> Any:
+    """Check one ``[[hosts]]`` value as loading the inventory does; raise Invalid with the reason."""
+    return _HOST_KEYS[key](value)
 
 
 def _resolve_groups(groups: Iterable[str | int]) -> tuple[tuple[int, ...], list[tuple[int, str]]]:

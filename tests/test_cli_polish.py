@@ -36,6 +36,12 @@ def test_verbose_after_the_command_counts_like_before_it() -> None:
     assert parse(["status", "-v"]).verbose == 1
 
 
+def test_require_takes_one_value_so_the_composition_after_it_stays_the_composition() -> None:
+    args = build_parser().parse_args(["submit", "--require", "gpu", "comp", "-o", "o.mp4", "--require", "a,b"])
+    assert str(args.composition) == "comp"
+    assert args.require == ["gpu", "a,b"]
+
+
 def test_verbose_after_the_command_in_a_real_run(tmp_path: Path) -> None:
     comp = tmp_path / "comp"
     comp.mkdir()

@@ -21,6 +21,7 @@ from sshhosts import TestHosts, is_alive, netns_available
 from videotools import decode_frames
 
 from renderd import PROTOCOL_VERSION
+from renderd.config import load_inventory
 
 pytestmark = pytest.mark.browser
 
@@ -299,10 +300,14 @@ def test_hosts_install_puts_this_renderd_on_a_host(root: Path, hosts: TestHosts)
     command = report[0]["agent_command"]
     assert command == [str(hosts.host("h1").work_dir / "venv" / "bin" / "renderd"), "agent"]
     assert report[0]["missing_packages"] == []
+    # The inventory now names the installed agent for h1 (and only h1).
+    assert report[0]["inventory"].startswith(f"{hosts.inventory}:")
+    installed = load_inventory(hosts.inventory)
+    assert installed.get("h1").agent_command == tuple(command)  # type: ignore[union-attr]
+    assert installed.get("h2").agent_command == tuple(AGENT)  # type: ignore[union-attr]
     # With the installed agent in the inventory, the host checks out with a matching protocol.
-    inventory = hosts.write_inventory(root / "installed.toml", overrides={"h1": {"agent_command": command}})
     (root / "d2").mkdir()
-    d2 = Daemon(root / "d2", hosts_file=inventory)
+    d2 = Daemon(root / "d2", hosts_file=hosts.inventory)
     check = run_renderd("hosts", "check", "h1", "--config", d2.config, "--json", timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
     facts = json.loads(check.stdout)["hosts"][0]["facts"]
@@ -576,3 +581,62 @@ def test_a_host_without_sftp_gets_its_chunks_fetched_with_rsync(root: Path, host
     hosts.start("h1")
     inventory = hosts.write_inventory(root / "nosftp.toml", overrides={"h2": {"enabled": False}})
     _job_verified_on_h1(root, inventory, root / "n.mp4", "4", "h1: no SFTP")
+
+
+def test_require_routes_jobs_to_hosts_carrying_the_labels(root: Path, hosts: TestHosts) -> None:
+    labels = {"h1": {"labels": ["gpu"]}, "h2": {"labels": ["gpu", "fonts"]}, "h3": {"labels": []}}
+    inventory = hosts.write_inventory(root / "labelled.toml", overrides=labels)
+    d = Daemon(root, hosts_file=inventory)
+    d.start()
+    try:
+        comp = FIXTURES / "frame-index-hook"
+        # No host carries "tape": refused at submit, one line naming every host's labels.
+        r = d.ctl("submit", comp, "-o", root / "never.mp4", "--require", "gpu,tape")
+        assert r.returncode != 0
+        assert r.stderr == "renderd: error: no host carries label(s) gpu, tape (hosts: h1[gpu], h2[gpu, fonts], h3[])\n"
+        assert not (root / "never.mp4").exists() and d.json("list")["jobs"] == []
+
+        fonts, gpu = root / "fonts.mp4", root / "gpu.mp4"
+        r = d.ctl("submit", comp, "-o", fonts, "--require", "fonts", "--require", "gpu", "--chunks", "3", "--wait")
+        assert r.returncode == 0, r.stderr
+        r = d.ctl("submit", comp, "-o", gpu, "--require", "gpu", "--chunks", "4", "--wait")
+        assert r.returncode == 0, r.stderr
+        jobs = {j["output"]: j for j in d.json("list")["jobs"]}
+        fonts_job, gpu_job = jobs[str(fonts)], jobs[str(gpu)]
+        # The composition was loaded on the host with the labels, and only such hosts rendered.
+        assert fonts_job["params"]["described"]["host"] == "h2"
+        assert fonts_job["params"]["require"] == ["fonts", "gpu"]
+        assert set(_attempt_hosts(d.json("status", fonts_job["id"]))) == {"h2"}
+        assert set(_attempt_hosts(d.json("status", gpu_job["id"]))) <= {"h1", "h2"}
+        for out in (fonts, gpu):
+            assert [decode_index(f, 320) for f in decode_frames(out, 320, 240)] == list(range(120))
+
+        # The only carrier drained: accepted (it may come back), and said so.
+        assert d.ctl("drain", "h2").returncode == 0
+        later = root / "later.mp4"
+        r = d.ctl("submit", comp, "-o", later, "--require", "fonts", "--frames", "0:30")
+        assert r.returncode == 0, r.stderr
+        job = r.stdout.strip()
+        assert f"renderd: warning: {job}: the job waits: every host carrying label(s) fonts is drained" in r.stderr
+        # A reload that takes the label away: the job stays queued, and status says why.
+        labels["h2"] = {"labels": ["gpu"]}
+        hosts.write_inventory(inventory, overrides=labels)
+        assert d.ctl("reload").returncode == 0, d.log.read_text()[-2000:]
+        assert d.ctl("undrain", "h2").returncode == 0
+        time.sleep(3)
+        status = d.json("status", job)
+        assert status["job"]["state"] == "queued" and status["attempts"] == []
+        assert status["job"]["waiting"].startswith("no host carries label(s) fonts (hosts: h1[gpu], h2[gpu], h3[])")
+        assert "waiting: no host carries label(s) fonts" in d.ctl("status", job).stdout
+        assert f"[job={job}] waits until a host carries its labels" in d.log.read_text()
+        # The label back on h3: the job runs there.
+        labels["h3"] = {"labels": ["fonts"]}
+        hosts.write_inventory(inventory, overrides=labels)
+        assert d.ctl("reload").returncode == 0
+        status = wait_state(d, job, ("done", "failed"))
+        assert status["job"]["state"] == "done", status["job"]
+        assert status["job"]["waiting"] is None
+        assert set(_attempt_hosts(status)) == {"h3"}
+        assert [decode_index(f, 320) for f in decode_frames(later, 320, 240)] == list(range(30))
+    finally:
+        d.stop()

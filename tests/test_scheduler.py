@@ -420,6 +420,33 @@ async def test_changed_host_keeps_speculative_copy_cancellable(tmp_path: Path, s
         assert "running" not in outcomes, outcomes
 
 
+async def test_speculative_copies_go_only_to_hosts_with_the_jobs_labels(tmp_path: Path, store: Store) -> None:
+    """An idle host without the job's labels never gets a copy of its straggler; a carrier does."""
+    config = daemon_config(tmp_path)
+    plain, fast, slow = local_host("plain"), local_host("fast", labels=("gpu",)), local_host("slow", labels=("gpu",))
+    async with Running(store, config, inventory(tmp_path, plain, fast, slow)) as r:
+        jobs_dir = config.state_dir / "jobs"
+        # "plain" is idle first in every round; it would hang on anything it got.
+        r.sched.hosts["plain"].transport = plain_t = Faulty("plain", jobs_dir, None)
+        r.sched.hosts["slow"].transport = Faulty("slow", jobs_dir, None)
+        r.sched.hosts["fast"].transport = fast_t = Faulty("fast", jobs_dir, None, real=1)
+        spec = NewJob(
+            str(FIXTURES / "frame-index-hook"), str(tmp_path / "out.mp4"), {**PARAMS, "require": ["gpu"]},
+            120, 0, 30, submitted_by_uid=0,
+        )  # fmt: skip
+        job_id = (await store.create_job(spec, [(0, 15), (15, 30)])).id
+        run = r.start()
+
+        async def speculating() -> bool:
+            return fast_t.calls == 2 or plain_t.calls > 0
+
+        await until(speculating, "a speculative copy", timeout=120, run=run)
+        assert (plain_t.calls, fast_t.calls) == (0, 2)
+        assert {a.host for a in await store.get_attempts(job_id)} == {"fast", "slow"}
+        await store.cancel_job(job_id)
+        await r.sched.cancel_job(job_id)
+
+
 # -- the daemon: reload probe, access policy --------------------------------------------------
 
 

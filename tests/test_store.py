@@ -463,3 +463,24 @@ async def test_a_failed_chunk_is_left_for_other_hosts_when_asked(store: Store) -
     await store.mark_chunk_failed(job.id, 0, theirs.attempt.id, "disk full")
     again = await store.claim_chunk("r2")
     assert again is not None and again.chunk.index == 0
+
+
+async def test_a_host_claims_only_chunks_of_jobs_whose_required_labels_it_carries(store: Store) -> None:
+    gpu = new_job(20, priority=5)
+    gpu.params["require"] = ["gpu", "fonts"]
+    gpu_job = await store.create_job(gpu, plan(20))
+    plain_job = await store.create_job(new_job(10), plan(10))
+    # The higher-priority job needs labels r1 lacks (one of two is not enough): r1 gets the plain job.
+    for labels in ((), ("gpu",), ("fonts", "cpu")):
+        claim = await store.claim_chunk("r1", labels=labels)
+        assert claim is not None and claim.chunk.job_id == plain_job.id, labels
+        await store.mark_chunk_lost(plain_job.id, claim.chunk.index, claim.attempt.id, "returned")
+    # A host with both labels (and more) takes the labelled job first, by priority.
+    claim = await store.claim_chunk("r2", labels=("fonts", "gpu", "rack-a"))
+    assert claim is not None and claim.chunk.job_id == gpu_job.id
+    # With the plain job's chunk taken, a host without the labels finds nothing.
+    taken = await store.claim_chunk("r2", avoid_own_failures=True, labels=("gpu", "fonts"))
+    assert taken is not None and taken.chunk.job_id == gpu_job.id
+    assert (await store.claim_chunk("r3", labels=("cpu",))).chunk.job_id == plain_job.id  # type: ignore[union-attr]
+    assert await store.claim_chunk("r3", labels=("cpu",)) is None
+    assert (await store.get_job(gpu_job.id)).state is JobState.RUNNING  # type: ignore[union-attr]

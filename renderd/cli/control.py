@@ -61,6 +61,12 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     d = sub.add_parser("daemon", help="run the coordinator daemon (normally under systemd)")
     d.add_argument("--config", type=Path, default=Path("/etc/renderd/renderd.toml"))
     d.add_argument("--socket-mode", default="0660", help="mode of the control socket (octal, default 0660)")
+    d.add_argument(
+        "--dev",
+        type=Path,
+        metavar="DIR",
+        help="try renderd: run as yourself with a ready config, socket and state in DIR (made if missing)",
+    )
     d.set_defaults(func=cmd_daemon)
 
     def client(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
@@ -80,6 +86,14 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     settings.add_arguments(s)
     s.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
     s.add_argument("--label")
+    s.add_argument(
+        "--require",
+        # One value per flag (repeat it, or LABEL,LABEL): a variable count would swallow the
+        # composition in `submit --require gpu COMP`.
+        action="append",
+        metavar="LABEL[,LABEL]",
+        help="render only on hosts carrying all these labels (the inventory's `labels`); repeatable",
+    )
     s.add_argument("--wait", action="store_true", help="follow the job until it ends")
     s.add_argument(
         "--notify",
@@ -98,15 +112,20 @@ def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     h.add_argument(
         "action",
         nargs="?",
-        choices=("check", "install"),
+        choices=("check", "install", "add"),
         help=(
             "check: probe each host and render a self-test frame on it; "
-            "install: put this renderd into <work_dir>/venv on each host"
+            "install: put this renderd into <work_dir>/venv on each host and its agent_command into the inventory; "
+            "add NAME ADDRESS: show the host's SSH key, trust it and add the host to the inventory"
         ),
     )
-    h.add_argument("names", nargs="*", metavar="HOST", help="with check/install: only these hosts")
-    h.add_argument("--config", type=Path, default=Path("/etc/renderd/renderd.toml"), help="with check/install")
+    h.add_argument("names", nargs="*", metavar="HOST", help="with check/install: only these hosts; add: NAME ADDRESS")
+    h.add_argument("--config", type=Path, default=Path("/etc/renderd/renderd.toml"), help="with check/install/add")
     h.add_argument("--system-packages", action="store_true", help="with install: apt-get install what the agent needs")
+    h.add_argument("--user", help="with add: the SSH user (default: [defaults] user, else the daemon's)")
+    h.add_argument("--port", type=int, help="with add: the SSH port (default 22)")
+    h.add_argument("--labels", help="with add: the host's labels, comma-separated (gpu,fonts)")
+    h.add_argument("--yes", action="store_true", help="with add: trust the key shown without asking")
     client("drain", "stop giving new chunks to a host", cmd_drain).add_argument("host")
     client("undrain", "give chunks to a drained host again", cmd_drain).add_argument("host")
     client("reload", "reload the daemon's config and inventory", cmd_reload)
@@ -120,7 +139,13 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from renderd.coordinator.daemon import Coordinator
     from renderd.coordinator.sdnotify import Notifier
 
+    if args.dev is not None:
+        from renderd.coordinator.devconfig import dev_instructions, write_dev_config
+
+        args.config = write_dev_config(args.dev)
     config, inventory = _config_and_inventory(args)
+    if args.dev is not None:
+        print(dev_instructions(args.config, config.socket), end="", flush=True)
     try:
         mode = int(args.socket_mode, 8)
     except ValueError:
@@ -153,8 +178,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             value = getattr(args, name)
             fields[name] = str(value) if name in ("fps", "duration") else value
+    if args.require:
+        fields["require"] = _required_labels(args.require)
     reply = _request(args, "submit", **fields)
     job = reply["job"]
+    if reply.get("warning"):
+        print(f"renderd: warning: {job['id']}: {reply['warning']}", file=sys.stderr)
     if args.json and not args.wait:
         _print_json(reply)
     elif not args.json:
@@ -162,6 +191,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.wait:
         return _follow(args, job["id"])
     return 0
+
+
+def _required_labels(given: list[str]) -> list[str]:
+    from renderd.config import LABEL, LABEL_WHAT
+
+    labels = [label for item in given for label in item.split(",") if label]
+    for label in labels:
+        if not LABEL.fullmatch(label):
+            raise RenderdError(f"--require: {label!r} is not {LABEL_WHAT}")
+    return list(dict.fromkeys(labels))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -176,6 +215,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{j['id']}  {j['state']}  {j['frames_done']}/{j['frames']} frames  {j['output']}")
     if j.get("error"):
         print(f"  error: {j['error']}")
+    if j.get("waiting"):
+        print(f"  waiting: {j['waiting']}")
     for ch in reply["chunks"]:
         print(f"  chunk {ch['index']:3d} [{ch['start']}, {ch['end']})  {ch['state']:9s}  host {ch['host'] or '-'}")
     for a in reply["attempts"]:
@@ -320,6 +361,8 @@ def cmd_hosts(args: argparse.Namespace) -> int:
         return _hosts_check(args)
     if args.action == "install":
         return _hosts_install(args)
+    if args.action == "add":
+        return _hosts_add(args)
     reply = _request(args, "hosts")
     if args.json:
         _print_json(reply)
@@ -369,21 +412,57 @@ def _hosts_install(args: argparse.Namespace) -> int:
     import asyncio
     import dataclasses
 
+    from renderd.coordinator.enrol import record_agent_command
     from renderd.coordinator.hostinstall import install_hosts
 
     config, inventory = _config_and_inventory(args)
     reports = asyncio.run(install_hosts(config, inventory, args.names, system_packages=args.system_packages))
+    # The inventory names the agent just installed (or says which line to add, if this user cannot write it).
+    recorded = {
+        r.name: record_agent_command(inventory.path, r.name, r.agent_command) for r in reports if r.agent_command
+    }
     if args.json:
-        _print_json({"hosts": [dataclasses.asdict(r) for r in reports]})
+        _print_json({"hosts": [{**dataclasses.asdict(r), "inventory": recorded.get(r.name)} for r in reports]})
     else:
         for r in reports:
             if r.error:
                 print(f"{r.name:16s} FAILED       {r.error}")
                 continue
             print(f"{r.name:16s} installed    agent_command = {json.dumps(r.agent_command)}")
+            print(f"    {recorded[r.name]}")
             if r.missing_packages:
                 print(f"    missing system packages: {' '.join(r.missing_packages)} (use --system-packages)")
     return 0 if all(r.ok for r in reports) else 1
+
+
+def _hosts_add(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from renderd.config import load_daemon_config
+    from renderd.coordinator import enrol
+
+    if len(args.names) != 2:
+        raise RenderdError("hosts add takes NAME ADDRESS, e.g. `renderd hosts add render-3 10.0.0.13`")
+    name, address = args.names
+    host = enrol.check_new_host(name, address, args.port, args.user, args.labels)
+    config = load_daemon_config(args.config)
+    plan = enrol.plan_add(config.hosts_file, host)
+    if not host.is_local:
+        key = asyncio.run(enrol.fetch_host_key(host, config.timeouts.connect))
+        shown = f"{enrol.key_type(key)} key fingerprint is {enrol.fingerprint(key)}"
+        print(f"{host.name} ({host.address} port {host.port}): {shown}")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise RenderdError("not added: compare the fingerprint with the host's own, then run again with --yes")
+            answer = input("Trust this key and add the host? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                print("renderd: not added", file=sys.stderr)
+                return 1
+        added = enrol.trust_key(plan.known_hosts, host, key)
+        print(f"{plan.known_hosts}: {'key recorded' if added else 'key already known'}")
+    enrol.append_host(plan, host)
+    print(f"{plan.inventory}: added [[hosts]] {host.name}; `renderd hosts check {host.name}`, then `renderd reload`")
+    return 0
 
 
 def cmd_drain(args: argparse.Namespace) -> int:

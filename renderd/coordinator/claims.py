@@ -56,6 +56,7 @@ class InFlight:
     host: str
     started: float
     frames: int
+    require: frozenset[str] = frozenset()  # the job's required host labels: a copy must run on a carrier
 
 
 @dataclass
@@ -124,7 +125,9 @@ class Claims:
     async def claim(self, rt: HostRuntime, *, avoid_own_failures: bool) -> Claim | None:
         """Claim the next pending chunk for ``rt`` and start its attempt; None if nothing is pending."""
         name = rt.config.name
-        claim = await asyncio.shield(self.ctx.store.claim_chunk(name, avoid_own_failures=avoid_own_failures))
+        claim = await asyncio.shield(
+            self.ctx.store.claim_chunk(name, avoid_own_failures=avoid_own_failures, labels=rt.config.labels)
+        )
         if claim is not None:
             chunk = claim.chunk
             self.ctx.tasks.spawn(self.run_claim(rt, claim), Kind.CHUNK, host=name, job=chunk.job_id, index=chunk.index)
@@ -146,7 +149,7 @@ class Claims:
             if await asyncio.shield(store.mark_chunk_rendering(job.id, chunk.index, attempt.id)) is None:
                 clog.info("the attempt no longer holds the chunk (cancelled); not started")
                 return
-            self.inflight[key] = InFlight(host.name, time.monotonic(), chunk.end - chunk.start)
+            self.inflight[key] = InFlight(host.name, time.monotonic(), chunk.end - chunk.start, job_requires(job))
             output, sha, frames, fps = await self.render(transport, host, job, chunk, attempt.id, progress)
             await asyncio.shield(store.mark_chunk_fetched(job.id, chunk.index, attempt.id))
             verified = await asyncio.shield(
@@ -363,6 +366,11 @@ class Claims:
 def job_settings(job: Job) -> RenderSettings:
     """Return the render settings a job was submitted with (a job of an older renderd: what it kept)."""
     return RenderSettings.from_dict({k: v for k, v in job.params.items() if k in NAMES and v is not None})
+
+
+def job_requires(job: Job) -> frozenset[str]:
+    """Return the host labels ``job`` was submitted to require (``--require``)."""
+    return frozenset(str(label) for label in job.params.get("require") or ())
 
 
 def job_delivery(job: Job) -> Delivery:

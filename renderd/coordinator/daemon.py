@@ -34,7 +34,7 @@ from renderd.coordinator.sdnotify import Notifier
 from renderd.coordinator.server import AccessPolicy, ControlServer, Peer, Reply
 from renderd.coordinator.statelock import StateLock
 from renderd.coordinator.store import Store
-from renderd.coordinator.submit import PrepareScans, plan_submission
+from renderd.coordinator.submit import PrepareScans, plan_submission, waiting_reason
 from renderd.errors import ConfigError, ControlError
 
 if TYPE_CHECKING:
@@ -264,12 +264,21 @@ class Coordinator:
         for host in inventory.hosts:
             await self.store.upsert_host(host.name)
         log.info("reloaded: %d host(s)", len(inventory.hosts))
+        await self._log_waiting_jobs()
         # The new inventory's probe supersedes one still running from an earlier reload.
         await self._stop_probe()
         self._probe_task = asyncio.create_task(self.probe_hosts(), name="probe")
         self._probe_task.add_done_callback(_log_probe_failure)
         self._notifier.ready()
         return f"reloaded: {len(inventory.hosts)} host(s)"
+
+    async def _log_waiting_jobs(self) -> None:
+        """Warn about unfinished jobs that no host of the (new) inventory may take: they stay queued."""
+        assert self.store is not None
+        for job in await self.store.list_jobs(states=[JobState.QUEUED, JobState.RUNNING], limit=10_000):
+            waits = waiting_reason(job.params.get("require") or (), self.inventory)
+            if waits:
+                log.warning("[job=%s] waits until a host carries its labels: %s", job.id, waits)
 
     async def _stop_probe(self) -> None:
         task, self._probe_task = self._probe_task, None
@@ -323,20 +332,22 @@ class Coordinator:
             if self._stop.is_set():
                 raise ControlError(SHUTTING_DOWN, "the daemon is shutting down")
             speeds = [h.speed_fps for h in await self.store.list_hosts() if h.speed_fps]
+            describe_hosts = await self._describe_hosts()
             job_spec, chunks = await plan_submission(
                 f,
                 peer,
                 self.config,
                 self.describer,
-                await self._describe_hosts(),
+                describe_hosts,
                 self.prepare_scans,
                 slots=self.scheduler.total_slots(),
                 slot_fps=sum(speeds) / len(speeds) if speeds else None,
+                inventory=self.inventory,
             )
             job = await asyncio.shield(self.store.create_job(job_spec, chunks))
             log.info("[job=%s] submitted by uid %d: %s (%d chunks)", job.id, peer.uid, job.output, len(chunks))
             self.scheduler.wake()
-            return protocol.ok(job=job.to_dict(), chunks=len(chunks))
+            return protocol.ok(job=job.to_dict(), chunks=len(chunks), **self._waits(job, describe_hosts))
         if op == "status":
             return protocol.ok(**await self._status(f["job"]))
         if op == "list":
@@ -367,6 +378,17 @@ class Coordinator:
                 raise ControlError(protocol.BAD_INPUT, f"{exc}: {'; '.join(exc.problems[:5])}") from None
         raise ControlError(protocol.UNKNOWN_OP, f"unknown op {op!r}")
 
+    def _waits(self, job: Job, usable: list[DescribeHost]) -> dict[str, str]:
+        """A submit reply's warning when no host that may take the new job takes work now.
+
+        The job is accepted all the same: a drained or quarantined carrier may come back.
+        """
+        waits = waiting_reason(job.params.get("require") or (), self.inventory, {h.name for h in usable})
+        if waits is None:
+            return {}
+        log.warning("[job=%s] waits: %s", job.id, waits)
+        return {"warning": f"the job waits: {waits}"}
+
     async def _describe_hosts(self) -> list[DescribeHost]:
         """Hosts a submission may be described on, best first: local ones, then inventory order.
 
@@ -375,7 +397,7 @@ class Coordinator:
         assert self.store is not None and self.scheduler is not None
         states = {h.name: h.state.value for h in await self.store.list_hosts()}
         usable = [
-            DescribeHost(rt.config.name, rt.transport, rt.config.is_local)
+            DescribeHost(rt.config.name, rt.transport, rt.config.is_local, rt.config.labels)
             for rt in self.scheduler.hosts.values()
             if rt.config.enabled and not rt.retired and states.get(rt.config.name) not in UNUSABLE
         ]
@@ -416,9 +438,13 @@ class Coordinator:
     async def _status(self, job_id: str) -> dict[str, Any]:
         assert self.store is not None
         job = await self._job(job_id)
+        waits = None
+        if not job.state.finished and job.params.get("require"):
+            usable = {h.name for h in await self._describe_hosts()}
+            waits = waiting_reason(job.params["require"], self.inventory, usable)
         chunks = [c.to_dict() for c in await self.store.get_chunks(job_id)]
         return {
-            "job": await self._summary(job),
+            "job": {**await self._summary(job), "waiting": waits},
             "chunks": [{**c, "state": chunk_state(c["state"], job.state.value)} for c in chunks],
             "attempts": number_attempts([a.to_dict() for a in await self.store.get_attempts(job_id)]),
         }

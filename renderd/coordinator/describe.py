@@ -92,6 +92,7 @@ class DescribeHost:
     name: str
     transport: Transport
     local: bool
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

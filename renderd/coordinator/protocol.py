@@ -51,6 +51,7 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "priority": (_OPT_INT, False),
         "label": (_OPT_STR, False),
         "notify": ((list, type(None)), False),  # URLs or commands run when the job ends (hooks.py)
+        "require": ((list, type(None)), False),  # host labels, each checked at submit
         # Every render setting, flat; null (or absent) means its default.
         **{name: (settings.json_types(name), False) for name in settings.NAMES},
     },

@@ -47,6 +47,8 @@ class Speculator:
         for key, info in self.claims.inflight.items():
             if info.host == rt.config.name or self.ctx.tasks.find(Kind.SPECULATIVE, job=key[0], index=key[1]):
                 continue
+            if not info.require <= set(rt.config.labels):
+                continue  # the job needs a label this host lacks
             expected = self.expected_seconds(key[0], info.frames)
             if expected is None:
                 continue

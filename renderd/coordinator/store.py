@@ -533,12 +533,13 @@ class Store:
     # -- chunks -------------------------------------------------------------------------------
 
     @_in_thread
-    def claim_chunk(self, host: str, *, avoid_own_failures: bool = False) -> Claim | None:
+    def claim_chunk(self, host: str, *, avoid_own_failures: bool = False, labels: Sequence[str] = ()) -> Claim | None:
         """Assign the next pending chunk to ``host`` and start an attempt; None if nothing is pending.
 
         Order: job priority (higher first), then submission (older first), then chunk index. With
-        ``avoid_own_failures`` a chunk that already failed on ``host`` is left for other hosts. The
-        job becomes running if it was queued. All of it is one transaction.
+        ``avoid_own_failures`` a chunk that already failed on ``host`` is left for other hosts. Only
+        jobs whose required labels (``params["require"]``) are all among the host's ``labels`` are
+        considered. The job becomes running if it was queued. All of it is one transaction.
         """
         now = self._clock()
         avoid = (
@@ -548,11 +549,22 @@ class Store:
             else ""
         )
         with transaction(self._db):
+            # The active jobs that need a label this host lacks: a query over active jobs only
+            # (never per pending chunk), so a queue without such jobs pays nothing more below.
+            unfit = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT DISTINCT u.id FROM jobs u, json_each(u.params, '$.require') r "
+                    "WHERE u.state IN ('queued', 'running') AND r.value NOT IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(labels)),),
+                )
+            ]
+            skip = "AND j.id NOT IN (SELECT value FROM json_each(?)) " if unfit else ""
             row = self._one(
                 "SELECT c.job_id, c.idx FROM chunks c JOIN jobs j ON j.id = c.job_id "
-                f"WHERE c.state = 'pending' AND j.state IN ('queued', 'running') {avoid}"
+                f"WHERE c.state = 'pending' AND j.state IN ('queued', 'running') {skip}{avoid}"
                 "ORDER BY j.priority DESC, j.created_at, j.rowid, c.idx LIMIT 1",
-                (host,) if avoid_own_failures else (),
+                (*((json.dumps(unfit),) if unfit else ()), *((host,) if avoid_own_failures else ())),
             )
             if row is None:
                 return None

@@ -14,12 +14,13 @@ import pwd
 import stat
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from renderd.composition import Composition, Overrides, load_composition
-from renderd.config import DaemonConfig
+from renderd.config import LABEL, LABEL_WHAT, DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.describe import CACHE_ENTRIES, DescribeHost, Describer, TreeDigester, request_for
 from renderd.coordinator.hooks import job_targets
 from renderd.coordinator.models import NewJob
@@ -133,6 +134,54 @@ def _settings(fields: dict[str, Any], config: DaemonConfig) -> RenderSettings:
         raise ControlError(BAD_INPUT, str(exc)) from None
 
 
+MAX_HOSTS_LISTED = 12
+
+
+def required_labels(fields: dict[str, Any]) -> tuple[str, ...]:
+    """Return the host labels a submit request requires (``--require``), checked, in order, once each."""
+    raw = fields.get("require") or []
+    if not isinstance(raw, list) or not all(isinstance(label, str) for label in raw):
+        raise ControlError(BAD_INPUT, "require must be a list of label strings")
+    for label in raw:
+        if not LABEL.fullmatch(label):
+            raise ControlError(BAD_INPUT, f"--require: {label!r} is not {LABEL_WHAT}")
+    return tuple(dict.fromkeys(raw))
+
+
+def carries(host: HostConfig, require: Sequence[str]) -> bool:
+    """Whether ``host`` has every label of ``require``."""
+    return set(require) <= set(host.labels)
+
+
+def _host_list(hosts: tuple[HostConfig, ...]) -> str:
+    shown = [f"{h.name}[{', '.join(h.labels)}]" for h in hosts[:MAX_HOSTS_LISTED]]
+    if len(hosts) > MAX_HOSTS_LISTED:
+        shown.append(f"{len(hosts) - MAX_HOSTS_LISTED} more")
+    return ", ".join(shown) or "none enabled"
+
+
+def waiting_reason(require: Sequence[str], inventory: Inventory, usable: set[str] | None = None) -> str | None:
+    """Why a job requiring ``require`` cannot run now; None when a host may take it.
+
+    Without ``usable`` (the names of hosts that take work now) only the inventory is asked.
+    """
+    if not require:
+        return None
+    wanted = ", ".join(require)
+    enabled = inventory.enabled_hosts()
+    carriers = [h.name for h in enabled if carries(h, require)]
+    if not carriers:
+        return f"no host carries label(s) {wanted} (hosts: {_host_list(enabled)})"
+    if usable is not None and not usable.intersection(carriers):
+        return f"every host carrying label(s) {wanted} is drained, quarantined or down: {', '.join(carriers)}"
+    return None
+
+
+def prefer_carriers(hosts: list[DescribeHost], require: tuple[str, ...]) -> list[DescribeHost]:
+    """Order describe hosts so that hosts with every required label come first (their fonts, their tools)."""
+    return sorted(hosts, key=lambda h: not set(require) <= set(h.labels))
+
+
 class PrepareScans:
     """Whether compositions load remote URLs, remembered by content.
 
@@ -192,8 +241,16 @@ async def plan_submission(
     *,
     slots: int,
     slot_fps: float | None,
+    inventory: Inventory | None = None,
 ) -> tuple[NewJob, list[tuple[int, int]]]:
-    """Validate a submit request and return the job to create with its chunk plan."""
+    """Validate a submit request and return the job to create with its chunk plan.
+
+    A job requiring labels no enabled host of ``inventory`` carries is refused here.
+    """
+    require = required_labels(fields)
+    if inventory is not None and (no_host := waiting_reason(require, inventory)) is not None:
+        raise ControlError(BAD_INPUT, no_host)
+    hosts = prefer_carriers(hosts, require)
     notify = job_targets(fields.get("notify"), peer.uid, config)
     comp_path, out = _check_paths(fields, peer)
     await asyncio.to_thread(_check_outside, comp_path, out)
@@ -253,6 +310,8 @@ async def plan_submission(
         params["prepared"] = str(comp.entry)  # what the scheduler stages on hosts
     if notify:
         params["notify"] = notify
+    if require:
+        params["require"] = list(require)  # only hosts with all these labels claim its chunks
     job = NewJob(
         composition=str(comp_path),
         output=str(out),
