@@ -54,7 +54,7 @@ class Progress(Event):
     workers: int
     retries: int
     chunks_done: int = 0
-    frames_skipped: int = 0  # of frames_done: still frames written from the frame before's bytes
+    frames_skipped: int = 0  # of frames_done: static frames written from the frame before's bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +96,7 @@ class Done(Event):
     elapsed_s: float
     sha256: str
     frames_dir: str | None = None
-    # Still frames (--no-skip-static): reused without a capture; captured anyway to compare (all
+    # Static frames (--no-skip-static): reused without a capture; captured anyway to compare (all
     # matched but the mismatches, after which the chunk's reused frames were captured again).
     frames_skipped: int = 0
     frames_verified: int = 0

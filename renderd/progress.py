@@ -21,8 +21,8 @@ class ProgressTracker:
         self.workers = 0
         self.retries = 0
         self.chunks_done = 0
-        self.skipped = 0  # still frames among those done (set by the render)
-        # Frames counted, so a frame captured again (a reused frame after a still-frame mismatch)
+        self.skipped = 0  # static frames among those done (set by the render)
+        # Frames counted, so a frame captured again (a reused frame after a static-frame mismatch)
         # is counted once.
         self._counted: set[int] = set()
         self._emit = emit

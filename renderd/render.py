@@ -23,7 +23,7 @@ from renderd.assemble import Assembled, assemble, join_parts
 from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
 from renderd.confine import MIB
 from renderd.encode import EncodeSettings, encode_frames, sha256_file_async
-from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice, StillStats
+from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice, StaticStats
 from renderd.engine.warm import WarmEngines
 from renderd.errors import RenderdError, first_error
 from renderd.events import ChunkDone, Done, Event, Retry, Started
@@ -118,7 +118,7 @@ class RenderResult:
     info: CompositionInfo
     frames: FrameRange
     frames_dir: Path | None
-    still: StillStats = field(default_factory=StillStats)  # frames reused, not captured (--no-skip-static)
+    static: StaticStats = field(default_factory=StaticStats)  # frames reused, not captured (--no-skip-static)
 
 
 def auto_chunk_count(frames: int) -> int:
@@ -189,7 +189,7 @@ async def render_local(
             engine.begin_render()
             await engine.warm_up(workers)
             parts = await _capture_and_encode(engine, chunks, work, workers, req, tracker, emit)
-            still = replace(engine.still_stats)
+            static = replace(engine.static_stats)
         size = (round(info.width * req.capture.scale), round(info.height * req.capture.scale))
         limit = ASSEMBLE_TIMEOUT_S + ASSEMBLE_TIMEOUT_PER_FRAME_S * len(span)
         try:
@@ -217,12 +217,12 @@ async def render_local(
                 elapsed_s=round(time.monotonic() - started_at, 3),
                 sha256=digest,
                 frames_dir=str(frames_dir) if frames_dir else None,
-                frames_skipped=still.skipped,
-                frames_verified=still.verified,
-                skip_mismatches=still.mismatches,
+                frames_skipped=static.skipped,
+                frames_verified=static.verified,
+                skip_mismatches=static.mismatches,
             )
         )
-        return RenderResult(out, made, info, span, frames_dir, still)
+        return RenderResult(out, made, info, span, frames_dir, static)
     finally:
         if not keep:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, work, True))
@@ -266,7 +266,7 @@ async def _capture_and_encode(
         emit(Retry(attempt=n.attempt, frames=n.frames, workers=n.workers, reason=n.reason, ranges=n.ranges))
 
     def on_frame(i: int) -> None:
-        tracker.skipped = engine.still_stats.skipped
+        tracker.skipped = engine.static_stats.skipped
         tracker.frame_done(i)
 
     part_ext = req.encode.delivery.part_ext

@@ -170,7 +170,7 @@
   const settleTransitions = () => {
     for (const a of document.getAnimations()) if (isTransition(a)) a.cancel();
     inFlight.clear();
-    changed = true;  // read by stillVerdict, defined below (only called after this script ran)
+    changed = true;  // read by staticVerdict, defined below (only called after this script ran)
   };
 
   const settle = (n) => new Promise((resolve) => {
@@ -246,13 +246,13 @@
     }
   };
 
-  // Still frames: whether a seek provably changed nothing the screenshot shows since the seek of
-  // the frame before, so the driver may reuse that frame's picture (pool.py, "still frames").
+  // Static frames: whether a seek provably changed nothing the screenshot shows since the seek of
+  // the frame before, so the driver may reuse that frame's picture (pool.py, "static frames").
   // Proof, not prediction: every DOM change (GSAP and the HyperFrames runtime write inline styles,
   // classes, text; clips are shown and hidden by style), every stylesheet edit made through the
   // CSSOM methods, any Web/CSS animation whose timing moved, a transition in flight, scroll, fonts
-  // and images still loading: each makes the frame "not still". Canvas, video, iframes, SMIL and
-  // animated images draw without touching the DOM, so a page with any is never still. A fade
+  // and images still loading: each makes the frame "not static". Canvas, video, iframes, SMIL and
+  // animated images draw without touching the DOM, so a page with any is never static. A fade
   // with tiny steps still writes a new opacity every frame; a hard cut shows or hides a clip.
   // What escapes this (a property set on a stylesheet rule, say) the driver's sampled pixel
   // comparison catches, and it then stops reusing frames for the chunk.
@@ -285,11 +285,11 @@
     ["setProperty", "removeProperty", "cssText"], (decl) => decl.cssText);
   patchChanging(window.CSSRule && CSSRule.prototype, ["cssText"]);
   patchChanging(Document.prototype, ["adoptedStyleSheets"]);
-  const NEVER_STILL = "canvas, video, iframe, embed, object, animate, animateMotion, animateTransform, set, discard";
+  const NEVER_STATIC = "canvas, video, iframe, embed, object, animate, animateMotion, animateTransform, set, discard";
   const ANIMATED_IMAGE = /\.(gif|webp|apng)([?#]|$)/i;
   const animationIds = new WeakMap();
   let nextAnimationId = 1;
-  const stillSignature = () => {
+  const staticSignature = () => {
     const parts = [window.scrollX, window.scrollY, devicePixelRatio];
     if (document.fonts) parts.push(document.fonts.status, document.fonts.size);
     let loading = 0;
@@ -310,15 +310,15 @@
   let verdictSignature = null;
   // Forget the last verdict: the page was changed outside a render seek (a jump to read styles).
   const unproven = () => { changed = true; verdictFrame = null; };
-  const stillVerdict = (frame) => {
+  const staticVerdict = (frame) => {
     const records = observer.takeRecords().length;
-    const sig = document.querySelector(NEVER_STILL) ? null : stillSignature();
-    const still = sig !== null && !changed && records === 0 && verdictFrame === frame - 1
+    const sig = document.querySelector(NEVER_STATIC) ? null : staticSignature();
+    const isStatic = sig !== null && !changed && records === 0 && verdictFrame === frame - 1
       && sig === verdictSignature && started === 0 && inFlight.size === 0;
     changed = false;
     verdictFrame = sig === null ? null : frame;
     verdictSignature = sig;
-    return still;
+    return isStatic;
   };
 
   window.__renderdShim = {
@@ -439,8 +439,8 @@
     },
     // Show composition time t (seconds) for absolute frame `frame`, then let it paint. Returns
     // [how many CSS transitions this seek started (the driver's priming looks for quiet spans),
-    // whether the frame is still: provably as the frame before showed it (see stillVerdict)].
-    // With `probe`, a still frame is not let paint: nothing changed to paint.
+    // whether the frame is static: provably as the frame before showed it (see staticVerdict)].
+    // With `probe`, a static frame is not let paint: nothing changed to paint.
     async seek(t, frame, settleFrames, before, probe) {
       // Transitions in flight move to t before anything changes a style (see advanceTransitions).
       advanceTransitions(t);
@@ -464,11 +464,11 @@
         // Videos show renderd's extracted frame for t (media_shim.js), after the runtime placed them.
         if (window.__renderdMedia) await window.__renderdMedia.apply(t);
         await mediaReady();
-        const still = stillVerdict(frame);
+        const isStatic = staticVerdict(frame);
         // Nothing to draw: the driver reuses the frame before's picture, or settles and captures
         // this one to check that it may (settle(), below).
-        if (!(probe && still)) await settle(settleFrames);
-        return [started, still];
+        if (!(probe && isStatic)) await settle(settleFrames);
+        return [started, isStatic];
       }
       // A hook or plain timelines: rAF-driven content sees t before the seek, the order renderd
       // had from the start (HyperFrames does not render these pages).
@@ -493,12 +493,12 @@
         }
       }
       await mediaReady();
-      // Seek hooks and rAF-driven pages draw what their scripts like: never proven still.
+      // Seek hooks and rAF-driven pages draw what their scripts like: never proven static.
       unproven();
       await settle(settleFrames);
       return [started, false];
     },
-    // Let `n` animation frames pass (a frame reported still, then captured after all).
+    // Let `n` animation frames pass (a frame reported static, then captured after all).
     settle,
   };
 })();

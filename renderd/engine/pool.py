@@ -64,21 +64,21 @@ class CaptureSettings:
     ready_timeout_s: float = DEFAULTS.ready_timeout
     # Largest composition file served whole to the page (--max-asset-size); media are streamed.
     max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES
-    # Still frames (--no-skip-static turns them off): a frame the page proves unchanged since the
+    # Static frames (--no-skip-static turns them off): a frame the page proves unchanged since the
     # frame before is not captured; the frame before's bytes are written again (page_shim.js,
-    # stillVerdict). Every run of still frames is checked against real screenshots: its first
-    # frame, every `still_verify_stride`-th after it and a task's last frame are captured anyway
+    # staticVerdict). Every run of static frames is checked against real screenshots: its first
+    # frame, every `static_verify_stride`-th after it and a task's last frame are captured anyway
     # and must match byte for byte (same pixels, same encoder, same bytes); on a mismatch the
-    # chunk's reused frames are captured again and the composition's still frames stop.
+    # chunk's reused frames are captured again and the composition's static frames stop.
     skip_static: bool = DEFAULTS.skip_static
-    still_verify_stride: int = 12
+    static_verify_stride: int = 12
     # Test hooks: crash the page the first time this absolute frame is about to be captured;
     # sleep this long before every frame (a slow host, for the straggler tests); take every
-    # frame after a task's first as still (a wrong proof, which the pixel check must catch:
-    # with still_verify_stride 0, nothing is checked).
+    # frame after a task's first as static (a wrong proof, which the pixel check must catch:
+    # with static_verify_stride 0, nothing is checked).
     fault_crash_at_frame: int | None = None
     fault_frame_delay_s: float = 0.0
-    fault_force_still: bool = False
+    fault_force_static: bool = False
 
     @property
     def ext(self) -> str:
@@ -99,24 +99,24 @@ FrameCallback = Callable[[int], None]
 
 
 @dataclass(slots=True)
-class StillStats:
-    """Still frames of a render so far (all chunks of one composition)."""
+class StaticStats:
+    """Static frames of a render so far (all chunks of one composition)."""
 
     skipped: int = 0  # frames written from the frame before's bytes, not captured
-    verified: int = 0  # still frames captured anyway, to compare: all matched but `mismatches`
-    mismatches: int = 0  # still frames whose screenshot differed: the proof was wrong
+    verified: int = 0  # static frames captured anyway, to compare: all matched but `mismatches`
+    mismatches: int = 0  # static frames whose screenshot differed: the proof was wrong
     recaptured: int = 0  # reused frames deleted after a mismatch, to be captured again
-    disabled: str | None = None  # why still frames stopped for this composition
+    disabled: str | None = None  # why static frames stopped for this composition
     # The absolute frames whose files hold reused bytes (those captured again left out).
     frames: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)
-class _Still:
-    """A worker's run of still frames on one page: the bytes they reuse."""
+class _StaticRun:
+    """A worker's run of static frames on one page: the bytes they reuse."""
 
     anchor: bytes | None = None  # the last frame this page showed, as written
-    run: int = 0  # still frames since the last captured one
+    run: int = 0  # static frames since the last captured one
 
 
 class Worker:
@@ -157,7 +157,7 @@ class Worker:
         """Capture every frame of ``task``; on a broken page, record why and abandon the task."""
         p = self._pool
         s = p.settings
-        still = _Still()
+        run = _StaticRun()
         for i in range(task.start, task.end):
             reused = False
             try:
@@ -170,10 +170,10 @@ class Worker:
                     await page.crash()
                 if page.shown_frame != i - 1:
                     page = await self._prime(page, i)
-                    still = _Still()
-                probe = still.anchor is not None and p.still_stats.disabled is None
-                verify = probe and _verify_still(still.run + 1, s.still_verify_stride, i == task.end - 1)
-                data, is_still = await page.capture_unless_still(
+                    run = _StaticRun()
+                probe = run.anchor is not None and p.static_stats.disabled is None
+                verify = probe and _verify_static(run.run + 1, s.static_verify_stride, i == task.end - 1)
+                data, is_static = await page.capture_unless_static(
                     i,
                     frame_time(i, p.fps),
                     fmt=s.fmt,
@@ -183,22 +183,22 @@ class Worker:
                     verify=verify,
                     probe=probe,
                 )
-                if probe and s.fault_force_still:
-                    is_still = True
+                if probe and s.fault_force_static:
+                    is_static = True
                     data = data if verify else None
-                if not (probe and is_still):
-                    still.run = 0
+                if not (probe and is_static):
+                    run.run = 0
                 elif data is None:
-                    data, reused = still.anchor, True
-                    still.run += 1
-                    p.still_stats.skipped += 1
-                elif data == still.anchor:
-                    still.run += 1
-                    p.still_stats.verified += 1
+                    data, reused = run.anchor, True
+                    run.run += 1
+                    p.static_stats.skipped += 1
+                elif data == run.anchor:
+                    run.run += 1
+                    p.static_stats.verified += 1
                 else:
-                    still.run = 0
-                    await p.still_mismatch(i, report)
-                still.anchor = data
+                    run.run = 0
+                    await p.static_mismatch(i, report)
+                run.anchor = data
             except PageBroken as exc:
                 report.reasons.append(f"worker {self.index}: {exc}")
                 if exc.timeout:
@@ -354,8 +354,8 @@ class CapturePool:
         # sequential pass would (raster.py), read in a page of their own, opened when first needed.
         self._raster_layers = raster_layers
         self._walker: RasterWalker | None = None
-        self.still_stats = StillStats(disabled=None if settings.skip_static else "off (--no-skip-static)")
-        # The current chunk's frame files written from another frame's bytes (see still_mismatch).
+        self.static_stats = StaticStats(disabled=None if settings.skip_static else "off (--no-skip-static)")
+        # The current chunk's frame files written from another frame's bytes (see static_mismatch).
         self._reused: list[tuple[int, Path]] = []
         if first_browser is not None:
             self._grow(1)
@@ -394,22 +394,22 @@ class CapturePool:
         self._reused = []
 
     async def keep_reused(self, frame: int, target: Path) -> bool:
-        """Record ``target`` as reused ``frame``; False (and it is deleted) when still frames stopped meanwhile."""
-        if self.still_stats.disabled is None:
+        """Record ``target`` as reused ``frame``; False (and it is deleted) when static frames stopped meanwhile."""
+        if self.static_stats.disabled is None:
             self._reused.append((frame, target))
-            self.still_stats.frames.add(frame)
+            self.static_stats.frames.add(frame)
             return True
         await asyncio.to_thread(target.unlink, True)
-        self.still_stats.recaptured += 1
+        self.static_stats.recaptured += 1
         return False
 
-    async def still_mismatch(self, frame: int, report: PassReport) -> None:
-        """A frame the page proved still looked different: stop still frames, delete the chunk's reused ones.
+    async def static_mismatch(self, frame: int, report: PassReport) -> None:
+        """A frame the page proved static looked different: stop static frames, delete the chunk's reused ones.
 
         The proof missed a change, so no reused frame of the chunk is trusted: the retry pass
         captures them again, this time every one.
         """
-        stats = self.still_stats
+        stats = self.static_stats
         stats.mismatches += 1
         if stats.disabled is not None:
             return
@@ -418,7 +418,7 @@ class CapturePool:
         await asyncio.to_thread(_unlink_all, [path for _, path in reused])
         stats.frames.difference_update(f for f, _ in reused)
         stats.recaptured += len(reused)
-        why = f"still frames: {stats.disabled}; capturing the {len(reused)} reused frame(s) again"
+        why = f"static frames: {stats.disabled}; capturing the {len(reused)} reused frame(s) again"
         report.reasons.append(why)
         log.warning("%s: %s", self.comp.entry_relative, why)
 
@@ -464,8 +464,8 @@ class CapturePool:
         await asyncio.gather(*closing, return_exceptions=True)
 
 
-def _verify_still(position: int, stride: int, last_of_task: bool) -> bool:
-    """Return whether the ``position``-th still frame of a run is captured anyway, to compare.
+def _verify_static(position: int, stride: int, last_of_task: bool) -> bool:
+    """Return whether the ``position``-th static frame of a run is captured anyway, to compare.
 
     The first of every run (a wrong proof shows at once), every ``stride``-th, and a task's last
     frame; ``stride`` 0 checks none (a test hook: shows what a wrong proof would do unchecked).
