@@ -136,8 +136,8 @@ class RenderSettings:
     skip_static: bool = _setting(
         True,
         kind=bool,
-        help="reuse the frame before's picture for frames a HyperFrames page proves unchanged, checked by "
-        "sampled screenshots (--no-skip-static: capture every frame)",
+        help="capture every frame (by default a frame a HyperFrames page proves unchanged since the frame "
+        "before reuses that frame's picture, checked by sampled screenshots)",
     )
     frame_timeout: float = _setting(
         30.0, kind=float, metavar="S", help="seconds one frame's capture may take before the worker is retried"
