@@ -413,7 +413,7 @@ class CapturePool:
         stats.mismatches += 1
         if stats.disabled is not None:
             return
-        stats.disabled = f"frame {frame} differed from the frame before, though the page showed no change"
+        stats.disabled = f"frame {frame} differed from the frame it was to reuse, though the page showed no change"
         reused, self._reused = self._reused, []
         await asyncio.to_thread(_unlink_all, [path for _, path in reused])
         stats.frames.difference_update(f for f, _ in reused)
