@@ -17,7 +17,9 @@ from videotools import decode_frames, pixel
 
 from renderd.encode import EncodeSettings
 from renderd.engine import CaptureSettings
+from renderd.engine.pool import _verify_static
 from renderd.events import Done, Event
+from renderd.progress import ProgressTracker
 from renderd.render import RenderRequest, RenderResult, render_local
 
 COMP = FIXTURES / "hf-static-skip"
@@ -100,3 +102,19 @@ def test_a_wrong_proof_is_caught_by_the_pixel_check_and_its_frames_captured_agai
     assert result.static.disabled is not None and "frame 24 differed" in result.static.disabled
     assert result.static.recaptured == result.static.skipped > 0
     assert result.static.frames == set()
+
+
+def test_which_static_frames_are_checked() -> None:
+    stride = CaptureSettings().static_verify_stride
+    checked = [k for k in range(1, 40) if _verify_static(k, stride, last_of_task=False)]
+    assert checked == [1, stride, 2 * stride, 3 * stride]
+    assert _verify_static(5, stride, last_of_task=True)
+    assert not any(_verify_static(k, 0, last_of_task=True) for k in range(1, 40))
+
+
+def test_a_reused_frame_captured_again_counts_once_in_progress() -> None:
+    events: list[Event] = []
+    tracker = ProgressTracker(3, events.append, clock=lambda: 0.0)
+    for frame in (0, 1, 1, 2):
+        tracker.frame_done(frame)
+    assert tracker.done == 3
