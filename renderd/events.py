@@ -54,6 +54,7 @@ class Progress(Event):
     workers: int
     retries: int
     chunks_done: int = 0
+    frames_skipped: int = 0  # of frames_done: static frames written from the frame before's bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,11 @@ class Done(Event):
     elapsed_s: float
     sha256: str
     frames_dir: str | None = None
+    # Static frames (--no-skip-static): reused without a capture; captured anyway to compare (all
+    # matched but the mismatches, after which the chunk's reused frames were captured again).
+    frames_skipped: int = 0
+    frames_verified: int = 0
+    skip_mismatches: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,10 @@ class ProgressTracker:
         self.workers = 0
         self.retries = 0
         self.chunks_done = 0
+        self.skipped = 0  # static frames among those done (set by the render)
+        # Frames counted, so a frame captured again (a reused frame after a static-frame mismatch)
+        # is counted once.
+        self._counted: set[int] = set()
         self._emit = emit
         self._clock = clock
         self._last_emit = -1e9
@@ -28,7 +32,11 @@ class ProgressTracker:
         self._started = clock()
 
     def frame_done(self, _frame: int = -1) -> None:
-        """Record one captured frame."""
+        """Record one captured frame (absolute index; a frame recorded before is not counted again)."""
+        if _frame >= 0:
+            if _frame in self._counted:
+                return
+            self._counted.add(_frame)
         self.done += 1
         now = self._clock()
         self._samples.append((now, self.done))
@@ -61,5 +69,6 @@ class ProgressTracker:
                 workers=self.workers,
                 retries=self.retries,
                 chunks_done=self.chunks_done,
+                frames_skipped=self.skipped,
             )
         )

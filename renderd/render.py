@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from renderd.assemble import Assembled, assemble, join_parts
 from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
 from renderd.confine import MIB
 from renderd.encode import EncodeSettings, encode_frames, sha256_file_async
-from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice
+from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice, StaticStats
 from renderd.engine.warm import WarmEngines
 from renderd.errors import RenderdError, first_error
 from renderd.events import ChunkDone, Done, Event, Retry, Started
@@ -92,6 +92,7 @@ class RenderRequest:
                 frame_timeout_s=settings.frame_timeout,
                 ready_timeout_s=settings.ready_timeout,
                 max_asset_bytes=settings.max_asset_size * MIB,
+                skip_static=settings.skip_static,
                 **(faults or {}),
             ),
             encode=EncodeSettings(
@@ -118,6 +119,7 @@ class RenderResult:
     info: CompositionInfo
     frames: FrameRange
     frames_dir: Path | None
+    static: StaticStats = field(default_factory=StaticStats)  # frames reused, not captured (--no-skip-static)
 
 
 def auto_chunk_count(frames: int) -> int:
@@ -184,8 +186,10 @@ async def render_local(
             )
             tracker = ProgressTracker(len(span), emit)
             tracker.workers = workers
+            engine.begin_render()
             await engine.warm_up(workers)
             parts = await _capture_and_encode(engine, chunks, work, workers, req, tracker, emit)
+            static = replace(engine.static_stats)
         size = (round(info.width * req.capture.scale), round(info.height * req.capture.scale))
         limit = ASSEMBLE_TIMEOUT_S + ASSEMBLE_TIMEOUT_PER_FRAME_S * len(span)
         try:
@@ -213,9 +217,12 @@ async def render_local(
                 elapsed_s=round(time.monotonic() - started_at, 3),
                 sha256=digest,
                 frames_dir=str(frames_dir) if frames_dir else None,
+                frames_skipped=static.skipped,
+                frames_verified=static.verified,
+                skip_mismatches=static.mismatches,
             )
         )
-        return RenderResult(out, made, info, span, frames_dir)
+        return RenderResult(out, made, info, span, frames_dir, static)
     finally:
         if not keep:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, work, True))
@@ -258,6 +265,10 @@ async def _capture_and_encode(
         tracker.workers = n.workers
         emit(Retry(attempt=n.attempt, frames=n.frames, workers=n.workers, reason=n.reason, ranges=n.ranges))
 
+    def on_frame(i: int) -> None:
+        tracker.skipped = engine.static_stats.skipped
+        tracker.frame_done(i)
+
     part_ext = req.encode.delivery.part_ext
 
     async def encode(index: int, chunk: FrameRange, frames_dir: Path) -> None:
@@ -294,7 +305,7 @@ async def _capture_and_encode(
             for index, chunk in enumerate(chunks):
                 frames_dir = work / f"chunk-{index:04d}-{chunk.start}-{chunk.end}"
                 outcome = await engine.capture_chunk(
-                    chunk, frames_dir, min(workers, len(chunk)), on_frame=tracker.frame_done, on_retry=on_retry
+                    chunk, frames_dir, min(workers, len(chunk)), on_frame=on_frame, on_retry=on_retry
                 )
                 # Halved workers after timeouts stay halved for the chunks that follow.
                 workers = outcome.final_workers

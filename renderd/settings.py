@@ -133,6 +133,12 @@ class RenderSettings:
         kind=bool,
         help="keep the work directory with frames and chunks (with submit: the job's directories on the hosts)",
     )
+    skip_static: bool = _setting(
+        True,
+        kind=bool,
+        help="capture every frame (by default a frame a HyperFrames page proves unchanged since the frame "
+        "before reuses that frame's picture, checked by sampled screenshots)",
+    )
     frame_timeout: float = _setting(
         30.0, kind=float, metavar="S", help="seconds one frame's capture may take before the worker is retried"
     )
@@ -193,8 +199,9 @@ OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in fields(Rende
 
 
 def flag(name: str) -> str:
-    """Return the command-line flag of setting ``name``."""
-    return "--" + name.replace("_", "-")
+    """Return the command-line flag of setting ``name`` (``--no-...`` for a switch that is on by default)."""
+    negated = OPTIONS[name].kind is bool and default_of(name) is True
+    return ("--no-" if negated else "--") + name.replace("_", "-")
 
 
 def default_of(name: str) -> Any:
@@ -304,7 +311,9 @@ def add_arguments(parser: argparse.ArgumentParser, names: Iterable[str] = NAMES)
         shown = _shown_default(name)
         help_text = opt.help if shown is None else f"{opt.help} (default: {shown})"
         if opt.kind is bool:
-            parser.add_argument(flag(name), dest=name, action="store_true", default=argparse.SUPPRESS, help=help_text)
+            on = not default_of(name)  # a switch on by default is given to turn it off
+            action = "store_true" if on else "store_false"
+            parser.add_argument(flag(name), dest=name, action=action, default=argparse.SUPPRESS, help=help_text)
             continue
         metavar = opt.metavar or ("|".join(opt.choices) if opt.choices else None)
         if opt.choices and opt.metavar:

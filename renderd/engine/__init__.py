@@ -21,7 +21,7 @@ from renderd.confine import DEFAULT_MAX_ASSET_BYTES
 from renderd.engine.browser import BrowserOptions, launch_browser
 from renderd.engine.hyperframes.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage
-from renderd.engine.pool import CapturePool, CaptureSettings, FrameCallback
+from renderd.engine.pool import CapturePool, CaptureSettings, FrameCallback, StaticStats
 from renderd.engine.retry import (
     CaptureOutcome,
     RetryNotice,
@@ -42,6 +42,7 @@ __all__ = [
     "Engine",
     "EngineOptions",
     "RetryNotice",
+    "StaticStats",
     "execute_disk_capture_with_adaptive_retry",
     "read_media",
 ]
@@ -205,6 +206,16 @@ class Engine:
         assert self.info is not None, "probe() first"
         if self.media.videos:
             await self._media_frames.prepare(self.media.videos, span, self.info.fps, cache_dir)
+
+    @property
+    def static_stats(self) -> StaticStats:
+        """Return the static frames of this render so far (zeros before probe())."""
+        return self._pool.static_stats if self._pool is not None else StaticStats()
+
+    def begin_render(self) -> None:
+        """Count static frames from zero (a serving agent's warm engine renders many times)."""
+        if self._pool is not None:
+            self._pool.static_stats = StaticStats(disabled=self._pool.static_stats.disabled)
 
     def worker_count(self, frames: int) -> int:
         """Return the workers to use for ``frames`` frames (explicit option, else auto)."""

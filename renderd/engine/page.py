@@ -402,33 +402,63 @@ class CompositionPage:
 
     async def seek(self, frame: int, t: Fraction, *, settle_frames: int, timeout_s: float) -> int:
         """Show time ``t`` (absolute ``frame``) without capturing it; return the CSS transitions it started."""
-        return await self._run(frame, timeout_s, self._seek(frame, t, settle_frames))
+        started, _static = await self._run(frame, timeout_s, self._seek(frame, t, settle_frames))
+        return started
 
     async def capture(
         self, frame: int, t: Fraction, *, fmt: str, quality: int, settle_frames: int, timeout_s: float
     ) -> bytes:
         """Seek to time ``t`` (absolute ``frame``) and return the encoded screenshot."""
+        data, _static = await self.capture_unless_static(
+            frame, t, fmt=fmt, quality=quality, settle_frames=settle_frames, timeout_s=timeout_s, verify=True
+        )
+        assert data is not None
+        return data
+
+    async def capture_unless_static(
+        self,
+        frame: int,
+        t: Fraction,
+        *,
+        fmt: str,
+        quality: int,
+        settle_frames: int,
+        timeout_s: float,
+        verify: bool,
+        probe: bool = True,
+    ) -> tuple[bytes | None, bool]:
+        """Seek to time ``t`` (absolute ``frame``); return (screenshot or None, whether the frame is static).
+
+        A static frame provably shows what this page's seek of ``frame - 1`` showed (page_shim.js,
+        staticVerdict); it is not captured (None) unless ``verify`` asks for the screenshot anyway, to
+        compare. Without ``probe`` every frame is captured, as before static frames existed.
+        """
         params: dict[str, Any] = {"format": fmt, "optimizeForSpeed": True, "captureBeyondViewport": False}
         if fmt == "jpeg":
             params["quality"] = quality
 
-        async def seek_and_shoot() -> dict[str, Any]:
-            await self._seek(frame, t, settle_frames)
-            return await self._cdp.send("Page.captureScreenshot", params)
+        async def seek_and_shoot() -> tuple[bytes | None, bool]:
+            _started, static = await self._seek(frame, t, settle_frames, probe=probe)
+            if probe and static:
+                if not verify:
+                    return None, True
+                await self.page.evaluate("(n) => window.__renderdShim.settle(n)", settle_frames)
+            shot = await self._cdp.send("Page.captureScreenshot", params)
+            return base64.b64decode(shot["data"]), static
 
-        shot = await self._run(frame, timeout_s, seek_and_shoot())
-        return base64.b64decode(shot["data"])
+        return await self._run(frame, timeout_s, seek_and_shoot())
 
-    async def _seek(self, frame: int, t: Fraction, settle_frames: int) -> int:
+    async def _seek(self, frame: int, t: Fraction, settle_frames: int, *, probe: bool = False) -> tuple[int, bool]:
         self.shown_frame = None  # unknown until the seek has finished
         # The frame before's time in a sequential pass: HyperFrames' clock still shows it while its
         # runtime seeks (see page_shim.js), whichever frame this page showed last.
         before = t * (frame - 1) / frame if frame > 0 else Fraction(0)
-        started = await self.page.evaluate(
-            "([t, f, s, b]) => window.__renderdShim.seek(t, f, s, b)", [float(t), frame, settle_frames, float(before)]
+        started, static = await self.page.evaluate(
+            "([t, f, s, b, p]) => window.__renderdShim.seek(t, f, s, b, p)",
+            [float(t), frame, settle_frames, float(before), probe],
         )
         self.shown_frame = frame
-        return int(started or 0)
+        return int(started or 0), bool(static)
 
     async def _run(self, frame: int, timeout_s: float, work: Coroutine[Any, Any, _T]) -> _T:
         """Await ``work`` on this page, turning its failures into PageBroken or CompositionError."""

@@ -170,6 +170,7 @@
   const settleTransitions = () => {
     for (const a of document.getAnimations()) if (isTransition(a)) a.cancel();
     inFlight.clear();
+    changed = true;  // read by staticVerdict, defined below (only called after this script ran)
   };
 
   const settle = (n) => new Promise((resolve) => {
@@ -231,6 +232,7 @@
   // The page's state at frame `frame` (time t), for reading styles only: nothing is drawn and no
   // rAF callback runs.
   const stateAt = async (t, frame) => {
+    unproven();
     nowMs = t * 1000;
     reseed(frame);
     const p = hfPlayer();
@@ -244,6 +246,81 @@
     }
   };
 
+  // Static frames: whether a seek provably changed nothing the screenshot shows since the seek of
+  // the frame before, so the driver may reuse that frame's picture (pool.py, "static frames").
+  // Proof, not prediction: every DOM change (GSAP and the HyperFrames runtime write inline styles,
+  // classes, text; clips are shown and hidden by style), every stylesheet edit made through the
+  // CSSOM methods, any Web/CSS animation whose timing moved, a transition in flight, scroll, fonts
+  // and images still loading: each makes the frame "not static". Canvas, video, iframes, SMIL and
+  // animated images draw without touching the DOM, so a page with any is never static. A fade
+  // with tiny steps still writes a new opacity every frame; a hard cut shows or hides a clip.
+  // What escapes this (a property set on a stylesheet rule, say) the driver's sampled pixel
+  // comparison catches, and it then stops reusing frames for the chunk.
+  let changed = true; // since the last verdict
+  const markChanged = () => { changed = true; };
+  const observer = new MutationObserver(markChanged);
+  observer.observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
+  // `differs(self)`: a value read before and after the call; null means "always a change".
+  const patchChanging = (proto, names, differs) => {
+    if (!proto) return;
+    for (const name of names) {
+      const desc = Object.getOwnPropertyDescriptor(proto, name);
+      if (!desc) continue;
+      const wrap = (f) => function (...args) {
+        const before = differs ? differs(this) : null;
+        try {
+          return f.apply(this, args);
+        } finally {
+          if (before === null || differs(this) !== before) changed = true;
+        }
+      };
+      if (typeof desc.value === "function") Object.defineProperty(proto, name, { ...desc, value: wrap(desc.value) });
+      else if (typeof desc.set === "function") Object.defineProperty(proto, name, { ...desc, set: wrap(desc.set) });
+    }
+  };
+  patchChanging(window.CSSStyleSheet && CSSStyleSheet.prototype,
+    ["insertRule", "deleteRule", "addRule", "removeRule", "replace", "replaceSync"]);
+  // Inline styles change the style attribute (observed); a stylesheet rule's style does not.
+  patchChanging(window.CSSStyleDeclaration && CSSStyleDeclaration.prototype,
+    ["setProperty", "removeProperty", "cssText"], (decl) => decl.cssText);
+  patchChanging(window.CSSRule && CSSRule.prototype, ["cssText"]);
+  patchChanging(Document.prototype, ["adoptedStyleSheets"]);
+  const NEVER_STATIC = "canvas, video, iframe, embed, object, animate, animateMotion, animateTransform, set, discard";
+  const ANIMATED_IMAGE = /\.(gif|webp|apng)([?#]|$)/i;
+  const animationIds = new WeakMap();
+  let nextAnimationId = 1;
+  const staticSignature = () => {
+    const parts = [window.scrollX, window.scrollY, devicePixelRatio];
+    if (document.fonts) parts.push(document.fonts.status, document.fonts.size);
+    let loading = 0;
+    for (const img of document.images) {
+      if (!img.complete) loading += 1;
+      if (ANIMATED_IMAGE.test(img.currentSrc || img.src || "")) return null;
+    }
+    parts.push(loading);
+    for (const a of document.getAnimations()) {
+      let id = animationIds.get(a);
+      if (id === undefined) animationIds.set(a, (id = nextAnimationId++));
+      const ct = a.effect && a.effect.getComputedTiming ? a.effect.getComputedTiming() : null;
+      parts.push(`${id}:${a.playState}:${ct ? `${ct.progress}/${ct.currentIteration}` : "-"}`);
+    }
+    return parts.join("|");
+  };
+  let verdictFrame = null; // the frame of the last verdict
+  let verdictSignature = null;
+  // Forget the last verdict: the page was changed outside a render seek (a jump to read styles).
+  const unproven = () => { changed = true; verdictFrame = null; };
+  const staticVerdict = (frame) => {
+    const records = observer.takeRecords().length;
+    const sig = document.querySelector(NEVER_STATIC) ? null : staticSignature();
+    const isStatic = sig !== null && !changed && records === 0 && verdictFrame === frame - 1
+      && sig === verdictSignature && started === 0 && inFlight.size === 0;
+    changed = false;
+    verdictFrame = sig === null ? null : frame;
+    verdictSignature = sig;
+    return isStatic;
+  };
+
   window.__renderdShim = {
     errors,
     freeGsapRunning,
@@ -253,6 +330,7 @@
     freeGsapAfterJump(t) {
       const p = hfPlayer();
       if (!window.gsap || !p) return null;
+      unproven();
       try {
         p.renderSeek(t);
       } catch (e) {
@@ -360,8 +438,10 @@
       flushRAF();
     },
     // Show composition time t (seconds) for absolute frame `frame`, then let it paint. Returns
-    // how many CSS transitions this seek started (the driver's priming looks for quiet spans).
-    async seek(t, frame, settleFrames, before) {
+    // [how many CSS transitions this seek started (the driver's priming looks for quiet spans),
+    // whether the frame is static: provably as the frame before showed it (see staticVerdict)].
+    // With `probe`, a static frame is not let paint: nothing changed to paint.
+    async seek(t, frame, settleFrames, before, probe) {
       // Transitions in flight move to t before anything changes a style (see advanceTransitions).
       advanceTransitions(t);
       const p = hfPlayer();
@@ -384,8 +464,11 @@
         // Videos show renderd's extracted frame for t (media_shim.js), after the runtime placed them.
         if (window.__renderdMedia) await window.__renderdMedia.apply(t);
         await mediaReady();
-        await settle(settleFrames);
-        return started;
+        const isStatic = staticVerdict(frame);
+        // Nothing to draw: the driver reuses the frame before's picture, or settles and captures
+        // this one to check that it may (settle(), below).
+        if (!(probe && isStatic)) await settle(settleFrames);
+        return [started, isStatic];
       }
       // A hook or plain timelines: rAF-driven content sees t before the seek, the order renderd
       // had from the start (HyperFrames does not render these pages).
@@ -410,8 +493,12 @@
         }
       }
       await mediaReady();
+      // Seek hooks and rAF-driven pages draw what their scripts like: never proven static.
+      unproven();
       await settle(settleFrames);
-      return started;
+      return [started, false];
     },
+    // Let `n` animation frames pass (a frame reported static, then captured after all).
+    settle,
   };
 })();

@@ -64,10 +64,21 @@ class CaptureSettings:
     ready_timeout_s: float = DEFAULTS.ready_timeout
     # Largest composition file served whole to the page (--max-asset-size); media are streamed.
     max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES
+    # Static frames (--no-skip-static turns them off): a frame the page proves unchanged since the
+    # frame before is not captured; the frame before's bytes are written again (page_shim.js,
+    # staticVerdict). Every run of static frames is checked against real screenshots: its first
+    # frame, every `static_verify_stride`-th after it and a task's last frame are captured anyway
+    # and must match byte for byte (same pixels, same encoder, same bytes); on a mismatch the
+    # chunk's reused frames are captured again and the composition's static frames stop.
+    skip_static: bool = DEFAULTS.skip_static
+    static_verify_stride: int = 12
     # Test hooks: crash the page the first time this absolute frame is about to be captured;
-    # sleep this long before every frame (a slow host, for the straggler tests).
+    # sleep this long before every frame (a slow host, for the straggler tests); take every
+    # frame after a task's first as static (a wrong proof, which the pixel check must catch:
+    # with static_verify_stride 0, nothing is checked).
     fault_crash_at_frame: int | None = None
     fault_frame_delay_s: float = 0.0
+    fault_force_static: bool = False
 
     @property
     def ext(self) -> str:
@@ -85,6 +96,27 @@ class PassReport:
 
 
 FrameCallback = Callable[[int], None]
+
+
+@dataclass(slots=True)
+class StaticStats:
+    """Static frames of a render so far (all chunks of one composition)."""
+
+    skipped: int = 0  # frames written from the frame before's bytes, not captured
+    verified: int = 0  # static frames captured anyway, to compare: all matched but `mismatches`
+    mismatches: int = 0  # static frames whose screenshot differed: the proof was wrong
+    recaptured: int = 0  # reused frames deleted after a mismatch, to be captured again
+    disabled: str | None = None  # why static frames stopped for this composition
+    # The absolute frames whose files hold reused bytes (those captured again left out).
+    frames: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _StaticRun:
+    """A worker's run of static frames on one page: the bytes they reuse."""
+
+    anchor: bytes | None = None  # the last frame this page showed, as written
+    run: int = 0  # static frames since the last captured one
 
 
 class Worker:
@@ -125,7 +157,9 @@ class Worker:
         """Capture every frame of ``task``; on a broken page, record why and abandon the task."""
         p = self._pool
         s = p.settings
+        run = _StaticRun()
         for i in range(task.start, task.end):
+            reused = False
             try:
                 page = await self.ensure_ready()
                 if s.fault_frame_delay_s:
@@ -136,14 +170,35 @@ class Worker:
                     await page.crash()
                 if page.shown_frame != i - 1:
                     page = await self._prime(page, i)
-                data = await page.capture(
+                    run = _StaticRun()
+                probe = run.anchor is not None and p.static_stats.disabled is None
+                verify = probe and _verify_static(run.run + 1, s.static_verify_stride, i == task.end - 1)
+                data, is_static = await page.capture_unless_static(
                     i,
                     frame_time(i, p.fps),
                     fmt=s.fmt,
                     quality=s.quality,
                     settle_frames=s.settle_frames,
                     timeout_s=s.frame_timeout_s,
+                    verify=verify,
+                    probe=probe,
                 )
+                if probe and s.fault_force_static:
+                    is_static = True
+                    data = data if verify else None
+                if not (probe and is_static):
+                    run.run = 0
+                elif data is None:
+                    data, reused = run.anchor, True
+                    run.run += 1
+                    p.static_stats.skipped += 1
+                elif data == run.anchor:
+                    run.run += 1
+                    p.static_stats.verified += 1
+                else:
+                    run.run = 0
+                    await p.static_mismatch(i, report)
+                run.anchor = data
             except PageBroken as exc:
                 report.reasons.append(f"worker {self.index}: {exc}")
                 if exc.timeout:
@@ -153,12 +208,15 @@ class Worker:
                 log.warning("worker %d: %s; reopening the page", self.index, exc)
                 await self._drop_page()
                 return
+            assert data is not None
             target = task.work_dir / frame_file_name(task.local_index(i), s.ext)
             try:
                 await asyncio.to_thread(_write_atomic, target, data)
             except OSError as exc:
                 # A full or read-only disk will not get better by retrying on this host.
                 raise CaptureError(f"cannot write frame {i} to {task.work_dir}: {exc.strerror or exc}") from None
+            if reused and not await p.keep_reused(i, target):
+                continue  # a mismatch elsewhere while it was written: captured again by the retry
             on_frame(i)
 
     async def _prime(self, page: CompositionPage, i: int) -> CompositionPage:
@@ -296,6 +354,9 @@ class CapturePool:
         # sequential pass would (raster.py), read in a page of their own, opened when first needed.
         self._raster_layers = raster_layers
         self._walker: RasterWalker | None = None
+        self.static_stats = StaticStats(disabled=None if settings.skip_static else "off (--no-skip-static)")
+        # The current chunk's frame files written from another frame's bytes (see static_mismatch).
+        self._reused: list[tuple[int, Path]] = []
         if first_browser is not None:
             self._grow(1)
             self._workers[0].adopt(first_browser, first_page)
@@ -327,6 +388,39 @@ class CapturePool:
                 self._raster_layers, self.fps, worker.open_spare_page, timeout_s=self.settings.frame_timeout_s
             )
         return self._walker
+
+    def begin_chunk(self) -> None:
+        """Forget the reused frames of the chunk before (its frames are final)."""
+        self._reused = []
+
+    async def keep_reused(self, frame: int, target: Path) -> bool:
+        """Record ``target`` as reused ``frame``; False (and it is deleted) when static frames stopped meanwhile."""
+        if self.static_stats.disabled is None:
+            self._reused.append((frame, target))
+            self.static_stats.frames.add(frame)
+            return True
+        await asyncio.to_thread(target.unlink, True)
+        self.static_stats.recaptured += 1
+        return False
+
+    async def static_mismatch(self, frame: int, report: PassReport) -> None:
+        """A frame the page proved static looked different: stop static frames, delete the chunk's reused ones.
+
+        The proof missed a change, so no reused frame of the chunk is trusted: the retry pass
+        captures them again, this time every one.
+        """
+        stats = self.static_stats
+        stats.mismatches += 1
+        if stats.disabled is not None:
+            return
+        stats.disabled = f"frame {frame} differed from the frame it was to reuse, though the page showed no change"
+        reused, self._reused = self._reused, []
+        await asyncio.to_thread(_unlink_all, [path for _, path in reused])
+        stats.frames.difference_update(f for f, _ in reused)
+        stats.recaptured += len(reused)
+        why = f"static frames: {stats.disabled}; capturing the {len(reused)} reused frame(s) again"
+        report.reasons.append(why)
+        log.warning("%s: %s", self.comp.entry_relative, why)
 
     async def warm_up(self, workers: int) -> None:
         """Launch and load ``workers`` pages concurrently, so the first frames do not wait."""
@@ -368,6 +462,20 @@ class CapturePool:
         walker, self._walker = self._walker, None
         closing = [w.close() for w in workers] + ([walker.close()] if walker is not None else [])
         await asyncio.gather(*closing, return_exceptions=True)
+
+
+def _verify_static(position: int, stride: int, last_of_task: bool) -> bool:
+    """Return whether the ``position``-th static frame of a run is captured anyway, to compare.
+
+    The first of every run (a wrong proof shows at once), every ``stride``-th, and a task's last
+    frame; ``stride`` 0 checks none (a test hook: shows what a wrong proof would do unchecked).
+    """
+    return stride > 0 and (position == 1 or position % stride == 0 or last_of_task)
+
+
+def _unlink_all(paths: Sequence[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _write_atomic(target: Path, data: bytes) -> None:

@@ -61,6 +61,7 @@ async def execute_disk_capture_with_adaptive_retry(
     """
     total = len(chunk)
     ext = pool.settings.ext
+    pool.begin_chunk()
     tasks = distribute_frames(total, workers, frames_dir, chunk.start)
     report = await pool.run_pass(tasks, workers, on_frame)
     attempt = 0
