@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -143,7 +142,7 @@ class Claims:
             if await asyncio.shield(store.mark_chunk_rendering(job.id, chunk.index, attempt.id)) is None:
                 clog.info("the attempt no longer holds the chunk (cancelled); not started")
                 return
-            self.inflight[key] = InFlight(host.name, time.monotonic(), chunk.end - chunk.start)
+            self.inflight[key] = InFlight(host.name, asyncio.get_running_loop().time(), chunk.end - chunk.start)
             output, sha, frames, fps = await self.render(transport, host, job, chunk, attempt.id, progress)
             await asyncio.shield(store.mark_chunk_fetched(job.id, chunk.index, attempt.id))
             verified = await asyncio.shield(
@@ -253,10 +252,12 @@ class Claims:
         self, transport: Transport, host: HostConfig, job: Job, chunk: Chunk, attempt_id: int, progress: JobProgress
     ) -> tuple[Path, str, int, float]:
         """Stage, run the agent, fetch and verify one attempt; return (local file, sha256, frames, fps)."""
-        started = time.monotonic()
+        # The loop's clock (monotonic in the daemon): a simulation on virtual time sees its own speeds.
+        clock = asyncio.get_running_loop().time
+        started = clock()
         marks: dict[str, float] = {}
         comp = await self._staged(transport, host.name, job)
-        marks["staged"] = time.monotonic()
+        marks["staged"] = clock()
         ext = job_delivery(job).part_ext
         remote_out, remote_work = transport.chunk_paths(job.id, chunk.index, attempt_id, ext)
         output = self.local_chunk_path(job.id, chunk.index, attempt_id, ext)
@@ -266,9 +267,9 @@ class Claims:
         def on_event(event: dict[str, Any]) -> None:
             kind = event.get("event")
             if kind == "started":
-                marks["agent ready"] = time.monotonic()
+                marks["agent ready"] = clock()
             elif kind == "progress":
-                marks.setdefault("first frame", time.monotonic())
+                marks.setdefault("first frame", clock())
                 try:
                     done = int(event.get("frames_done", 0))
                 except (TypeError, ValueError):  # progress is advisory: a malformed one is skipped
@@ -278,18 +279,18 @@ class Claims:
                 progress.touch()
 
         done = await transport.run_chunk(assignment, on_event, timeout=self.ctx.config.timeouts.chunk)
-        marks["agent done"] = time.monotonic()
+        marks["agent done"] = clock()
         await transport.fetch(remote_out, output)
-        marks["fetched"] = time.monotonic()
+        marks["fetched"] = clock()
         frames = await _verify_chunk(output, done, chunk.end - chunk.start)
-        marks["verified"] = time.monotonic()
+        marks["verified"] = clock()
         # Where a chunk's time goes (seconds since the previous mark), for tuning the distributed path.
         steps, last = [], started
         for name, t in sorted(marks.items(), key=lambda kv: kv[1]):
             steps.append(f"{name} +{t - last:.2f}")
             last = t
         log.info("[host=%s job=%s chunk=%d] timing: %s", host.name, job.id, chunk.index, ", ".join(steps))
-        return output, str(done["sha256"]), frames, frames / max(1e-6, time.monotonic() - started)
+        return output, str(done["sha256"]), frames, frames / max(1e-6, clock() - started)
 
     def chunk_won(self, job_id: str, index: int, frames: int, fps: float, *, speculative: bool) -> None:
         """A chunk is verified: record its speed, stop the other copy of it, update progress."""

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import statistics
-import time
 
 from renderd.coordinator.claims import Claims, ContextLog, StoreStep
 from renderd.coordinator.hosts import HostRuntime, SchedulerContext
@@ -42,7 +41,7 @@ class Speculator:
 
     async def maybe_speculate(self, rt: HostRuntime) -> None:
         """The queue is empty and ``rt`` is idle: copy the worst straggler onto it, if there is one."""
-        now = time.monotonic()
+        now = asyncio.get_running_loop().time()  # the clock InFlight.started was read from
         worst: tuple[float, tuple[str, int]] | None = None
         for key, info in self.claims.inflight.items():
             if info.host == rt.config.name or self.ctx.tasks.find(Kind.SPECULATIVE, job=key[0], index=key[1]):
