@@ -86,6 +86,8 @@ class Claims:
         self.frame_seconds: dict[str, list[float]] = {}  # per job: seconds per frame of verified chunks
         # The composition synced to a host, per (host, job): the transport it went through and the task.
         self._staging: dict[tuple[str, str], tuple[Transport, asyncio.Task[str]]] = {}
+        self._settings: dict[str, RenderSettings] = {}  # per job, parsed from its params once
+        self._job_dirs: set[str] = set()  # jobs whose directory in the state dir exists
 
     def job_progress(self, job_id: str) -> JobProgress:
         """Return the live progress record of a job."""
@@ -135,12 +137,14 @@ class Claims:
         clog = ContextLog(log, f"[host={host.name} job={chunk.job_id} chunk={chunk.index}]")
         progress = self.job_progress(chunk.job_id)
         progress.hosts[chunk.index] = host.name
+        requeued = True  # unless it ends verified or stale: then only this host's slot freed up
         try:
             job = await store.get_job(chunk.job_id)
             if job is None:
                 raise RenderdError(f"job {chunk.job_id} is not in the store")
             if await asyncio.shield(store.mark_chunk_rendering(job.id, chunk.index, attempt.id)) is None:
                 clog.info("the attempt no longer holds the chunk (cancelled); not started")
+                requeued = False
                 return
             self.inflight[key] = InFlight(host.name, asyncio.get_running_loop().time(), chunk.end - chunk.start)
             output, sha, frames, fps = await self.render(transport, host, job, chunk, attempt.id, progress)
@@ -151,6 +155,7 @@ class Claims:
                 )
             )
             clog.info("chunk verified (%d frames, %.1f fps)", frames, fps)
+            requeued = False
             if verified is not None:
                 self.chunk_won(job.id, chunk.index, frames, fps, speculative=False)
                 await self.after_verified(host.name, job.id, fps)
@@ -166,7 +171,11 @@ class Claims:
         finally:
             self.inflight.pop(key, None)
             progress.touch()
-            self.ctx.wake()
+            # A chunk back in the queue may go to any idle host; a freed slot concerns this one.
+            if requeued:
+                self.ctx.wake()
+            else:
+                self.ctx.wake_host(host.name)
 
     async def _attempt_failed(
         self, transport: Transport, host: HostConfig, claim: Claim, exc: Exception, clog: ContextLog
@@ -258,11 +267,14 @@ class Claims:
         marks: dict[str, float] = {}
         comp = await self._staged(transport, host.name, job)
         marks["staged"] = clock()
-        ext = job_delivery(job).part_ext
+        settings = self._job_settings(job)
+        ext = _delivery(settings).part_ext
         remote_out, remote_work = transport.chunk_paths(job.id, chunk.index, attempt_id, ext)
         output = self.local_chunk_path(job.id, chunk.index, attempt_id, ext)
-        await asyncio.to_thread(output.parent.mkdir, parents=True, exist_ok=True)
-        assignment = self._assignment(job, chunk, host, comp, remote_out, remote_work)
+        if job.id not in self._job_dirs:  # once per job, not a thread hop per chunk
+            await asyncio.to_thread(output.parent.mkdir, parents=True, exist_ok=True)
+            self._job_dirs.add(job.id)
+        assignment = self._assignment(job, settings, chunk, host, comp, remote_out, remote_work)
 
         def on_event(event: dict[str, Any]) -> None:
             kind = event.get("event")
@@ -303,9 +315,17 @@ class Claims:
             if task is not asyncio.current_task():
                 task.cancel()
 
-    def _assignment(self, job: Job, chunk: Chunk, host: HostConfig, comp: str, output: str, work: str) -> Assignment:
+    def _job_settings(self, job: Job) -> RenderSettings:
+        """Return the job's render settings, parsed once per job (they are fixed at submission)."""
+        settings = self._settings.get(job.id)
+        if settings is None:
+            settings = self._settings[job.id] = job_settings(job)
+        return settings
+
+    def _assignment(
+        self, job: Job, settings: RenderSettings, chunk: Chunk, host: HostConfig, comp: str, output: str, work: str
+    ) -> Assignment:
         p = job.params
-        settings = job_settings(job)
         return Assignment(
             job_id=job.id,
             chunk_index=chunk.index,
@@ -332,6 +352,8 @@ class Claims:
     async def cleanup_job_dir(self, job_id: str, *, keep: bool = False) -> None:
         """Remove the job's files here and on every host that staged it (``keep``: leave them, --keep-frames)."""
         keys = [k for k in self._staging if k[1] == job_id]
+        self._settings.pop(job_id, None)
+        self._job_dirs.discard(job_id)
         if keep:
             log.info(
                 "[job=%s] --keep-frames: the job's directories stay on %s", job_id, ", ".join(k[0] for k in keys) or "-"
@@ -356,7 +378,10 @@ def job_settings(job: Job) -> RenderSettings:
 
 def job_delivery(job: Job) -> Delivery:
     """Return the output format of ``job`` (mp4 for a job submitted before formats existed)."""
-    settings = job_settings(job)
+    return _delivery(job_settings(job))
+
+
+def _delivery(settings: RenderSettings) -> Delivery:
     return Delivery("mp4" if settings.format == "auto" else settings.format, settings.codec, settings.transparent)
 
 
