@@ -57,7 +57,7 @@ def test_dying_and_slow_hosts(tmp_path: Path) -> None:
 
 def test_jobs_finish_in_priority_order(tmp_path: Path) -> None:
     """Without stragglers, every job of a priority finishes before any job of a lower one."""
-    sc = Scenario(hosts=50, chunks=1500, jobs=9, fail_fraction=0, slow_fraction=0, seed=5)
+    sc = Scenario(hosts=30, chunks=900, jobs=9, fail_fraction=0, slow_fraction=0, seed=5)
     r = simulate(sc, tmp_path)
     assert r.verified == sc.chunks
     finish = by_priority(r, r.job_finish)
