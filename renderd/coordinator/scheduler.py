@@ -140,9 +140,7 @@ class Scheduler:
                     # With ``avoid`` the host was passed over only for chunks that failed on it.
                     drained = drained or not avoid or not await self.store.has_pending_chunks()
                     break
-        # Ranking the stragglers walks every chunk in flight: once per full round (at least every
-        # IDLE_POLL_S), not after each chunk that ends while the queue is empty.
-        if idle and self._claiming and only is None:
+        if idle and self._claiming:
             await self.speculation.speculate(idle)
 
     # -- cancellation ----------------------------------------------------------------------
