@@ -484,3 +484,43 @@ async def test_a_host_claims_only_chunks_of_jobs_whose_required_labels_it_carrie
     assert (await store.claim_chunk("r3", labels=("cpu",))).chunk.job_id == plain_job.id  # type: ignore[union-attr]
     assert await store.claim_chunk("r3", labels=("cpu",)) is None
     assert (await store.get_job(gpu_job.id)).state is JobState.RUNNING  # type: ignore[union-attr]
+
+
+async def test_out_of_service_hosts_and_pending_chunks(store: Store, clock: FakeClock) -> None:
+    """The scheduler's once-a-round queries: which hosts are out, and whether anything is pending."""
+    assert not await store.has_pending_chunks()
+    for name in ("r1", "r2", "r3", "r4"):
+        await store.upsert_host(name)
+    await store.set_drained("r2", True)
+    await store.record_host_failure("r3", "ssh refused", quarantine_after=1, backoff_s=10.0)
+    clock.advance(30)  # r3's quarantine ran out but is still set: it needs its re-probe
+    await store.record_host_failure("r4", "render timed out", quarantine_after=5, backoff_s=10.0)  # not yet
+    out = await store.list_hosts_out_of_service()
+    assert [(h.name, h.state) for h in out] == [("r2", HostStatus.DRAINED), ("r3", HostStatus.UP)]
+    assert out[1].quarantined_until is not None
+
+    job = await store.create_job(new_job(20), plan(20))
+    assert await store.has_pending_chunks()
+    first = await store.claim_chunk("r1")
+    second = await store.claim_chunk("r1")
+    assert first is not None and second is not None
+    assert not await store.has_pending_chunks()
+    await store.mark_chunk_lost(job.id, 1, second.attempt.id, "connection lost")
+    assert await store.has_pending_chunks()
+    await store.cancel_job(job.id)
+    assert not await store.has_pending_chunks()  # a cancelled job's chunks are nobody's work
+
+
+async def test_all_verified_sees_every_unfinished_state(store: Store) -> None:
+    job = await store.create_job(new_job(30), plan(30))
+    assert not await store.job_all_verified("no-such-job")
+    await verify(store, job.id, "r1")
+    claim = await store.claim_chunk("r1")
+    assert claim is not None
+    for step in (store.mark_chunk_rendering, store.mark_chunk_fetched):
+        assert not await store.job_all_verified(job.id)
+        await step(job.id, claim.chunk.index, claim.attempt.id)
+    await store.mark_chunk_verified(job.id, 1, claim.attempt.id, output_path="/o/1", sha256="0" * 64, frames=10)
+    assert not await store.job_all_verified(job.id)  # chunk 2 still pending
+    await verify(store, job.id, "r1")
+    assert await store.job_all_verified(job.id)

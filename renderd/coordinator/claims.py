@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -91,6 +90,8 @@ class Claims:
         self.frame_seconds: dict[str, list[float]] = {}  # per job: seconds per frame of verified chunks
         # The composition synced to a host, per (host, job): the transport it went through and the task.
         self._staging: dict[tuple[str, str], tuple[Transport, asyncio.Task[str]]] = {}
+        self._settings: dict[str, RenderSettings] = {}  # per job, parsed from its params once
+        self._job_dirs: set[str] = set()  # jobs whose directory in the state dir exists
 
     def job_progress(self, job_id: str) -> JobProgress:
         """Return the live progress record of a job."""
@@ -142,14 +143,18 @@ class Claims:
         clog = ContextLog(log, f"[host={host.name} job={chunk.job_id} chunk={chunk.index}]")
         progress = self.job_progress(chunk.job_id)
         progress.hosts[chunk.index] = host.name
+        requeued = True  # unless it ends verified or stale: then only this host's slot freed up
         try:
             job = await store.get_job(chunk.job_id)
             if job is None:
                 raise RenderdError(f"job {chunk.job_id} is not in the store")
             if await asyncio.shield(store.mark_chunk_rendering(job.id, chunk.index, attempt.id)) is None:
                 clog.info("the attempt no longer holds the chunk (cancelled); not started")
+                requeued = False
                 return
-            self.inflight[key] = InFlight(host.name, time.monotonic(), chunk.end - chunk.start, job_requires(job))
+            self.inflight[key] = InFlight(
+                host.name, asyncio.get_running_loop().time(), chunk.end - chunk.start, job_requires(job)
+            )
             output, sha, frames, fps = await self.render(transport, host, job, chunk, attempt.id, progress)
             await asyncio.shield(store.mark_chunk_fetched(job.id, chunk.index, attempt.id))
             verified = await asyncio.shield(
@@ -158,6 +163,7 @@ class Claims:
                 )
             )
             clog.info("chunk verified (%d frames, %.1f fps)", frames, fps)
+            requeued = False
             if verified is not None:
                 self.ctx.outcomes.verified(host.name, frames / max(fps, 1e-6))
                 self.chunk_won(job.id, chunk.index, frames, fps, speculative=False)
@@ -174,7 +180,11 @@ class Claims:
         finally:
             self.inflight.pop(key, None)
             progress.touch()
-            self.ctx.wake()
+            # A chunk back in the queue may go to any idle host; a freed slot concerns this one.
+            if requeued:
+                self.ctx.wake()
+            else:
+                self.ctx.wake_host(host.name)
 
     async def _attempt_failed(
         self, transport: Transport, host: HostConfig, claim: Claim, exc: Exception, clog: ContextLog
@@ -265,22 +275,27 @@ class Claims:
         self, transport: Transport, host: HostConfig, job: Job, chunk: Chunk, attempt_id: int, progress: JobProgress
     ) -> tuple[Path, str, int, float]:
         """Stage, run the agent, fetch and verify one attempt; return (local file, sha256, frames, fps)."""
-        started = time.monotonic()
+        # The loop's clock (monotonic in the daemon): a simulation on virtual time sees its own speeds.
+        clock = asyncio.get_running_loop().time
+        started = clock()
         marks: dict[str, float] = {}
         comp = await self._staged(transport, host.name, job)
-        marks["staged"] = time.monotonic()
-        ext = job_delivery(job).part_ext
+        marks["staged"] = clock()
+        settings = self._job_settings(job)
+        ext = _delivery(settings).part_ext
         remote_out, remote_work = transport.chunk_paths(job.id, chunk.index, attempt_id, ext)
         output = self.local_chunk_path(job.id, chunk.index, attempt_id, ext)
-        await asyncio.to_thread(output.parent.mkdir, parents=True, exist_ok=True)
-        assignment = self._assignment(job, chunk, host, comp, remote_out, remote_work)
+        if job.id not in self._job_dirs:  # once per job, not a thread hop per chunk
+            await asyncio.to_thread(output.parent.mkdir, parents=True, exist_ok=True)
+            self._job_dirs.add(job.id)
+        assignment = self._assignment(job, settings, chunk, host, comp, remote_out, remote_work)
 
         def on_event(event: dict[str, Any]) -> None:
             kind = event.get("event")
             if kind == "started":
-                marks["agent ready"] = time.monotonic()
+                marks["agent ready"] = clock()
             elif kind == "progress":
-                marks.setdefault("first frame", time.monotonic())
+                marks.setdefault("first frame", clock())
                 try:
                     done = int(event.get("frames_done", 0))
                 except (TypeError, ValueError):  # progress is advisory: a malformed one is skipped
@@ -290,18 +305,18 @@ class Claims:
                 progress.touch()
 
         done = await transport.run_chunk(assignment, on_event, timeout=self.ctx.config.timeouts.chunk)
-        marks["agent done"] = time.monotonic()
+        marks["agent done"] = clock()
         await transport.fetch(remote_out, output)
-        marks["fetched"] = time.monotonic()
+        marks["fetched"] = clock()
         frames = await _verify_chunk(output, done, chunk.end - chunk.start)
-        marks["verified"] = time.monotonic()
+        marks["verified"] = clock()
         # Where a chunk's time goes (seconds since the previous mark), for tuning the distributed path.
         steps, last = [], started
         for name, t in sorted(marks.items(), key=lambda kv: kv[1]):
             steps.append(f"{name} +{t - last:.2f}")
             last = t
         log.info("[host=%s job=%s chunk=%d] timing: %s", host.name, job.id, chunk.index, ", ".join(steps))
-        return output, str(done["sha256"]), frames, frames / max(1e-6, time.monotonic() - started)
+        return output, str(done["sha256"]), frames, frames / max(1e-6, clock() - started)
 
     def chunk_won(self, job_id: str, index: int, frames: int, fps: float, *, speculative: bool) -> None:
         """A chunk is verified: record its speed, stop the other copy of it, update progress."""
@@ -314,9 +329,17 @@ class Claims:
             if task is not asyncio.current_task():
                 task.cancel()
 
-    def _assignment(self, job: Job, chunk: Chunk, host: HostConfig, comp: str, output: str, work: str) -> Assignment:
+    def _job_settings(self, job: Job) -> RenderSettings:
+        """Return the job's render settings, parsed once per job (they are fixed at submission)."""
+        settings = self._settings.get(job.id)
+        if settings is None:
+            settings = self._settings[job.id] = job_settings(job)
+        return settings
+
+    def _assignment(
+        self, job: Job, settings: RenderSettings, chunk: Chunk, host: HostConfig, comp: str, output: str, work: str
+    ) -> Assignment:
         p = job.params
-        settings = job_settings(job)
         return Assignment(
             job_id=job.id,
             chunk_index=chunk.index,
@@ -346,6 +369,8 @@ class Claims:
         ``keep_files``: local files of the job's directory that stay (a failed job's verified chunks).
         """
         keys = [k for k in self._staging if k[1] == job_id]
+        self._settings.pop(job_id, None)
+        self._job_dirs.discard(job_id)
         if keep:
             log.info(
                 "[job=%s] --keep-frames: the job's directories stay on %s", job_id, ", ".join(k[0] for k in keys) or "-"
@@ -375,7 +400,10 @@ def job_requires(job: Job) -> frozenset[str]:
 
 def job_delivery(job: Job) -> Delivery:
     """Return the output format of ``job`` (mp4 for a job submitted before formats existed)."""
-    settings = job_settings(job)
+    return _delivery(job_settings(job))
+
+
+def _delivery(settings: RenderSettings) -> Delivery:
     return Delivery("mp4" if settings.format == "auto" else settings.format, settings.codec, settings.transparent)
 
 

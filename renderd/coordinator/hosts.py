@@ -43,10 +43,26 @@ class SchedulerContext:
     # an attempt that ended here is never left "rendering" there.
     unsettled: list[Callable[[], Any]] = field(default_factory=list)
     outcomes: ChunkOutcomes = field(default_factory=ChunkOutcomes)  # counted for /metrics
+    # What the next scheduling round looks at: every host, or only these (their slots freed up).
+    # A finished chunk wakes its own host, not a round over the whole farm.
+    full_round: bool = True
+    woken_hosts: set[str] = field(default_factory=set)
 
     def wake(self) -> None:
-        """Look for work now (a job arrived, a slot freed up)."""
+        """Look for work for every host now (a job arrived, a chunk was requeued, the hosts changed)."""
+        self.full_round = True
         self.wake_event.set()
+
+    def wake_host(self, name: str) -> None:
+        """Look for work for ``name`` now (one of its slots freed up)."""
+        self.woken_hosts.add(name)
+        self.wake_event.set()
+
+    def next_round(self) -> set[str] | None:
+        """Take what the next round looks at: None for every host, else the woken hosts."""
+        hosts = None if self.full_round else self.woken_hosts
+        self.full_round, self.woken_hosts = False, set()
+        return hosts
 
 
 @dataclass
@@ -81,7 +97,7 @@ class HostRuntime:
         """Slots not taken by a chunk or a speculative copy (none when retired or disabled)."""
         if self.retired or not self.config.enabled:
             return 0
-        return self.config.slots - len(self.tasks.find(SLOT_KINDS, host=self.config.name))
+        return self.config.slots - self.tasks.count(SLOT_KINDS, self.config.name)
 
 
 class HostRegistry:
@@ -90,6 +106,7 @@ class HostRegistry:
     def __init__(self, ctx: SchedulerContext) -> None:
         self.ctx = ctx
         self.hosts: dict[str, HostRuntime] = {}
+        self._current: set[str] = set()  # enabled hosts of the inventory in force
 
     def apply_inventory(self, inventory: Inventory) -> None:
         """Take a (re)loaded inventory: new hosts join, changed ones get a new transport, removed ones retire."""
@@ -105,6 +122,7 @@ class HostRegistry:
             if name not in names and not rt.retired:
                 rt.retired = True
                 self._retire_transport(name, rt.transport)
+        self._current = {n for n, rt in self.hosts.items() if rt.config.enabled and not rt.retired}
         self.ctx.wake()
 
     def _retire_transport(self, name: str, transport: Transport) -> None:
@@ -120,13 +138,21 @@ class HostRegistry:
         """Return the slots of every enabled, current host."""
         return sum(rt.config.slots for rt in self.hosts.values() if rt.config.enabled and not rt.retired)
 
-    async def usable(self) -> list[HostRuntime]:
-        """Return the hosts that may take chunks now; start re-probes of hosts whose quarantine ran out."""
+    async def usable(self, only: set[str] | None = None) -> tuple[list[HostRuntime], int]:
+        """Return the hosts (of ``only``, if given) that may take chunks now, and how many there are in all.
+
+        Starts re-probes of hosts whose quarantine ran out.
+        """
         out = []
-        for name, rt in list(self.hosts.items()):
+        # One store call a round: the hosts not listed here are in service.
+        states = {h.name: h for h in await self.ctx.store.list_hosts_out_of_service()}
+        in_service = len(self._current) - sum(1 for name in states if name in self._current)
+        names = list(self.hosts) if only is None else sorted(n for n in only if n in self.hosts)
+        for name in names:
+            rt = self.hosts[name]
             if not rt.config.enabled or rt.retired:
                 continue
-            state = await self.ctx.store.get_host(name)
+            state = states.get(name)
             if state is not None and state.state.value in UNUSABLE:
                 continue
             if state is not None and state.quarantined_until is not None:
@@ -135,7 +161,7 @@ class HostRegistry:
                     self.ctx.tasks.spawn(self._probe_host(rt), Kind.PROBE, host=name)
                 continue
             out.append(rt)
-        return out
+        return out, in_service
 
     async def _probe_host(self, rt: HostRuntime) -> None:
         """Probe a host whose quarantine ran out (as `hosts check` does): back in service, or a longer quarantine."""

@@ -13,7 +13,6 @@ and :mod:`.tasks` (the one owner of every task they start).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from renderd.config import DaemonConfig, Inventory
@@ -89,19 +88,32 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Fill free slots until ``stop`` is set; a failing store or a bug delays work, never ends the loop."""
         resumed = False
+        loop = asyncio.get_running_loop()
+        last_full = loop.time()
         while not stop.is_set():
             self.ctx.wake_event.clear()
+            # A busy farm wakes hosts one by one without pause: every host (idle ones looking for
+            # stragglers, quarantines that ran out) still gets a round at least every IDLE_POLL_S.
+            if loop.time() - last_full >= IDLE_POLL_S:
+                self.ctx.full_round = True
+            only = self.ctx.next_round()
+            if only is None:
+                last_full = loop.time()
             try:
                 if not resumed:
                     await self._resume_assembly()
                     resumed = True
-                await self._fill_slots()
+                await self._fill_slots(only)
             except StoreError as exc:
+                self.ctx.full_round = True
                 log.warning("the job store failed (%s); retrying in %.0f s", exc, IDLE_POLL_S)
             except Exception:
+                self.ctx.full_round = True
                 log.exception("scheduling round failed; retrying in %.0f s", IDLE_POLL_S)
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self.ctx.wake_event.wait(), IDLE_POLL_S)
+            except TimeoutError:
+                self.ctx.full_round = True  # idle hosts look for stragglers to copy, quarantines end
 
     async def _resume_assembly(self) -> None:
         """After a restart: jobs whose chunks were all verified still need their output."""
@@ -109,17 +121,27 @@ class Scheduler:
             if await self.store.job_all_verified(job.id):
                 self._spawn_assembly(job.id)
 
-    async def _fill_slots(self) -> None:
+    async def _fill_slots(self, only: set[str] | None = None) -> None:
+        """Claim chunks for the free slots of every usable host, or of those in ``only``; idle ones speculate."""
         if not self._claiming or not await self.claims.settle_pending():
+            self.ctx.full_round = True
             return
-        usable = await self.registry.usable()
+        usable, in_service = await self.registry.usable(only)
         # A chunk that failed on a host is retried elsewhere while there is an elsewhere.
-        avoid = len(usable) > 1
+        avoid = in_service > 1
+        idle: list[HostRuntime] = []
+        # Once nothing is pending for anyone, the other hosts skip their claim (a store call
+        # each: a thousand a round at the end of a large queue) and only speculate.
+        drained = False
         for rt in usable:
             while rt.free_slots > 0 and self._claiming:
-                if await self.claims.claim(rt, avoid_own_failures=avoid) is None:
-                    await self.speculation.maybe_speculate(rt)
+                if drained or await self.claims.claim(rt, avoid_own_failures=avoid) is None:
+                    idle.append(rt)
+                    # With ``avoid`` the host was passed over only for chunks that failed on it.
+                    drained = drained or not avoid or not await self.store.has_pending_chunks()
                     break
+        if idle and self._claiming:
+            await self.speculation.speculate(idle)
 
     # -- cancellation ----------------------------------------------------------------------
 

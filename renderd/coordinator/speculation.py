@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import statistics
-import time
 
 from renderd.coordinator.claims import Claims, ContextLog, StoreStep
 from renderd.coordinator.hosts import HostRuntime, SchedulerContext
@@ -32,43 +31,70 @@ class Speculator:
     def __init__(self, ctx: SchedulerContext, claims: Claims) -> None:
         self.ctx = ctx
         self.claims = claims
+        self._medians: dict[str, tuple[int, float]] = {}  # per job: (samples seen, their median)
 
     def expected_seconds(self, job_id: str, frames: int) -> float | None:
         """How long a chunk of ``frames`` should take, from this job's verified chunks so far."""
         samples = self.claims.frame_seconds.get(job_id)
         if not samples:
             return None
-        return statistics.median(samples) * frames
+        # The median is kept until the job has new samples: every idle round asks, per straggler.
+        cached = self._medians.get(job_id)
+        if cached is None or cached[0] != len(samples):
+            cached = self._medians[job_id] = (len(samples), statistics.median(samples))
+        return cached[1] * frames
 
-    async def maybe_speculate(self, rt: HostRuntime) -> None:
-        """The queue is empty and ``rt`` is idle: copy the worst straggler onto it, if there is one."""
-        now = time.monotonic()
-        worst: tuple[float, tuple[str, int]] | None = None
+    def stragglers(self) -> list[tuple[float, tuple[str, int], str, frozenset[str]]]:
+        """Return the in-flight chunks late enough for a copy, worst first.
+
+        Each as (how late, chunk, its host, the labels its job requires).
+        """
+        now = asyncio.get_running_loop().time()  # the clock InFlight.started was read from
+        late = []
         for key, info in self.claims.inflight.items():
-            if info.host == rt.config.name or self.ctx.tasks.find(Kind.SPECULATIVE, job=key[0], index=key[1]):
+            if now - info.started < SPECULATE_MIN_S:
                 continue
-            if not info.require <= set(rt.config.labels):
-                continue  # the job needs a label this host lacks
+            if self.ctx.tasks.find(Kind.SPECULATIVE, job=key[0], index=key[1]):
+                continue
             expected = self.expected_seconds(key[0], info.frames)
             if expected is None:
                 continue
-            late = (now - info.started) / max(expected, 1e-6)
-            if (
-                now - info.started >= SPECULATE_MIN_S
-                and late >= SPECULATE_FACTOR
-                and (worst is None or late > worst[0])
-            ):
-                worst = (late, key)
-        if worst is None:
-            return
-        job_id, index = worst[1]
+            ratio = (now - info.started) / max(expected, 1e-6)
+            if ratio >= SPECULATE_FACTOR:
+                late.append((ratio, key, info.host, info.require))
+        late.sort(key=lambda item: item[0], reverse=True)
+        return late
+
+    async def speculate(self, idle: list[HostRuntime]) -> None:
+        """The queue is empty and ``idle`` hosts have free slots: each copies the worst straggler not its own.
+
+        The stragglers are ranked once for all the idle hosts, not once per host.
+        """
+        late = self.stragglers() if idle else []
+        for rt in idle:
+            if not late:
+                return
+            # Not its own chunk, and only a job whose labels this host carries.
+            labels = set(rt.config.labels)
+            pick = next((item for item in late if item[2] != rt.config.name and item[3] <= labels), None)
+            if pick is None:
+                continue
+            late.remove(pick)
+            await self._start(rt, pick[1], pick[0])
+
+    async def maybe_speculate(self, rt: HostRuntime) -> None:
+        """The queue is empty and ``rt`` is idle: copy the worst straggler onto it, if there is one."""
+        await self.speculate([rt])
+
+    async def _start(self, rt: HostRuntime, key: tuple[str, int], late: float) -> None:
+        job_id, index = key
         name = rt.config.name
         attempt = await asyncio.shield(self.ctx.store.start_speculative_attempt(job_id, index, name))
         if attempt is None:
             return
         log.info(
             "[host=%s job=%s chunk=%d] speculative copy: the chunk runs %.1fx longer than expected",
-            name, job_id, index, worst[0],
+            name, job_id, index, late,
         )  # fmt: skip
         self.ctx.outcomes.speculative(name)
         self.ctx.tasks.spawn(
@@ -117,4 +143,4 @@ class Speculator:
             self.ctx.outcomes.failed(host.name)
             await self.claims.settle(ended(AttemptOutcome.FAILED, why), clog.context)
         finally:
-            self.ctx.wake()
+            self.ctx.wake_host(host.name)  # a copy never requeues its chunk: only this slot freed up

@@ -481,9 +481,13 @@ class Store:
     @_in_thread
     def job_all_verified(self, job_id: str) -> bool:
         """Return True when the job has chunks and every one of them is verified."""
-        sql = "SELECT count(*), total(state = 'verified') FROM chunks WHERE job_id = ?"
-        n, ok = self._db.execute(sql, (job_id,)).fetchone()
-        return bool(n) and n == ok
+        # Index seeks on (state, job_id) for a chunk that is not verified, not a count of the
+        # job's chunks: this runs after every verified chunk.
+        sql = (
+            "SELECT EXISTS (SELECT 1 FROM chunks WHERE job_id = ?1) AND NOT EXISTS (SELECT 1 FROM chunks "
+            "WHERE state IN ('pending', 'assigned', 'rendering', 'fetched', 'failed') AND job_id = ?1)"
+        )
+        return bool(self._db.execute(sql, (job_id,)).fetchone()[0])
 
     def _set_job(self, job_id: str, sets: str, args: Sequence[Any], when: str, **data: Any) -> Job | None:
         """Apply ``sets`` to the job if ``when`` holds, with an event named after its new state."""
@@ -560,11 +564,15 @@ class Store:
                 )
             ]
             skip = "AND j.id NOT IN (SELECT value FROM json_each(?)) " if unfit else ""
+            # Per active job (a few), its first pending chunk by the (state, job_id, idx) index: a
+            # join over every pending chunk, sorted, cost a full scan of the queue per claim.
+            # Parameters bind in text order: the subquery's host, then the unfit list.
             row = self._one(
-                "SELECT c.job_id, c.idx FROM chunks c JOIN jobs j ON j.id = c.job_id "
-                f"WHERE c.state = 'pending' AND j.state IN ('queued', 'running') {skip}{avoid}"
-                "ORDER BY j.priority DESC, j.created_at, j.rowid, c.idx LIMIT 1",
-                (*((json.dumps(unfit),) if unfit else ()), *((host,) if avoid_own_failures else ())),
+                "SELECT j.id AS job_id, (SELECT c.idx FROM chunks c WHERE c.state = 'pending' AND c.job_id = j.id "
+                f"{avoid}ORDER BY c.idx LIMIT 1) AS idx FROM jobs j "
+                f"WHERE j.state IN ('queued', 'running') {skip}AND idx IS NOT NULL "
+                "ORDER BY j.priority DESC, j.created_at, j.rowid LIMIT 1",
+                (*((host,) if avoid_own_failures else ()), *((json.dumps(unfit),) if unfit else ())),
             )
             if row is None:
                 return None
@@ -585,6 +593,15 @@ class Store:
                 self._add_event(job_id, "started")
             self._add_event(job_id, "chunk_assigned", chunk=index, host=host, attempt=attempt_id)
             return Claim(_chunk(chunk), self._get_attempt(attempt_id))
+
+    @_in_thread
+    def has_pending_chunks(self) -> bool:
+        """Return True if a queued or running job has a pending chunk (any host might claim it)."""
+        sql = (
+            "SELECT EXISTS (SELECT 1 FROM chunks c JOIN jobs j ON j.id = c.job_id "
+            "WHERE c.state = 'pending' AND j.state IN ('queued', 'running'))"
+        )
+        return bool(self._db.execute(sql).fetchone()[0])
 
     def _advance(self, job_id: str, index: int, attempt_id: int, to: ChunkState) -> Chunk | None:
         with transaction(self._db):
@@ -798,6 +815,17 @@ class Store:
         """Return every known host, by name."""
         now = self._clock()
         return [_host(row, now) for row in self._db.execute("SELECT * FROM hosts ORDER BY name")]
+
+    @_in_thread
+    def list_hosts_out_of_service(self) -> list[HostState]:
+        """Return the hosts that are drained or have a quarantine time set (ran out or not), by name.
+
+        Every other host may take chunks: the scheduler asks this once a round instead of
+        reading each host (a thousand store calls a round on a large farm).
+        """
+        now = self._clock()
+        sql = "SELECT * FROM hosts WHERE drained != 0 OR quarantined_until IS NOT NULL ORDER BY name"
+        return [_host(row, now) for row in self._db.execute(sql)]
 
     @_in_thread
     def record_host_failure(

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 class Kind(enum.Enum):
@@ -53,6 +54,10 @@ class TaskRegistry:
 
     def __init__(self) -> None:
         self._tasks: dict[asyncio.Task[Any], TaskInfo] = {}
+        # Indexes, so the scheduler's per-host and per-chunk look-ups do not scan every task
+        # (thousands of them on a large farm, looked up for every host in every round).
+        self._by_host: dict[str, dict[asyncio.Task[Any], TaskInfo]] = {}
+        self._by_chunk: dict[tuple[str, int], dict[asyncio.Task[Any], TaskInfo]] = {}
 
     def spawn(
         self,
@@ -67,12 +72,20 @@ class TaskRegistry:
         """Start ``coro`` as a task owned here; it leaves the registry when it ends."""
         name = "-".join(str(p) for p in (kind.value, host, job, index) if p is not None)
         task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks[task] = TaskInfo(kind, host, job, index, quiet)
+        info = self._tasks[task] = TaskInfo(kind, host, job, index, quiet)
+        if host is not None:
+            self._by_host.setdefault(host, {})[task] = info
+        if job is not None and index is not None:
+            self._by_chunk.setdefault((job, index), {})[task] = info
         task.add_done_callback(self._done)
         return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         info = self._tasks.pop(task, None)
+        if info is not None:
+            _unindex(self._by_host, info.host, task)
+            if info.job is not None and info.index is not None:
+                _unindex(self._by_chunk, (info.job, info.index), task)
         if task.cancelled() or info is None:
             return
         exc = task.exception()  # retrieved here, so asyncio never reports it as lost
@@ -89,14 +102,24 @@ class TaskRegistry:
     ) -> list[asyncio.Task[Any]]:
         """Return the live tasks matching every given criterion."""
         wanted = {kinds} if isinstance(kinds, Kind) else set(kinds) if kinds is not None else None
+        if job is not None and index is not None:
+            among = self._by_chunk.get((job, index), {})
+        elif host is not None:
+            among = self._by_host.get(host, {})
+        else:
+            among = self._tasks
         return [
             t
-            for t, i in self._tasks.items()
+            for t, i in among.items()
             if (wanted is None or i.kind in wanted)
             and (host is None or i.host == host)
             and (job is None or i.job == job)
             and (index is None or i.index == index)
         ]
+
+    def count(self, kinds: frozenset[Kind], host: str) -> int:
+        """Return how many live tasks of ``kinds`` the host has."""
+        return sum(1 for i in self._by_host.get(host, {}).values() if i.kind in kinds)
 
     def info(self, task: asyncio.Task[Any]) -> TaskInfo | None:
         """Return what ``task`` is about, if it is registered."""
@@ -110,3 +133,13 @@ class TaskRegistry:
         if pending:
             await asyncio.wait(pending, timeout=timeout)
         return len(pending)
+
+
+def _unindex(index: dict[K, dict[asyncio.Task[Any], TaskInfo]], key: K | None, task: asyncio.Task[Any]) -> None:
+    if key is None:
+        return
+    tasks = index.get(key)
+    if tasks is not None:
+        tasks.pop(task, None)
+        if not tasks:
+            del index[key]
