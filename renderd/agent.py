@@ -100,6 +100,20 @@ async def serve(lines: asyncio.StreamReader, emit: Callable[[Event], None], **fa
         await asyncio.shield(warm.close())
 
 
+def _chromium_version(chromium: str | None) -> str | None:
+    """Return what ``chromium --version`` prints (e.g. "Chromium 156.0.8078.73 built on Debian ..."), or None."""
+    import subprocess
+
+    if chromium is None:
+        return None
+    try:
+        done = subprocess.run([chromium, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = done.stdout.strip().splitlines()
+    return lines[0].strip() if done.returncode == 0 and lines else None
+
+
 def probe_host(work_dir: Path | None) -> dict[str, object]:
     """Describe this host for `renderd hosts check`: versions, tools, CPUs, memory, free disk."""
     import shutil
@@ -117,6 +131,7 @@ def probe_host(work_dir: Path | None) -> dict[str, object]:
                 return str(found)
         return None
 
+    chromium = which(CHROMIUM_CANDIDATES)
     disk = None
     if work_dir is not None:
         target = work_dir
@@ -126,7 +141,9 @@ def probe_host(work_dir: Path | None) -> dict[str, object]:
     return {
         "version": __version__,
         "protocol": PROTOCOL_VERSION,
-        "chromium": which(CHROMIUM_CANDIDATES),
+        "chromium": chromium,
+        # The build draws the pixels: hosts on different builds may draw text differently.
+        "chromium_version": _chromium_version(chromium),
         "ffmpeg": which(("ffmpeg",)),
         "ffprobe": which(("ffprobe",)),
         "rsync": which(("rsync",)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from sshhosts import TestHosts
 
 import renderd
 from renderd import selftest
+from renderd.coordinator.hostcheck import HostReport, mixed_builds
 
 pytestmark = pytest.mark.browser
 
@@ -69,6 +71,8 @@ def test_healthy_local_and_ssh_hosts_pass_with_the_self_test_frame(short_tmp: Pa
         assert reports[name]["ok"] and reports[name]["problems"] == [], reports[name]
         # The frame was really rendered and judged, not just the probe read.
         assert isinstance(reports[name]["selftest_s"], float), reports[name]
+        # The browser build is reported: it decides how text is drawn.
+        assert reports[name]["facts"]["chromium_version"] == CHROMIUM_VERSION, reports[name]["facts"]
     # Nothing is left behind: not on the host, not in the coordinator's state dir.
     assert not list((hosts.host("h1").work_dir / "jobs").glob("hostcheck-*"))
     assert not list((short_tmp / "state" / "jobs").glob("hostcheck-*"))
@@ -94,6 +98,7 @@ def test_a_host_whose_install_lacks_the_fonts_is_unavailable_with_the_agents_err
     assert code == 1
     lines = text.splitlines()
     assert lines[0].split()[:2] == ["h1", "UNAVAILABLE"], text
+    assert f"renderd {renderd.__version__}, {CHROMIUM_VERSION}, " in lines[0], text
     assert (
         lines[1].strip().startswith("self-test render failed: index.html: cannot serve /index.html: FileNotFoundError")
     )
@@ -181,3 +186,23 @@ def test_the_quarantine_re_probe_renders_and_keeps_a_broken_host_out(short_tmp: 
         assert "re-probe passed" not in d.log.read_text()
     finally:
         d.stop()
+
+
+CHROMIUM_VERSION = subprocess.run(
+    ["/usr/bin/chromium", "--version"], capture_output=True, text=True, check=True
+).stdout.strip()
+
+
+def test_hosts_on_different_chromium_builds_are_named_in_one_warning() -> None:
+    def report(name: str, build: str | None, ok: bool = True) -> HostReport:
+        return HostReport(name, ok, [], {"chromium_version": build} if build else {})
+
+    same = [report("a", "Chromium 156.0.8078.73"), report("b", "Chromium 156.0.8078.73"), report("c", None)]
+    assert mixed_builds(same) is None
+    # A host that cannot render does not count: it gets no chunks.
+    assert mixed_builds([*same, report("d", "Chromium 150.0.1.1", ok=False)]) is None
+    mixed = mixed_builds([*same, report("d", "Chromium 150.0.1.1")])
+    assert mixed == (
+        "the hosts run 2 different Chromium builds (Chromium 150.0.1.1: d; Chromium 156.0.8078.73: a, b); "
+        "chunks of one job may draw text differently: install the same build on every host"
+    )

@@ -389,7 +389,7 @@ def _hosts_check(args: argparse.Namespace) -> int:
     import asyncio
     import dataclasses
 
-    from renderd.coordinator.hostcheck import check_hosts
+    from renderd.coordinator.hostcheck import check_hosts, mixed_builds
 
     config, inventory = _config_and_inventory(args)
     reports = asyncio.run(check_hosts(config, inventory, args.names))
@@ -399,12 +399,15 @@ def _hosts_check(args: argparse.Namespace) -> int:
         for r in reports:
             f = r.facts
             ram = (f.get("memory_available") or 0) >> 30
-            facts = f"renderd {f.get('version')}, {f.get('cpus')} CPUs, {ram} GiB free RAM" if f else ""
+            build = f", {f['chromium_version']}" if f.get("chromium_version") else ""
+            facts = f"renderd {f.get('version')}{build}, {f.get('cpus')} CPUs, {ram} GiB free RAM" if f else ""
             if r.selftest_s is not None:
                 facts += f", self-test frame in {r.selftest_s:.1f} s"
             print(f"{r.name:16s} {'ok' if r.ok else 'UNAVAILABLE':12s} {facts}")
             for p in r.problems:
                 print(f"    {p}")
+        if (mixed := mixed_builds(reports)) is not None:
+            print(f"renderd: warning: {mixed}", file=sys.stderr)
     return 0 if all(r.ok for r in reports) else 1
 
 

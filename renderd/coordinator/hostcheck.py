@@ -63,6 +63,26 @@ def judge(name: str, facts: dict[str, Any]) -> HostReport:
     return HostReport(name, not problems, problems, facts)
 
 
+def mixed_builds(reports: list[HostReport]) -> str | None:
+    """Say so when the usable hosts run different Chromium builds, else None.
+
+    A build draws the pixels (text rasterisation differs between builds), and a job's chunks go to
+    any usable host: one job could then mix slightly different renderings.
+    """
+    builds: dict[str, list[str]] = {}
+    for r in reports:
+        build = r.facts.get("chromium_version")
+        if r.ok and isinstance(build, str):
+            builds.setdefault(build, []).append(r.name)
+    if len(builds) < 2:
+        return None
+    listed = "; ".join(f"{build}: {', '.join(names)}" for build, names in sorted(builds.items()))
+    return (
+        f"the hosts run {len(builds)} different Chromium builds ({listed}); chunks of one job may draw "
+        "text differently: install the same build on every host"
+    )
+
+
 async def check_host(transport: Transport, name: str, config: DaemonConfig, *, render: bool) -> HostReport:
     """Probe one host and, with ``render``, render the self-test frame on it.
 
