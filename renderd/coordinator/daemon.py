@@ -23,7 +23,7 @@ from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inv
 from renderd.coordinator import protocol
 from renderd.coordinator.describe import DescribeHost, Describer
 from renderd.coordinator.hooks import HookDispatcher
-from renderd.coordinator.hostcheck import check_hosts
+from renderd.coordinator.hostcheck import check_hosts, mixed_builds
 from renderd.coordinator.hosts import UNUSABLE
 from renderd.coordinator.jobview import chunk_state, number_attempts, pace
 from renderd.coordinator.models import Job, JobState
@@ -207,6 +207,8 @@ class Coordinator:
             )
         ready = sum(r.ok for r in reports)
         log.info("host probe done: %d of %d host(s) ready", ready, len(reports))
+        if (mixed := mixed_builds(reports)) is not None:
+            log.warning("%s", mixed)
         if self.scheduler is not None:
             self.scheduler.wake()
 
