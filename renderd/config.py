@@ -42,7 +42,7 @@ from renderd.config_locate import (
     want,
 )
 from renderd.errors import ConfigError
-from renderd.netguard import AddressPolicy, check_entry
+from renderd.netguard import AddressPolicy, check_entry, is_loopback_name
 from renderd.settings import DEFAULTS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -100,7 +100,7 @@ class WebConfig:
     @property
     def loopback(self) -> bool:
         """Whether only this machine can reach the listener."""
-        return _is_loopback(self.host)
+        return is_loopback_name(self.host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,15 +337,6 @@ def _allow_entry(value: object) -> str:
 _PREPARE_KEYS: dict[str, Check] = {"allow": list_of(_allow_entry)}
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _listen(value: object) -> tuple[str, int]:
     v: str = want(value, str, 'a "host:port" string')
     host, sep, port = v.rpartition(":")
@@ -481,7 +472,7 @@ def _web_config(doc: Mapping[str, Any], web: dict[str, Any], path: Path, problem
     token = web.get("token_file")
     if token is not None:
         token = path.parent.absolute() / token
-    if not _is_loopback(host) and token is None:
+    if not is_loopback_name(host) and token is None:
         # The page and /metrics show job paths and host names: beyond this machine only with a token.
         problems.add(("web", "listen"), f"{host} is not a loopback address: set web.token_file too")
     return WebConfig(host=host, port=port, token_file=token)

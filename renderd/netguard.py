@@ -168,3 +168,13 @@ def check_addresses(policy: AddressPolicy, host: str, addresses: list[IPAddress]
         reason = policy.refusal(host, ip)
         if reason is not None:
             raise AddressRefused(reason)
+
+
+def is_loopback_name(host: str) -> bool:
+    """Whether ``host`` (an IP address or a name, no port) names this machine only: ``localhost`` or a loopback IP."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

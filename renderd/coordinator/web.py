@@ -16,7 +16,6 @@ import asyncio
 import collections
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from renderd.coordinator.scheduler import Scheduler
 from renderd.coordinator.server import Handler, Peer
 from renderd.coordinator.store import Store
 from renderd.errors import ConfigError, ControlError, RenderdError
+from renderd.netguard import is_loopback_name
 
 log = logging.getLogger(__name__)
 
@@ -388,13 +388,7 @@ def _first_png(part: Path) -> bytes | None:
 
 def _loopback_host(host: str) -> bool:
     name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
-    name = name.strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_name(name.strip("[]"))
 
 
 def _offer(queue: asyncio.Queue[bytes | None], data: bytes | None) -> None:
