@@ -55,6 +55,9 @@ class EngineOptions:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     chromium: str | None = DEFAULTS.chromium
     gl: str = DEFAULTS.gl  # "auto" (scan the composition for WebGL), "on", "off"
+    # "chromium" (screenshot capture) or "headless-shell" (BeginFrame capture); "auto" is
+    # resolved before the engine (render.py locally, the coordinator per job).
+    browser: str = "chromium"
     workers: int | None = DEFAULTS.workers  # None = auto
 
 
@@ -68,6 +71,7 @@ async def read_info(
     on_ready: Callable[[CompositionPage, CompositionInfo], Awaitable[None]] | None = None,
     media: MediaFrames | None = None,
     max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
+    begin_frame: bool = False,
 ) -> tuple[CompositionInfo, CompositionPage | None]:
     """Load ``comp`` in ``browser`` and return its validated metadata.
 
@@ -86,6 +90,7 @@ async def read_info(
         fps=overrides.fps,
         media=media,
         max_asset_bytes=max_asset_bytes,
+        begin_frame=begin_frame,
     )
     try:
         info = resolve_info(comp, await page.describe(), overrides)
@@ -114,7 +119,8 @@ class Engine:
         self.options = options
         self.info: CompositionInfo | None = None
         self.gl = options.gl == "on" or (options.gl == "auto" and comp.uses_webgl())
-        self._browser_options = BrowserOptions(executable=options.chromium, gl=self.gl)
+        self.begin_frame = options.browser == "headless-shell"
+        self._browser_options = BrowserOptions(executable=options.chromium, gl=self.gl, begin_frame=self.begin_frame)
         self._pw_cm = async_playwright()
         # A driver passed in belongs to the caller (a serving agent keeps one for its whole life).
         self._own_driver = playwright is None
@@ -162,6 +168,7 @@ class Engine:
                 on_ready=self._on_probe_ready,
                 media=self._media_frames,
                 max_asset_bytes=self.options.capture.max_asset_bytes,
+                begin_frame=self._browser_options.begin_frame,
             )
             if page is not None and self._probe_page_spent:
                 await page.close()

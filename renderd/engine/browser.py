@@ -16,6 +16,9 @@ from renderd.errors import BrowserError
 # Playwright's own browser download is not something render hosts can count on; the
 # distribution's Chromium is.
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "chrome")
+# The headless shell (Debian's chromium-headless-shell, Google's chrome-headless-shell) is the build
+# that honours BeginFrame control: the cheapest capture path measured (docs/performance.md).
+HEADLESS_SHELL_CANDIDATES = ("/usr/bin/chromium-headless-shell", "chromium-headless-shell", "chrome-headless-shell")
 
 _COMMON_FLAGS = (
     "--no-first-run",
@@ -51,6 +54,20 @@ _NO_GL_FLAGS = (
     # CPU 104 -> 65 ms/frame, byte-identical PNGs. Not yet checked with SwiftShader GL.
     "--run-all-compositor-stages-before-draw",
 )
+# Frames are drawn only on HeadlessExperimental.beginFrame (engine/beginframe.py); the rest makes
+# each of those frames complete: every compositor stage on the main thread, no checkerboarding,
+# no image-animation resync, no timeout that draws a blank frame while content loads.
+_BEGIN_FRAME_FLAGS = (
+    "--deterministic-mode",
+    "--enable-begin-frame-control",
+    "--disable-new-content-rendering-timeout",
+    "--run-all-compositor-stages-before-draw",
+    "--disable-threaded-animation",
+    "--disable-threaded-scrolling",
+    "--disable-checker-imaging",
+    "--disable-image-animation-resync",
+    "--enable-surface-synchronization",
+)
 _GL_FLAGS = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist")
 
 
@@ -60,15 +77,17 @@ class BrowserOptions:
 
     executable: str | None = None
     gl: bool = False
+    # The headless shell under BeginFrame control (capture through beginFrame), else Chromium.
+    begin_frame: bool = False
     launch_timeout_s: float = 60.0
     # Refuse to start Chromium when it cannot get its own empty network namespace (default: the
     # host's RENDERD_CONFINEMENT=require). Without it renderd warns once and renders unconfined.
     require_confinement: bool = field(default_factory=lambda: sandbox.policy() == "require")
 
 
-def find_chromium(explicit: str | None = None) -> str:
-    """Return the Chromium executable to use, or raise BrowserError naming what was tried."""
-    candidates = (explicit,) if explicit else CHROMIUM_CANDIDATES
+def find_chromium(explicit: str | None = None, *, headless_shell: bool = False) -> str:
+    """Return the Chromium (or headless shell) executable to use, or raise BrowserError naming what was tried."""
+    candidates = (explicit,) if explicit else HEADLESS_SHELL_CANDIDATES if headless_shell else CHROMIUM_CANDIDATES
     for c in candidates:
         if not c:
             continue
@@ -76,17 +95,19 @@ def find_chromium(explicit: str | None = None) -> str:
         if path and Path(path).is_file():
             return str(path)
     tried = ", ".join(c for c in candidates if c)
-    raise BrowserError(f"Chromium not found (tried {tried}); install the 'chromium' package or pass --chromium PATH")
+    package = "chromium-headless-shell" if headless_shell else "chromium"
+    raise BrowserError(f"Chromium not found (tried {tried}); install the '{package}' package or pass --chromium PATH")
 
 
-def chromium_args(gl: bool) -> list[str]:
+def chromium_args(gl: bool, begin_frame: bool = False) -> list[str]:
     """Return the command-line flags for a render browser."""
-    return [*_COMMON_FLAGS, *(_GL_FLAGS if gl else _NO_GL_FLAGS)]
+    flags = (*_COMMON_FLAGS, *(_GL_FLAGS if gl else _NO_GL_FLAGS), *(_BEGIN_FRAME_FLAGS if begin_frame else ()))
+    return list(dict.fromkeys(flags))
 
 
 async def launch_browser(pw: Playwright, options: BrowserOptions) -> Browser:
     """Start one headless Chromium, with no network and its own sandbox where the host allows."""
-    exe = find_chromium(options.executable)
+    exe = find_chromium(options.executable, headless_shell=options.begin_frame)
     confinement = await asyncio.to_thread(sandbox.host_confinement, warn=not options.require_confinement)
     if options.require_confinement and not confinement.network_isolated:
         raise BrowserError(
@@ -98,7 +119,7 @@ async def launch_browser(pw: Playwright, options: BrowserOptions) -> Browser:
         return await pw.chromium.launch(
             executable_path=launched,
             headless=True,
-            args=chromium_args(options.gl),
+            args=chromium_args(options.gl, options.begin_frame),
             # Playwright adds --no-sandbox itself when the sandbox is off: as uid 0 (root without
             # a user namespace) Chromium will not start otherwise.
             chromium_sandbox=confinement.sandbox,

@@ -23,6 +23,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from renderd.composition import DEFAULT_FPS, Composition
 from renderd.confine import DEFAULT_MAX_ASSET_BYTES
+from renderd.engine.beginframe import FrameClock
 from renderd.engine.hyperframes import runtime as hf_runtime
 from renderd.engine.hyperframes.document import HyperFramesDocuments
 from renderd.engine.hyperframes.media_frames import MediaFrames
@@ -63,6 +64,8 @@ _SHIM = resources.files("renderd.engine").joinpath("page_shim.js").read_text(enc
 # Video frames swapped in per frame (HyperFrames projects only; see media_frames.py).
 _MEDIA_SHIM = resources.files("renderd.engine").joinpath("media_shim.js").read_text(encoding="utf-8")
 _READY_POLL_MS = 50
+# Chromium may return a BeginFrame without a picture while the renderer is still starting up.
+_BEGIN_FRAME_ATTEMPTS = 3
 # How long readiness waits for timelines the scripts could register but never name
 # (HyperFramesProject.unnamed): a script that builds its keys registers them as the page loads.
 _UNNAMED_GRACE_S = 3.0
@@ -111,6 +114,8 @@ class CompositionPage:
         # shown every frame before them, from frame 0.
         self.keeps_all_history = False
         self._failures = ServeFailures()
+        # Set in a BeginFrame-controlled browser: frames are drawn, and captured, only through it.
+        self.clock: FrameClock | None = None
 
     @classmethod
     async def open(
@@ -126,6 +131,7 @@ class CompositionPage:
         transparent: bool = False,
         max_asset_bytes: int = DEFAULT_MAX_ASSET_BYTES,
         device_scale_factor: float = 1.0,
+        begin_frame: bool = False,
     ) -> CompositionPage:
         """Open ``comp`` at ``width``x``height`` and wait until it can be seeked.
 
@@ -136,6 +142,7 @@ class CompositionPage:
         whole over ``max_asset_bytes`` fails the load (or the frame that asks for it).
         ``device_scale_factor`` draws the page at that many device pixels per CSS pixel
         (``--scale``): screenshots are that much larger, text and vectors drawn at that resolution.
+        ``begin_frame``: ``browser`` draws only on BeginFrame (engine/beginframe.py), which captures.
         """
         project = read_project(comp.entry)
         if project is not None and project.missing_sub_files:
@@ -147,6 +154,7 @@ class CompositionPage:
         if project is not None:
             init_script += "\n" + hf_runtime.render_config_script(fps or _project_fps(project.fps))
             init_script += "\n" + _MEDIA_SHIM
+        self: CompositionPage | None = None
         context = await browser.new_context(
             viewport={"width": width, "height": height},
             device_scale_factor=device_scale_factor,
@@ -168,6 +176,9 @@ class CompositionPage:
                     {"width": width, "height": height, "deviceScaleFactor": device_scale_factor, "mobile": False},
                 )
             self = cls(context, page, cdp, comp)
+            if begin_frame:
+                self.clock = FrameClock(cdp)
+                await self.clock.start()
             self._failures = router.failures
             self.project = project
             self._router = router
@@ -178,6 +189,8 @@ class CompositionPage:
                 await self.clear_background()
             return self
         except BaseException:
+            if self is not None and self.clock is not None:
+                await self.clock.stop()
             with contextlib.suppress(Exception):
                 await context.close()
             raise
@@ -437,6 +450,9 @@ class CompositionPage:
         if fmt == "jpeg":
             params["quality"] = quality
 
+        if self.clock is not None:
+            return await self._run(frame, timeout_s, self._begin_frame_capture(frame, t, params, verify, probe))
+
         async def seek_and_shoot() -> tuple[bytes | None, bool]:
             _started, static = await self._seek(frame, t, settle_frames, probe=probe)
             if probe and static:
@@ -447,6 +463,23 @@ class CompositionPage:
             return base64.b64decode(shot["data"]), static
 
         return await self._run(frame, timeout_s, seek_and_shoot())
+
+    async def _begin_frame_capture(
+        self, frame: int, t: Fraction, params: dict[str, Any], verify: bool, probe: bool
+    ) -> tuple[bytes | None, bool]:
+        """Seek, then draw and capture the frame in one BeginFrame (no animation frames to settle)."""
+        assert self.clock is not None
+        shot = {k: v for k, v in params.items() if k != "captureBeyondViewport"}
+        async with self.clock.paused():
+            _started, static = await self._seek(frame, t, 0, probe=probe)
+            if probe and static and not verify:
+                return None, True
+            for _attempt in range(_BEGIN_FRAME_ATTEMPTS):
+                result = await self.clock.frame(shot)
+                data = result.get("screenshotData")
+                if data:
+                    return base64.b64decode(data), static
+        raise PageBroken(f"frame {frame}: BeginFrame returned no picture {_BEGIN_FRAME_ATTEMPTS} times")
 
     async def _seek(self, frame: int, t: Fraction, settle_frames: int, *, probe: bool = False) -> tuple[int, bool]:
         self.shown_frame = None  # unknown until the seek has finished
@@ -492,6 +525,8 @@ class CompositionPage:
 
     async def close(self) -> None:
         """Close the page and its context."""
+        if self.clock is not None:
+            await self.clock.stop()
         with contextlib.suppress(PlaywrightError):
             await self._context.close()
 

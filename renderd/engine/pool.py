@@ -374,6 +374,7 @@ class CapturePool:
             device_scale_factor=self.settings.scale,
             fps=self.fps,
             media=self.media,
+            begin_frame=self.browser_options.begin_frame,
         )
 
     def raster_walker(self, worker: Worker) -> RasterWalker | None:

@@ -1,0 +1,85 @@
+"""The frame clock of a page in a BeginFrame-controlled headless shell.
+
+Started with ``--enable-begin-frame-control``, ``chromium-headless-shell`` draws a frame only
+when asked (CDP ``HeadlessExperimental.beginFrame``), and that call can return the frame's
+screenshot: one main-frame update, raster, composite and encode, with no animation frames to
+wait for and no second compositor pass. That is the capture path (page.py).
+
+Between captures a page still needs frames: while it loads (fonts, image decodes) and when the
+page shim waits for animation frames (page_shim.js ``settle``). The clock ticks in the
+background then, about 30 times a second, and never while a capture holds it (``paused``), so
+a capture costs one drawn frame and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from playwright.async_api import CDPSession
+from playwright.async_api import Error as PlaywrightError
+
+TICK_INTERVAL_MS = 33.0
+
+
+class FrameClock:
+    """Issue BeginFrames to one page: on demand, and as a background tick when nobody captures."""
+
+    def __init__(self, cdp: CDPSession) -> None:
+        self._cdp = cdp
+        self._ticks_ms = 0.0  # frameTimeTicks must only grow
+        self._lock = asyncio.Lock()
+        self._paused = 0
+        self._last_frame = 0.0  # loop time of the last frame, ticked or captured
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Enable the domain and start ticking."""
+        await self._cdp.send("HeadlessExperimental.enable")
+        self._ticker = asyncio.create_task(self._tick_forever(), name="renderd-beginframe-ticker")
+
+    async def stop(self) -> None:
+        """Stop ticking (the page is closing)."""
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(ticker, 5)
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """Hold the background tick off (a capture's seek and its frame)."""
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1
+            self._last_frame = asyncio.get_running_loop().time()
+
+    async def frame(self, screenshot: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Draw one frame; with ``screenshot`` (CDP ScreenshotParams) return its picture too."""
+        async with self._lock:
+            self._ticks_ms += TICK_INTERVAL_MS
+            params: dict[str, Any] = {"frameTimeTicks": self._ticks_ms, "interval": TICK_INTERVAL_MS}
+            if screenshot is not None:
+                params["screenshot"] = screenshot
+            try:
+                result: dict[str, Any] = await self._cdp.send("HeadlessExperimental.beginFrame", params)
+            finally:
+                self._last_frame = asyncio.get_running_loop().time()
+            return result
+
+    async def _tick_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = TICK_INTERVAL_MS / 1000
+        while True:
+            await asyncio.sleep(interval)
+            if self._paused or loop.time() - self._last_frame < interval:
+                continue
+            try:
+                await self.frame()
+            except PlaywrightError:
+                # The page is navigating or closing: its owner notices on its own calls.
+                await asyncio.sleep(interval)
