@@ -60,6 +60,7 @@ class RenderRequest:
     keep_frames: bool = DEFAULTS.keep_frames
     work_dir: Path | None = None
     chromium: str | None = DEFAULTS.chromium
+    browser: str = DEFAULTS.browser
     gl: str = DEFAULTS.gl
     # Set by the agent: the frame count the coordinator planned with; a page that disagrees
     # (another version of the composition on this host) must not produce a chunk.
@@ -105,6 +106,7 @@ class RenderRequest:
             ),
             keep_frames=settings.keep_frames,
             chromium=settings.chromium,
+            browser=settings.browser,
             gl=settings.gl,
             **where,
         )
@@ -157,7 +159,9 @@ async def render_local(
     work_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".renderd-", dir=work_root))
     keep = False
-    options = EngineOptions(capture=req.capture, chromium=req.chromium, gl=req.gl, workers=req.workers)
+    options = EngineOptions(
+        capture=req.capture, chromium=req.chromium, browser=req.browser, gl=req.gl, workers=req.workers
+    )
     try:
         async with _probed_engine(comp, options, req.overrides, warm, warm_key) as (engine, info):
             if req.expect_total_frames is not None and info.total_frames != req.expect_total_frames:

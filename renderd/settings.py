@@ -121,6 +121,14 @@ class RenderSettings:
         choices=("auto", "on", "off"),
         help="Chromium with SwiftShader GL (on), without GPU (off), or by scanning the composition for WebGL (auto)",
     )
+    browser: str = _setting(
+        "auto",
+        kind=str,
+        choices=("auto", "chromium", "headless-shell"),
+        help="capture with chromium-headless-shell under BeginFrame control (headless-shell), with Chromium "
+        "screenshots (chromium), or with the headless shell where it is installed (auto; with submit: on "
+        "every host that can take the job)",
+    )
     chromium: str | None = _setting(
         None,
         kind=str,

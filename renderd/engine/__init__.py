@@ -18,7 +18,7 @@ from playwright.async_api import Browser, Playwright, async_playwright
 
 from renderd.composition import Composition, CompositionInfo, Overrides, resolve_info
 from renderd.confine import DEFAULT_MAX_ASSET_BYTES
-from renderd.engine.browser import BrowserOptions, launch_browser
+from renderd.engine.browser import BrowserOptions, launch_browser, uses_begin_frame
 from renderd.engine.hyperframes.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage
 from renderd.engine.pool import CapturePool, CaptureSettings, FrameCallback, StaticStats
@@ -55,9 +55,9 @@ class EngineOptions:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     chromium: str | None = DEFAULTS.chromium
     gl: str = DEFAULTS.gl  # "auto" (scan the composition for WebGL), "on", "off"
-    # "chromium" (screenshot capture) or "headless-shell" (BeginFrame capture); "auto" is
-    # resolved before the engine (render.py locally, the coordinator per job).
-    browser: str = "chromium"
+    # "chromium" (screenshot capture), "headless-shell" (BeginFrame capture) or "auto" (the
+    # headless shell if this host has one; a coordinator resolves it per job before the agent).
+    browser: str = DEFAULTS.browser
     workers: int | None = DEFAULTS.workers  # None = auto
 
 
@@ -119,7 +119,7 @@ class Engine:
         self.options = options
         self.info: CompositionInfo | None = None
         self.gl = options.gl == "on" or (options.gl == "auto" and comp.uses_webgl())
-        self.begin_frame = options.browser == "headless-shell"
+        self.begin_frame = uses_begin_frame(options.browser, options.chromium)
         self._browser_options = BrowserOptions(executable=options.chromium, gl=self.gl, begin_frame=self.begin_frame)
         self._pw_cm = async_playwright()
         # A driver passed in belongs to the caller (a serving agent keeps one for its whole life).

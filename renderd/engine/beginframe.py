@@ -7,8 +7,9 @@ wait for and no second compositor pass. That is the capture path (page.py).
 
 Between captures a page still needs frames: while it loads (fonts, image decodes) and when the
 page shim waits for animation frames (page_shim.js ``settle``). The clock ticks in the
-background then, about 30 times a second, and never while a capture holds it (``paused``), so
-a capture costs one drawn frame and nothing else.
+background then, about 30 times a second, and not while a capture holds it (``paused``), so
+a capture costs one drawn frame and nothing else. A capture whose seek itself waits for a frame
+(a page script awaiting an animation frame) gets ticks again after STALL_MS.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from playwright.async_api import CDPSession
 from playwright.async_api import Error as PlaywrightError
 
 TICK_INTERVAL_MS = 33.0
+# A seek takes 5-20 ms on a 1080p page: a pause this long means the page waits for a frame.
+STALL_MS = 150.0
 
 
 class FrameClock:
@@ -32,6 +35,7 @@ class FrameClock:
         self._ticks_ms = 0.0  # frameTimeTicks must only grow
         self._lock = asyncio.Lock()
         self._paused = 0
+        self._paused_since = 0.0
         self._last_frame = 0.0  # loop time of the last frame, ticked or captured
         self._ticker: asyncio.Task[None] | None = None
 
@@ -51,6 +55,8 @@ class FrameClock:
     @contextlib.asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
         """Hold the background tick off (a capture's seek and its frame)."""
+        if not self._paused:
+            self._paused_since = asyncio.get_running_loop().time()
         self._paused += 1
         try:
             yield
@@ -76,7 +82,10 @@ class FrameClock:
         interval = TICK_INTERVAL_MS / 1000
         while True:
             await asyncio.sleep(interval)
-            if self._paused or loop.time() - self._last_frame < interval:
+            now = loop.time()
+            if now - self._last_frame < interval:
+                continue
+            if self._paused and (now - self._paused_since) * 1000 < STALL_MS:
                 continue
             try:
                 await self.frame()

@@ -99,6 +99,23 @@ def find_chromium(explicit: str | None = None, *, headless_shell: bool = False) 
     raise BrowserError(f"Chromium not found (tried {tried}); install the '{package}' package or pass --chromium PATH")
 
 
+def uses_begin_frame(browser: str, executable: str | None) -> bool:
+    """Return whether ``browser`` ("auto", "chromium", "headless-shell") means BeginFrame capture here.
+
+    ``auto`` takes the headless shell when this host has one: the executable given, if its name
+    says it is a headless shell, else one of HEADLESS_SHELL_CANDIDATES (file lookups: blocking).
+    """
+    if browser != "auto":
+        return browser == "headless-shell"
+    if executable:
+        return "headless-shell" in Path(executable).name or "headless_shell" in Path(executable).name
+    try:
+        find_chromium(headless_shell=True)
+    except BrowserError:
+        return False
+    return True
+
+
 def chromium_args(gl: bool, begin_frame: bool = False) -> list[str]:
     """Return the command-line flags for a render browser."""
     flags = (*_COMMON_FLAGS, *(_GL_FLAGS if gl else _NO_GL_FLAGS), *(_BEGIN_FRAME_FLAGS if begin_frame else ()))
