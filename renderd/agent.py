@@ -121,8 +121,9 @@ def probe_host(work_dir: Path | None) -> dict[str, object]:
     import psutil
 
     from renderd import PROTOCOL_VERSION, __version__
-    from renderd.engine.browser import CHROMIUM_CANDIDATES
+    from renderd.engine.browser import CHROMIUM_CANDIDATES, find_chromium
     from renderd.engine.sandbox import host_confinement
+    from renderd.errors import BrowserError
 
     def which(names: tuple[str, ...]) -> str | None:
         for n in names:
@@ -132,6 +133,10 @@ def probe_host(work_dir: Path | None) -> dict[str, object]:
         return None
 
     chromium = which(CHROMIUM_CANDIDATES)
+    try:
+        shell: str | None = find_chromium(headless_shell=True)
+    except BrowserError:
+        shell = None
     disk = None
     if work_dir is not None:
         target = work_dir
@@ -144,6 +149,9 @@ def probe_host(work_dir: Path | None) -> dict[str, object]:
         "chromium": chromium,
         # The build draws the pixels: hosts on different builds may draw text differently.
         "chromium_version": _chromium_version(chromium),
+        # BeginFrame capture (--browser auto/headless-shell) needs the headless shell.
+        "headless_shell": shell,
+        "headless_shell_version": _chromium_version(shell),
         "ffmpeg": which(("ffmpeg",)),
         "ffprobe": which(("ffprobe",)),
         "rsync": which(("rsync",)),

@@ -127,7 +127,7 @@ class Claims:
         """Claim the next pending chunk for ``rt`` and start its attempt; None if nothing is pending."""
         name = rt.config.name
         claim = await asyncio.shield(
-            self.ctx.store.claim_chunk(name, avoid_own_failures=avoid_own_failures, labels=rt.config.labels)
+            self.ctx.store.claim_chunk(name, avoid_own_failures=avoid_own_failures, labels=self.ctx.labels(rt.config))
         )
         if claim is not None:
             chunk = claim.chunk

@@ -23,7 +23,7 @@ from renderd.config import DaemonConfig, Inventory, load_daemon_config, load_inv
 from renderd.coordinator import protocol
 from renderd.coordinator.describe import DescribeHost, Describer
 from renderd.coordinator.hooks import HookDispatcher
-from renderd.coordinator.hostcheck import check_hosts, mixed_builds
+from renderd.coordinator.hostcheck import capabilities, check_hosts, mixed_builds
 from renderd.coordinator.hosts import UNUSABLE
 from renderd.coordinator.jobview import chunk_state, number_attempts, pace
 from renderd.coordinator.models import Job, JobState
@@ -194,6 +194,8 @@ class Coordinator:
         reports = await check_hosts(self.config, self.inventory, [], render=False)
         for r in reports:
             if r.ok:
+                if self.scheduler is not None:
+                    self.scheduler.ctx.caps[r.name] = capabilities(r.facts)
                 await self.store.upsert_host(r.name, reachable=True)
                 continue
             why = "; ".join(r.problems)
@@ -278,7 +280,7 @@ class Coordinator:
         """Warn about unfinished jobs that no host of the (new) inventory may take: they stay queued."""
         assert self.store is not None
         for job in await self.store.list_jobs(states=[JobState.QUEUED, JobState.RUNNING], limit=10_000):
-            waits = waiting_reason(job.params.get("require") or (), self.inventory)
+            waits = waiting_reason(job.params.get("require") or (), self.inventory, caps=self._caps())
             if waits:
                 log.warning("[job=%s] waits until a host carries its labels: %s", job.id, waits)
 
@@ -345,6 +347,7 @@ class Coordinator:
                 slots=self.scheduler.total_slots(),
                 slot_fps=sum(speeds) / len(speeds) if speeds else None,
                 inventory=self.inventory,
+                caps=self._caps(),
             )
             job = await asyncio.shield(self.store.create_job(job_spec, chunks))
             log.info("[job=%s] submitted by uid %d: %s (%d chunks)", job.id, peer.uid, job.output, len(chunks))
@@ -385,7 +388,9 @@ class Coordinator:
 
         The job is accepted all the same: a drained or quarantined carrier may come back.
         """
-        waits = waiting_reason(job.params.get("require") or (), self.inventory, {h.name for h in usable})
+        waits = waiting_reason(
+            job.params.get("require") or (), self.inventory, {h.name for h in usable}, caps=self._caps()
+        )
         if waits is None:
             return {}
         log.warning("[job=%s] waits: %s", job.id, waits)
@@ -399,11 +404,15 @@ class Coordinator:
         assert self.store is not None and self.scheduler is not None
         states = {h.name: h.state.value for h in await self.store.list_hosts()}
         usable = [
-            DescribeHost(rt.config.name, rt.transport, rt.config.is_local, rt.config.labels)
+            DescribeHost(rt.config.name, rt.transport, rt.config.is_local, self.scheduler.ctx.labels(rt.config))
             for rt in self.scheduler.hosts.values()
             if rt.config.enabled and not rt.retired and states.get(rt.config.name) not in UNUSABLE
         ]
         return sorted(usable, key=lambda h: not h.local)
+
+    def _caps(self) -> dict[str, frozenset[str]]:
+        """Each host's probed capability labels (none known before the scheduler exists)."""
+        return self.scheduler.ctx.caps if self.scheduler is not None else {}
 
     async def _job(self, job_id: str) -> Job:
         assert self.store is not None
@@ -443,7 +452,7 @@ class Coordinator:
         waits = None
         if not job.state.finished and job.params.get("require"):
             usable = {h.name for h in await self._describe_hosts()}
-            waits = waiting_reason(job.params["require"], self.inventory, usable)
+            waits = waiting_reason(job.params["require"], self.inventory, usable, caps=self._caps())
         chunks = [c.to_dict() for c in await self.store.get_chunks(job_id)]
         return {
             "job": {**await self._summary(job), "waiting": waits},

@@ -63,24 +63,36 @@ def judge(name: str, facts: dict[str, Any]) -> HostReport:
     return HostReport(name, not problems, problems, facts)
 
 
+# What a host can do beyond its inventory labels, as a label only the probe gives (no inventory or
+# --require label can contain "="): jobs capturing through BeginFrame require it.
+HEADLESS_SHELL_LABEL = "browser=headless-shell"
+
+
+def capabilities(facts: dict[str, Any]) -> frozenset[str]:
+    """Return the capability labels a host's probe facts show."""
+    return frozenset({HEADLESS_SHELL_LABEL} if facts.get("headless_shell") else ())
+
+
 def mixed_builds(reports: list[HostReport]) -> str | None:
     """Say so when the usable hosts run different Chromium builds, else None.
 
     A build draws the pixels (text rasterisation differs between builds), and a job's chunks go to
     any usable host: one job could then mix slightly different renderings.
     """
-    builds: dict[str, list[str]] = {}
-    for r in reports:
-        build = r.facts.get("chromium_version")
-        if r.ok and isinstance(build, str):
-            builds.setdefault(build, []).append(r.name)
-    if len(builds) < 2:
-        return None
-    listed = "; ".join(f"{build}: {', '.join(names)}" for build, names in sorted(builds.items()))
-    return (
-        f"the hosts run {len(builds)} different Chromium builds ({listed}); chunks of one job may draw "
-        "text differently: install the same build on every host"
-    )
+    for key, what in (("chromium_version", "Chromium"), ("headless_shell_version", "headless shell")):
+        builds: dict[str, list[str]] = {}
+        for r in reports:
+            build = r.facts.get(key)
+            if r.ok and isinstance(build, str):
+                builds.setdefault(build, []).append(r.name)
+        if len(builds) < 2:
+            continue
+        listed = "; ".join(f"{build}: {', '.join(names)}" for build, names in sorted(builds.items()))
+        return (
+            f"the hosts run {len(builds)} different {what} builds ({listed}); chunks of one job may draw "
+            "text differently: install the same build on every host"
+        )
+    return None
 
 
 async def check_host(transport: Transport, name: str, config: DaemonConfig, *, render: bool) -> HostReport:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from renderd.config import DaemonConfig, HostConfig, Inventory
-from renderd.coordinator.hostcheck import check_host
+from renderd.coordinator.hostcheck import capabilities, check_host
 from renderd.coordinator.outcomes import ChunkOutcomes
 from renderd.coordinator.store import Store
 from renderd.coordinator.tasks import SLOT_KINDS, Kind, TaskRegistry
@@ -47,6 +47,12 @@ class SchedulerContext:
     # A finished chunk wakes its own host, not a round over the whole farm.
     full_round: bool = True
     woken_hosts: set[str] = field(default_factory=set)
+    # Capability labels of each host from its last passed probe (hostcheck.capabilities).
+    caps: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def labels(self, host: HostConfig) -> tuple[str, ...]:
+        """Return ``host``'s inventory labels and its probed capabilities (what claims match jobs by)."""
+        return (*host.labels, *sorted(self.caps.get(host.name, ())))
 
     def wake(self) -> None:
         """Look for work for every host now (a job arrived, a chunk was requeued, the hosts changed)."""
@@ -179,6 +185,7 @@ class HostRegistry:
             with contextlib.suppress(Exception):
                 await rt.transport.close()
         if not problems:
+            self.ctx.caps[name] = capabilities(report.facts)
             log.info("[host=%s] re-probe passed: back in service", name)
             await asyncio.shield(store.record_host_success(name))
             self.ctx.wake()

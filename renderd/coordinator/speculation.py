@@ -75,7 +75,7 @@ class Speculator:
             if not late:
                 return
             # Not its own chunk, and only a job whose labels this host carries.
-            labels = set(rt.config.labels)
+            labels = set(self.ctx.labels(rt.config))
             pick = next((item for item in late if item[2] != rt.config.name and item[3] <= labels), None)
             if pick is None:
                 continue

@@ -14,7 +14,8 @@ import pwd
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from renderd.composition import Composition, Overrides, load_composition
 from renderd.config import LABEL, LABEL_WHAT, DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.describe import CACHE_ENTRIES, DescribeHost, Describer, TreeDigester, request_for
 from renderd.coordinator.hooks import job_targets
+from renderd.coordinator.hostcheck import HEADLESS_SHELL_LABEL
 from renderd.coordinator.models import NewJob
 from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
 from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN, NO_HOST
@@ -148,9 +150,9 @@ def required_labels(fields: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(raw))
 
 
-def carries(host: HostConfig, require: Sequence[str]) -> bool:
-    """Whether ``host`` has every label of ``require``."""
-    return set(require) <= set(host.labels)
+def carries(host: HostConfig, require: Sequence[str], caps: Mapping[str, frozenset[str]] | None = None) -> bool:
+    """Whether ``host`` has every label of ``require`` (inventory labels, then probed ``caps``)."""
+    return set(require) <= set(host.labels) | (caps or {}).get(host.name, frozenset())
 
 
 def _host_list(hosts: tuple[HostConfig, ...]) -> str:
@@ -160,21 +162,58 @@ def _host_list(hosts: tuple[HostConfig, ...]) -> str:
     return ", ".join(shown) or "none enabled"
 
 
-def waiting_reason(require: Sequence[str], inventory: Inventory, usable: set[str] | None = None) -> str | None:
+def waiting_reason(
+    require: Sequence[str],
+    inventory: Inventory,
+    usable: set[str] | None = None,
+    *,
+    caps: Mapping[str, frozenset[str]] | None = None,
+) -> str | None:
     """Why a job requiring ``require`` cannot run now; None when a host may take it.
 
     Without ``usable`` (the names of hosts that take work now) only the inventory is asked.
+    ``caps``: each host's probed capability labels (a host not probed yet has none).
     """
     if not require:
         return None
     wanted = ", ".join(require)
     enabled = inventory.enabled_hosts()
-    carriers = [h.name for h in enabled if carries(h, require)]
+    carriers = [h.name for h in enabled if carries(h, require, caps)]
     if not carriers:
+        if HEADLESS_SHELL_LABEL in require:
+            labels = [label for label in require if label != HEADLESS_SHELL_LABEL]
+            also = f" and label(s) {', '.join(labels)}" if labels else ""
+            return (
+                f"no host has chromium-headless-shell{also} (--browser headless-shell; the hosts' "
+                f"probes decide: renderd hosts check; hosts: {_host_list(enabled)})"
+            )
         return f"no host carries label(s) {wanted} (hosts: {_host_list(enabled)})"
     if usable is not None and not usable.intersection(carriers):
         return f"every host carrying label(s) {wanted} is drained, quarantined or down: {', '.join(carriers)}"
     return None
+
+
+def choose_browser(
+    settings: RenderSettings, require: tuple[str, ...], inventory: Inventory, caps: Mapping[str, frozenset[str]]
+) -> tuple[RenderSettings, tuple[str, ...]]:
+    """Decide a job's browser once, for all its chunks: return the settings and labels to record.
+
+    Every chunk of a job is captured by the same browser build, so ``auto`` means the headless
+    shell (BeginFrame capture) only when every enabled host that may take the job has one by its
+    last probe, else Chromium screenshots. A job on the headless shell requires the probe's
+    capability label, so a host without the shell never claims its chunks. ``--chromium PATH``
+    leaves ``auto`` to the agents (the path's name says which it is).
+    """
+    choice = settings.browser
+    if choice == "auto":
+        if settings.chromium is not None:
+            return settings, require
+        fit = [h for h in inventory.enabled_hosts() if carries(h, require)]
+        shells = [h for h in fit if HEADLESS_SHELL_LABEL in caps.get(h.name, frozenset())]
+        choice = "headless-shell" if fit and len(shells) == len(fit) else "chromium"
+    if choice == "headless-shell" and HEADLESS_SHELL_LABEL not in require:
+        require = (*require, HEADLESS_SHELL_LABEL)
+    return replace(settings, browser=choice), require
 
 
 def prefer_carriers(hosts: list[DescribeHost], require: tuple[str, ...]) -> list[DescribeHost]:
@@ -242,10 +281,12 @@ async def plan_submission(
     slots: int,
     slot_fps: float | None,
     inventory: Inventory | None = None,
+    caps: Mapping[str, frozenset[str]] | None = None,
 ) -> tuple[NewJob, list[tuple[int, int]]]:
     """Validate a submit request and return the job to create with its chunk plan.
 
-    A job requiring labels no enabled host of ``inventory`` carries is refused here.
+    A job requiring labels no enabled host of ``inventory`` carries is refused here. ``caps``:
+    each host's probed capability labels (hostcheck.capabilities), which decide ``--browser auto``.
     """
     require = required_labels(fields)
     if inventory is not None and (no_host := waiting_reason(require, inventory)) is not None:
@@ -259,6 +300,11 @@ async def plan_submission(
     except SettingsError as exc:
         raise ControlError(BAD_INPUT, str(exc)) from None
     await asyncio.to_thread(_check_replaceable, out, peer, settings.format == "png-sequence")
+    if inventory is not None:
+        settings, require = choose_browser(settings, require, inventory, caps or {})
+        if HEADLESS_SHELL_LABEL in require and (no_host := waiting_reason(require, inventory, caps=caps)) is not None:
+            raise ControlError(BAD_INPUT, no_host)
+        hosts = prefer_carriers(hosts, require)
     overrides = _overrides(fields)
     try:
         source = await asyncio.to_thread(load_composition, comp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,9 @@ CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "goo
 # The headless shell (Debian's chromium-headless-shell, Google's chrome-headless-shell) is the build
 # that honours BeginFrame control: the cheapest capture path measured (docs/performance.md).
 HEADLESS_SHELL_CANDIDATES = ("/usr/bin/chromium-headless-shell", "chromium-headless-shell", "chrome-headless-shell")
+# A host's say on the headless shell: a path to use, or "off" to capture with Chromium screenshots
+# even where the shell is installed (a host whose shell build differs from the farm's).
+HEADLESS_SHELL_ENV = "RENDERD_HEADLESS_SHELL"
 
 _COMMON_FLAGS = (
     "--no-first-run",
@@ -87,7 +91,12 @@ class BrowserOptions:
 
 def find_chromium(explicit: str | None = None, *, headless_shell: bool = False) -> str:
     """Return the Chromium (or headless shell) executable to use, or raise BrowserError naming what was tried."""
-    candidates = (explicit,) if explicit else HEADLESS_SHELL_CANDIDATES if headless_shell else CHROMIUM_CANDIDATES
+    candidates: tuple[str | None, ...] = (explicit,) if explicit else CHROMIUM_CANDIDATES
+    if headless_shell and not explicit:
+        chosen = os.environ.get(HEADLESS_SHELL_ENV, "").strip()
+        if chosen.lower() == "off":
+            raise BrowserError(f"the headless shell is turned off on this host ({HEADLESS_SHELL_ENV}=off)")
+        candidates = (chosen,) if chosen else HEADLESS_SHELL_CANDIDATES
     for c in candidates:
         if not c:
             continue
