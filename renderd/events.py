@@ -40,6 +40,8 @@ class Started(Event):
     chunks: int
     workers: int
     gl: bool
+    # How frames are captured: "beginframe" (chromium-headless-shell) or "screenshot" (Chromium).
+    capture: str = "screenshot"
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,6 +186,7 @@ async def render_local(
                     chunks=len(chunks),
                     workers=workers,
                     gl=engine.gl,
+                    capture="beginframe" if engine.begin_frame else "screenshot",
                 )
             )
             tracker = ProgressTracker(len(span), emit)

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -638,5 +639,57 @@ def test_require_routes_jobs_to_hosts_carrying_the_labels(root: Path, hosts: Tes
         assert status["job"]["waiting"] is None
         assert set(_attempt_hosts(status)) == {"h3"}
         assert [decode_index(f, 320) for f in decode_frames(later, 320, 240)] == list(range(30))
+    finally:
+        d.stop()
+
+
+def _wait_probe_done(d: Daemon, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while "host probe done" not in d.log.read_text():
+        assert time.monotonic() < deadline, d.log.read_text()[-2000:]
+        time.sleep(0.2)
+
+
+def test_a_job_keeps_one_browser_and_only_hosts_with_it_render(root: Path, hosts: TestHosts) -> None:
+    """`--browser auto` takes the headless shell only when every host has one; a shell job stays on shell hosts."""
+    if shutil.which("chromium-headless-shell") is None and not os.environ.get("CI"):
+        pytest.skip("chromium-headless-shell is not installed (.ci/run installs it)")
+    # h3 has the shell turned off, as a host with another build of it would.
+    no_shell = {"h3": {"agent_command": ["env", "RENDERD_HEADLESS_SHELL=off", *AGENT]}}
+    inventory = hosts.write_inventory(root / "shells.toml", overrides=no_shell)
+    d = Daemon(root, hosts_file=inventory)
+    d.start()
+    try:
+        _wait_probe_done(d)
+        comp = FIXTURES / "frame-index-hook"
+        auto, shell = root / "auto.mp4", root / "shell.mp4"
+        r = d.ctl("submit", comp, "-o", auto, "--chunks", "3", "--wait")
+        assert r.returncode == 0, r.stderr
+        r = d.ctl("submit", comp, "-o", shell, "--browser", "headless-shell", "--chunks", "4", "--wait")
+        assert r.returncode == 0, r.stderr
+        jobs = {j["output"]: j for j in d.json("list")["jobs"]}
+        auto_job, shell_job = jobs[str(auto)], jobs[str(shell)]
+        # Not every host has a shell: the whole job is captured with Chromium screenshots.
+        assert auto_job["params"]["browser"] == "chromium"
+        assert "require" not in auto_job["params"]
+        # The shell job is recorded as such and only h1 and h2 rendered its chunks.
+        assert shell_job["params"]["browser"] == "headless-shell"
+        assert shell_job["params"]["require"] == ["browser=headless-shell"]
+        assert set(_attempt_hosts(d.json("status", shell_job["id"]))) <= {"h1", "h2"}
+        for out in (auto, shell):
+            assert [decode_index(f, 320) for f in decode_frames(out, 320, 240)] == list(range(120))
+
+        # With the shell off on every host, a shell job is refused in one line naming the hosts.
+        off = {h: no_shell["h3"] for h in ("h1", "h2", "h3")}
+        hosts.write_inventory(inventory, overrides=off)
+        assert d.ctl("reload").returncode == 0
+        deadline = time.monotonic() + 120
+        while d.log.read_text().count("host probe done") < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        r = d.ctl("submit", comp, "-o", root / "never.mp4", "--browser", "headless-shell")
+        assert r.returncode != 0
+        assert r.stderr.startswith("renderd: error: no host has chromium-headless-shell (--browser headless-shell;")
+        assert r.stderr.count("\n") == 1 and "h1[]" in r.stderr
     finally:
         d.stop()

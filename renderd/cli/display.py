@@ -16,6 +16,10 @@ from renderd.events import Progress as ProgressEvent
 PLAIN_INTERVAL_S = 2.0
 
 
+# How the Started line names the capture path.
+_CAPTURE_NAMES = {"beginframe": "BeginFrame capture (headless shell)", "screenshot": "screenshot capture (Chromium)"}
+
+
 class JsonDisplay:
     """Print every event as one JSON line on stdout."""
 
@@ -46,7 +50,7 @@ class PlainDisplay:
             self._print(
                 f"rendering {event.composition}: frames {event.start}-{event.end - 1} ({event.frames}) at "
                 f"{event.width}x{event.height} {event.fps} fps, {event.chunks} chunk(s), "
-                f"{event.workers} worker(s)"
+                f"{event.workers} worker(s), {_CAPTURE_NAMES.get(event.capture, event.capture)}"
             )
         elif isinstance(event, ProgressEvent):
             now = time.monotonic()
