@@ -21,7 +21,15 @@ from renderd.coordinator.ssh import SshTransport
 from renderd.coordinator.wheelpack import copy_sources, repack_installed
 from renderd.errors import RenderdError
 
-SYSTEM_TOOLS = {"chromium": "chromium", "ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "rsync": "rsync"}
+# The headless shell is optional for rendering (auto falls back to Chromium screenshots) but is
+# the faster capture path, so an install brings it along.
+SYSTEM_TOOLS = {
+    "chromium": "chromium",
+    "chromium-headless-shell": "chromium-headless-shell",
+    "ffmpeg": "ffmpeg",
+    "ffprobe": "ffmpeg",
+    "rsync": "rsync",
+}
 INSTALL_TIMEOUT_S = 900.0
 
 
