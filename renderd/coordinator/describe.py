@@ -117,6 +117,10 @@ class Describer:
     def cache_key(self, comp: Composition, request: DescribeRequest) -> str:
         """Return the cache key of describing ``comp`` with ``request`` (blocking: scans the tree)."""
         settings = {**json.loads(request.to_json()), "composition": comp.entry_relative}
+        # Which browser captures does not change what the page says about itself (size, fps,
+        # duration, media): a job on the headless shell reuses a describe made with Chromium.
+        if isinstance(settings.get("settings"), dict):
+            settings["settings"].pop("browser", None)
         material = {
             "tree": self.digester.digest(comp.root),
             "request": settings,
