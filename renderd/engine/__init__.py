@@ -120,7 +120,9 @@ class Engine:
         self.info: CompositionInfo | None = None
         self.gl = options.gl == "on" or (options.gl == "auto" and comp.uses_webgl())
         self.begin_frame = uses_begin_frame(options.browser, options.chromium)
-        self._browser_options = BrowserOptions(executable=options.chromium, gl=self.gl, begin_frame=self.begin_frame)
+        self._browser_options = BrowserOptions(
+            executable=options.chromium, gl=self.gl, begin_frame=self.begin_frame, scale=options.capture.scale
+        )
         self._pw_cm = async_playwright()
         # A driver passed in belongs to the caller (a serving agent keeps one for its whole life).
         self._own_driver = playwright is None

@@ -83,6 +83,9 @@ class BrowserOptions:
     gl: bool = False
     # The headless shell under BeginFrame control (capture through beginFrame), else Chromium.
     begin_frame: bool = False
+    # Device pixels per CSS pixel of every page (--scale). BeginFrame pictures are drawn at the
+    # browser's own scale factor, not at a page's emulated one: the flag sets it for them.
+    scale: float = 1.0
     launch_timeout_s: float = 60.0
     # Refuse to start Chromium when it cannot get its own empty network namespace (default: the
     # host's RENDERD_CONFINEMENT=require). Without it renderd warns once and renders unconfined.
@@ -125,9 +128,11 @@ def uses_begin_frame(browser: str, executable: str | None) -> bool:
     return True
 
 
-def chromium_args(gl: bool, begin_frame: bool = False) -> list[str]:
+def chromium_args(gl: bool, begin_frame: bool = False, scale: float = 1.0) -> list[str]:
     """Return the command-line flags for a render browser."""
     flags = (*_COMMON_FLAGS, *(_GL_FLAGS if gl else _NO_GL_FLAGS), *(_BEGIN_FRAME_FLAGS if begin_frame else ()))
+    if begin_frame and scale != 1:
+        flags = (*flags, f"--force-device-scale-factor={scale:g}")
     return list(dict.fromkeys(flags))
 
 
@@ -145,7 +150,7 @@ async def launch_browser(pw: Playwright, options: BrowserOptions) -> Browser:
         return await pw.chromium.launch(
             executable_path=launched,
             headless=True,
-            args=chromium_args(options.gl, options.begin_frame),
+            args=chromium_args(options.gl, options.begin_frame, options.scale),
             # Playwright adds --no-sandbox itself when the sandbox is off: as uid 0 (root without
             # a user namespace) Chromium will not start otherwise.
             chromium_sandbox=confinement.sandbox,
