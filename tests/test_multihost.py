@@ -643,6 +643,11 @@ def test_require_routes_jobs_to_hosts_carrying_the_labels(root: Path, hosts: Tes
         d.stop()
 
 
+def _version(browser: str) -> str:
+    printed = subprocess.run([browser, "--version"], capture_output=True, text=True, check=True).stdout
+    return next(w for w in printed.split() if w[:1].isdigit())
+
+
 def _wait_probe_done(d: Daemon, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while "host probe done" not in d.log.read_text():
@@ -669,12 +674,15 @@ def test_a_job_keeps_one_browser_and_only_hosts_with_it_render(root: Path, hosts
         assert r.returncode == 0, r.stderr
         jobs = {j["output"]: j for j in d.json("list")["jobs"]}
         auto_job, shell_job = jobs[str(auto)], jobs[str(shell)]
-        # Not every host has a shell: the whole job is captured with Chromium screenshots.
+        # Not every host has a shell: the whole job is captured with Chromium screenshots, by the
+        # one Chromium build the hosts run (pinned: a host on another build would not take it).
+        build = _version("/usr/bin/chromium")
         assert auto_job["params"]["browser"] == "chromium"
-        assert "require" not in auto_job["params"]
+        assert auto_job["params"]["require"] == [f"chromium={build}"]
         # The shell job is recorded as such and only h1 and h2 rendered its chunks.
         assert shell_job["params"]["browser"] == "headless-shell"
-        assert shell_job["params"]["require"] == ["browser=headless-shell"]
+        shell_build = _version("/usr/bin/chromium-headless-shell")
+        assert shell_job["params"]["require"] == ["browser=headless-shell", f"headless-shell={shell_build}"]
         assert set(_attempt_hosts(d.json("status", shell_job["id"]))) <= {"h1", "h2"}
         for out in (auto, shell):
             assert [decode_index(f, 320) for f in decode_frames(out, 320, 240)] == list(range(120))

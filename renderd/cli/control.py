@@ -378,12 +378,6 @@ def cmd_hosts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _version_number(version: object) -> str:
-    """Return the number in what ``chromium --version`` printed ("Chromium 156.0.1 built on ..." -> "156.0.1")."""
-    words = str(version or "").split()
-    return next((w for w in words if w[:1].isdigit()), "(version unknown)")
-
-
 def _config_and_inventory(args: argparse.Namespace) -> tuple[DaemonConfig, Inventory]:
     from renderd.config import load_daemon_config, load_inventory
 
@@ -395,7 +389,7 @@ def _hosts_check(args: argparse.Namespace) -> int:
     import asyncio
     import dataclasses
 
-    from renderd.coordinator.hostcheck import check_hosts, mixed_builds
+    from renderd.coordinator.hostcheck import check_hosts, mixed_builds, version_number
 
     config, inventory = _config_and_inventory(args)
     reports = asyncio.run(check_hosts(config, inventory, args.names))
@@ -407,7 +401,7 @@ def _hosts_check(args: argparse.Namespace) -> int:
             ram = (f.get("memory_available") or 0) >> 30
             build = f", {f['chromium_version']}" if f.get("chromium_version") else ""
             if f.get("headless_shell"):
-                build += f", headless shell {_version_number(f.get('headless_shell_version'))}"
+                build += f", headless shell {version_number(f.get('headless_shell_version')) or '(version unknown)'}"
             facts = f"renderd {f.get('version')}{build}, {f.get('cpus')} CPUs, {ram} GiB free RAM" if f else ""
             if r.selftest_s is not None:
                 facts += f", self-test frame in {r.selftest_s:.1f} s"

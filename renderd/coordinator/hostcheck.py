@@ -68,9 +68,28 @@ def judge(name: str, facts: dict[str, Any]) -> HostReport:
 HEADLESS_SHELL_LABEL = "browser=headless-shell"
 
 
+# The build of each browser, as "chromium=156.0.8078.114" / "headless-shell=156.0.8078.114": a
+# job is pinned to one build (submit.choose_browser), so its chunks never mix two builds' pixels.
+BUILD_LABEL_KEYS = {"chromium": "chromium_version", "headless-shell": "headless_shell_version"}
+
+
+def version_number(version: object) -> str | None:
+    """Return the number in what ``chromium --version`` printed ("Chromium 156.0.1 built on ..." -> "156.0.1")."""
+    return next((w for w in str(version or "").split() if w[:1].isdigit()), None)
+
+
+def build_label(browser: str, version: str) -> str:
+    """Return the capability label of ``browser`` at ``version`` (a version number)."""
+    return f"{browser}={version}"
+
+
 def capabilities(facts: dict[str, Any]) -> frozenset[str]:
-    """Return the capability labels a host's probe facts show."""
-    return frozenset({HEADLESS_SHELL_LABEL} if facts.get("headless_shell") else ())
+    """Return the capability labels a host's probe facts show: the shell, and each browser's build."""
+    caps = {HEADLESS_SHELL_LABEL} if facts.get("headless_shell") else set()
+    for browser, key in BUILD_LABEL_KEYS.items():
+        if (number := version_number(facts.get(key))) is not None:
+            caps.add(build_label(browser, number))
+    return frozenset(caps)
 
 
 def mixed_builds(reports: list[HostReport]) -> str | None:

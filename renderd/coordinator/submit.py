@@ -24,7 +24,7 @@ from renderd.composition import Composition, Overrides, load_composition
 from renderd.config import LABEL, LABEL_WHAT, DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.describe import CACHE_ENTRIES, DescribeHost, Describer, TreeDigester, request_for
 from renderd.coordinator.hooks import job_targets
-from renderd.coordinator.hostcheck import HEADLESS_SHELL_LABEL
+from renderd.coordinator.hostcheck import HEADLESS_SHELL_LABEL, build_label
 from renderd.coordinator.models import NewJob
 from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
 from renderd.coordinator.protocol import BAD_INPUT, FORBIDDEN, NO_HOST
@@ -196,24 +196,41 @@ def waiting_reason(
 def choose_browser(
     settings: RenderSettings, require: tuple[str, ...], inventory: Inventory, caps: Mapping[str, frozenset[str]]
 ) -> tuple[RenderSettings, tuple[str, ...]]:
-    """Decide a job's browser once, for all its chunks: return the settings and labels to record.
+    """Decide a job's browser and build once, for all its chunks: return the settings and labels to record.
 
-    Every chunk of a job is captured by the same browser build, so ``auto`` means the headless
-    shell (BeginFrame capture) only when every enabled host that may take the job has one by its
-    last probe, else Chromium screenshots. A job on the headless shell requires the probe's
-    capability label, so a host without the shell never claims its chunks. ``--chromium PATH``
-    leaves ``auto`` to the agents (the path's name says which it is).
+    ``auto`` means the headless shell (BeginFrame capture) only when every enabled host that may
+    take the job has one by its last probe, else Chromium screenshots. A job on the shell requires
+    the probe's ``browser=headless-shell`` label, so a host without one never claims its chunks.
+    The job is also pinned to one build of its browser (``chromium=VERSION`` or
+    ``headless-shell=VERSION``): the build most of those hosts run (the newest on a tie), so no
+    two chunks of a job are drawn by different builds; hosts on another build leave it alone.
+    Nothing is pinned while no probe has reported a build yet. ``--chromium PATH`` leaves ``auto``
+    to the agents (the path's name says which it is) and pins nothing.
     """
     choice = settings.browser
+    fit = [h for h in inventory.enabled_hosts() if carries(h, require)]
     if choice == "auto":
         if settings.chromium is not None:
             return settings, require
-        fit = [h for h in inventory.enabled_hosts() if carries(h, require)]
         shells = [h for h in fit if HEADLESS_SHELL_LABEL in caps.get(h.name, frozenset())]
         choice = "headless-shell" if fit and len(shells) == len(fit) else "chromium"
     if choice == "headless-shell" and HEADLESS_SHELL_LABEL not in require:
         require = (*require, HEADLESS_SHELL_LABEL)
+    if settings.chromium is None:
+        prefix = build_label(choice, "")
+        builds: dict[str, int] = {}
+        for h in fit:
+            for cap in caps.get(h.name, frozenset()):
+                if cap.startswith(prefix):
+                    builds[cap] = builds.get(cap, 0) + 1
+        if builds and not any(label.startswith(prefix) for label in require):
+            pinned = max(builds, key=lambda label: (builds[label], _version_key(label[len(prefix) :])))
+            require = (*require, pinned)
     return replace(settings, browser=choice), require
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else -1 for part in version.split("."))
 
 
 def prefer_carriers(hosts: list[DescribeHost], require: tuple[str, ...]) -> list[DescribeHost]:
@@ -302,7 +319,9 @@ async def plan_submission(
     await asyncio.to_thread(_check_replaceable, out, peer, settings.format == "png-sequence")
     if inventory is not None:
         settings, require = choose_browser(settings, require, inventory, caps or {})
-        if HEADLESS_SHELL_LABEL in require and (no_host := waiting_reason(require, inventory, caps=caps)) is not None:
+        # Refused only once every host that may take it has been probed (none had what it needs).
+        probed = all(h.name in (caps or {}) for h in inventory.enabled_hosts() if carries(h, require))
+        if probed and (no_host := waiting_reason(require, inventory, caps=caps)) is not None:
             raise ControlError(BAD_INPUT, no_host)
         hosts = prefer_carriers(hosts, require)
     overrides = _overrides(fields)
