@@ -74,6 +74,12 @@ def test_a_shell_job_no_host_can_take_says_so_in_one_line(inventory: Inventory) 
     assert require == ("browser=headless-shell",)
     why = waiting_reason(require, inventory, caps=caps)
     assert why == (
-        "no host has chromium-headless-shell (--browser headless-shell; the hosts' probes decide: "
-        "renderd hosts check; hosts: a[], b[], c[gpu])"
+        "no host has chromium-headless-shell (the job's browser, chosen at submit; `renderd hosts check` "
+        "shows each host's; hosts: a[], b[], c[gpu])"
+    )
+    # A pinned build no host runs any more (all upgraded mid-job), with a label: said in words.
+    why = waiting_reason(("gpu", "chromium=155.0.7000.1"), inventory, caps=caps)
+    assert why is not None and why.startswith("no host carrying label(s) gpu has Chromium 155.0.7000.1 (")
+    assert waiting_reason(("gpu", "chromium=156.0.8078.114"), inventory, {"a"}, caps=caps) == (
+        "every host carrying label(s) gpu is drained, quarantined or down: c"
     )

@@ -172,25 +172,37 @@ def waiting_reason(
     """Why a job requiring ``require`` cannot run now; None when a host may take it.
 
     Without ``usable`` (the names of hosts that take work now) only the inventory is asked.
-    ``caps``: each host's probed capability labels (a host not probed yet has none).
+    ``caps``: each host's probed capability labels (a host not probed yet has none). The labels
+    only probes give (the job's browser and build, with "=" in them) are said in words.
     """
     if not require:
         return None
-    wanted = ", ".join(require)
+    user = [label for label in require if "=" not in label]
+    browser = _browser_words([label for label in require if "=" in label])
     enabled = inventory.enabled_hosts()
+    if user and not any(carries(h, user) for h in enabled):
+        return f"no host carries label(s) {', '.join(user)} (hosts: {_host_list(enabled)})"
     carriers = [h.name for h in enabled if carries(h, require, caps)]
+    with_labels = f" carrying label(s) {', '.join(user)}" if user else ""
     if not carriers:
-        if HEADLESS_SHELL_LABEL in require:
-            labels = [label for label in require if label != HEADLESS_SHELL_LABEL]
-            also = f" and label(s) {', '.join(labels)}" if labels else ""
-            return (
-                f"no host has chromium-headless-shell{also} (--browser headless-shell; the hosts' "
-                f"probes decide: renderd hosts check; hosts: {_host_list(enabled)})"
-            )
-        return f"no host carries label(s) {wanted} (hosts: {_host_list(enabled)})"
+        return (
+            f"no host{with_labels} has {browser} (the job's browser, chosen at submit; `renderd hosts check` "
+            f"shows each host's; hosts: {_host_list(enabled)})"
+        )
     if usable is not None and not usable.intersection(carriers):
-        return f"every host carrying label(s) {wanted} is drained, quarantined or down: {', '.join(carriers)}"
+        what = with_labels or f" with {browser}"
+        return f"every host{what} is drained, quarantined or down: {', '.join(carriers)}"
     return None
+
+
+def _browser_words(labels: Sequence[str]) -> str:
+    """Say what the probe-given labels ``labels`` ask for ("chromium-headless-shell 156.0.8078.114")."""
+    values = dict(label.split("=", 1) for label in labels)
+    if "browser" in values or "headless-shell" in values:
+        return " ".join(
+            ["chromium-headless-shell", *([values["headless-shell"]] if "headless-shell" in values else [])]
+        )
+    return " ".join(["Chromium", *([values["chromium"]] if "chromium" in values else [])])
 
 
 def choose_browser(
