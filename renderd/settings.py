@@ -121,13 +121,15 @@ class RenderSettings:
         choices=("auto", "on", "off"),
         help="Chromium with SwiftShader GL (on), without GPU (off), or by scanning the composition for WebGL (auto)",
     )
+    # Chromium screenshots stay the default until BeginFrame capture draws will-change layers as a
+    # sequential pass does whatever the split (docs/performance.md, "Two capture paths").
     browser: str = _setting(
-        "auto",
+        "chromium",
         kind=str,
         choices=("auto", "chromium", "headless-shell"),
-        help="capture with chromium-headless-shell under BeginFrame control (headless-shell), with Chromium "
-        "screenshots (chromium), or with the headless shell where it is installed (auto; with submit: on "
-        "every host that can take the job)",
+        help="capture with Chromium screenshots (chromium, the default), with chromium-headless-shell under "
+        "BeginFrame control (headless-shell), or with the headless shell where it is installed (auto; with "
+        "submit: only if every host that can take the job has one)",
     )
     chromium: str | None = _setting(
         None,

@@ -68,7 +68,10 @@ def test_a_host_can_turn_the_shell_off(tmp_path: Path) -> None:
     ), r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "never.mp4").exists()
     # auto falls back to Chromium screenshots; without the variable it takes the shell.
-    r = run_renderd("render", comp, "-o", tmp_path / "auto.mp4", "--frames", "0:10", env=off)
+    r = run_renderd("render", comp, "-o", tmp_path / "auto.mp4", "--frames", "0:10", "--browser", "auto", env=off)
     assert r.returncode == 0 and "screenshot capture (Chromium)" in r.stderr, r.stderr
-    r = run_renderd("render", comp, "-o", tmp_path / "shell.mp4", "--frames", "0:10")
+    r = run_renderd("render", comp, "-o", tmp_path / "shell.mp4", "--frames", "0:10", "--browser", "auto")
     assert r.returncode == 0 and "BeginFrame capture (headless shell)" in r.stderr, r.stderr
+    # The default is Chromium screenshots.
+    r = run_renderd("render", comp, "-o", tmp_path / "default.mp4", "--frames", "0:10")
+    assert r.returncode == 0 and "screenshot capture (Chromium)" in r.stderr, r.stderr

@@ -669,7 +669,7 @@ def test_a_job_keeps_one_browser_and_only_hosts_with_it_render(root: Path, hosts
         _wait_probe_done(d)
         comp = FIXTURES / "frame-index-hook"
         auto, shell = root / "auto.mp4", root / "shell.mp4"
-        r = d.ctl("submit", comp, "-o", auto, "--chunks", "3", "--wait")
+        r = d.ctl("submit", comp, "-o", auto, "--browser", "auto", "--chunks", "3", "--wait")
         assert r.returncode == 0, r.stderr
         r = d.ctl("submit", comp, "-o", shell, "--browser", "headless-shell", "--chunks", "4", "--wait")
         assert r.returncode == 0, r.stderr
