@@ -399,8 +399,8 @@ class Claims:
         """
         keys = [k for k in self._staging if k[1] == job_id]
         self._settings.pop(job_id, None)
-        for key in [k for k in self._agent_settings if k[0] == job_id]:
-            del self._agent_settings[key]
+        for built in [k for k in self._agent_settings if k[0] == job_id]:
+            del self._agent_settings[built]
         self._job_dirs.discard(job_id)
         if keep:
             log.info(

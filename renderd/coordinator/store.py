@@ -1,18 +1,32 @@
 """The coordinator's job store: jobs, chunks, attempts, events and host health in one SQLite file.
 
 The only module that talks to SQLite. One connection is opened, used and closed by one worker
-thread; every public method is a coroutine that runs its body there, so the event loop never
-waits on the disk and no two store operations interleave. Each state change is one ``BEGIN
-IMMEDIATE`` transaction, committed before the coroutine returns (the immediate lock also keeps a
-second process on the same file from interleaving with a claim). Cancelling the caller does not
-cancel the transaction, which still runs to its end: await results you must not miss (a claim, a
-verification) under ``asyncio.shield``.
+thread; every public method queues its body for that thread and returns a future of the result,
+so the event loop never waits on the disk and no two store operations interleave. Group commit:
+the calls made in one event-loop turn, and those made while the thread is busy, run as one batch
+(one thread hop) inside one ``BEGIN IMMEDIATE`` transaction, each call a savepoint of its own
+(one that fails is undone alone); the batch commits before any of its futures is settled, so a
+result a caller sees is committed, as when every call was its own transaction. Under load, one
+commit then carries many decisions instead of one each. (The immediate lock also keeps a second
+process on the same file from interleaving with a claim.) Cancelling the caller does not take
+its call out of the batch, which still runs to its end: await results you must not miss (a claim,
+a verification) under ``asyncio.shield``. A write whose loss a restart repairs may be left
+unawaited (``mark_chunk_fetched``: a crash requeues a fetched chunk like a rendering one).
 
 Durability: WAL with ``synchronous=NORMAL``. A commit appends the transaction to the WAL file, so
 it is in the kernel's page cache when the call returns: SIGKILL, an OOM kill or any other crash of
-the daemon process cannot lose it. Only a power loss or kernel crash can, and then SQLite comes
-back to an older consistent state, never a corrupt one; FULL would add an fsync per commit on the
-single store thread to guard against failures the lifecycle (below) does not rely on.
+the daemon process cannot lose it. Only a power loss or kernel crash can (the last commits before
+it; a checkpoint fsyncs), and then SQLite comes back to an older consistent state, never a
+corrupt one, which the coordinator re-derives from like from any restart: :meth:`Store.recover`
+requeues every chunk that was in flight (an agent told to render one that the store forgot
+renders it for nothing, and the chunk is rendered again, never lost), and a chunk is verified by
+one committed UPDATE or not at all, so it is counted once or rendered again, never twice. FULL
+would add an fsync per commit on the single store thread to guard against failures this
+lifecycle does not rely on.
+
+Settings of the connection: a 32 MiB page cache (the default 2 MiB is smaller than the indexes a
+claim walks on a store of 100k chunks: every miss is a read syscall) and temporary b-trees (the
+DISTINCT of a claim) in memory.
 
 Host-driven chunk transitions carry the attempt id of their claim; a report from an attempt that
 no longer holds the chunk (cancelled, interrupted, lost) changes nothing and returns ``None``. A
@@ -220,6 +234,8 @@ def _configure(db: sqlite3.Connection, path: Path, busy_timeout_s: float) -> Non
     if str(mode).lower() != "wal":
         raise StoreError(f"{path}: cannot use the WAL journal (got {mode!r})", path=str(path))
     db.execute("PRAGMA synchronous = NORMAL")  # safe against process crashes: module docstring
+    db.execute("PRAGMA cache_size = -32768")  # KiB: see the module docstring
+    db.execute("PRAGMA temp_store = MEMORY")
     db.execute("PRAGMA foreign_keys = ON")
     migrate(db, str(path))
 
@@ -754,21 +770,18 @@ class Store:
                 (job_id, index, host, now),
             ).lastrowid
             assert attempt_id is not None
+            to = ChunkState.RENDERING if start else ChunkState.ASSIGNED
             chunk = self._one(
-                "UPDATE chunks SET state = 'assigned', host = ?, attempts = attempts + 1, attempt_id = ?, "
+                "UPDATE chunks SET state = ?, host = ?, attempts = attempts + 1, attempt_id = ?, "
                 "updated_at = ? WHERE job_id = ? AND idx = ? AND state = 'pending' RETURNING *",
-                (host, attempt_id, now, job_id, index),
+                (to.value, host, attempt_id, now, job_id, index),
             )
             assert chunk is not None
             begin = "UPDATE jobs SET state = 'running', started_at = ?, updated_at = ? WHERE id = ? AND state = ?"
             if self._db.execute(begin, (now, now, job_id, JobState.QUEUED.value)).rowcount:
                 self._add_event(job_id, "started")
             self._add_event(job_id, "chunk_assigned", chunk=index, host=host, attempt=attempt_id)
-            if start:
-                chunk = self._one(
-                    "UPDATE chunks SET state = 'rendering' WHERE job_id = ? AND idx = ? RETURNING *", (job_id, index)
-                )
-                assert chunk is not None
+            if start:  # the two steps of a claim and a mark_chunk_rendering, in one write
                 self._add_event(job_id, "chunk_rendering", chunk=index, attempt=attempt_id)
             # The attempt row as just inserted, without reading it back.
             attempt = Attempt(
