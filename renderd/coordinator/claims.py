@@ -248,23 +248,29 @@ class Claims:
         store = self.ctx.store
         success = store.record_host_success(host, fps)
         complete = store.job_all_verified(job_id)
+
+        def assemble_if_complete(fut: asyncio.Future[bool]) -> None:
+            # A callback, not code after the await below: it runs even if the caller is
+            # cancelled meanwhile. ``verify`` ran first in the batch, so it is settled.
+            if fut.cancelled() or fut.exception() is not None or not fut.result():
+                return
+            if not verify.cancelled() and verify.exception() is None and verify.result() is not None:
+                self._on_all_verified(job_id)
+
+        complete.add_done_callback(assemble_if_complete)
         both = asyncio.gather(verify, success, complete, return_exceptions=True)
         verified, counted, all_in = await asyncio.shield(both)
         if isinstance(verified, BaseException):
             raise verified
         if isinstance(counted, BaseException):
             log.warning("[host=%s] could not record its speed: %s", host, counted)
-        if verified is None:
-            return None
-        if isinstance(all_in, BaseException):
+        if verified is not None and isinstance(all_in, BaseException):
 
             async def maybe_assemble() -> None:
                 if await store.job_all_verified(job_id):
                     self._on_all_verified(job_id)
 
             await self.settle(maybe_assemble, f"[job={job_id}] check for assembly")
-        elif all_in:
-            self._on_all_verified(job_id)
         return verified
 
     # -- one attempt ---------------------------------------------------------------------------
