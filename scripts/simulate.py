@@ -251,7 +251,9 @@ class Result:
     job_chunks: dict[str, int] = field(default_factory=dict)
     verified_per_chunk: dict[tuple[str, int], int] = field(default_factory=dict)
     lost_chunks: int = 0  # chunks whose attempt was lost (its host died)
-    store_calls: int = 0  # executor calls of the coordinator while the jobs ran (the store's, mostly)
+    store_calls: int = 0  # executor calls of the coordinator while the jobs ran: thread hops (the store's, mostly)
+    store_api_calls: int = 0  # Store method calls while the jobs ran (a batch of them is one hop)
+    transactions: int = 0  # write transactions the store committed while the jobs ran
     job_claims: dict[str, tuple[float, float]] = field(default_factory=dict)  # first and last claim, virtual s
     rerun_elsewhere: int = 0  # of those, verified on a host where none of its attempts was lost
 
@@ -351,6 +353,7 @@ async def _run(sc: Scenario, root: Path) -> Result:
         stop = asyncio.Event()
         cpu0, wall0, t0 = time.process_time(), time.perf_counter(), loop.time()
         calls0 = loop.executor_calls if isinstance(loop, VirtualTimeLoop) else 0
+        api0, tx0 = store.stats.calls, store.stats.transactions
         run = asyncio.create_task(sched.run(stop))
         finish: dict[str, float] = {}
         pending = set(job_ids)
@@ -370,6 +373,7 @@ async def _run(sc: Scenario, root: Path) -> Result:
         makespan = max(finish.values()) - t0
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         calls = (loop.executor_calls if isinstance(loop, VirtualTimeLoop) else 0) - calls0
+        api_calls, transactions = store.stats.calls - api0, store.stats.transactions - tx0
         stop.set()
         sched.stop_claiming()
         sched.wake()
@@ -386,6 +390,7 @@ async def _run(sc: Scenario, root: Path) -> Result:
         job_finish=finish, job_priority=priorities, job_chunks=chunk_count,
         verified_per_chunk=result["per_chunk"], lost_chunks=result["lost_chunks"],
         rerun_elsewhere=result["rerun_elsewhere"], job_claims=result["claims"], store_calls=calls,
+        store_api_calls=api_calls, transactions=transactions,
     )  # fmt: skip
 
 
@@ -452,8 +457,10 @@ def report(r: Result) -> str:
             head,
             f"  decisions: {r.decisions} ({r.claims} claims, {r.speculative} speculative, {r.lost} lost) "
             f"in {r.cpu_s:.1f} s coordinator CPU ({r.wall_s:.1f} s wall): {r.decisions_per_s:,.0f} decisions/s",
-            f"  peak RSS {r.rss_mb:.0f} MiB, store {r.store_mb:.0f} MiB; "
-            f"{r.store_calls / max(1, r.verified):.1f} store calls per chunk",
+            f"  peak RSS {r.rss_mb:.0f} MiB, store {r.store_mb:.0f} MiB; per chunk: "
+            f"{r.store_api_calls / max(1, r.verified):.1f} store calls in {r.store_calls / max(1, r.verified):.1f} "
+            f"thread hops, {r.transactions / max(1, r.verified):.1f} transactions "
+            f"({r.decisions / max(1, r.transactions):.1f} decisions per transaction)",
             f"  makespan {r.makespan:,.0f} s virtual; ideal (total work / total capacity) {r.ideal:,.0f} s: "
             f"{r.makespan / r.ideal:.3f}x ideal "
             f"({r.makespan / r.ideal_alive:.3f}x the ideal of the hosts that stay up)",

@@ -168,6 +168,28 @@ async def test_claims_follow_priority_then_submission_order(store: Store, clock:
     assert await store.list_jobs(states=[JobState.DONE]) == []
 
 
+async def test_calls_of_one_turn_share_a_transaction_and_fail_alone(store: Store) -> None:
+    """Group commit: calls made together run in one batch and one transaction; a failing one is undone alone."""
+    job = await store.create_job(new_job(30), plan(30))  # 3 chunks
+    batches, transactions = store.stats.batches, store.stats.transactions
+    first = store.claim_chunk("r1")
+    broken = store.add_event("j-0000000000", "nobody")  # no such job: the foreign key refuses it
+    second = store.claim_chunk("r2", start=True)
+    done = await asyncio.gather(first, broken, second, return_exceptions=True)
+    assert store.stats.batches - batches == 1 and store.stats.transactions - transactions == 1
+    a, error, b = done
+    assert isinstance(error, StoreError) and "FOREIGN KEY" in str(error)
+    assert a is not None and not isinstance(a, BaseException) and a.chunk.state is ChunkState.ASSIGNED
+    assert b is not None and not isinstance(b, BaseException) and b.chunk.state is ChunkState.RENDERING
+    assert b.job is not None and b.job.state is JobState.RUNNING and b.job.id == job.id
+    # Committed before the results were handed out: another connection sees both claims, not the event.
+    rows = query(store.path, "SELECT idx, state, host FROM chunks ORDER BY idx")
+    assert rows == [(0, "assigned", "r1"), (1, "rendering", "r2"), (2, "pending", None)]
+    assert query(store.path, "SELECT count(*) FROM events WHERE kind = 'nobody'") == [(0,)]
+    kinds = [e.kind for e in await store.get_events(job.id)]
+    assert kinds == ["submitted", "started", "chunk_assigned", "chunk_assigned", "chunk_rendering"]
+
+
 async def test_concurrent_claims_never_hand_out_a_chunk_twice(store: Store, tmp_path: Path) -> None:
     for _ in range(4):
         await store.create_job(new_job(100), plan(100))  # 4 jobs x 10 chunks

@@ -24,7 +24,7 @@ import asyncssh
 from renderd.assignment import Assignment
 from renderd.config import HostConfig
 from renderd.coordinator.hosts import HostRegistry, HostRuntime, SchedulerContext
-from renderd.coordinator.models import Chunk, Claim, Job
+from renderd.coordinator.models import Chunk, ChunkState, Claim, Job
 from renderd.coordinator.tasks import Kind
 from renderd.coordinator.transport import Transport
 from renderd.encode import png_part_frames, probe_video, sha256_file_async
@@ -91,6 +91,8 @@ class Claims:
         # The composition synced to a host, per (host, job): the transport it went through and the task.
         self._staging: dict[tuple[str, str], tuple[Transport, asyncio.Task[str]]] = {}
         self._settings: dict[str, RenderSettings] = {}  # per job, parsed from its params once
+        # What an agent of a job gets, per (job, host's workers): built (and validated) once, not per chunk.
+        self._agent_settings: dict[tuple[str, int | None], RenderSettings] = {}
         self._job_dirs: set[str] = set()  # jobs whose directory in the state dir exists
 
     def job_progress(self, job_id: str) -> JobProgress:
@@ -126,8 +128,11 @@ class Claims:
     async def claim(self, rt: HostRuntime, *, avoid_own_failures: bool) -> Claim | None:
         """Claim the next pending chunk for ``rt`` and start its attempt; None if nothing is pending."""
         name = rt.config.name
+        # Claimed and marked rendering in one transaction: the task below starts it at once.
         claim = await asyncio.shield(
-            self.ctx.store.claim_chunk(name, avoid_own_failures=avoid_own_failures, labels=self.ctx.labels(rt.config))
+            self.ctx.store.claim_chunk(
+                name, avoid_own_failures=avoid_own_failures, labels=self.ctx.labels(rt.config), start=True
+            )
         )
         if claim is not None:
             chunk = claim.chunk
@@ -145,10 +150,11 @@ class Claims:
         progress.hosts[chunk.index] = host.name
         requeued = True  # unless it ends verified or stale: then only this host's slot freed up
         try:
-            job = await store.get_job(chunk.job_id)
+            job = claim.job or await store.get_job(chunk.job_id)
             if job is None:
                 raise RenderdError(f"job {chunk.job_id} is not in the store")
-            if await asyncio.shield(store.mark_chunk_rendering(job.id, chunk.index, attempt.id)) is None:
+            started = chunk.state is ChunkState.RENDERING  # claimed with start=True
+            if not started and await asyncio.shield(store.mark_chunk_rendering(*key, attempt.id)) is None:
                 clog.info("the attempt no longer holds the chunk (cancelled); not started")
                 requeued = False
                 return
@@ -156,18 +162,18 @@ class Claims:
                 host.name, asyncio.get_running_loop().time(), chunk.end - chunk.start, job_requires(job)
             )
             output, sha, frames, fps = await self.render(transport, host, job, chunk, attempt.id, progress)
-            await asyncio.shield(store.mark_chunk_fetched(job.id, chunk.index, attempt.id))
-            verified = await asyncio.shield(
-                store.mark_chunk_verified(
-                    job.id, chunk.index, attempt.id, output_path=str(output), sha256=sha, frames=frames, fps=fps
-                )
+            # Not awaited: a fetched chunk that a crash forgets is requeued like a rendering one
+            # (both are in flight), and the write joins the batch of the verification below.
+            write_behind(store.mark_chunk_fetched(job.id, chunk.index, attempt.id), clog.context)
+            verify = store.mark_chunk_verified(
+                job.id, chunk.index, attempt.id, output_path=str(output), sha256=sha, frames=frames, fps=fps
             )
+            verified = await self.record_verified(verify, host.name, job.id, fps)
             clog.info("chunk verified (%d frames, %.1f fps)", frames, fps)
             requeued = False
             if verified is not None:
                 self.ctx.outcomes.verified(host.name, frames / max(fps, 1e-6))
                 self.chunk_won(job.id, chunk.index, frames, fps, speculative=False)
-                await self.after_verified(host.name, job.id, fps)
         except asyncio.CancelledError:
             # Shutdown or cancel: a cancelled job's attempts are already closed in the store;
             # otherwise give the chunk back without counting it as a failure.
@@ -231,19 +237,43 @@ class Claims:
         if host_at_fault:
             await self.hosts.record_failure(host.name, why)
 
-    async def after_verified(self, host: str, job_id: str, fps: float) -> None:
-        """A chunk was verified on ``host``: count its speed; assemble the job once every chunk is in."""
-        store = self.ctx.store
-        try:
-            await asyncio.shield(store.record_host_success(host, fps))
-        except StoreError as exc:
-            log.warning("[host=%s] could not record its speed: %s", host, exc)
+    async def record_verified(
+        self, verify: asyncio.Future[Chunk | None], host: str, job_id: str, fps: float
+    ) -> Chunk | None:
+        """Await ``verify`` (a just-made verification call); count the host's speed; assemble the job if complete.
 
-        async def maybe_assemble() -> None:
-            if await store.job_all_verified(job_id):
+        The speed and the completeness check are asked at once, so they join the verification's
+        batch: one store round trip and one transaction for all three. The host's speed counts
+        even when the verification came too late (the other copy won): it did render the chunk.
+        Returns what ``verify`` returns; raises what it raises.
+        """
+        store = self.ctx.store
+        success = store.record_host_success(host, fps)
+        complete = store.job_all_verified(job_id)
+
+        def assemble_if_complete(fut: asyncio.Future[bool]) -> None:
+            # A callback, not code after the await below: it runs even if the caller is
+            # cancelled meanwhile. ``verify`` ran first in the batch, so it is settled.
+            if fut.cancelled() or fut.exception() is not None or not fut.result():
+                return
+            if not verify.cancelled() and verify.exception() is None and verify.result() is not None:
                 self._on_all_verified(job_id)
 
-        await self.settle(maybe_assemble, f"[job={job_id}] check for assembly")
+        complete.add_done_callback(assemble_if_complete)
+        both = asyncio.gather(verify, success, complete, return_exceptions=True)
+        verified, counted, all_in = await asyncio.shield(both)
+        if isinstance(verified, BaseException):
+            raise verified
+        if isinstance(counted, BaseException):
+            log.warning("[host=%s] could not record its speed: %s", host, counted)
+        if verified is not None and isinstance(all_in, BaseException):
+
+            async def maybe_assemble() -> None:
+                if await store.job_all_verified(job_id):
+                    self._on_all_verified(job_id)
+
+            await self.settle(maybe_assemble, f"[job={job_id}] check for assembly")
+        return verified
 
     # -- one attempt ---------------------------------------------------------------------------
 
@@ -353,10 +383,17 @@ class Claims:
             duration=str(p["duration"]),
             output=output,
             work_dir=work,
+            settings=self._settings_for_agent(job.id, settings, host.workers),
+        )
+
+    def _settings_for_agent(self, job_id: str, settings: RenderSettings, workers: int | None) -> RenderSettings:
+        key = (job_id, workers)
+        agent = self._agent_settings.get(key)
+        if agent is None:
             # The job is split already: the agent splits its chunk as it sees fit. A job's auto
             # workers are the host's own setting, else auto.
-            settings=replace(settings, chunks=None, workers=settings.workers or host.workers),
-        )
+            agent = self._agent_settings[key] = replace(settings, chunks=None, workers=settings.workers or workers)
+        return agent
 
     def cancel_chunk(self, job_id: str, index: int) -> None:
         """Stop the task running a chunk, if any."""
@@ -370,6 +407,8 @@ class Claims:
         """
         keys = [k for k in self._staging if k[1] == job_id]
         self._settings.pop(job_id, None)
+        for built in [k for k in self._agent_settings if k[0] == job_id]:
+            del self._agent_settings[built]
         self._job_dirs.discard(job_id)
         if keep:
             log.info(
@@ -421,6 +460,19 @@ def _remove_dir(path: Path, keep_files: Collection[str]) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
+
+
+def write_behind(write: asyncio.Future[Any], context: str) -> None:
+    """Leave a store write to commit in its batch unawaited; a failure is logged, not raised.
+
+    Only for writes whose loss a restart repairs anyway (recovery requeues in-flight chunks).
+    """
+
+    def done(fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("%s a store write failed: %s", context, fut.exception())
+
+    write.add_done_callback(done)
 
 
 def _lost(store: Any, chunk: Chunk, attempt_id: int, why: str) -> StoreStep:

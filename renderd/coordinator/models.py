@@ -208,6 +208,8 @@ class Claim(_Record):
 
     chunk: Chunk
     attempt: Attempt
+    # The chunk's job as the claim left it (a claim returns it: no second store call for it).
+    job: Job | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

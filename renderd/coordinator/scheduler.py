@@ -2,7 +2,8 @@
 
 Chunks are claimed from the store one at a time when a slot is free (not pre-assigned), so a
 fast host simply takes more chunks. Every state change is committed to the store before it is
-acted upon; store writes run under ``asyncio.shield`` so a cancellation never loses one.
+acted upon (``fetched``, which nothing acts upon, commits with the verification that follows it);
+store writes run under ``asyncio.shield`` so a cancellation never loses one.
 
 This is the facade over the parts, one concern each: :mod:`.hosts` (the hosts, inventory
 reloads, quarantine re-probes), :mod:`.claims` (claiming chunks, running attempts, in-flight

@@ -118,18 +118,16 @@ class Speculator:
                 raise RenderdError(f"chunk {index} of job {job_id} is not in the store")
             progress = self.claims.job_progress(job_id)
             output, sha, frames, fps = await self.claims.render(transport, host, job, chunk, attempt_id, progress)
-            won = await asyncio.shield(
-                store.mark_speculative_verified(
-                    job_id, index, attempt_id, output_path=str(output), sha256=sha, frames=frames, fps=fps
-                )
+            verify = store.mark_speculative_verified(
+                job_id, index, attempt_id, output_path=str(output), sha256=sha, frames=frames, fps=fps
             )
+            won = await self.claims.record_verified(verify, host.name, job_id, fps)
             if won is None:
                 clog.info("finished second; discarded")
                 return
             clog.info("won the race (%d frames, %.1f fps)", frames, fps)
             self.ctx.outcomes.verified(host.name, frames / max(fps, 1e-6), speculative=True)
             self.claims.chunk_won(job_id, index, frames, fps, speculative=True)
-            await self.claims.after_verified(host.name, job_id, fps)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await self.claims.settle(ended(AttemptOutcome.CANCELLED, "the other copy finished first"), clog.context)

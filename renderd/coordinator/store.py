@@ -1,18 +1,32 @@
 """The coordinator's job store: jobs, chunks, attempts, events and host health in one SQLite file.
 
 The only module that talks to SQLite. One connection is opened, used and closed by one worker
-thread; every public method is a coroutine that runs its body there, so the event loop never
-waits on the disk and no two store operations interleave. Each state change is one ``BEGIN
-IMMEDIATE`` transaction, committed before the coroutine returns (the immediate lock also keeps a
-second process on the same file from interleaving with a claim). Cancelling the caller does not
-cancel the transaction, which still runs to its end: await results you must not miss (a claim, a
-verification) under ``asyncio.shield``.
+thread; every public method queues its body for that thread and returns a future of the result,
+so the event loop never waits on the disk and no two store operations interleave. Group commit:
+the calls made in one event-loop turn, and those made while the thread is busy, run as one batch
+(one thread hop) inside one ``BEGIN IMMEDIATE`` transaction, each call a savepoint of its own
+(one that fails is undone alone); the batch commits before any of its futures is settled, so a
+result a caller sees is committed, as when every call was its own transaction. Under load, one
+commit then carries many decisions instead of one each. (The immediate lock also keeps a second
+process on the same file from interleaving with a claim.) Cancelling the caller does not take
+its call out of the batch, which still runs to its end: await results you must not miss (a claim,
+a verification) under ``asyncio.shield``. A write whose loss a restart repairs may be left
+unawaited (``mark_chunk_fetched``: a crash requeues a fetched chunk like a rendering one).
 
 Durability: WAL with ``synchronous=NORMAL``. A commit appends the transaction to the WAL file, so
 it is in the kernel's page cache when the call returns: SIGKILL, an OOM kill or any other crash of
-the daemon process cannot lose it. Only a power loss or kernel crash can, and then SQLite comes
-back to an older consistent state, never a corrupt one; FULL would add an fsync per commit on the
-single store thread to guard against failures the lifecycle (below) does not rely on.
+the daemon process cannot lose it. Only a power loss or kernel crash can (the last commits before
+it; a checkpoint fsyncs), and then SQLite comes back to an older consistent state, never a
+corrupt one, which the coordinator re-derives from like from any restart: :meth:`Store.recover`
+requeues every chunk that was in flight (an agent told to render one that the store forgot
+renders it for nothing, and the chunk is rendered again, never lost), and a chunk is verified by
+one committed UPDATE or not at all, so it is counted once or rendered again, never twice. FULL
+would add an fsync per commit on the single store thread to guard against failures this
+lifecycle does not rely on.
+
+Settings of the connection: a 32 MiB page cache (the default 2 MiB is smaller than the indexes a
+claim walks on a store of 100k chunks: every miss is a read syscall) and temporary b-trees (the
+DISTINCT of a claim) in memory.
 
 Host-driven chunk transitions carry the attempt id of their claim; a report from an attempt that
 no longer holds the chunk (cancelled, interrupted, lost) changes nothing and returns ``None``. A
@@ -31,10 +45,10 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -220,24 +234,43 @@ def _configure(db: sqlite3.Connection, path: Path, busy_timeout_s: float) -> Non
     if str(mode).lower() != "wal":
         raise StoreError(f"{path}: cannot use the WAL journal (got {mode!r})", path=str(path))
     db.execute("PRAGMA synchronous = NORMAL")  # safe against process crashes: module docstring
+    db.execute("PRAGMA cache_size = -32768")  # KiB: see the module docstring
+    db.execute("PRAGMA temp_store = MEMORY")
     db.execute("PRAGMA foreign_keys = ON")
     migrate(db, str(path))
 
 
-def _in_thread(fn: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], Awaitable[R]]:
-    """Make a blocking Store method a coroutine that runs on the store's thread."""
+def _in_thread(fn: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], asyncio.Future[R]]:
+    """Make a blocking Store method a call that queues its body for the store's thread.
 
-    async def run(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        if self._closed:
-            raise StoreError(f"job store {self.path} is closed", path=str(self.path))
-        call = functools.partial(fn, self, *args, **kwargs)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-        except sqlite3.Error as exc:
-            raise StoreError(f"job store {self.path}: {exc}", path=str(self.path)) from exc
+    The call queues at once and returns a future of the result, settled once the batch it ran
+    in is committed (:meth:`Store._submit`). Awaiting it is how a caller waits for durability;
+    a caller that does not need the result (a write whose loss a restart repairs) may leave it.
+    """
+
+    def run(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[R]:
+        return self._submit(functools.partial(fn, self, *args, **kwargs))
 
     functools.update_wrapper(run, fn)
     return run
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """What the store did, counted: the cost of scheduling is in these, not in wall time."""
+
+    calls: int = 0  # store method calls
+    batches: int = 0  # thread hops: one per batch of calls
+    transactions: int = 0  # write transactions committed (or attempted): one per batch that writes
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The store thread's bookkeeping of the batch it runs: where its write transaction began."""
+
+    tx_first: int | None = None  # index of the call that opened the transaction
+    begin_error: sqlite3.Error | None = None  # BEGIN failed: the batch's later writes fail alike
+    current: int = 0
 
 
 def _check_plan(chunks: Sequence[tuple[int, int]], start: int, end: int, total: int) -> None:
@@ -296,6 +329,17 @@ class Store:
         self._executor = pool
         self._clock = clock
         self._closed = False
+        self.stats = StoreStats()
+        # Group commit: calls queue here and run on the store thread in batches, one thread hop
+        # and one write transaction per batch (see _submit).
+        self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._running = False  # a batch is scheduled or in flight
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._batch: _Batch | None = None  # set on the store thread while a batch runs
+        # The hosts out of service (drained, or a quarantine time set), kept by every host write;
+        # None until first read. Replaced whole, never mutated: the loop thread reads it.
+        self._out_of_service: dict[str, sqlite3.Row] | None = None
 
     @classmethod
     async def open(
@@ -325,6 +369,7 @@ class Store:
             return
         self._closed = True
         try:
+            await self._idle.wait()  # the calls queued before close still run and commit
             await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
         finally:
             self._executor.shutdown(wait=False)
@@ -334,6 +379,142 @@ class Store:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    # -- group commit --------------------------------------------------------------------------
+
+    def _submit(self, call: Callable[[], R]) -> asyncio.Future[R]:
+        """Queue ``call`` for the store thread; return the future of its result.
+
+        Every call queued in the same event-loop turn, and every call queued while a batch runs,
+        goes into the next batch: one thread hop and at most one ``BEGIN IMMEDIATE`` transaction
+        for all of them, committed before any of their futures is settled. So a caller still
+        never sees a result that is not on disk, and a busy coordinator pays one commit for
+        many decisions instead of one each. Calls run in the order they were made; each write
+        is a savepoint of its own, so one that fails is undone alone and the others commit.
+        Cancelling a caller does not take its call out of the batch.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[R] = loop.create_future()
+        if self._closed:
+            fut.set_exception(StoreError(f"job store {self.path} is closed", path=str(self.path)))
+            return fut
+        self.stats.calls += 1
+        self._queue.append((call, fut))
+        if not self._running:
+            self._running = True
+            self._idle.clear()
+            loop.call_soon(self._run_next)  # the rest of this loop turn joins the batch
+        return fut
+
+    def _run_next(self) -> None:
+        """Hand the queued calls to the store thread as one batch (runs on the event loop)."""
+        batch, self._queue = self._queue, []
+        if not batch:
+            self._running = False
+            self._idle.set()
+            return
+        self.stats.batches += 1
+        loop = asyncio.get_running_loop()
+        done = loop.run_in_executor(self._executor, self._run_batch, [call for call, _ in batch])
+        done.add_done_callback(functools.partial(self._batch_done, batch))
+
+    def _batch_done(
+        self, batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]], done: asyncio.Future[list[Any]]
+    ) -> None:
+        if done.cancelled() or done.exception() is not None:  # the thread itself failed (shut down)
+            exc = done.exception() if not done.cancelled() else None
+            outcomes: list[Any] = [StoreError(f"job store {self.path}: {exc or 'stopped'}", path=str(self.path))]
+            outcomes *= len(batch)
+            failed = [True] * len(batch)
+        else:
+            results = done.result()
+            outcomes = [r for _, r in results]
+            failed = [not ok for ok, _ in results]
+        for (_, fut), outcome, bad in zip(batch, outcomes, failed, strict=True):
+            if fut.cancelled():
+                continue
+            if not bad:
+                fut.set_result(outcome)
+            elif isinstance(outcome, sqlite3.Error):
+                error = StoreError(f"job store {self.path}: {outcome}", path=str(self.path))
+                error.__cause__ = outcome
+                fut.set_exception(error)
+            else:
+                fut.set_exception(outcome)
+        self._run_next()  # what queued meanwhile is the next batch
+
+    def _run_batch(self, calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run a batch on the store thread; commit its transaction; return (ok, result or exception) per call."""
+        self._batch = state = _Batch()
+        try:
+            return self._run_calls(calls, state)
+        except BaseException:
+            # Only an interrupt gets here: leave no transaction open for the next batch.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._out_of_service = None
+            raise
+        finally:
+            self._batch = None
+
+    def _run_calls(self, calls: list[Callable[[], Any]], state: _Batch) -> list[tuple[bool, Any]]:
+        results: list[tuple[bool, Any]] = []
+        for i, call in enumerate(calls):
+            state.current = i
+            try:
+                results.append((True, call()))
+            except Exception as exc:  # noqa: BLE001 - handed to that call's caller
+                results.append((False, exc))
+            if state.tx_first is not None and not self._db.in_transaction:
+                # SQLite rolled the whole transaction back (a full disk, say): every call since
+                # it began is undone, so none of them may report success.
+                self._fail_since(results, state.tx_first, StoreError("the transaction was rolled back"))
+                state.tx_first = None
+                self._out_of_service = None  # it may hold a host write that was undone
+        if state.tx_first is not None:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                self._fail_since(results, state.tx_first, exc)
+                self._out_of_service = None
+        return results
+
+    @staticmethod
+    def _fail_since(results: list[tuple[bool, Any]], first: int, exc: Exception) -> None:
+        for j in range(first, len(results)):
+            results[j] = (False, exc)
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """Run the block as one write: a savepoint in the batch's transaction, which it opens if needed."""
+        state, db = self._batch, self._db
+        if state is None:  # not in a batch (never, from a public method): a transaction of its own
+            with transaction(db):
+                yield
+            return
+        if state.begin_error is not None:
+            raise state.begin_error
+        if state.tx_first is None:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                # Another connection holds the lock past the busy timeout: the batch's later
+                # writes would wait as long again, one after the other, to fail the same way.
+                state.begin_error = exc
+                raise
+            state.tx_first = state.current
+            self.stats.transactions += 1
+        db.execute("SAVEPOINT call")
+        try:
+            yield
+            db.execute("RELEASE call")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK TO call")
+                db.execute("RELEASE call")
+            raise
 
     # -- helpers: run on the store thread, inside the caller's transaction ----------------------
 
@@ -414,7 +595,7 @@ class Store:
         values.update(id="", state=JobState.QUEUED.value, created_at=self._clock())
         values["updated_at"] = now = values["created_at"]
         sql = f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join(':' + k for k in values)}) "
-        with transaction(self._db):
+        with self._tx():
             while True:  # a new id on the (1 in 10^12 per pair) collision
                 values["id"] = new_job_id()
                 if self._db.execute(sql + "ON CONFLICT (id) DO NOTHING", values).rowcount:
@@ -466,7 +647,7 @@ class Store:
     @_in_thread
     def add_event(self, job_id: str, kind: str, data: dict[str, Any] | None = None) -> Event:
         """Append an event to the job's log and return it."""
-        with transaction(self._db):
+        with self._tx():
             row = self._one("SELECT * FROM events WHERE id = ?", (self._add_event(job_id, kind, **(data or {})),))
         assert row is not None
         return _event(row)
@@ -492,7 +673,7 @@ class Store:
     def _set_job(self, job_id: str, sets: str, args: Sequence[Any], when: str, **data: Any) -> Job | None:
         """Apply ``sets`` to the job if ``when`` holds, with an event named after its new state."""
         sql = f"UPDATE jobs SET {sets}, updated_at = ? WHERE id = ? AND {when} RETURNING *"
-        with transaction(self._db):
+        with self._tx():
             row = self._one(sql, (*args, self._clock(), job_id))
             if row is not None:
                 self._add_event(job_id, row["state"], **data)
@@ -512,7 +693,7 @@ class Store:
         return self._set_job(job_id, sets, args, "state = 'assembling'", sha256=output_sha256)
 
     def _stop_job(self, job_id: str, state: JobState, error: str) -> list[Claim] | None:
-        with transaction(self._db):
+        with self._tx():
             job = self._get_job(job_id)
             if job is None:
                 raise StoreError(f"there is no job {job_id}", path=str(self.path), job=job_id)
@@ -537,13 +718,17 @@ class Store:
     # -- chunks -------------------------------------------------------------------------------
 
     @_in_thread
-    def claim_chunk(self, host: str, *, avoid_own_failures: bool = False, labels: Sequence[str] = ()) -> Claim | None:
+    def claim_chunk(
+        self, host: str, *, avoid_own_failures: bool = False, labels: Sequence[str] = (), start: bool = False
+    ) -> Claim | None:
         """Assign the next pending chunk to ``host`` and start an attempt; None if nothing is pending.
 
         Order: job priority (higher first), then submission (older first), then chunk index. With
         ``avoid_own_failures`` a chunk that already failed on ``host`` is left for other hosts. Only
         jobs whose required labels (``params["require"]``) are all among the host's ``labels`` are
-        considered. The job becomes running if it was queued. All of it is one transaction.
+        considered. The job becomes running if it was queued. With ``start`` the chunk goes on to
+        rendering as :meth:`mark_chunk_rendering` would (for a caller that starts it right away).
+        All of it is one transaction; the claim carries the job as it left it.
         """
         now = self._clock()
         avoid = (
@@ -552,7 +737,7 @@ class Store:
             if avoid_own_failures
             else ""
         )
-        with transaction(self._db):
+        with self._tx():
             # The active jobs that need a label this host lacks: a query over active jobs only
             # (never per pending chunk), so a queue without such jobs pays nothing more below.
             unfit = [
@@ -585,17 +770,25 @@ class Store:
                 (job_id, index, host, now),
             ).lastrowid
             assert attempt_id is not None
+            to = ChunkState.RENDERING if start else ChunkState.ASSIGNED
             chunk = self._one(
-                "UPDATE chunks SET state = 'assigned', host = ?, attempts = attempts + 1, attempt_id = ?, "
+                "UPDATE chunks SET state = ?, host = ?, attempts = attempts + 1, attempt_id = ?, "
                 "updated_at = ? WHERE job_id = ? AND idx = ? AND state = 'pending' RETURNING *",
-                (host, attempt_id, now, job_id, index),
+                (to.value, host, attempt_id, now, job_id, index),
             )
             assert chunk is not None
-            start = "UPDATE jobs SET state = 'running', started_at = ?, updated_at = ? WHERE id = ? AND state = ?"
-            if self._db.execute(start, (now, now, job_id, JobState.QUEUED.value)).rowcount:
+            begin = "UPDATE jobs SET state = 'running', started_at = ?, updated_at = ? WHERE id = ? AND state = ?"
+            if self._db.execute(begin, (now, now, job_id, JobState.QUEUED.value)).rowcount:
                 self._add_event(job_id, "started")
             self._add_event(job_id, "chunk_assigned", chunk=index, host=host, attempt=attempt_id)
-            return Claim(_chunk(chunk), self._get_attempt(attempt_id))
+            if start:  # the two steps of a claim and a mark_chunk_rendering, in one write
+                self._add_event(job_id, "chunk_rendering", chunk=index, attempt=attempt_id)
+            # The attempt row as just inserted, without reading it back.
+            attempt = Attempt(
+                id=attempt_id, job_id=job_id, chunk_index=index, host=host, started_at=now, ended_at=None,
+                outcome=AttemptOutcome.RUNNING, error=None, frames_per_s=None,
+            )  # fmt: skip
+            return Claim(_chunk(chunk), attempt, self._get_job(job_id))
 
     @_in_thread
     def has_pending_chunks(self) -> bool:
@@ -607,7 +800,7 @@ class Store:
         return bool(self._db.execute(sql).fetchone()[0])
 
     def _advance(self, job_id: str, index: int, attempt_id: int, to: ChunkState) -> Chunk | None:
-        with transaction(self._db):
+        with self._tx():
             chunk = self._move_chunk(job_id, index, attempt_id, to)
             if chunk is not None:
                 self._add_event(job_id, f"chunk_{to.value}", chunk=index, attempt=attempt_id)
@@ -636,7 +829,7 @@ class Store:
         fps: float | None = None,
     ) -> Chunk | None:
         """Record the chunk's checked output and end its attempt as verified; None if stale."""
-        with transaction(self._db):
+        with self._tx():
             cols = {"output_path": output_path, "sha256": sha256, "frames": frames, "error": None}
             chunk = self._move_chunk(job_id, index, attempt_id, ChunkState.VERIFIED, **cols)
             if chunk is not None:
@@ -669,7 +862,7 @@ class Store:
             "AND id > coalesce((SELECT max(json_extract(data, '$.after_attempt')) FROM events "
             "WHERE job_id = ? AND kind = 'retried'), 0)"
         )
-        with transaction(self._db):
+        with self._tx():
             if self._one(held, (job_id, index, attempt_id)) is None:
                 return None
             self._end_attempt(attempt_id, AttemptOutcome.FAILED, error, None)
@@ -690,7 +883,7 @@ class Store:
     @_in_thread
     def mark_chunk_lost(self, job_id: str, index: int, attempt_id: int, error: str) -> Chunk | None:
         """Requeue a chunk whose host went away; the attempt ends "lost" and does not count as failed."""
-        with transaction(self._db):
+        with self._tx():
             chunk = self._move_chunk(job_id, index, attempt_id, ChunkState.PENDING, attempt_id=None, error=error)
             if chunk is not None:
                 self._end_attempt(attempt_id, AttemptOutcome.LOST, error, None)
@@ -707,7 +900,7 @@ class Store:
         (:meth:`mark_speculative_verified`).
         """
         now = self._clock()
-        with transaction(self._db):
+        with self._tx():
             held = self._one(
                 f"SELECT attempt_id FROM chunks WHERE job_id = ? AND idx = ? AND state IN {IN_FLIGHT}",
                 (job_id, index),
@@ -727,7 +920,7 @@ class Store:
         self, job_id: str, index: int, attempt_id: int, *, output_path: str, sha256: str, frames: int, fps: float
     ) -> Chunk | None:
         """Let a speculative attempt win the chunk: the holder's attempt ends superseded; None if too late."""
-        with transaction(self._db):
+        with self._tx():
             row = self._one(
                 f"SELECT attempt_id FROM chunks WHERE job_id = ? AND idx = ? AND state IN {IN_FLIGHT}",
                 (job_id, index),
@@ -755,7 +948,7 @@ class Store:
     @_in_thread
     def end_attempt(self, attempt_id: int, outcome: AttemptOutcome, error: str | None = None) -> None:
         """End a still-running attempt that does not hold its chunk (a speculative copy that lost or failed)."""
-        with transaction(self._db):
+        with self._tx():
             self._end_attempt(attempt_id, outcome, error, None)
 
     @_in_thread
@@ -766,7 +959,7 @@ class Store:
         assembling jobs go back to running (assembly is redone). Verified chunks are untouched.
         """
         now, db = self._clock(), self._db
-        with transaction(db):
+        with self._tx():
             sql = f"SELECT job_id, count(*) FROM chunks WHERE state IN {IN_FLIGHT} GROUP BY job_id"
             per_job: dict[str, int] = dict(db.execute(sql).fetchall())
             assembling = [r[0] for r in db.execute("SELECT id FROM jobs WHERE state = 'assembling'")]
@@ -793,11 +986,19 @@ class Store:
     def _update_host(self, name: str, sql: str, args: Sequence[Any]) -> HostState:
         """Create the host if new, then apply ``sql`` (a plain ``?`` after ``?N`` in it is ``?N+1``)."""
         now = self._clock()
-        with transaction(self._db):
+        with self._tx():
             insert = "INSERT INTO hosts (name, updated_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
             self._db.execute(insert, (name, now))
             row = self._one(f"UPDATE hosts SET {sql}, updated_at = ? WHERE name = ? RETURNING *", (*args, now, name))
         assert row is not None
+        known = self._out_of_service
+        if known is not None:
+            out = row["drained"] or row["quarantined_until"] is not None
+            if out or name in known:  # most writes (a success per chunk) leave it as it is
+                known = {n: r for n, r in known.items() if n != name}
+                if out:
+                    known[name] = row
+                self._out_of_service = dict(sorted(known.items()))
         return _host(row, now)
 
     @_in_thread
@@ -819,16 +1020,29 @@ class Store:
         now = self._clock()
         return [_host(row, now) for row in self._db.execute("SELECT * FROM hosts ORDER BY name")]
 
-    @_in_thread
-    def list_hosts_out_of_service(self) -> list[HostState]:
+    def list_hosts_out_of_service(self) -> asyncio.Future[list[HostState]]:
         """Return the hosts that are drained or have a quarantine time set (ran out or not), by name.
 
         Every other host may take chunks: the scheduler asks this once a round instead of
-        reading each host (a thousand store calls a round on a large farm).
+        reading each host (a thousand store calls a round on a large farm). Only the store
+        writes the hosts table, so after the first read the answer comes from what it keeps in
+        memory, without a store call: the state of every host write made so far.
         """
+        known = self._out_of_service
+        if known is None or self._closed:
+            return self._list_hosts_out_of_service()
+        fut: asyncio.Future[list[HostState]] = asyncio.get_running_loop().create_future()
+        now = self._clock()
+        fut.set_result([_host(row, now) for row in known.values()])
+        return fut
+
+    @_in_thread
+    def _list_hosts_out_of_service(self) -> list[HostState]:
         now = self._clock()
         sql = "SELECT * FROM hosts WHERE drained != 0 OR quarantined_until IS NOT NULL ORDER BY name"
-        return [_host(row, now) for row in self._db.execute(sql)]
+        rows = self._db.execute(sql).fetchall()
+        self._out_of_service = {row["name"]: row for row in rows}
+        return [_host(row, now) for row in rows]
 
     @_in_thread
     def record_host_failure(
@@ -883,7 +1097,7 @@ class Store:
         Earlier failed attempts no longer count against ``max_attempts`` (see mark_chunk_failed).
         """
         now = self._clock()
-        with transaction(self._db):
+        with self._tx():
             job = self._get_job(job_id)
             if job is None or job.state is not JobState.FAILED:
                 return None
@@ -916,7 +1130,7 @@ class Store:
     @_in_thread
     def delete_finished_job(self, job_id: str) -> bool:
         """Delete a finished job with its chunks, attempts and events; False if it is not finished (or gone)."""
-        with transaction(self._db):
+        with self._tx():
             sql = "DELETE FROM jobs WHERE id = ? AND state IN ('done', 'failed', 'cancelled')"
             return bool(self._db.execute(sql, (job_id,)).rowcount)
 
