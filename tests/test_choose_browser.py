@@ -40,7 +40,7 @@ def test_capabilities_name_the_shell_and_each_build() -> None:
 
 
 def test_auto_takes_the_shell_only_when_every_fitting_host_has_it(inventory: Inventory) -> None:
-    auto = RenderSettings()
+    auto = RenderSettings(browser="auto")
     everyone = {"a": SHELL_156, "b": SHELL_156, "c": SHELL_156}
     settings, require = choose_browser(auto, (), inventory, everyone)
     assert settings.browser == "headless-shell"
