@@ -19,6 +19,7 @@ from playwright.async_api import Browser, Playwright, async_playwright
 from renderd.composition import Composition, CompositionInfo, Overrides, resolve_info
 from renderd.confine import DEFAULT_MAX_ASSET_BYTES
 from renderd.engine.browser import BrowserOptions, launch_browser
+from renderd.engine.calibrate import Calibration, choose_from_cost, cpu_count, measure_capture_cost
 from renderd.engine.hyperframes.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage
 from renderd.engine.pool import CapturePool, CaptureSettings, FrameCallback, StaticStats
@@ -133,6 +134,9 @@ class Engine:
         self.keeps_all_history = False
         self._probe_page_spent = False
         self._raster_layers = 0
+        # The capture probe's measurement (auto workers only), taken once per engine: a warm engine
+        # renders the same composition again.
+        self.calibration: Calibration | None = None
 
     async def __aenter__(self) -> Engine:
         if self._own_driver:
@@ -225,7 +229,7 @@ class Engine:
             self._pool.static_stats = StaticStats(disabled=self._pool.static_stats.disabled)
 
     def worker_count(self, frames: int) -> int:
-        """Return the workers to use for ``frames`` frames (explicit option, else auto)."""
+        """Return the workers to use for ``frames`` frames by the fixed rule (explicit option, else per core)."""
         replays_gl = self.gl and self.keeps_all_history
         count = choose_worker_count(
             frames,
@@ -241,6 +245,47 @@ class Engine:
                 self.comp.entry_relative,
             )
         return count
+
+    async def calibrate(self, span: FrameRange, frames: int | None = None) -> Calibration:
+        """Measure one worker's capture cost on frames of ``span``; choose workers for ``frames`` and a chunk size.
+
+        ``frames`` (the frames a worker count is chosen for, default all of ``span``) bounds the
+        workers so that each gets enough frames to pay for its browser start.
+
+        Measured once per engine (later calls choose again from the same cost, with the memory
+        available now). The frames of ``span`` must be renderable (media prepared for them).
+        """
+        assert self._pool is not None and self.info is not None, "probe() first"
+        span.check_within(self.info.total_frames)
+        cost = self.calibration.cost if self.calibration is not None else None
+        if cost is None:
+            cost = await measure_capture_cost(self._pool, span, contiguous=self.keeps_all_history)
+        choice = choose_from_cost(
+            cost,
+            cpu_count=cpu_count(),
+            available_memory=psutil.virtual_memory().available,
+            frames=len(span) if frames is None else frames,
+        )
+        self.calibration = Calibration(cost, choice)
+        return self.calibration
+
+    async def auto_worker_count(self, span: FrameRange, frames: int) -> int:
+        """Return the workers for chunks of up to ``frames`` frames of ``span``.
+
+        An explicit ``workers`` option wins. ``auto`` runs the capture probe (calibrate) and
+        takes its choice; a WebGL page that keeps all its history keeps one worker without a
+        probe (each extra worker would replay every frame, which one worker's probe cannot see),
+        and a probe that fails falls back to the fixed rule.
+        """
+        if self.options.workers is not None or (self.gl and self.keeps_all_history):
+            return self.worker_count(frames)
+        try:
+            cal = await self.calibrate(span, frames)
+        except RuntimeError as exc:
+            log.warning("%s: capture probe failed (%s); workers per core", self.comp.entry_relative, exc)
+            return self.worker_count(frames)
+        log.info("%s: %s", self.comp.entry_relative, cal.describe())
+        return cal.choice.workers
 
     async def warm_up(self, workers: int) -> None:
         """Start ``workers`` browsers with the composition loaded."""
