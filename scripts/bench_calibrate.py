@@ -70,6 +70,8 @@ def bench_one(comp: Path, frames: int, rounds: int, counts: list[int]) -> tuple[
     rule = " (auto keeps 1: WebGL replaying all history)" if replays_gl else ""
     print(f"{comp.name}: span {span}, {len(span)} frames")
     print(f"  probe ({time.perf_counter() - t0:.1f} s incl. load): {cal.describe()}{rule}", flush=True)
+    # The probe's choice is measured too, should it lie outside the counts asked for.
+    counts = sorted({*counts, chosen})
     samples: dict[int, list[float]] = {w: [] for w in counts}
     for r in range(rounds):
         for w in counts if r % 2 == 0 else counts[::-1]:
@@ -92,7 +94,7 @@ def bench_one(comp: Path, frames: int, rounds: int, counts: list[int]) -> tuple[
         f"{c.mem_per_worker / MIB:.0f}",
         str(chosen),
         str(ch.chunk_frames),
-        " / ".join(f"{med[w]:.0f}" for w in counts),
+        ", ".join(f"w{w} {med[w]:.0f}" for w in counts),
         str(best),
         verdict,
     )
@@ -117,7 +119,6 @@ def main() -> int:
         print("bench calibrate: --workers must list counts >= 1; --frames and --rounds must be >= 1", file=sys.stderr)
         return 2
     rows = [bench_one(comp, args.frames, args.rounds, counts) for comp in args.compositions]
-    measured = "ms/frame w" + ",".join(map(str, counts))
     head = (
         "composition",
         "ms/frame",
@@ -125,7 +126,7 @@ def main() -> int:
         "MiB/worker",
         "probe workers",
         "chunk",
-        measured,
+        "median ms/frame by workers",
         "best",
         "probe vs best",
     )

@@ -8,6 +8,8 @@ frames with the already loaded worker and measures, over that stretch:
 - wall milliseconds per frame (between consecutive captured frames, so priming is left out);
 - the CPU seconds its browser's process tree (plus the Playwright driver and this process, which
   work for every frame too) spends per wall second: the cores one worker keeps busy;
+- the seconds its threads were runnable but had no core (Linux schedstat), reported as a sign of
+  other work on the host;
 - the browser tree's memory (PSS where the kernel reports it, else RSS).
 
 `choose_from_cost` turns that into workers (bounded by cores, memory and frames) and a chunk size
@@ -56,6 +58,9 @@ class CaptureCost:
     ms_per_frame: float  # median wall time from one captured frame to the next
     cores_per_worker: float  # CPU seconds per wall second: browser tree + driver + this process
     browser_cores: float  # the browser tree's part of cores_per_worker
+    # Seconds its processes' threads were runnable but had no core, per wall second: other work
+    # on the host. Not counted in cores_per_worker (see measure_capture_cost).
+    waited: float
     mem_per_worker: int  # bytes: the browser tree's PSS (RSS where PSS is not reported)
     seconds: float  # the probe's wall time, warm-up included
 
@@ -83,7 +88,7 @@ class Calibration:
         c, w = self.cost, self.choice
         return (
             f"capture probe: {c.frames} frames in {c.seconds:.1f} s, {c.ms_per_frame:.0f} ms/frame, "
-            f"{c.cores_per_worker:.2f} cores/worker ({c.browser_cores:.2f} browser), "
+            f"{c.cores_per_worker:.2f} cores/worker ({c.browser_cores:.2f} browser, {c.waited:.2f} waited for a core), "
             f"{c.mem_per_worker / MIB:.0f} MiB/worker -> {w.workers} worker(s) "
             f"(cores allow {w.by_cpu}, memory {w.by_memory}, frames {w.by_frames}), "
             f"chunks of ~{w.chunk_frames} frames"
@@ -125,14 +130,15 @@ def choose_from_cost(
 
 
 def probe_spots(span: FrameRange, contiguous: bool) -> list[FrameRange]:
-    """Return the frame runs the probe captures: SPOTS runs spread over ``span``, or one run at its start.
+    """Return the frame runs the probe captures: SPOTS runs spread over ``span``, or back to back from its start.
 
-    A page that keeps all its history replays every frame before a jump, so it is probed at the
-    start of the span only (one run of SPOTS * RUN_FRAMES frames).
+    A page that keeps all its history replays every frame before a jump, so it is probed from the
+    start of the span, run after run (no jump between them). Short spans are probed that way too.
     """
     n = len(span)
     if contiguous or n < SPOTS * RUN_FRAMES * 2:
-        return [FrameRange(span.start, span.start + min(n, SPOTS * RUN_FRAMES))]
+        starts = range(span.start, span.start + min(n, SPOTS * RUN_FRAMES), RUN_FRAMES)
+        return [FrameRange(a, min(a + RUN_FRAMES, span.end)) for a in starts]
     step = (n - RUN_FRAMES) // (SPOTS - 1)
     return [FrameRange(span.start + k * step, span.start + k * step + RUN_FRAMES) for k in range(SPOTS)]
 
@@ -143,7 +149,11 @@ async def measure_capture_cost(
     """Capture a few frames of ``span`` with the pool's first worker and return what they cost.
 
     The pool must have been set up by probing (its first worker holds the probe's browser). The
-    frames are written to a scratch directory and deleted. Raises RuntimeError when the worker
+    frames are written to a scratch directory and deleted. On a host busy with other work the
+    worker's threads wait for cores, so it shows fewer cores busy than it would keep on a free
+    host and more workers are chosen; that wait is not added to the cores (several threads
+    waiting at once would count several times, and on a shared host more workers do win a larger
+    share of the cores), only reported. Raises RuntimeError when the worker
     failed a frame (the caller falls back to the fixed rule).
     """
     spots = probe_spots(span, contiguous)
@@ -181,13 +191,14 @@ async def measure_capture_cost(
         await asyncio.to_thread(shutil.rmtree, scratch, True)
     if not intervals:
         raise RuntimeError("the probe captured no two frames in a row")
-    browser_s = _delta(before.trees.get(tree, []), after.trees.get(tree, []))
-    host_s = _delta(before.host, after.host)
+    browser_s, browser_wait = _delta(before.trees.get(tree, []), after.trees.get(tree, []))
+    host_s, host_wait = _delta(before.host, after.host)
     return CaptureCost(
         frames=len(stamps),
         ms_per_frame=statistics.median(intervals) * 1000.0,
         cores_per_worker=(browser_s + host_s) / wall,
         browser_cores=browser_s / wall,
+        waited=(browser_wait + host_wait) / wall,
         mem_per_worker=memory,
         seconds=time.perf_counter() - started,
     )
@@ -195,9 +206,10 @@ async def measure_capture_cost(
 
 @dataclass(slots=True)
 class _Snapshot:
-    # CPU seconds per pid, grouped by browser: the pid of each browser's main process -> its tree.
-    trees: dict[int, list[tuple[int, float]]]
-    host: list[tuple[int, float]]  # this process and the Playwright drivers
+    # (CPU seconds, seconds runnable but waiting for a CPU) per pid, grouped by browser: the pid
+    # of each browser's main process -> its tree.
+    trees: dict[int, list[tuple[int, float, float]]]
+    host: list[tuple[int, float, float]]  # this process and the Playwright drivers
 
 
 def _is_browser(proc: psutil.Process) -> bool:
@@ -205,23 +217,43 @@ def _is_browser(proc: psutil.Process) -> bool:
     return "chrom" in name or "headless_shell" in name
 
 
-def _cpu_s(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return float(t.user + t.system)
+def _times(proc: psutil.Process) -> tuple[int, float, float]:
+    """Return ``(pid, CPU seconds, run-queue wait seconds)`` of ``proc``, summed over its threads.
+
+    The wait (Linux schedstat) is time the process could have run but had no core: on a host
+    that other work keeps busy, busy time alone understates what a worker would use of a free
+    core. Without schedstat the wait counts as 0.
+    """
+    cpu = wait = 0.0
+    try:
+        for task in os.scandir(f"/proc/{proc.pid}/task"):
+            try:
+                with open(f"{task.path}/schedstat") as f:
+                    run_ns, wait_ns, _ = f.read().split()
+            except (OSError, ValueError):
+                continue
+            cpu += int(run_ns) / 1e9
+            wait += int(wait_ns) / 1e9
+    except OSError:
+        pass
+    if cpu == 0.0:
+        t = proc.cpu_times()
+        cpu = float(t.user + t.system)
+    return proc.pid, cpu, wait
 
 
 def _cpu_snapshot() -> _Snapshot:
-    """CPU seconds of every browser this process started (by browser) and of this process and its drivers."""
+    """CPU and wait times of every browser this process started (by browser), of this process and its drivers."""
     me = psutil.Process()
-    snap = _Snapshot(trees={}, host=[(me.pid, _cpu_s(me))])
+    snap = _Snapshot(trees={}, host=[_times(me)])
     for child in me.children():  # the Playwright drivers (node), whose children are the browsers
         try:
-            snap.host.append((child.pid, _cpu_s(child)))
+            snap.host.append(_times(child))
             for root in child.children():
                 if not _is_browser(root):
                     continue
                 tree = [root, *root.children(recursive=True)]
-                snap.trees[root.pid] = [(p.pid, _cpu_s(p)) for p in tree if _alive(p)]
+                snap.trees[root.pid] = [_times(p) for p in tree if _alive(p)]
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return snap
@@ -234,23 +266,29 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def _delta(before: list[tuple[int, float]], after: list[tuple[int, float]]) -> float:
+def _delta(before: list[tuple[int, float, float]], after: list[tuple[int, float, float]]) -> tuple[float, float]:
+    """Return the (CPU, wait) seconds spent between two snapshots of the same processes."""
     # A process started during the probe counts from zero; one that ended is lost (a renderer
     # that exits mid-probe is rare, and the probe errs towards fewer cores per worker then).
-    start = dict(before)
-    return sum(max(0.0, s - start.get(pid, 0.0)) for pid, s in after)
+    start = {pid: (c, w) for pid, c, w in before}
+    cpu = wait = 0.0
+    for pid, c, w in after:
+        c0, w0 = start.get(pid, (0.0, 0.0))
+        cpu += max(0.0, c - c0)
+        wait += max(0.0, w - w0)
+    return cpu, wait
 
 
 def _busiest_tree(before: _Snapshot, after: _Snapshot) -> int:
     """Return the browser whose tree spent the most CPU: the probing worker's (others sit idle)."""
     if not after.trees:
         return -1
-    return max(after.trees, key=lambda root: _delta(before.trees.get(root, []), after.trees[root]))
+    return max(after.trees, key=lambda root: _delta(before.trees.get(root, []), after.trees[root])[0])
 
 
-def _tree_memory(tree: list[tuple[int, float]]) -> int:
+def _tree_memory(tree: list[tuple[int, float, float]]) -> int:
     total = 0
-    for pid, _ in tree:
+    for pid, _, _ in tree:
         try:
             proc = psutil.Process(pid)
             try:
