@@ -275,9 +275,13 @@ class Engine:
         An explicit ``workers`` option wins. ``auto`` runs the capture probe (calibrate) and
         takes its choice; a WebGL page that keeps all its history keeps one worker without a
         probe (each extra worker would replay every frame, which one worker's probe cannot see),
-        and a probe that fails falls back to the fixed rule.
+        and a probe that fails (or a render with test hooks) uses the fixed rule.
         """
-        if self.options.workers is not None or (self.gl and self.keeps_all_history):
+        s = self.options.capture
+        # Test hooks (a crash at a frame, a slowed host, forced static frames) are meant for the
+        # render itself: a probe would fire or skew them, so renders with any use the fixed rule.
+        hooked = s.fault_crash_at_frame is not None or s.fault_frame_delay_s > 0 or s.fault_force_static
+        if self.options.workers is not None or (self.gl and self.keeps_all_history) or hooked:
             return self.worker_count(frames)
         try:
             cal = await self.calibrate(span, frames)
