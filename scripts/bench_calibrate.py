@@ -70,8 +70,8 @@ def bench_one(comp: Path, frames: int, rounds: int, counts: list[int]) -> tuple[
     rule = " (auto keeps 1: WebGL replaying all history)" if replays_gl else ""
     print(f"{comp.name}: span {span}, {len(span)} frames")
     print(f"  probe ({time.perf_counter() - t0:.1f} s incl. load): {cal.describe()}{rule}", flush=True)
-    # The probe's choice is measured too, should it lie outside the counts asked for.
-    counts = sorted({*counts, chosen})
+    # The probe's choice (and auto's) are measured too, should they lie outside the counts asked for.
+    counts = sorted({*counts, chosen, ch.workers})
     samples: dict[int, list[float]] = {w: [] for w in counts}
     for r in range(rounds):
         for w in counts if r % 2 == 0 else counts[::-1]:
@@ -80,23 +80,25 @@ def bench_one(comp: Path, frames: int, rounds: int, counts: list[int]) -> tuple[
             print(f"  round {r + 1}: workers {w}: {ms:7.1f} ms/frame", flush=True)
     med = {w: statistics.median(v) for w, v in samples.items()}
     best = min(med, key=lambda w: med[w])
-    if chosen in med:
-        off = (med[chosen] / med[best] - 1) * 100
-        verdict = "matches the best" if chosen == best else f"{off:+.0f} % slower than the best"
-    else:
-        verdict = "not measured"
+
+    def verdict(w: int) -> str:
+        return "best" if w == best else f"{(med[w] / med[best] - 1) * 100:+.0f} % vs best"
+
+    verdicts = f"probe {ch.workers}: {verdict(ch.workers)}"
+    if chosen != ch.workers:
+        verdicts += f"; auto {chosen}: {verdict(chosen)}"
     line = "  ".join(f"w{w} {med[w]:.0f}" for w in counts)
-    print(f"  median ms/frame: {line}; best {best} worker(s); probe chose {chosen}: {verdict}", flush=True)
+    print(f"  median ms/frame: {line}; best {best} worker(s); {verdicts}", flush=True)
     return (
         comp.name,
         f"{c.ms_per_frame:.0f}",
         f"{c.cores_per_worker:.2f}",
         f"{c.mem_per_worker / MIB:.0f}",
-        str(chosen),
+        f"{ch.workers} (auto {chosen})" if chosen != ch.workers else str(chosen),
         str(ch.chunk_frames),
         ", ".join(f"w{w} {med[w]:.0f}" for w in counts),
         str(best),
-        verdict,
+        verdicts,
     )
 
 
