@@ -172,7 +172,7 @@ async def render_local(
             span = parse_frame_range(req.frames, info.total_frames) if req.frames else FrameRange(0, info.total_frames)
             chunks = plan_chunks(len(span), chunks=req.chunks or auto_chunk_count(len(span)), range_start=span.start)
             await engine.prepare_media(span, req.media_dir or work / "media")
-            workers = engine.worker_count(max(len(c) for c in chunks))
+            workers = await engine.auto_worker_count(span, max(len(c) for c in chunks))
             emit(
                 Started(
                     composition=str(comp.entry),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from playwright.async_api import Browser, Playwright, async_playwright
 from renderd.composition import Composition, CompositionInfo, Overrides, resolve_info
 from renderd.confine import DEFAULT_MAX_ASSET_BYTES
 from renderd.engine.browser import BrowserOptions, launch_browser, uses_begin_frame
+from renderd.engine.calibrate import Calibration, choose_from_cost, cpu_count, measure_capture_cost
 from renderd.engine.hyperframes.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage
 from renderd.engine.pool import CapturePool, CaptureSettings, FrameCallback, StaticStats
@@ -35,6 +37,10 @@ from renderd.settings import DEFAULTS
 log = logging.getLogger(__name__)
 
 PROBE_VIEWPORT = (1920, 1080)
+# Renders of fewer frames keep the fixed worker rule instead of the capture probe (the
+# environment variable sets another bound: 0 probes every render).
+CALIBRATE_MIN_FRAMES = 600
+CALIBRATE_MIN_FRAMES_ENV = "RENDERD_CALIBRATE_MIN_FRAMES"
 
 __all__ = [
     "CaptureOutcome",
@@ -135,6 +141,9 @@ class Engine:
         self.keeps_all_history = False
         self._probe_page_spent = False
         self._raster_layers = 0
+        # The capture probe's measurement (auto workers only), taken once per engine: a warm engine
+        # renders the same composition again.
+        self.calibration: Calibration | None = None
 
     async def __aenter__(self) -> Engine:
         if self._own_driver:
@@ -227,7 +236,7 @@ class Engine:
             self._pool.static_stats = StaticStats(disabled=self._pool.static_stats.disabled)
 
     def worker_count(self, frames: int) -> int:
-        """Return the workers to use for ``frames`` frames (explicit option, else auto)."""
+        """Return the workers to use for ``frames`` frames by the fixed rule (explicit option, else per core)."""
         replays_gl = self.gl and self.keeps_all_history
         count = choose_worker_count(
             frames,
@@ -243,6 +252,56 @@ class Engine:
                 self.comp.entry_relative,
             )
         return count
+
+    async def calibrate(self, span: FrameRange, frames: int | None = None) -> Calibration:
+        """Measure one worker's capture cost on frames of ``span``; choose workers for ``frames`` and a chunk size.
+
+        ``frames`` (the frames a worker count is chosen for, default all of ``span``) bounds the
+        workers so that each gets enough frames to pay for its browser start.
+
+        Measured once per engine (later calls choose again from the same cost, with the memory
+        available now). The frames of ``span`` must be renderable (media prepared for them).
+        """
+        assert self._pool is not None and self.info is not None, "probe() first"
+        span.check_within(self.info.total_frames)
+        cost = self.calibration.cost if self.calibration is not None else None
+        if cost is None:
+            cost = await measure_capture_cost(self._pool, span, contiguous=self.keeps_all_history)
+        choice = choose_from_cost(
+            cost,
+            cpu_count=cpu_count(),
+            available_memory=psutil.virtual_memory().available,
+            frames=len(span) if frames is None else frames,
+        )
+        self.calibration = Calibration(cost, choice)
+        return self.calibration
+
+    async def auto_worker_count(self, span: FrameRange, frames: int) -> int:
+        """Return the workers for chunks of up to ``frames`` frames of ``span``.
+
+        An explicit ``workers`` option wins. ``auto`` runs the capture probe (calibrate) on a
+        span of at least CALIBRATE_MIN_FRAMES frames and takes its choice; a WebGL page that
+        keeps all its history keeps one worker without a probe (each extra worker would replay
+        every frame, which one worker's probe cannot see), and a probe that fails (or a render
+        with test hooks) uses the fixed rule.
+        """
+        s = self.options.capture
+        # Test hooks (a crash at a frame, a slowed host, forced static frames) are meant for the
+        # render itself: a probe would fire or skew them, so renders with any use the fixed rule.
+        hooked = s.fault_crash_at_frame is not None or s.fault_frame_delay_s > 0 or s.fault_force_static
+        if self.options.workers is not None or (self.gl and self.keeps_all_history) or hooked:
+            return self.worker_count(frames)
+        if len(span) < _calibrate_min_frames():
+            # The probe's frames are captured and thrown away (a second or more): only a render
+            # long enough to pay for it gets one; the fixed rule is right for most pages anyway.
+            return self.worker_count(frames)
+        try:
+            cal = await self.calibrate(span, frames)
+        except RuntimeError as exc:
+            log.warning("%s: capture probe failed (%s); workers per core", self.comp.entry_relative, exc)
+            return self.worker_count(frames)
+        log.info("%s: %s", self.comp.entry_relative, cal.describe())
+        return cal.choice.workers
 
     async def warm_up(self, workers: int) -> None:
         """Start ``workers`` browsers with the composition loaded."""
@@ -265,3 +324,8 @@ class Engine:
         return await execute_disk_capture_with_adaptive_retry(
             self._pool, chunk, frames_dir, workers, on_frame=on_frame, on_retry=on_retry
         )
+
+
+def _calibrate_min_frames() -> int:
+    raw = os.environ.get(CALIBRATE_MIN_FRAMES_ENV, "").strip()
+    return int(raw) if raw.isdigit() else CALIBRATE_MIN_FRAMES

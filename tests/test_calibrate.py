@@ -1,0 +1,124 @@
+"""Capture-cost calibration: the pure choice from a measured cost, and the probe on real Chromium."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, json_events, run_renderd
+
+from renderd.composition import load_composition
+from renderd.coordinator.planner import ChunkPolicy
+from renderd.engine import Engine, EngineOptions
+from renderd.engine.calibrate import MIB, CaptureCost, choose_from_cost, probe_spots
+from renderd.frames import MAX_AUTO_WORKERS, FrameRange
+
+GIB = 1 << 30
+
+
+def cost(cores: float, *, ms: float = 200.0, mem: int = 400 * MIB) -> CaptureCost:
+    return CaptureCost(
+        frames=9,
+        ms_per_frame=ms,
+        cores_per_worker=cores,
+        browser_cores=cores,
+        waited=0.0,
+        mem_per_worker=mem,
+        seconds=2.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("cores_per_worker", "cpu_count", "workers"),
+    [
+        (2.0, 2, 1),  # software GL: one worker already keeps both cores busy
+        (2.6, 2, 1),  # more than the cores: still one
+        (1.3, 2, 2),  # 1.54 workers fit: the second adds 54 % throughput
+        (1.8, 2, 1),  # 1.11 fit: a second worker would add 11 % and contend
+        (0.6, 2, 3),  # a DOM page that waits on paints: 3.3 fit, a fourth adds 11 %
+        (0.45, 2, 4),  # 4.4 fit: 4
+        (1.0, 8, 8),
+        (0.1, 64, MAX_AUTO_WORKERS),
+    ],
+)
+def test_workers_follow_the_cores_one_worker_keeps_busy(cores_per_worker: float, cpu_count: int, workers: int) -> None:
+    choice = choose_from_cost(cost(cores_per_worker), cpu_count=cpu_count, available_memory=64 * GIB, frames=900)
+    assert choice.workers == workers
+    assert choice.by_cpu == workers or choice.workers == MAX_AUTO_WORKERS
+
+
+def test_memory_bounds_the_workers_beyond_the_probed_one() -> None:
+    # The probed worker is already running: 1 GiB free pays for one more 600 MiB worker (with
+    # 1.5x headroom: 900 MiB), not two.
+    choice = choose_from_cost(cost(0.5, mem=600 * MIB), cpu_count=8, available_memory=GIB, frames=900)
+    assert (choice.workers, choice.by_memory) == (2, 2)
+    none_free = choose_from_cost(cost(0.5, mem=600 * MIB), cpu_count=8, available_memory=0, frames=900)
+    assert none_free.workers == 1
+
+
+def test_frames_bound_the_workers() -> None:
+    choice = choose_from_cost(cost(0.5), cpu_count=8, available_memory=64 * GIB, frames=30)
+    assert (choice.workers, choice.by_frames) == (2, 2)
+    assert choose_from_cost(cost(0.5), cpu_count=8, available_memory=64 * GIB, frames=5).workers == 1
+
+
+def test_chunk_holds_the_target_seconds_of_capture_within_the_policy() -> None:
+    policy = ChunkPolicy(target_chunk_seconds=20.0, min_chunk_frames=30, max_chunk_frames=900)
+
+    def chunk(c: CaptureCost, cores: int) -> tuple[int, int]:
+        got = choose_from_cost(c, cpu_count=cores, available_memory=64 * GIB, frames=9000, policy=policy)
+        return got.workers, got.chunk_frames
+
+    # 100 ms/frame, 2 workers that the 2 cores fit (1.0 core each): 20 frames/s, 400 frames in 20 s.
+    assert chunk(cost(1.0, ms=100), 2) == (2, 400)
+    # 2 workers chosen but 1.3 cores each: the cores give 1.54x one worker, not 2x.
+    assert chunk(cost(1.3, ms=100), 2) == (2, round(20 * 10 * 2 / 1.3))
+    # A slow WebGL page: 1.5 s/frame on one worker is 13 frames in 20 s, below the minimum of 30.
+    assert chunk(cost(2.0, ms=1500), 2) == (1, 30)
+    # A fast page on many cores: capped at the maximum.
+    assert chunk(cost(0.5, ms=20), 16) == (16, 900)
+
+
+async def test_probe_measures_a_real_worker(tmp_path: Path) -> None:
+    comp = load_composition(FIXTURES / "frame-index-gsap")
+    async with Engine(comp, EngineOptions(workers=None)) as engine:
+        info = await engine.probe()
+        cal = await engine.calibrate(FrameRange(0, info.total_frames))
+    c = cal.cost
+    assert c.frames >= 3
+    assert 0 < c.ms_per_frame < 10_000
+    assert 0 < c.cores_per_worker and 0 < c.browser_cores <= c.cores_per_worker
+    # A headless Chromium tree takes tens of MiB at least, and not gigabytes for a 320x240 page.
+    assert 20 * MIB < c.mem_per_worker < 4 * GIB
+    assert 1 <= cal.choice.workers <= MAX_AUTO_WORKERS
+    assert 30 <= cal.choice.chunk_frames <= 900
+    assert engine.calibration is cal
+
+
+def test_render_auto_logs_the_probe_and_uses_its_choice(tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    # 120 frames: below the bound, the fixed rule and no probe.
+    r = run_renderd("render", FIXTURES / "frame-index-gsap", "-o", out, "--workers", "auto", "-v")
+    assert r.returncode == 0 and "capture probe" not in r.stderr, r.stderr
+    always = {"RENDERD_CALIBRATE_MIN_FRAMES": "0"}
+    r = run_renderd("render", FIXTURES / "frame-index-gsap", "-o", out, "--workers", "auto", "--json", "-v", env=always)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"capture probe: \d+ frames .* ms/frame, [\d.]+ cores/worker .* -> (\d+) worker\(s\)", r.stderr)
+    assert m, r.stderr
+    started = next(e for e in json_events(r.stdout) if e["event"] == "started")
+    assert started["workers"] == int(m.group(1))
+    # An explicit count wins, without a probe.
+    r2 = run_renderd("render", FIXTURES / "frame-index-gsap", "-o", out, "--workers", "2", "--json", "-v", env=always)
+    assert r2.returncode == 0, r2.stderr
+    assert "capture probe" not in r2.stderr
+    assert next(e for e in json_events(r2.stdout) if e["event"] == "started")["workers"] == 2
+
+
+def test_probe_spots_spread_over_the_span_or_run_back_to_back() -> None:
+    spread = probe_spots(FrameRange(100, 400), contiguous=False)
+    assert [(r.start, r.end) for r in spread] == [(100, 103), (199, 202), (298, 301), (397, 400)]
+    # Pages that keep all their history: from the span's start, one run after the other.
+    runs = probe_spots(FrameRange(100, 400), contiguous=True)
+    assert [(r.start, r.end) for r in runs] == [(100, 103), (103, 106), (106, 109), (109, 112)]
+    assert [(r.start, r.end) for r in probe_spots(FrameRange(0, 5), contiguous=False)] == [(0, 3), (3, 5)]
