@@ -149,9 +149,11 @@ def whole_render(comp: Path, out: Path, workers: str, frames: str | None) -> Ren
     used_workers, capture, err = 0, "?", ""
     with tempfile.TemporaryFile() as stderr:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        assert proc.stdout is not None
-        with TreeCpu(proc.pid) as meter:
+        with (
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True) as proc,
+            TreeCpu(proc.pid) as meter,
+        ):
+            assert proc.stdout is not None
             for line in proc.stdout:
                 try:
                     event = json.loads(line)
