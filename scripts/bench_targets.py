@@ -4,7 +4,7 @@ Usage: scripts/bench targets [COMPOSITION] [--rounds N] [--frames A:B] [--skip-p
 
 1. Capture-only limit: warm browsers (launch and page load excluded), the frames, 2 workers,
    once with chromium-headless-shell (BeginFrame) and once with Chromium screenshots.
-2. Whole render: `renderd render COMP -o out.mp4 --json` (workers auto, browser auto): wall
+2. Whole render: `renderd render COMP -o out.mp4 --json --browser auto` (workers auto): wall
    clock of the whole command; CPU busy = CPU seconds of renderd and every process below it
    (browsers, ffmpeg; sampled every 0.2 s, the largest value seen per process) between the first
    progress event with a frame done and the done event, over that time x cores (target >= 90 %);
@@ -141,7 +141,7 @@ def count_frames(video: Path) -> int:
 
 def whole_render(comp: Path, out: Path, workers: str, frames: str | None) -> RenderRun:
     """Run `renderd render COMP -o OUT --json --workers W`; time it and meter its process tree."""
-    cmd = [RENDERD, "render", str(comp), "-o", str(out), "--json", "--workers", workers]
+    cmd = [RENDERD, "render", str(comp), "-o", str(out), "--json", "--workers", workers, "--browser", "auto"]
     cmd += ["--frames", frames] if frames else []
     cores = psutil.cpu_count() or 1
     t_first = t_done = cpu_first = cpu_done = None
