@@ -8,8 +8,11 @@ wait for and no second compositor pass. That is the capture path (page.py).
 Between captures a page still needs frames: while it loads (fonts, image decodes) and when the
 page shim waits for animation frames (page_shim.js ``settle``). The clock ticks in the
 background then, about 30 times a second, and not while a capture holds it (``paused``), so
-a capture costs one drawn frame and nothing else. A capture whose seek itself waits for a frame
-(a page script awaiting an animation frame) gets ticks again after STALL_MS.
+a capture costs one drawn frame and nothing else. A capture whose seek itself waits for an
+animation frame (a page script awaiting one) gets ticks again after STALL_MS, without display
+updates: they run the page's frame callbacks but draw nothing, so no layer is rasterised at a
+half-seeked state (drawn ticks there made will-change text differ from a sequential pass when a
+loaded machine stretched seeks past the old 150 ms).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from playwright.async_api import CDPSession
 from playwright.async_api import Error as PlaywrightError
 
 TICK_INTERVAL_MS = 33.0
-# A seek takes 5-20 ms on a 1080p page: a pause this long means the page waits for a frame.
-STALL_MS = 150.0
+# A seek takes 5-20 ms on a 1080p page (more on a loaded machine): a pause this long means the
+# page waits for a frame.
+STALL_MS = 500.0
 
 
 class FrameClock:
@@ -64,11 +68,17 @@ class FrameClock:
             self._paused -= 1
             self._last_frame = asyncio.get_running_loop().time()
 
-    async def frame(self, screenshot: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Draw one frame; with ``screenshot`` (CDP ScreenshotParams) return its picture too."""
+    async def frame(self, screenshot: dict[str, Any] | None = None, *, draw: bool = True) -> dict[str, Any]:
+        """Draw one frame; with ``screenshot`` (CDP ScreenshotParams) return its picture too.
+
+        Without ``draw`` the frame only runs the page's frame callbacks and lifecycle: nothing is
+        committed or drawn.
+        """
         async with self._lock:
             self._ticks_ms += TICK_INTERVAL_MS
             params: dict[str, Any] = {"frameTimeTicks": self._ticks_ms, "interval": TICK_INTERVAL_MS}
+            if not draw:
+                params["noDisplayUpdates"] = True
             if screenshot is not None:
                 params["screenshot"] = screenshot
             try:
@@ -88,7 +98,7 @@ class FrameClock:
             if self._paused and (now - self._paused_since) * 1000 < STALL_MS:
                 continue
             try:
-                await self.frame()
+                await self.frame(draw=not self._paused)
             except PlaywrightError:
                 # The page is navigating or closing: its owner notices on its own calls.
                 await asyncio.sleep(interval)
