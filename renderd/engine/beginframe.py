@@ -40,6 +40,9 @@ class FrameClock:
         self._lock = asyncio.Lock()
         self._paused = 0
         self._paused_since = 0.0
+        # Once the page is ready its owner draws every frame it needs (``manual``): the background
+        # tick then only rescues a page that waits for a frame, without drawing.
+        self.manual = False
         self._last_frame = 0.0  # loop time of the last frame, ticked or captured
         self._ticker: asyncio.Task[None] | None = None
 
@@ -95,10 +98,11 @@ class FrameClock:
             now = loop.time()
             if now - self._last_frame < interval:
                 continue
-            if self._paused and (now - self._paused_since) * 1000 < STALL_MS:
+            stalled = (now - (self._last_frame if self.manual else self._paused_since)) * 1000 >= STALL_MS
+            if (self._paused or self.manual) and not stalled:
                 continue
             try:
-                await self.frame(draw=not self._paused)
+                await self.frame(draw=not (self._paused or self.manual))
             except PlaywrightError:
                 # The page is navigating or closing: its owner notices on its own calls.
                 await asyncio.sleep(interval)

@@ -185,6 +185,10 @@ class CompositionPage:
             page.on("pageerror", lambda e: self.page_errors.append(_error_text(e)))
             page.on("crash", lambda _p: setattr(self, "crashed", True))
             await self._load(ready_timeout_s)
+            if self.clock is not None:
+                # Ready: from here every frame is drawn on purpose, never by the tick's timing.
+                await page.evaluate("() => window.__renderdShim.drawFramesManually()")
+                self.clock.manual = True
             if transparent:
                 await self.clear_background()
             return self
@@ -391,6 +395,11 @@ class CompositionPage:
                 [[[r.layer, r.frame, r.keep_if_drawn] for r in redraws], layers],
             ),
         )
+        if frames and self.clock is not None and self.clock.manual:
+            # The two frames tagRasters lets pass elsewhere (the tagged layers lose their raster).
+            async with self.clock.paused():
+                for _ in range(2):
+                    await self._run(shown, timeout_s, self.clock.frame())
         return None if frames is None else [int(f) for f in frames]
 
     async def release_rasters(self, frame: int, timeout_s: float) -> None:
@@ -415,8 +424,17 @@ class CompositionPage:
 
     async def seek(self, frame: int, t: Fraction, *, settle_frames: int, timeout_s: float) -> int:
         """Show time ``t`` (absolute ``frame``) without capturing it; return the CSS transitions it started."""
-        started, _static = await self._run(frame, timeout_s, self._seek(frame, t, settle_frames))
+        started, _static = await self._run(frame, timeout_s, self._seek_and_draw(frame, t, settle_frames))
         return started
+
+    async def _seek_and_draw(self, frame: int, t: Fraction, settle_frames: int) -> tuple[int, bool]:
+        if self.clock is None or not self.clock.manual:
+            return await self._seek(frame, t, settle_frames)
+        async with self.clock.paused():
+            result = await self._seek(frame, t, 0)
+            for _ in range(settle_frames):
+                await self.clock.frame()
+            return result
 
     async def capture(
         self, frame: int, t: Fraction, *, fmt: str, quality: int, settle_frames: int, timeout_s: float

@@ -173,7 +173,11 @@
     changed = true;  // read by staticVerdict, defined below (only called after this script ran)
   };
 
+  // Under BeginFrame control (engine/beginframe.py) renderd draws the frames itself, after the
+  // call that would have waited for them: waiting here would depend on when a tick comes.
+  let manualFrames = false;
   const settle = (n) => new Promise((resolve) => {
+    if (manualFrames) { resolve(); return; }
     const step = (k) => (k <= 0 ? resolve() : realRAF(() => step(k - 1)));
     step(n);
   });
@@ -500,5 +504,7 @@
     },
     // Let `n` animation frames pass (a frame reported static, then captured after all).
     settle,
+    // From now on the driver draws the frames settle() would wait for (BeginFrame control).
+    drawFramesManually() { manualFrames = true; },
   };
 })();
