@@ -122,7 +122,8 @@ class RenderSettings:
         help="Chromium with SwiftShader GL (on), without GPU (off), or by scanning the composition for WebGL (auto)",
     )
     # Chromium screenshots stay the default until BeginFrame capture draws will-change layers as a
-    # sequential pass does whatever the split (docs/performance.md, "Two capture paths").
+    # sequential pass does whatever the split, on a loaded machine too (docs/performance.md,
+    # "Two capture paths").
     browser: str = _setting(
         "chromium",
         kind=str,
