@@ -21,14 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import default_composition
+from bench_common import PEER, count_frames, default_composition, peer_install
 
 from renderd.composition import load_composition
 from renderd.engine import CaptureSettings, Engine, EngineOptions
 from renderd.frames import FrameRange
 
 ROOT = Path(__file__).resolve().parent.parent
-PEER = ROOT / "scripts" / "peer-hyperframes"
 PEER_TIMEOUT_S = 1800
 
 
@@ -60,15 +59,6 @@ def end_to_end_s(comp_dir: Path, workers: str) -> float:
         return time.perf_counter() - t0
 
 
-def count_frames(video: Path) -> int:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
-         "-show_entries", "stream=nb_read_packets", "-of", "default=noprint_wrappers=1:nokey=1", str(video)],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    return int(out.split()[0])
-
-
 def timed_render(cmd: list[str], out: Path) -> tuple[float, int]:
     """Run one whole render; return (wall seconds, frames in the output). Raises RuntimeError."""
     t0 = time.perf_counter()
@@ -83,23 +73,9 @@ def timed_render(cmd: list[str], out: Path) -> tuple[float, int]:
     return wall, count_frames(out)
 
 
-def peer_install() -> str | None:
-    """Install (or find) the HyperFrames CLI; return its version line, or None after saying why not."""
-    try:
-        r = subprocess.run([str(PEER), "install"], capture_output=True, text=True, timeout=PEER_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        print(f"peer: skipped - cannot install the HyperFrames CLI: {exc}")
-        return None
-    if r.returncode != 0:
-        tail = (r.stderr.strip() or "no output").splitlines()[-1]
-        print(f"peer: skipped - cannot install the HyperFrames CLI ({tail})")
-        return None
-    return r.stdout.strip() or "hyperframes"
-
-
 def peer_side_by_side(comp_dir: Path, counts: list[int], rounds: int) -> None:
     """Time `renderd render` and the HyperFrames CLI end to end, interleaved, and print the ratio."""
-    version = peer_install()  # before any timing: install time is not measured
+    version = peer_install(PEER_TIMEOUT_S)  # before any timing: install time is not measured
     if version is None:
         return
     print(f"end to end vs HyperFrames ({version}; wall clock incl. browser start, encode, mux):", flush=True)

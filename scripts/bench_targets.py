@@ -45,14 +45,13 @@ from itertools import zip_longest
 from pathlib import Path
 
 import psutil
-from bench_common import default_composition
+from bench_common import PEER, count_frames, default_composition, peer_install
 
 from renderd.composition import load_composition
 from renderd.engine import Engine, EngineOptions
 from renderd.frames import FrameRange
 
 ROOT = Path(__file__).resolve().parent.parent
-PEER = ROOT / "scripts" / "peer-hyperframes"
 RENDERD = str(Path(sys.executable).with_name("renderd"))
 HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
 RUN_TIMEOUT_S = 1800
@@ -129,16 +128,6 @@ class RenderRun:
     first_s: float | None  # seconds from the command's start to the first frame
 
 
-def count_frames(video: Path) -> int:
-    """Frames in ``video``'s first video stream (ffprobe, packets counted)."""
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
-         "-show_entries", "stream=nb_read_packets", "-of", "default=noprint_wrappers=1:nokey=1", str(video)],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    return int(out.split()[0])
-
-
 def whole_render(comp: Path, out: Path, workers: str, frames: str | None) -> RenderRun:
     """Run `renderd render COMP -o OUT --json --workers W`; time it and meter its process tree."""
     cmd = [RENDERD, "render", str(comp), "-o", str(out), "--json", "--workers", workers, "--browser", "auto"]
@@ -198,20 +187,6 @@ async def capture_limit(
             t0 = time.perf_counter()
             await engine.capture_chunk(span, Path(tmp), workers, on_frame=lambda _i: None)
             return time.perf_counter() - t0, span.end - span.start
-
-
-def peer_install() -> str | None:
-    """Install (or find) the HyperFrames CLI, untimed; return its version line, or None after saying why not."""
-    try:
-        r = subprocess.run([str(PEER), "install"], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        print(f"peer: skipped - cannot install the HyperFrames CLI: {exc}")
-        return None
-    if r.returncode != 0:
-        tail = (r.stderr.strip() or "no output").splitlines()[-1]
-        print(f"peer: skipped - cannot install the HyperFrames CLI ({tail})")
-        return None
-    return r.stdout.strip() or "hyperframes"
 
 
 def trimmed_copy(comp: Path, frames: str | None, dest: Path) -> Path | None:
@@ -286,7 +261,7 @@ def peer_setup(comp: Path, frames: str | None, tmp: Path) -> Path | None:
     if peer_comp is None:
         print(f"peer: skipped - HyperFrames renders whole compositions; --frames {frames} does not start at 0")
         return None
-    version = peer_install()
+    version = peer_install(RUN_TIMEOUT_S)
     if version is not None:
         print(f"peer: {version}", flush=True)
     return peer_comp if version is not None else None
