@@ -5,14 +5,13 @@ when asked (CDP ``HeadlessExperimental.beginFrame``), and that call can return t
 screenshot: one main-frame update, raster, composite and encode, with no animation frames to
 wait for and no second compositor pass. That is the capture path (page.py).
 
-Between captures a page still needs frames: while it loads (fonts, image decodes) and when the
-page shim waits for animation frames (page_shim.js ``settle``). The clock ticks in the
-background then, about 30 times a second, and not while a capture holds it (``paused``), so
-a capture costs one drawn frame and nothing else. A capture whose seek itself waits for an
-animation frame (a page script awaiting one) gets ticks again after STALL_MS, without display
-updates: they run the page's frame callbacks but draw nothing, so no layer is rasterised at a
-half-seeked state (drawn ticks there made will-change text differ from a sequential pass when a
-loaded machine stretched seeks past the old 150 ms).
+A page still needs frames while it loads (fonts, image decodes): the clock ticks in the
+background then, about 30 times a second. Once the page is ready (``manual``) its owner draws
+every frame it needs (page.py: a seek's settle frames, the frames after tagging will-change
+layers, each capture), so no frame depends on when a tick comes; a capture holds the tick off
+(``paused``) and costs one drawn frame. The tick then only rescues a page that has waited
+STALL_MS for a frame (a script awaiting one), without display updates: it runs the page's frame
+callbacks but draws nothing, so no layer is rasterised at a half-seeked state.
 """
 
 from __future__ import annotations
