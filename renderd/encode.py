@@ -119,7 +119,7 @@ def track_timescale(fps: Fps) -> int:
 
 
 def build_encode_argv(
-    frames_dir: Path,
+    frames_dir: Path | None,
     out_path: Path,
     *,
     fps: Fps,
@@ -130,19 +130,23 @@ def build_encode_argv(
 ) -> list[str]:
     """Return the ffmpeg command that encodes local frames ``[0, frame_count)`` into ``out_path``.
 
+    ``frames_dir`` None reads the frames' files, concatenated, from standard input instead
+    (encode_stream.py), decoded as the files would be.
     For a png-sequence ``out_path`` is a directory that receives files named by absolute index
     (``first_index`` is the absolute index of local frame 0).
     """
-    # image2 expands printf patterns in the whole path, so a literal % in the directory is doubled.
-    pattern = str(frames_dir.absolute()).replace("%", "%%") + "/frame_%06d." + ext
+    if frames_dir is None:
+        decoder = "mjpeg" if ext == "jpg" else "png"
+        source = ["-f", "image2pipe", "-framerate", str(fps), "-c:v", decoder, "-i", "pipe:0"]
+    else:
+        # image2 expands printf patterns in the whole path, so a literal % in the directory is doubled.
+        pattern = str(frames_dir.absolute()).replace("%", "%%") + "/frame_%06d." + ext
+        source = ["-f", "image2", "-framerate", str(fps), "-start_number", "0", "-i", pattern]
     head = [
         *_FFMPEG,
         # Any undecodable frame must fail the encode: without -xerror ffmpeg logs it and carries on.
         "-xerror",
-        "-f", "image2",
-        "-framerate", str(fps),
-        "-start_number", "0",
-        "-i", pattern,
+        *source,
         "-frames:v", str(frame_count),
         "-an",
     ]  # fmt: skip

@@ -22,10 +22,11 @@ from typing import Any
 from renderd.assemble import Assembled, assemble, join_parts
 from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
 from renderd.confine import MIB
-from renderd.encode import EncodeSettings, encode_frames, sha256_file_async
+from renderd.encode import EncodeSettings, VideoInfo, encode_frames, sha256_file_async
+from renderd.encode_stream import FrameBoard, can_stream, encode_streamed, part_spans
 from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice, StaticStats
 from renderd.engine.warm import WarmEngines
-from renderd.errors import RenderdError, first_error
+from renderd.errors import EncodeError, RenderdError, first_error
 from renderd.events import ChunkDone, Done, Event, Retry, Started
 from renderd.formats import Delivery
 from renderd.frames import Fps, FrameRange, parse_frame_range, plan_chunks
@@ -39,9 +40,14 @@ log = logging.getLogger(__name__)
 # Joining parts into the output (concat, the GIF's one encode, the soundtrack): this long at most.
 ASSEMBLE_TIMEOUT_S = 120.0
 ASSEMBLE_TIMEOUT_PER_FRAME_S = 0.25
-# Chunks of about this many frames keep the serial tail (the last chunk's encode) short
-# while the per-chunk costs (an ffmpeg start, a worker-imbalance tail) stay small.
+# Chunks encoded from their files once captured (png-sequence parts, PNG frames): about this
+# many frames keep the serial tail (the last chunk's encode) and the disk used short while the
+# per-chunk costs (an ffmpeg start, a worker-imbalance tail) stay small.
 AUTO_CHUNK_FRAMES = 60
+# Chunks of JPEG frames piped to their encoders as they are captured have no such tail: longer
+# chunks save each worker's priming jump per chunk and the wait for the slower worker at each
+# chunk's end. 300 JPEG frames at 1080p are about 70 MB on disk.
+STREAMED_CHUNK_FRAMES = 300
 ENCODE_TIMEOUT_PER_FRAME_S = 2.0
 
 
@@ -124,9 +130,12 @@ class RenderResult:
     static: StaticStats = field(default_factory=StaticStats)  # frames reused, not captured (--no-skip-static)
 
 
-def auto_chunk_count(frames: int) -> int:
-    """Return the default number of chunks for a local render of ``frames`` frames."""
-    return max(1, math.ceil(frames / AUTO_CHUNK_FRAMES))
+def auto_chunk_count(frames: int, *, streamed: bool = False) -> int:
+    """Return the default number of chunks for a local render of ``frames`` frames.
+
+    ``streamed``: JPEG frames encoded while they are captured (encode_stream.py).
+    """
+    return max(1, math.ceil(frames / (STREAMED_CHUNK_FRAMES if streamed else AUTO_CHUNK_FRAMES)))
 
 
 async def render_local(
@@ -170,15 +179,18 @@ async def render_local(
                     f"but the job was planned with {req.expect_total_frames}"
                 )
             span = parse_frame_range(req.frames, info.total_frames) if req.frames else FrameRange(0, info.total_frames)
-            chunks = plan_chunks(len(span), chunks=req.chunks or auto_chunk_count(len(span)), range_start=span.start)
+            size = (round(info.width * req.capture.scale), round(info.height * req.capture.scale))
+            streamed = req.capture.fmt == "jpeg" and can_stream(req.encode, *size)
+            auto = auto_chunk_count(len(span), streamed=streamed)
+            chunks = plan_chunks(len(span), chunks=req.chunks or auto, range_start=span.start)
             await engine.prepare_media(span, req.media_dir or work / "media")
             workers = await engine.auto_worker_count(span, max(len(c) for c in chunks))
             emit(
                 Started(
                     composition=str(comp.entry),
                     # The frames' size: the composition's, times --scale.
-                    width=round(info.width * req.capture.scale),
-                    height=round(info.height * req.capture.scale),
+                    width=size[0],
+                    height=size[1],
                     fps=str(info.fps),
                     start=span.start,
                     end=span.end,
@@ -195,7 +207,6 @@ async def render_local(
             await engine.warm_up(workers)
             parts = await _capture_and_encode(engine, chunks, work, workers, req, tracker, emit)
             static = replace(engine.static_stats)
-        size = (round(info.width * req.capture.scale), round(info.height * req.capture.scale))
         limit = ASSEMBLE_TIMEOUT_S + ASSEMBLE_TIMEOUT_PER_FRAME_S * len(span)
         try:
             async with asyncio.timeout(limit):
@@ -259,11 +270,15 @@ async def _capture_and_encode(
     tracker: ProgressTracker,
     emit: Callable[[Event], None],
 ) -> list[Path]:
-    """Capture chunk k+1 while chunk k encodes; return the chunk videos in order."""
-    info = engine.info
-    assert info is not None
-    ext = req.capture.ext
-    parts: list[Path] = []
+    """Capture the chunks in order while their frames are encoded; return the parts in order.
+
+    Each worker's run of a chunk is piped into its own encoder as it is captured
+    (encode_stream.py). A chunk whose frames changed after they were fed (static frames that
+    turned out not to be, captured again) or whose streamed encode failed is encoded again from
+    its files, as one part, while the next chunk is captured; so is every chunk of a format
+    that cannot be streamed.
+    """
+    encoder = _ChunkEncoder(engine, work, req, tracker, emit)
 
     def on_retry(n: RetryNotice) -> None:
         tracker.retries += 1
@@ -273,55 +288,172 @@ async def _capture_and_encode(
     def on_frame(i: int) -> None:
         tracker.skipped = engine.static_stats.skipped
         tracker.frame_done(i)
+        encoder.board.frame_done(i)
 
-    part_ext = req.encode.delivery.part_ext
-
-    async def encode(index: int, chunk: FrameRange, frames_dir: Path) -> None:
-        path = work / f"chunk-{index:04d}.{part_ext}"
-        video = await encode_frames(
-            frames_dir,
-            path,
-            fps=info.fps,
-            frame_count=len(chunk),
-            ext=ext,
-            settings=req.encode,
-            timeout=60 + ENCODE_TIMEOUT_PER_FRAME_S * len(chunk),
-            first_index=chunk.start,
-        )
-        digest = await sha256_file_async(path)
-        if not req.keep_frames:
-            # Frames are the bulk of the disk use (PNG at 1080p: ~3 MB each); the chunk is safe now.
-            await asyncio.to_thread(shutil.rmtree, frames_dir, True)
-        tracker.chunks_done += 1
-        emit(
-            ChunkDone(
-                index=index,
-                start=chunk.start,
-                end=chunk.end,
-                path=str(path),
-                frames=video.frames,
-                sha256=digest,
-            )
-        )
-
+    finished: list[asyncio.Task[list[Path]]] = []
     try:
         async with asyncio.TaskGroup() as tg:
-            pending: asyncio.Task[None] | None = None
             for index, chunk in enumerate(chunks):
                 frames_dir = work / f"chunk-{index:04d}-{chunk.start}-{chunk.end}"
-                outcome = await engine.capture_chunk(
-                    chunk, frames_dir, min(workers, len(chunk)), on_frame=on_frame, on_retry=on_retry
-                )
+                frames_dir.mkdir(parents=True, exist_ok=True)
+                streams = encoder.start_streams(tg, index, chunk, frames_dir, workers)
+                stats = engine.static_stats
+                before = (stats.mismatches, stats.recaptured)
+                try:
+                    outcome = await engine.capture_chunk(
+                        chunk, frames_dir, min(workers, len(chunk)), on_frame=on_frame, on_retry=on_retry
+                    )
+                except BaseException:
+                    for task in streams:
+                        task.cancel()
+                    raise
+                encoder.board.all_done()
                 # Halved workers after timeouts stay halved for the chunks that follow.
                 workers = outcome.final_workers
-                if pending is not None:
-                    await pending
-                pending = tg.create_task(encode(index, chunk, frames_dir))
-                parts.append(work / f"chunk-{index:04d}.{part_ext}")
+                stats = engine.static_stats
+                refed = (stats.mismatches, stats.recaptured) != before
+                if finished:
+                    # One chunk's frames waiting to be encoded at a time: the disk holds two chunks at most.
+                    await finished[-1]
+                finished.append(tg.create_task(encoder.finish(index, chunk, frames_dir, streams, refed)))
     except BaseExceptionGroup as group:
         raise first_error(group) from None
     tracker.emit_now()
-    return parts
+    return [path for task in finished for path in task.result()]
+
+
+# A part encoded while its frames were captured: its file, its frames, how many ffprobe counted.
+_Streamed = tuple[Path, FrameRange, int]
+
+
+class _ChunkEncoder:
+    """The encoders of one render's chunks: streamed parts while capturing, or a chunk's files after."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        work: Path,
+        req: RenderRequest,
+        tracker: ProgressTracker,
+        emit: Callable[[Event], None],
+    ) -> None:
+        info = engine.info
+        assert info is not None
+        self.fps = info.fps
+        self.size = (round(info.width * req.capture.scale), round(info.height * req.capture.scale))
+        self.streaming = can_stream(req.encode, *self.size)
+        self.work = work
+        self.req = req
+        self.ext = req.capture.ext
+        self.part_ext = req.encode.delivery.part_ext
+        self.tracker = tracker
+        self.emit = emit
+        self.board = FrameBoard()  # the frames on disk of the chunk being captured
+
+    def start_streams(
+        self, tg: asyncio.TaskGroup, index: int, chunk: FrameRange, frames_dir: Path, workers: int
+    ) -> list[asyncio.Task[_Streamed | EncodeError]]:
+        """Start one encoder per worker's run of ``chunk``, fed as its frames are captured.
+
+        A failed encoder returns its error rather than raising it: the chunk is then encoded
+        from its files (finish), and the render goes on.
+        """
+        self.board = FrameBoard()
+        if not self.streaming:
+            return []
+        return [
+            tg.create_task(self._stream_part(self.board, index, k, chunk, span, frames_dir), name=f"encode-{span}")
+            for k, span in enumerate(part_spans(chunk, workers))
+        ]
+
+    async def finish(
+        self,
+        index: int,
+        chunk: FrameRange,
+        frames_dir: Path,
+        streams: list[asyncio.Task[_Streamed | EncodeError]],
+        refed: bool,
+    ) -> list[Path]:
+        """Wait for the chunk's streamed parts, or encode it from its files; then drop its frames.
+
+        ``refed``: frames of the chunk were written again after they may have been fed.
+        """
+        parts: list[Path] = []
+        if streams and not refed:
+            results = await asyncio.gather(*streams)
+            failed = [r for r in results if isinstance(r, EncodeError)]
+            if failed:
+                why = failed[0]
+                log.warning("chunk %d: encoding while capturing failed (%s); encoding its frames again", index, why)
+            else:
+                for path, span, frames in (r for r in results if not isinstance(r, EncodeError)):
+                    await self._part_done(index, span, path, frames)
+                    parts.append(path)
+        if not parts:
+            for task in streams:
+                task.cancel()
+            ended = await asyncio.gather(*streams, return_exceptions=True)
+            await asyncio.to_thread(_unlink_all, [r[0] for r in ended if isinstance(r, tuple)])
+            parts = [await self._encode_files(index, chunk, frames_dir)]
+        if not self.req.keep_frames:
+            # Frames are the bulk of the disk use (PNG at 1080p: ~3 MB each); the chunk is safe now.
+            await asyncio.to_thread(shutil.rmtree, frames_dir, True)
+        self.tracker.chunks_done += 1
+        return parts
+
+    async def _stream_part(
+        self, board: FrameBoard, index: int, k: int, chunk: FrameRange, span: FrameRange, frames_dir: Path
+    ) -> _Streamed | EncodeError:
+        path = self.work / f"chunk-{index:04d}-{k}.{self.part_ext}"
+        try:
+            video = await self._encode_streamed(board, span, chunk, frames_dir, path)
+        except EncodeError as exc:
+            return exc
+        return path, span, video.frames
+
+    async def _encode_streamed(
+        self, board: FrameBoard, span: FrameRange, chunk: FrameRange, frames_dir: Path, path: Path
+    ) -> VideoInfo:
+        return await encode_streamed(
+            board,
+            frames_dir,
+            chunk.start,
+            span,
+            path,
+            fps=self.fps,
+            size=self.size,
+            ext=self.ext,
+            settings=self.req.encode,
+            flush_timeout=_encode_timeout(len(span)),
+        )
+
+    async def _encode_files(self, index: int, chunk: FrameRange, frames_dir: Path) -> Path:
+        path = self.work / f"chunk-{index:04d}.{self.part_ext}"
+        video = await encode_frames(
+            frames_dir,
+            path,
+            fps=self.fps,
+            frame_count=len(chunk),
+            ext=self.ext,
+            settings=self.req.encode,
+            timeout=_encode_timeout(len(chunk)),
+            first_index=chunk.start,
+        )
+        await self._part_done(index, chunk, path, video.frames)
+        return path
+
+    async def _part_done(self, index: int, span: FrameRange, path: Path, frames: int) -> None:
+        digest = await sha256_file_async(path)
+        self.emit(ChunkDone(index=index, start=span.start, end=span.end, path=str(path), frames=frames, sha256=digest))
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _encode_timeout(frames: int) -> float:
+    return 60 + ENCODE_TIMEOUT_PER_FRAME_S * frames
 
 
 async def _join_as_part(
