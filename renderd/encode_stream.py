@@ -79,69 +79,113 @@ class FrameBoard:
         await waiter
 
 
-async def encode_streamed(
-    board: FrameBoard,
-    frames_dir: Path,
-    chunk_start: int,
-    span: FrameRange,
-    out_path: Path,
-    *,
-    fps: Fps,
-    size: tuple[int, int],
-    ext: str,
-    settings: EncodeSettings,
-    flush_timeout: float,
-) -> VideoInfo:
-    """Encode absolute frames ``span`` of the chunk in ``frames_dir`` into ``out_path``, each as it is done.
+class StreamedPart:
+    """One encoder fed absolute frames ``[start, end)`` of a chunk in order, each once it is on disk.
 
-    Frames are the chunk's LOCAL files (local 0 is ``chunk_start``). ``flush_timeout`` bounds
-    the time from the last frame fed to the verified part. The part appears at ``out_path``
-    only when ffprobe agrees with what was fed (frames, size, rate).
+    Frames are the chunk's LOCAL files (local 0 is ``chunk_start``). The end can be moved
+    earlier (``cut``) while the frames there are not fed yet: the capture gave them to another
+    worker, whose run becomes a part of its own.
     """
-    tmp = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.part")
-    argv = build_encode_argv(None, tmp, fps=fps, frame_count=len(span), ext=ext, settings=settings)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    proc = await procs.spawn(argv)
-    assert proc.stdin is not None and proc.stderr is not None
-    stderr = asyncio.create_task(_read_tail(proc.stderr), name=f"renderd-encode-stderr-{span.start}")
-    try:
+
+    def __init__(
+        self,
+        board: FrameBoard,
+        frames_dir: Path,
+        chunk_start: int,
+        span: FrameRange,
+        out_path: Path,
+        *,
+        fps: Fps,
+        size: tuple[int, int],
+        ext: str,
+        settings: EncodeSettings,
+    ) -> None:
+        self.board = board
+        self.frames_dir = frames_dir
+        self.chunk_start = chunk_start
+        self.start = span.start
+        self.end = span.end
+        self.out_path = out_path
+        self.fps = fps
+        self.size = size
+        self.ext = ext
+        self.settings = settings
+        self._next = span.start  # the next frame to feed
+
+    @property
+    def span(self) -> FrameRange:
+        """Return the frames this part holds (so far: ``cut`` may shorten it)."""
+        return FrameRange(self.start, self.end)
+
+    def cut(self, at: int) -> bool:
+        """End the part before absolute frame ``at``; False if ``at`` is not inside it or was fed already."""
+        if not self._next <= at < self.end or at <= self.start:
+            return False
+        self.end = at
+        return True
+
+    async def run(self, flush_timeout: float) -> VideoInfo:
+        """Feed and encode the part; return the verified video, moved to ``out_path``.
+
+        ``flush_timeout`` bounds the time from the last frame fed to the verified part. The part
+        appears at ``out_path`` only when ffprobe agrees with what was fed (frames, size, rate).
+        """
+        out_path = self.out_path
+        tmp = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.part")
+        argv = build_encode_argv(
+            None, tmp, fps=self.fps, frame_count=len(self.span), ext=self.ext, settings=self.settings
+        )
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        proc = await procs.spawn(argv)
+        assert proc.stdin is not None and proc.stderr is not None
+        stderr = asyncio.create_task(_read_tail(proc.stderr), name=f"renderd-encode-stderr-{self.start}")
         try:
-            for i in range(span.start, span.end):
-                await board.wait(i)
-                path = frames_dir / frame_file_name(i - chunk_start, ext)
+            await self._feed(proc.stdin)
+            try:
+                async with asyncio.timeout(flush_timeout):
+                    await proc.wait()
+                    tail = await stderr
+            except TimeoutError:
+                raise EncodeError(
+                    f"encoding frames {self.start}-{self.end - 1} to {out_path} took over {flush_timeout:.0f} s "
+                    "after the last frame"
+                ) from None
+            if proc.returncode != 0:
+                last = tail.strip().splitlines()[-1] if tail.strip() else f"ffmpeg exited with {proc.returncode}"
+                raise EncodeError(f"encoding frames {self.start}-{self.end - 1} to {out_path} failed: {last}")
+            w, h = self.size
+            info = await verify_video(tmp, frames=len(self.span), width=w, height=h, fps=self.fps)
+            try:
+                os.replace(tmp, out_path)
+            except OSError as exc:
+                raise EncodeError(f"cannot move the result into {out_path}: {exc.strerror}") from exc
+            return info
+        except BaseException:
+            await asyncio.shield(_stop(proc, stderr))
+            tmp.unlink(missing_ok=True)
+            raise
+
+    async def _feed(self, stdin: asyncio.StreamWriter) -> None:
+        """Write each frame's file to ffmpeg once it is on disk, then close its input."""
+        try:
+            while self._next < self.end:
+                i = self._next
+                await self.board.wait(i)
+                if i >= self.end:
+                    break  # cut while waiting
+                path = self.frames_dir / frame_file_name(i - self.chunk_start, self.ext)
                 try:
                     data = await asyncio.to_thread(path.read_bytes)
                 except OSError as exc:
                     raise EncodeError(f"cannot read frame {i} ({path}) to encode: {exc.strerror or exc}") from None
-                proc.stdin.write(data)
-                await proc.stdin.drain()
-            proc.stdin.close()
-            async with asyncio.timeout(flush_timeout):
-                await proc.wait()
-                tail = await stderr
+                if i >= self.end:
+                    break
+                self._next = i + 1
+                stdin.write(data)
+                await stdin.drain()
+            stdin.close()
         except (BrokenPipeError, ConnectionResetError):
-            # ffmpeg stopped reading: it failed, and says why on standard error.
-            async with asyncio.timeout(flush_timeout):
-                await proc.wait()
-                tail = await stderr
-        except TimeoutError:
-            raise EncodeError(
-                f"encoding frames {span.start}-{span.end - 1} to {out_path} took over {flush_timeout:.0f} s "
-                "after the last frame"
-            ) from None
-        if proc.returncode != 0:
-            last = tail.strip().splitlines()[-1] if tail.strip() else f"ffmpeg exited with {proc.returncode}"
-            raise EncodeError(f"encoding frames {span.start}-{span.end - 1} to {out_path} failed: {last}")
-        info = await verify_video(tmp, frames=len(span), width=size[0], height=size[1], fps=fps)
-        try:
-            os.replace(tmp, out_path)
-        except OSError as exc:
-            raise EncodeError(f"cannot move the result into {out_path}: {exc.strerror}") from exc
-        return info
-    except BaseException:
-        await asyncio.shield(_stop(proc, stderr))
-        tmp.unlink(missing_ok=True)
-        raise
+            pass  # ffmpeg stopped reading: it failed, and says why on standard error
 
 
 async def _read_tail(stream: asyncio.StreamReader) -> str:

@@ -22,8 +22,8 @@ from typing import Any
 from renderd.assemble import Assembled, assemble, join_parts
 from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
 from renderd.confine import MIB
-from renderd.encode import EncodeSettings, VideoInfo, encode_frames, sha256_file_async
-from renderd.encode_stream import FrameBoard, can_stream, encode_streamed, part_spans
+from renderd.encode import EncodeSettings, encode_frames, sha256_file_async
+from renderd.encode_stream import FrameBoard, StreamedPart, can_stream, part_spans
 from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice, StaticStats
 from renderd.engine.warm import WarmEngines
 from renderd.errors import EncodeError, RenderdError, first_error
@@ -296,15 +296,20 @@ async def _capture_and_encode(
             for index, chunk in enumerate(chunks):
                 frames_dir = work / f"chunk-{index:04d}-{chunk.start}-{chunk.end}"
                 frames_dir.mkdir(parents=True, exist_ok=True)
-                streams = encoder.start_streams(tg, index, chunk, frames_dir, workers)
+                encoder.start_chunk(tg, index, chunk, frames_dir, workers)
                 stats = engine.static_stats
                 before = (stats.mismatches, stats.recaptured)
                 try:
                     outcome = await engine.capture_chunk(
-                        chunk, frames_dir, min(workers, len(chunk)), on_frame=on_frame, on_retry=on_retry
+                        chunk,
+                        frames_dir,
+                        min(workers, len(chunk)),
+                        on_frame=on_frame,
+                        on_retry=on_retry,
+                        on_split=encoder.split if encoder.streaming else None,
                     )
                 except BaseException:
-                    for task in streams:
+                    for task in encoder.tasks():
                         task.cancel()
                     raise
                 encoder.board.all_done()
@@ -315,6 +320,7 @@ async def _capture_and_encode(
                 if finished:
                     # One chunk's frames waiting to be encoded at a time: the disk holds two chunks at most.
                     await finished[-1]
+                streams = encoder.tasks()
                 finished.append(tg.create_task(encoder.finish(index, chunk, frames_dir, streams, refed)))
     except BaseExceptionGroup as group:
         raise first_error(group) from None
@@ -322,8 +328,8 @@ async def _capture_and_encode(
     return [path for task in finished for path in task.result()]
 
 
-# A part encoded while its frames were captured: its file, its frames, how many ffprobe counted.
-_Streamed = tuple[Path, FrameRange, int]
+# A streamed part's task: the verified part, or why its encoder failed.
+_StreamTask = asyncio.Task["StreamedPart | EncodeError"]
 
 
 class _ChunkEncoder:
@@ -349,30 +355,60 @@ class _ChunkEncoder:
         self.tracker = tracker
         self.emit = emit
         self.board = FrameBoard()  # the frames on disk of the chunk being captured
+        # The chunk being captured: its streamed parts and their tasks (splits add to them).
+        self._tg: asyncio.TaskGroup | None = None
+        self._index = 0
+        self._chunk = FrameRange(0, 1)
+        self._frames_dir = work
+        self._streams: list[tuple[StreamedPart, _StreamTask]] = []
 
-    def start_streams(
+    def start_chunk(
         self, tg: asyncio.TaskGroup, index: int, chunk: FrameRange, frames_dir: Path, workers: int
-    ) -> list[asyncio.Task[_Streamed | EncodeError]]:
+    ) -> list[_StreamTask]:
         """Start one encoder per worker's run of ``chunk``, fed as its frames are captured.
 
         A failed encoder returns its error rather than raising it: the chunk is then encoded
         from its files (finish), and the render goes on.
         """
         self.board = FrameBoard()
-        if not self.streaming:
-            return []
-        return [
-            tg.create_task(self._stream_part(self.board, index, k, chunk, span, frames_dir), name=f"encode-{span}")
-            for k, span in enumerate(part_spans(chunk, workers))
-        ]
+        self._tg, self._index, self._chunk, self._frames_dir = tg, index, chunk, frames_dir
+        self._streams = []
+        if self.streaming:
+            for span in part_spans(chunk, workers):
+                self._start_part(span)
+        return self.tasks()
+
+    def tasks(self) -> list[_StreamTask]:
+        """Return the streamed parts' tasks of the chunk being captured."""
+        return [task for _part, task in self._streams]
+
+    def split(self, at: int) -> None:
+        """A worker took frames from ``at`` on: the part holding ``at`` ends there, a new one starts."""
+        for part, _task in self._streams:
+            old_end = part.end
+            if part.cut(at):
+                self._start_part(FrameRange(at, old_end))
+                return
+
+    def _start_part(self, span: FrameRange) -> None:
+        assert self._tg is not None
+        k = len(self._streams)
+        part = StreamedPart(
+            self.board,
+            self._frames_dir,
+            self._chunk.start,
+            span,
+            self.work / f"chunk-{self._index:04d}-{k}.{self.part_ext}",
+            fps=self.fps,
+            size=self.size,
+            ext=self.ext,
+            settings=self.req.encode,
+        )
+        task = self._tg.create_task(self._run_part(part), name=f"renderd-encode-{span}")
+        self._streams.append((part, task))
 
     async def finish(
-        self,
-        index: int,
-        chunk: FrameRange,
-        frames_dir: Path,
-        streams: list[asyncio.Task[_Streamed | EncodeError]],
-        refed: bool,
+        self, index: int, chunk: FrameRange, frames_dir: Path, streams: list[_StreamTask], refed: bool
     ) -> list[Path]:
         """Wait for the chunk's streamed parts, or encode it from its files; then drop its frames.
 
@@ -386,14 +422,15 @@ class _ChunkEncoder:
                 why = failed[0]
                 log.warning("chunk %d: encoding while capturing failed (%s); encoding its frames again", index, why)
             else:
-                for path, span, frames in (r for r in results if not isinstance(r, EncodeError)):
-                    await self._part_done(index, span, path, frames)
-                    parts.append(path)
+                done = sorted((r for r in results if isinstance(r, StreamedPart)), key=lambda part: part.start)
+                for part in done:
+                    await self._part_done(index, part.span, part.out_path, len(part.span))
+                    parts.append(part.out_path)
         if not parts:
             for task in streams:
                 task.cancel()
             ended = await asyncio.gather(*streams, return_exceptions=True)
-            await asyncio.to_thread(_unlink_all, [r[0] for r in ended if isinstance(r, tuple)])
+            await asyncio.to_thread(_unlink_all, [r.out_path for r in ended if isinstance(r, StreamedPart)])
             parts = [await self._encode_files(index, chunk, frames_dir)]
         if not self.req.keep_frames:
             # Frames are the bulk of the disk use (PNG at 1080p: ~3 MB each); the chunk is safe now.
@@ -401,31 +438,14 @@ class _ChunkEncoder:
         self.tracker.chunks_done += 1
         return parts
 
-    async def _stream_part(
-        self, board: FrameBoard, index: int, k: int, chunk: FrameRange, span: FrameRange, frames_dir: Path
-    ) -> _Streamed | EncodeError:
-        path = self.work / f"chunk-{index:04d}-{k}.{self.part_ext}"
+    @staticmethod
+    async def _run_part(part: StreamedPart) -> StreamedPart | EncodeError:
         try:
-            video = await self._encode_streamed(board, span, chunk, frames_dir, path)
+            # The flush bound is for the part as planned: a cut only shortens it.
+            await part.run(flush_timeout=_encode_timeout(len(part.span)))
         except EncodeError as exc:
             return exc
-        return path, span, video.frames
-
-    async def _encode_streamed(
-        self, board: FrameBoard, span: FrameRange, chunk: FrameRange, frames_dir: Path, path: Path
-    ) -> VideoInfo:
-        return await encode_streamed(
-            board,
-            frames_dir,
-            chunk.start,
-            span,
-            path,
-            fps=self.fps,
-            size=self.size,
-            ext=self.ext,
-            settings=self.req.encode,
-            flush_timeout=_encode_timeout(len(span)),
-        )
+        return part
 
     async def _encode_files(self, index: int, chunk: FrameRange, frames_dir: Path) -> Path:
         path = self.work / f"chunk-{index:04d}.{self.part_ext}"

@@ -16,13 +16,13 @@ import pytest
 from conftest import FIXTURES
 from videotools import decode_frames, index_colour, pixel, write_index_frames
 
-import renderd.render as render_mod
+import renderd.engine.retry as retry_mod
 from renderd.encode import EncodeSettings, encode_frames
-from renderd.encode_stream import FrameBoard, can_stream, encode_streamed, part_spans
+from renderd.encode_stream import FrameBoard, StreamedPart, can_stream, part_spans
 from renderd.engine import CaptureSettings
 from renderd.errors import EncodeError
 from renderd.events import ChunkDone, Event
-from renderd.frames import Fps, FrameRange
+from renderd.frames import Fps, FrameRange, WorkerTask
 from renderd.render import RenderRequest, render_local
 
 COMP = FIXTURES / "hf-static-skip"  # 160x120, 90 frames: still, moving, fading, a cut
@@ -47,9 +47,15 @@ def _parts(events: list[ChunkDone]) -> list[tuple[int, int, int]]:
 
 def test_each_workers_run_is_its_own_part_and_equals_the_file_encoded_chunk(tmp_path: Path) -> None:
     streamed, parts = _render(tmp_path / "s.mp4", workers=2, chunks=2)
-    # Two chunks, each encoded as its two workers' runs while they were captured (the file-based
-    # encoder made one part per chunk, after it).
-    assert _parts(parts) == [(0, 0, 23), (0, 23, 45), (1, 45, 68), (1, 68, 90)]
+    # Two chunks, each encoded as its workers' runs while they were captured (the file-based
+    # encoder made one part per chunk, after it): the even split's two runs, and where a worker
+    # that ran out took frames from the other (the still frames draw faster), more.
+    spans = _parts(parts)
+    for index, chunk in enumerate((range(0, 45), range(45, 90))):
+        mine = [(a, b) for i, a, b in spans if i == index]
+        assert len(mine) >= 2 and mine[0][0] == chunk.start and mine[-1][1] == chunk.stop, spans
+        assert all(b == a for (_, b), (a, _) in zip(mine, mine[1:], strict=False)), spans
+        assert (chunk.start + 23) in [a for a, _ in mine], spans
     # The same frames encoded from files, one chunk, one worker: the pixels must not differ.
     sequential, parts = _render(tmp_path / "f.mp4", workers=1, chunks=1)
     assert _parts(parts) == [(0, 0, 90)]
@@ -68,37 +74,78 @@ def test_a_chunk_whose_reused_frames_were_captured_again_is_encoded_from_its_fil
 
 
 def test_a_failed_streamed_encode_falls_back_to_the_chunk_files(tmp_path: Path, monkeypatch: Any) -> None:
-    real = render_mod.encode_streamed
+    real = StreamedPart.run
 
-    async def failing(
-        board: FrameBoard, frames_dir: Path, chunk_start: int, span: FrameRange, *a: Any, **kw: Any
-    ) -> Any:
-        if span.start > chunk_start:
-            await board.wait(span.start)
+    async def failing(self: StreamedPart, flush_timeout: float) -> Any:
+        if self.start > self.chunk_start:
+            await self.board.wait(self.start)
             raise EncodeError("encoder died (test)")
-        return await real(board, frames_dir, chunk_start, span, *a, **kw)
+        return await real(self, flush_timeout)
 
-    monkeypatch.setattr(render_mod, "encode_streamed", failing)
+    monkeypatch.setattr(StreamedPart, "run", failing)
     frames, parts = _render(tmp_path / "x.mp4", workers=2, chunks=3)
     assert _parts(parts) == [(0, 0, 30), (1, 30, 60), (2, 60, 90)]
-    monkeypatch.setattr(render_mod, "encode_streamed", real)
+    monkeypatch.setattr(StreamedPart, "run", real)
     good, _ = _render(tmp_path / "g.mp4", workers=2, chunks=3)
     assert frames == good
 
 
-def test_encode_streamed_feeds_frames_in_order_whenever_they_complete(tmp_path: Path) -> None:
+def test_parts_follow_frames_one_worker_takes_from_another(tmp_path: Path, monkeypatch: Any) -> None:
+    # The first pass starts unevenly (worker 0 gets 2 frames, worker 1 the rest): worker 0 runs
+    # out and takes the far half of worker 1's frames, again and again; each part then ends
+    # where another worker's frames begin, and the frames are those of an even split.
+    def uneven(total: int, workers: int, work_dir: Path, start: int = 0) -> list[WorkerTask]:
+        return [
+            WorkerTask(0, start, start + 2, start, work_dir),
+            WorkerTask(1, start + 2, start + total, start, work_dir),
+        ]
+
+    even, even_parts = _render(tmp_path / "even.mp4", workers=2, chunks=1)
+    assert _parts(even_parts) == [(0, 0, 45), (0, 45, 90)]
+    monkeypatch.setattr(retry_mod, "distribute_frames", uneven)
+    stolen, parts = _render(tmp_path / "stolen.mp4", workers=2, chunks=1)
+    spans = _parts(parts)
+    assert len(spans) > 2, spans
+    assert [b for _i, _a, b in spans[:-1]] == [a for _i, a, _b in spans[1:]] and spans[-1][2] == 90, spans
+    assert [i for i in range(90) if stolen[i] != even[i]] == []
+
+
+def test_a_part_is_cut_only_where_it_was_not_fed_yet(tmp_path: Path) -> None:
+    frames = write_index_frames(tmp_path / "frames", 20, ext="jpg")
+
+    async def run() -> None:
+        board = FrameBoard()
+        part = StreamedPart(
+            board, frames, 0, FrameRange(0, 20), tmp_path / "p.mp4",
+            fps=Fps(30, 1), size=(64, 48), ext="jpg", settings=LOSSLESS,
+        )  # fmt: skip
+        task = asyncio.create_task(part.run(flush_timeout=60))
+        for i in range(5):
+            board.frame_done(i)
+        while part.span != FrameRange(0, 20) or part._next < 5:
+            await asyncio.sleep(0.01)
+        assert not part.cut(3), "frame 3 was fed already"
+        assert not part.cut(0) and not part.cut(25)
+        assert part.cut(12) and part.span == FrameRange(0, 12)
+        board.all_done()
+        info = await asyncio.wait_for(task, 60)
+        assert info.frames == 12
+
+    asyncio.run(run())
+    assert len(decode_frames(tmp_path / "p.mp4", 64, 48)) == 12
+
+
+def test_a_part_feeds_frames_in_order_whenever_they_complete(tmp_path: Path) -> None:
     frames = write_index_frames(tmp_path / "frames", 40, ext="jpg")
     fps = Fps(30, 1)
     span = FrameRange(110, 140)  # absolute; local 10..39 of a chunk starting at 100
 
     async def run() -> None:
         board = FrameBoard()
-        task = asyncio.create_task(
-            encode_streamed(
-                board, frames, 100, span, tmp_path / "p.mp4",
-                fps=fps, size=(64, 48), ext="jpg", settings=LOSSLESS, flush_timeout=60,
-            )
-        )  # fmt: skip
+        part = StreamedPart(
+            board, frames, 100, span, tmp_path / "p.mp4", fps=fps, size=(64, 48), ext="jpg", settings=LOSSLESS
+        )
+        task = asyncio.create_task(part.run(flush_timeout=60))
         order = list(range(100, 140))
         random.Random(7).shuffle(order)
         for i in order:
@@ -115,17 +162,18 @@ def test_encode_streamed_feeds_frames_in_order_whenever_they_complete(tmp_path: 
     assert all(abs(a - b) <= 6 for a, b in zip(pixel(piped[0], 64, 32, 24), index_colour(10), strict=True))
 
 
-def test_encode_streamed_names_the_frame_it_cannot_read_and_leaves_no_part(tmp_path: Path) -> None:
+def test_a_part_names_the_frame_it_cannot_read_and_leaves_no_file(tmp_path: Path) -> None:
     frames = write_index_frames(tmp_path / "frames", 5, ext="jpg")
     (frames / "frame_000003.jpg").unlink()
 
     async def run() -> None:
         board = FrameBoard()
         board.all_done()
-        await encode_streamed(
+        part = StreamedPart(
             board, frames, 0, FrameRange(0, 5), tmp_path / "p.mp4",
-            fps=Fps(30, 1), size=(64, 48), ext="jpg", settings=LOSSLESS, flush_timeout=60,
+            fps=Fps(30, 1), size=(64, 48), ext="jpg", settings=LOSSLESS,
         )  # fmt: skip
+        await part.run(flush_timeout=60)
 
     with pytest.raises(EncodeError, match=r"cannot read frame 3 .*frame_000003\.jpg"):
         asyncio.run(run())

@@ -23,7 +23,7 @@ from renderd.engine.browser import BrowserOptions, launch_browser, uses_begin_fr
 from renderd.engine.calibrate import Calibration, choose_from_cost, cpu_count, measure_capture_cost
 from renderd.engine.hyperframes.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage
-from renderd.engine.pool import CapturePool, CaptureSettings, FrameCallback, StaticStats
+from renderd.engine.pool import CapturePool, CaptureSettings, FrameCallback, SplitCallback, StaticStats
 from renderd.engine.retry import (
     CaptureOutcome,
     RetryNotice,
@@ -316,13 +316,18 @@ class Engine:
         *,
         on_frame: FrameCallback,
         on_retry: Callable[[RetryNotice], None] | None = None,
+        on_split: SplitCallback | None = None,
     ) -> CaptureOutcome:
-        """Capture absolute ``chunk`` into ``frames_dir`` as LOCAL files, retrying as needed."""
+        """Capture absolute ``chunk`` into ``frames_dir`` as LOCAL files, retrying as needed.
+
+        ``on_split`` is told the first frame of each run a worker took over from another
+        (CapturePool.run_pass): from there on, the frames come from that worker, in order.
+        """
         assert self._pool is not None and self.info is not None, "probe() first"
         chunk.check_within(self.info.total_frames)
         frames_dir.mkdir(parents=True, exist_ok=True)
         return await execute_disk_capture_with_adaptive_retry(
-            self._pool, chunk, frames_dir, workers, on_frame=on_frame, on_retry=on_retry
+            self._pool, chunk, frames_dir, workers, on_frame=on_frame, on_retry=on_retry, on_split=on_split
         )
 
 

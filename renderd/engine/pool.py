@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -96,6 +97,11 @@ class PassReport:
 
 
 FrameCallback = Callable[[int], None]
+# Told the first frame of a run one worker took from another's task (run_pass).
+SplitCallback = Callable[[int], None]
+# A thief first primes its page (a jump and a drawn frame, about one frame's capture): fewer
+# frames left than this are not worth taking.
+MIN_STEAL_FRAMES = 6
 
 
 @dataclass(slots=True)
@@ -119,6 +125,30 @@ class _StaticRun:
     run: int = 0  # static frames since the last captured one
 
 
+@dataclass(slots=True, eq=False)
+class _Running:
+    """A task as a worker captures it: the next frame it starts, and where it stops now."""
+
+    worker: Worker
+    task: WorkerTask
+    next: int = -1
+    end: int = -1
+
+    def __post_init__(self) -> None:
+        if self.next < 0:
+            self.next, self.end = self.task.start, self.task.end
+
+    def split(self, thief: Worker, min_frames: int) -> _Running | None:
+        """Give ``thief`` the far half of the frames not started yet (None: too few to be worth it)."""
+        left = self.end - self.next
+        if left < min_frames:
+            return None
+        mid = self.next + (left + 1) // 2
+        taken = _Running(thief, dataclasses.replace(self.task, start=mid, end=self.end))
+        self.end = mid
+        return taken
+
+
 class Worker:
     """A browser and a loaded composition page, reopened when they break."""
 
@@ -127,6 +157,11 @@ class Worker:
         self._pool = pool
         self._browser: Browser | None = None
         self._page: CompositionPage | None = None
+
+    @property
+    def keeps_all_history(self) -> bool:
+        """Return whether this worker's page keeps every seek's state (it replays from frame 0)."""
+        return self._page is not None and self._page.keeps_all_history
 
     def adopt(self, browser: Browser, page: CompositionPage | None) -> None:
         """Use an already launched browser (and loaded page) from probing the composition."""
@@ -153,12 +188,21 @@ class Worker:
         assert self._browser is not None
         return await self._pool.open_page(self._browser)
 
-    async def run_task(self, task: WorkerTask, on_frame: FrameCallback, report: PassReport) -> None:
-        """Capture every frame of ``task``; on a broken page, record why and abandon the task."""
+    async def run_task(
+        self, task: WorkerTask, on_frame: FrameCallback, report: PassReport, at: _Running | None = None
+    ) -> None:
+        """Capture every frame of ``task``; on a broken page, record why and abandon the task.
+
+        ``at`` is where the task stands for the pool: a worker that ran out of work may take
+        the far end of it (``_Running.split``), and this worker then stops there.
+        """
         p = self._pool
         s = p.settings
         run = _StaticRun()
-        for i in range(task.start, task.end):
+        at = at or _Running(self, task)
+        while at.next < at.end:
+            i = at.next
+            at.next = i + 1
             reused = False
             try:
                 page = await self.ensure_ready()
@@ -172,7 +216,7 @@ class Worker:
                     page = await self._prime(page, i)
                     run = _StaticRun()
                 probe = run.anchor is not None and p.static_stats.disabled is None
-                verify = probe and _verify_static(run.run + 1, s.static_verify_stride, i == task.end - 1)
+                verify = probe and _verify_static(run.run + 1, s.static_verify_stride, i == at.end - 1)
                 data, is_static = await page.capture_unless_static(
                     i,
                     frame_time(i, p.fps),
@@ -432,21 +476,59 @@ class CapturePool:
         while len(self._workers) < n:
             self._workers.append(Worker(len(self._workers), self))
 
-    async def run_pass(self, tasks: Sequence[WorkerTask], workers: int, on_frame: FrameCallback) -> PassReport:
-        """Capture ``tasks`` with ``workers`` concurrent workers pulling from one queue."""
+    async def run_pass(
+        self,
+        tasks: Sequence[WorkerTask],
+        workers: int,
+        on_frame: FrameCallback,
+        on_split: SplitCallback | None = None,
+    ) -> PassReport:
+        """Capture ``tasks`` with ``workers`` concurrent workers pulling from one queue.
+
+        A worker that finds the queue empty takes the far half of the running task with the most
+        frames left (work stealing): the split tasks' workers finish about together instead of
+        one waiting for the other (measured: 4 s of a 39 s capture of the bench composition,
+        whose second half draws slower). ``on_split`` is told the first frame of each taken half.
+        Pages that keep their whole history are not split: the thief would replay from frame 0.
+        """
         self._grow(workers)
         queue: asyncio.Queue[WorkerTask] = asyncio.Queue()
         for t in tasks:
             queue.put_nowait(t)
         report = PassReport()
+        running: list[_Running] = []
+
+        def steal(worker: Worker) -> _Running | None:
+            if self.replay_all or not running or any(r.worker.keeps_all_history for r in running):
+                return None
+            victim = max(running, key=lambda r: r.end - r.next)
+            taken = victim.split(worker, MIN_STEAL_FRAMES)
+            if taken is not None:
+                log.debug(
+                    "worker %d: takes frames %d-%d from worker %d",
+                    worker.index,
+                    taken.next,
+                    taken.end - 1,
+                    victim.worker.index,
+                )
+                if on_split is not None:
+                    on_split(taken.next)
+            return taken
 
         async def drain(worker: Worker) -> None:
             while True:
                 try:
-                    task = queue.get_nowait()
+                    at = _Running(worker, queue.get_nowait())
                 except asyncio.QueueEmpty:
-                    return
-                await worker.run_task(task, on_frame, report)
+                    taken = steal(worker)
+                    if taken is None:
+                        return
+                    at = taken
+                running.append(at)
+                try:
+                    await worker.run_task(at.task, on_frame, report, at)
+                finally:
+                    running.remove(at)
 
         try:
             async with asyncio.TaskGroup() as tg:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from renderd.engine.pool import CapturePool, FrameCallback
+from renderd.engine.pool import CapturePool, FrameCallback, SplitCallback
 from renderd.errors import CaptureError
 from renderd.frames import (
     FrameRange,
@@ -50,6 +50,7 @@ async def execute_disk_capture_with_adaptive_retry(
     *,
     on_frame: FrameCallback,
     on_retry: Callable[[RetryNotice], None] | None = None,
+    on_split: SplitCallback | None = None,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> CaptureOutcome:
     """Capture ``chunk`` into ``frames_dir`` (LOCAL names) until no frame is missing.
@@ -63,7 +64,7 @@ async def execute_disk_capture_with_adaptive_retry(
     ext = pool.settings.ext
     pool.begin_chunk()
     tasks = distribute_frames(total, workers, frames_dir, chunk.start)
-    report = await pool.run_pass(tasks, workers, on_frame)
+    report = await pool.run_pass(tasks, workers, on_frame, on_split)
     attempt = 0
     retried = 0
     previous_missing: int | None = None
@@ -99,7 +100,7 @@ async def execute_disk_capture_with_adaptive_retry(
             on_retry(notice)
         previous_missing = count
         batches = build_missing_frame_retry_batches(missing, workers, frames_dir, attempt, chunk.start)
-        report = await pool.run_pass(batches, workers, on_frame)
+        report = await pool.run_pass(batches, workers, on_frame, on_split)
 
 
 def _ranges_text(ranges: list[tuple[int, int]], limit: int = 6) -> str:
