@@ -72,3 +72,15 @@ def test_psnr_reads_bt709_videos_as_bt709(tmp_path: Path) -> None:
     )  # fmt: skip
     avg, worst = psnr(video, ref, "30")
     assert avg >= 50 and worst >= 50, (avg, worst)
+
+
+@pytest.mark.browser
+def test_capture_limit_meters_the_capture_and_encoding_its_frames(tmp_path: Path) -> None:
+    """The CPU floor's parts: both are CPU seconds really spent (browsers, driver, ffmpeg)."""
+    import asyncio
+
+    from bench_targets import capture_limit
+
+    lim = asyncio.run(capture_limit(FIXTURES / "hf-chase", "chromium", (0, 20), 2))
+    assert lim.frames == 20 and lim.secs > 0
+    assert lim.capture_cpu > 0.2 and lim.encode_cpu > 0.01, lim
