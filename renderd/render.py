@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import shutil
 import tempfile
 import time
@@ -18,6 +19,8 @@ from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from renderd.assemble import Assembled, assemble, join_parts
 from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
@@ -29,7 +32,7 @@ from renderd.engine.warm import WarmEngines
 from renderd.errors import EncodeError, RenderdError, first_error
 from renderd.events import ChunkDone, Done, Event, Retry, Started
 from renderd.formats import Delivery
-from renderd.frames import Fps, FrameRange, parse_frame_range, plan_chunks
+from renderd.frames import Fps, FrameRange, choose_worker_count, parse_frame_range, plan_chunks
 from renderd.outdir import make_output_dir
 from renderd.outputs import check_render_paths, check_replaceable, install_output
 from renderd.progress import ProgressTracker
@@ -172,7 +175,7 @@ async def render_local(
         capture=req.capture, chromium=req.chromium, browser=req.browser, gl=req.gl, workers=req.workers
     )
     try:
-        async with _probed_engine(comp, options, req.overrides, warm, warm_key) as (engine, info):
+        async with _probed_engine(comp, options, req.overrides, warm, warm_key, req.frames) as (engine, info):
             if req.expect_total_frames is not None and info.total_frames != req.expect_total_frames:
                 raise RenderdError(
                     f"{comp.entry}: composition has {info.total_frames} frames here, "
@@ -246,14 +249,24 @@ async def render_local(
 
 @contextlib.asynccontextmanager
 async def _probed_engine(
-    comp: Composition, options: EngineOptions, overrides: Overrides, warm: WarmEngines | None, warm_key: Hashable
+    comp: Composition,
+    options: EngineOptions,
+    overrides: Overrides,
+    warm: WarmEngines | None,
+    warm_key: Hashable,
+    frames: str | None,
 ) -> AsyncIterator[tuple[Engine, CompositionInfo]]:
-    """Yield a probed engine: a fresh one closed on exit, or the warm one (dropped on error)."""
+    """Yield a probed engine: a fresh one closed on exit, or the warm one (dropped on error).
+
+    ``frames`` (the request's range, if any) sizes the workers started during the probe.
+    """
+    hint = _workers_hint(options, frames)
     if warm is None:
         async with Engine(comp, options) as engine:
-            yield engine, await engine.probe(overrides)
+            yield engine, await engine.probe(overrides, workers_hint=hint)
         return
-    engine, info = await warm.acquire((warm_key, comp.entry, options, overrides), comp, options, overrides)
+    key = (warm_key, comp.entry, options, overrides)
+    engine, info = await warm.acquire(key, comp, options, overrides, workers_hint=hint)
     try:
         yield engine, info
     except BaseException:
@@ -465,6 +478,23 @@ class _ChunkEncoder:
     async def _part_done(self, index: int, span: FrameRange, path: Path, frames: int) -> None:
         digest = await sha256_file_async(path)
         self.emit(ChunkDone(index=index, start=span.start, end=span.end, path=str(path), frames=frames, sha256=digest))
+
+
+def _workers_hint(options: EngineOptions, frames: str | None) -> int:
+    """Return the workers a render will likely use, known before the composition is loaded.
+
+    The fixed rule over the request's frames (a whole composition: as many as the rule allows);
+    the capture probe, or a page that must replay from frame 0, may later choose fewer.
+    """
+    count = None
+    if frames and (m := re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", frames)):
+        count = max(1, int(m[2]) - int(m[1]))
+    return choose_worker_count(
+        count or 1 << 30,
+        options.workers,
+        psutil.cpu_count(logical=True) or 1,
+        psutil.virtual_memory().available,
+    )
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -378,6 +378,7 @@ class CapturePool:
         playwright: Playwright,
         first_browser: Browser | None = None,
         first_page: CompositionPage | None = None,
+        spares: Sequence[tuple[Browser, CompositionPage | None]] = (),
         media: MediaFrames | None = None,
         replay_all: bool = False,
         raster_layers: int = 0,
@@ -401,9 +402,11 @@ class CapturePool:
         self.static_stats = StaticStats(disabled=None if settings.skip_static else "off (--no-skip-static)")
         # The current chunk's frame files written from another frame's bytes (see static_mismatch).
         self._reused: list[tuple[int, Path]] = []
-        if first_browser is not None:
-            self._grow(1)
-            self._workers[0].adopt(first_browser, first_page)
+        # Browsers (and pages) started while the composition was probed: workers 0, 1, ...
+        started = [(first_browser, first_page)] if first_browser is not None else []
+        for browser, page in [*started, *spares]:
+            self._grow(len(self._workers) + 1)
+            self._workers[-1].adopt(browser, page)
 
     async def open_page(self, browser: Browser) -> CompositionPage:
         """Load the composition in a new page of ``browser``."""

@@ -29,9 +29,12 @@ class WarmEngines:
         self.reused = 0  # assignments served by an engine already warm (for logs and tests)
 
     async def acquire(
-        self, key: Hashable, comp: Composition, options: EngineOptions, overrides: Overrides
+        self, key: Hashable, comp: Composition, options: EngineOptions, overrides: Overrides, *, workers_hint: int = 1
     ) -> tuple[Engine, CompositionInfo]:
-        """Return a probed engine for ``key``: the warm one if the key matches, else a new one."""
+        """Return a probed engine for ``key``: the warm one if the key matches, else a new one.
+
+        ``workers_hint``: Engine.probe's (workers started while a new engine probes).
+        """
         if self._engine is not None and self._info is not None and self._key == key:
             self.reused += 1
             return self._engine, self._info
@@ -40,7 +43,7 @@ class WarmEngines:
             self._pw = await self._pw_cm.start()
         engine = Engine(comp, options, playwright=self._pw)
         try:
-            info = await engine.probe(overrides)
+            info = await engine.probe(overrides, workers_hint=workers_hint)
         except BaseException:
             await engine.close()
             raise
