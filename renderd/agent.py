@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +28,19 @@ from renderd.frames import Fps
 from renderd.render import RenderRequest, RenderResult, render_local
 
 log = logging.getLogger(__name__)
+
+# A serving agent waiting this long for its next assignment closes its browsers: a job's next
+# chunk comes within seconds, and a coordinator keeps agents of ended jobs for later jobs.
+IDLE_RELEASE_S = 60.0
+IDLE_RELEASE_ENV = "RENDERD_AGENT_IDLE_RELEASE_S"  # another bound, in seconds (tests)
+
+
+def _idle_release_s() -> float:
+    raw = os.environ.get(IDLE_RELEASE_ENV, "")
+    try:
+        return max(0.0, float(raw)) if raw.strip() else IDLE_RELEASE_S
+    except ValueError:
+        return IDLE_RELEASE_S
 
 
 def request_for(a: Assignment, **faults: Any) -> RenderRequest:
@@ -95,9 +109,24 @@ async def serve(lines: asyncio.StreamReader, emit: Callable[[Event], None], **fa
             except BaseException:
                 reading.cancel()
                 raise
-            raw = await reading
+            raw = await _next_line(reading, warm)
     finally:
         await asyncio.shield(warm.close())
+
+
+async def _next_line(reading: asyncio.Task[bytes], warm: WarmEngines) -> bytes:
+    """Wait for the next assignment; after IDLE_RELEASE_S without one, close the warm browsers.
+
+    A job's next chunk comes at once, and finds its browsers warm. An agent the coordinator keeps
+    after its job ended (for another job's chunks) holds no browsers or pages while it waits:
+    the next job gets a fresh engine in any case.
+    """
+    wait_s = _idle_release_s()
+    done, _pending = await asyncio.wait({reading}, timeout=wait_s)
+    if not done:
+        log.info("no assignment for %g s: closing the warm browsers", wait_s)
+        await warm.release()
+    return await reading
 
 
 def _chromium_version(chromium: str | None) -> str | None:

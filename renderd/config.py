@@ -198,6 +198,10 @@ class HostConfig:
     host_key_policy: str = "strict"
     # Keep a serving agent (its browsers) per slot between the chunks of a job; false: one agent per chunk.
     warm_agents: bool = True
+    # Serving agents kept after a job ends (at most one per slot), for other jobs' chunks: a new
+    # job's first chunk then needs no SSH exec, Python start or Playwright driver start. An idle
+    # agent closes its browsers after a minute; 0 stops a job's agents with it.
+    spare_agents: int = 0
 
     @property
     def is_local(self) -> bool:
@@ -386,6 +390,7 @@ _HOST_KEYS: dict[str, Check] = {
     "jump_host": _ssh_target,
     "host_key_policy": one_of(*HOST_KEY_POLICIES),
     "warm_agents": boolean,
+    "spare_agents": int_in(0),
 }
 _PER_HOST_ONLY = ("name", "address")
 

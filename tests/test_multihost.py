@@ -432,6 +432,42 @@ def test_an_agent_without_serve_falls_back_to_one_agent_per_chunk(root: Path, ho
     _job_verified_on_h1(root, inventory, root / "old.mp4", "6", "h1: the agent has no --serve")
 
 
+def test_a_spare_agent_serves_the_next_job_without_its_browsers_in_between(root: Path, hosts: TestHosts) -> None:
+    # h1 alone, one slot, keeping one agent after a job; its agent closes idle browsers after 1 s.
+    agent = ["env", "RENDERD_AGENT_IDLE_RELEASE_S=1", *AGENT]
+    only_h1 = {"h1": {"spare_agents": 1, "agent_command": agent}, "h2": {"enabled": False}, "h3": {"enabled": False}}
+    inventory = hosts.write_inventory(root / "spare-hosts.toml", overrides=only_h1)
+    d = Daemon(root, hosts_file=inventory)
+    d.start()
+    try:
+        seen: set[int] = set()
+        for name in ("a", "b"):
+            r = d.ctl("submit", FIXTURES / "frame-index-hook", "-o", root / f"{name}.mp4", "--chunks", "2")
+            assert r.returncode == 0, r.stderr
+            job = r.stdout.strip()
+            deadline = time.monotonic() + 240
+            while d.json("status", job)["job"]["state"] not in ("done", "failed"):
+                assert time.monotonic() < deadline
+                for p in _agents_on(hosts, "h1"):
+                    with contextlib.suppress(psutil.Error):
+                        if "agent" not in p.parent().cmdline():
+                            seen.add(p.pid)
+                time.sleep(0.05)
+            assert d.json("status", job)["job"]["state"] == "done"
+            frames = decode_frames(root / f"{name}.mp4", 320, 240)
+            assert [decode_index(f, 320) for f in frames] == list(range(120))
+            # The job is over; its agent stays, and lets its browsers go once idle.
+            deadline = time.monotonic() + 30
+            while [p for p in _agent_trees(hosts) if "chrom" in _name(p)] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not [p.pid for p in _agent_trees(hosts) if "chrom" in _name(p)]
+            assert [p.pid for p in _agents_on(hosts, "h1") if "agent" not in p.parent().cmdline()]
+        assert len(seen) == 1, f"job b was served by job a's agent: {seen}"
+    finally:
+        d.stop()
+    _wait_clean(hosts)
+
+
 def _job_verified_on_h1(root: Path, inventory: Path, out: Path, chunks: str, logged: str) -> None:
     """Run one job: every attempt verified, some on h1, ``logged`` in the daemon log, frames right."""
     d = Daemon(root, hosts_file=inventory)

@@ -56,6 +56,13 @@ class SshTransport:
         self.work = host.work_dir
         # Serving agents between chunks, per job: the next chunk of the job reuses their browsers.
         self._idle: dict[str, list[ServedAgent]] = {}
+        # Serving agents of jobs that ended (``spare_agents``, at most one per slot): another job's
+        # first chunks start on them without an SSH exec, a Python start or a Playwright driver
+        # start. Confinement holds: their engine (browsers, pages) was for the job they served, a
+        # new job gets a fresh one (engine/warm.py), and an idle agent closes its browsers after a
+        # minute (agent.py). Every job runs as the host's one SSH user in any case.
+        self._spare: list[ServedAgent] = []
+        self._spare_limit = min(host.spare_agents, host.slots)
         self._serve = host.warm_agents
         self._sftp = True  # until the host turns out to have no SFTP subsystem
 
@@ -280,8 +287,11 @@ class SshTransport:
         os.replace(tmp, local_path)
 
     async def cleanup_job(self, job_id: str) -> None:
-        """Stop the job's idle agents and remove its directory on the host."""
-        await self._stop_idle(job_id)
+        """Stop the job's idle agents (or keep them as spares), and remove its directory on the host."""
+        agents = self._idle.pop(job_id, [])
+        keep = [a for a in agents if a.usable(self._conn)][: max(0, self._spare_limit - len(self._spare))]
+        self._spare.extend(keep)
+        await asyncio.gather(*(a.stop() for a in agents if a not in keep), return_exceptions=True)
         await self.run(["rm", "-rf", f"{self.work}/jobs/{job_id}"])
 
     # -- agents ----------------------------------------------------------------------------
@@ -307,14 +317,14 @@ class SshTransport:
             raise HostUnavailable(f"host {self.name}: cannot start the agent: {_why(exc)}", host=self.name) from None
 
     async def _run_served(self, assignment: Assignment, on_event: EventSink, timeout: float) -> dict[str, Any]:
-        idle = self._idle.get(assignment.job_id, [])
         agent = None
-        while idle and agent is None:
-            candidate = idle.pop()
-            if candidate.usable(self._conn):
-                agent = candidate
-            else:
-                await candidate.stop()
+        for idle in (self._idle.get(assignment.job_id, []), self._spare):
+            while idle and agent is None:
+                candidate = idle.pop()
+                if candidate.usable(self._conn):
+                    agent = candidate
+                else:
+                    await candidate.stop()
         fresh = agent is None
         if agent is None:
             agent = ServedAgent(await self._start_agent([*self.host.agent_command, "--serve"]), self._conn)
@@ -338,10 +348,11 @@ class SshTransport:
         self._idle.setdefault(assignment.job_id, []).append(agent)
         return done
 
-    async def _stop_idle(self, job_id: str | None = None) -> None:
-        """Stop the idle agents of ``job_id`` (of every job when None): their browsers exit."""
-        jobs = [job_id] if job_id is not None else list(self._idle)
-        agents = [a for j in jobs for a in self._idle.pop(j, [])]
+    async def _stop_idle(self) -> None:
+        """Stop every idle agent, of running jobs and spare: their browsers exit."""
+        agents = [a for j in list(self._idle) for a in self._idle.pop(j, [])]
+        agents += self._spare
+        self._spare = []
         await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
 
     async def _run_once(self, assignment: Assignment, on_event: EventSink, timeout: float) -> dict[str, Any]:
