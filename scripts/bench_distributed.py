@@ -8,7 +8,10 @@ noise hits both sides. Overhead = distributed wall / local wall - 1 (target: <= 
 The distributed side runs twice per round, from two daemons over the same hosts: with warm
 agents (the default: one serving agent per slot for all of a job's chunks on a host) and with
 ``warm_agents = false`` (one agent per chunk, the path before warm agents), so the two are
-compared side by side in one run. Every output's frame count is checked with ffprobe.
+compared side by side in one run. A third daemon keeps its agents between jobs
+(``spare_agents = 1``): a short untimed job first leaves one spare agent per host, so each of its
+timed jobs starts on agents already running (their browsers are fresh for each job). Every
+output's frame count is checked with ffprobe.
 """
 
 from __future__ import annotations
@@ -94,7 +97,15 @@ def local_run(
 
 
 def distributed_run(
-    socket: Path, comp: Path, out: Path, chunks: int | None, frames: str | None, meter: CpuMeter, hosts: TestHosts
+    socket: Path,
+    comp: Path,
+    out: Path,
+    chunks: int | None,
+    frames: str | None,
+    meter: CpuMeter,
+    hosts: TestHosts,
+    *,
+    spares: bool = False,
 ) -> tuple[float, float | None]:
     argv = [RENDERD, "submit", str(comp), "-o", str(out), "--wait", "--socket", str(socket)]
 
@@ -103,7 +114,8 @@ def distributed_run(
         while any(hosts.session_commands(n) for n in hosts.names) and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    return _timed(argv + _range_args(chunks, frames), meter, agents_gone)
+    # Spare agents stay (idle, without CPU): there is nothing to wait for.
+    return _timed(argv + _range_args(chunks, frames), meter, (lambda: None) if spares else agents_gone)
 
 
 def _num(v: float | None) -> str:
@@ -158,23 +170,34 @@ def main() -> int:
         cold_inventory = hosts.write_inventory(
             tmp / "cold-hosts.toml", overrides={n: {"warm_agents": False} for n in hosts.names}
         )
+        spare_inventory = hosts.write_inventory(
+            tmp / "spare-hosts.toml", overrides={n: {"spare_agents": 1} for n in hosts.names}
+        )
         warm, warm_socket = start_daemon(tmp, "warm", hosts.inventory)
         cold, cold_socket = start_daemon(tmp, "cold", cold_inventory)
-        daemons += [warm, cold]
+        spare, spare_socket = start_daemon(tmp, "spare", spare_inventory)
+        daemons += [warm, cold, spare]
+        # Leave one spare agent per host (untimed): a chunk for each host.
+        first = ["--chunks", str(args.workers), "--frames", f"0:{10 * args.workers}"]
+        subprocess.run([RENDERD, "submit", str(comp), "-o", str(tmp / "first.mp4"), "--wait", "--socket",
+                        str(spare_socket), *first], check=True, capture_output=True)  # fmt: skip
         chunks = args.chunks or "default"
         print(f"bench: {comp}, {args.workers} workers, chunks {chunks}, frames {args.frames or 'all'}")
-        sides: dict[str, list[float]] = {"local": [], "cold": [], "warm": []}
-        cpu: dict[str, list[float | None]] = {"local": [], "cold": [], "warm": []}
+        sides: dict[str, list[float]] = {"local": [], "cold": [], "warm": [], "spare": []}
+        cpu: dict[str, list[float | None]] = {"local": [], "cold": [], "warm": [], "spare": []}
         for r in range(args.rounds):
             outs = {side: tmp / f"{side}-{r}.mp4" for side in sides}
             runs = {
                 "local": lambda out: local_run(comp, out, args.workers, args.chunks, args.frames, meter),
                 "cold": lambda out: distributed_run(cold_socket, comp, out, args.chunks, args.frames, meter, hosts),
                 "warm": lambda out: distributed_run(warm_socket, comp, out, args.chunks, args.frames, meter, hosts),
+                "spare": lambda out: distributed_run(
+                    spare_socket, comp, out, args.chunks, args.frames, meter, hosts, spares=True
+                ),
             }
             # The order rotates every round, so a burst of load on the machine does not always
             # hit the same side.
-            order = list(runs)[r % 3 :] + list(runs)[: r % 3]
+            order = list(runs)[r % 4 :] + list(runs)[: r % 4]
             for side in order:
                 wall, used = runs[side](outs[side])
                 sides[side].append(wall)
@@ -185,38 +208,43 @@ def main() -> int:
                 return 1
             print(
                 f"  round {r + 1}: local {sides['local'][-1]:6.1f} s   agent per chunk {sides['cold'][-1]:6.1f} s"
-                f"   warm agents {sides['warm'][-1]:6.1f} s   ({counts['local']} frames each; CPU s: "
-                f"{_num(cpu['local'][-1])} / {_num(cpu['cold'][-1])} / {_num(cpu['warm'][-1])})",
+                f"   warm agents {sides['warm'][-1]:6.1f} s   spare agents {sides['spare'][-1]:6.1f} s   "
+                f"({counts['local']} frames each; CPU s: {_num(cpu['local'][-1])} / {_num(cpu['cold'][-1])} / "
+                f"{_num(cpu['warm'][-1])} / {_num(cpu['spare'][-1])})",
                 flush=True,
             )
-        lm, cm, wm = (statistics.median(sides[k]) for k in ("local", "cold", "warm"))
-        lb, cb, wb = (min(sides[k]) for k in ("local", "cold", "warm"))
+        lm, cm, wm, sm = (statistics.median(sides[k]) for k in ("local", "cold", "warm", "spare"))
+        lb, cb, wb, sb = (min(sides[k]) for k in ("local", "cold", "warm", "spare"))
         n = args.workers
         print("medians:")
         print(f"local (renderd render --workers {n}):              {lm:6.1f} s")
         print(f"distributed, agent per chunk ({n} hosts x 1 worker): {cm:6.1f} s  {100 * (cm / lm - 1):+.1f}%")
         print(f"distributed, warm agents ({n} hosts x 1 worker):     {wm:6.1f} s  {100 * (wm / lm - 1):+.1f}%")
+        print(f"distributed, spare agents ({n} hosts x 1 worker):    {sm:6.1f} s  {100 * (sm / lm - 1):+.1f}%")
         print(
             f"best of each: local {lb:.1f} s, agent per chunk {cb:.1f} s ({100 * (cb / lb - 1):+.1f}%), "
-            f"warm agents {wb:.1f} s ({100 * (wb / lb - 1):+.1f}%)"
+            f"warm agents {wb:.1f} s ({100 * (wb / lb - 1):+.1f}%), "
+            f"spare agents {sb:.1f} s ({100 * (sb / lb - 1):+.1f}%)"
         )
         if all(v is not None for k in cpu for v in cpu[k]):
-            lc, cc, wc = (statistics.median([v for v in cpu[k] if v is not None]) for k in ("local", "cold", "warm"))
+            sides_cpu = ("local", "cold", "warm", "spare")
+            lc, cc, wc, sc = (statistics.median([v for v in cpu[k] if v is not None]) for k in sides_cpu)
             print(
                 f"CPU seconds, medians (all processes of each side; load on the machine barely moves them): "
                 f"local {lc:.1f}, agent per chunk {cc:.1f} ({100 * (cc / lc - 1):+.1f}%), "
-                f"warm agents {wc:.1f} ({100 * (wc / lc - 1):+.1f}%)"
+                f"warm agents {wc:.1f} ({100 * (wc / lc - 1):+.1f}%), "
+                f"spare agents {sc:.1f} ({100 * (sc / lc - 1):+.1f}%)"
             )
         print("overhead target: <= 10%")
         if args.timings:
             # Where each chunk's time went (the daemon logs it per verified chunk).
-            for name in ("cold", "warm"):
+            for name in ("cold", "warm", "spare"):
                 lines = (tmp / f"{name}.log").read_text(errors="replace").splitlines()
                 print(f"chunk timings, {name}:")
                 for line in lines:
                     if "timing:" in line:
                         print("  " + line[line.find("[host=") :].replace("timing: ", ""))
-        for socket in (warm_socket, cold_socket):
+        for socket in (warm_socket, cold_socket, spare_socket):
             listing = subprocess.run(
                 [RENDERD, "list", "--json", "--socket", str(socket)], capture_output=True, text=True
             )

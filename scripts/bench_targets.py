@@ -4,11 +4,14 @@ Usage: scripts/bench targets [COMPOSITION] [--rounds N] [--frames A:B] [--skip-p
 
 1. Capture-only limit: warm browsers (launch and page load excluded), the frames, 2 workers,
    once with chromium-headless-shell (BeginFrame) and once with Chromium screenshots.
+   The shell's run is repeated with work stealing off (what it saves), and each run's CPU plus
+   the CPU of encoding its frames alone gives the CPU floor of a whole render on these cores.
 2. Whole render: `renderd render COMP -o out.mp4 --json --browser auto` (workers auto): wall
    clock of the whole command; CPU busy = CPU seconds of renderd and every process below it
    (browsers, ffmpeg; sampled every 0.2 s, the largest value seen per process) between the first
    progress event with a frame done and the done event, over that time x cores (target >= 90 %);
-   and whole render wall / capture-only limit with the same browser (target <= 1.10x).
+   and whole render wall / capture-only limit with the same browser (target <= 1.10x); the time
+   from the last frame captured to the done event (the encoders' last frames, the concat).
 3. Whole render with --workers 1 and --workers 2: both walls and their ratio (no target).
 4. The HyperFrames CLI (scripts/peer-hyperframes, install not timed) with 1 and 2 workers, with
    the system Chromium and with the headless shell (where HyperFrames captures through BeginFrame;
@@ -49,7 +52,7 @@ from bench_common import PEER, count_frames, default_composition, peer_install
 
 from renderd.composition import load_composition
 from renderd.encode import EncodeSettings, encode_frames
-from renderd.engine import Engine, EngineOptions
+from renderd.engine import CaptureSettings, Engine, EngineOptions
 from renderd.frames import FrameRange
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,6 +130,7 @@ class RenderRun:
     busy: float | None  # CPU busy of renderd's tree between first frame and done, of all cores
     machine: float | None  # the whole machine's busy fraction over the same time
     first_s: float | None  # seconds from the command's start to the first frame
+    tail_s: float | None = None  # seconds from the last frame captured to the done event
 
 
 def whole_render(comp: Path, out: Path, workers: str, frames: str | None) -> RenderRun:
@@ -134,7 +138,8 @@ def whole_render(comp: Path, out: Path, workers: str, frames: str | None) -> Ren
     cmd = [RENDERD, "render", str(comp), "-o", str(out), "--json", "--workers", workers, "--browser", "auto"]
     cmd += ["--frames", frames] if frames else []
     cores = psutil.cpu_count() or 1
-    t_first = t_done = cpu_first = cpu_done = None
+    t_first = t_done = t_last = cpu_first = cpu_done = None
+    total = 0
     sys_first = sys_done = None
     used_workers, capture, err = 0, "?", ""
     with tempfile.TemporaryFile() as stderr:
@@ -151,7 +156,9 @@ def whole_render(comp: Path, out: Path, workers: str, frames: str | None) -> Ren
                     continue
                 kind = event.get("event")
                 if kind == "started":
-                    used_workers, capture = event["workers"], event.get("capture", "?")
+                    used_workers, capture, total = event["workers"], event.get("capture", "?"), event["frames"]
+                if kind == "progress" and t_last is None and total and event["frames_done"] >= total:
+                    t_last = time.perf_counter()
                 elif kind == "progress" and t_first is None and event["frames_done"] >= 1:
                     t_first, cpu_first, sys_first = time.perf_counter(), meter.sample(), psutil.cpu_times()
                 elif kind == "done":
@@ -170,7 +177,8 @@ def whole_render(comp: Path, out: Path, workers: str, frames: str | None) -> Ren
         busy = (cpu_done - cpu_first) / ((t_done - t_first) * cores)
         machine = machine_busy(sys_first, sys_done)
         first_s = t_first - t0
-    return RenderRun(wall, count_frames(out), used_workers, capture, busy, machine, first_s)
+    tail_s = t_done - t_last if t_done is not None and t_last is not None else None
+    return RenderRun(wall, count_frames(out), used_workers, capture, busy, machine, first_s, tail_s)
 
 
 @dataclass
@@ -183,14 +191,17 @@ class Limit:
     encode_cpu: float  # CPU seconds of encoding the frames afterwards with the default settings
 
 
-async def capture_limit(comp_dir: Path, browser: str, frames: tuple[int, int] | None, workers: int) -> Limit:
+async def capture_limit(
+    comp_dir: Path, browser: str, frames: tuple[int, int] | None, workers: int, *, steal: bool = True
+) -> Limit:
     """Capture the frames with warm browsers (launch, page load excluded), then encode them alone.
 
     Both CPU times are metered (TreeCpu): together they are the work a whole render must do,
-    which on this machine's cores takes at least (capture + encode CPU) / cores.
+    which on this machine's cores takes at least (capture + encode CPU) / cores. ``steal``
+    False turns work stealing off (CaptureSettings.work_stealing), to show what it saves.
     """
     comp = load_composition(comp_dir)
-    opts = EngineOptions(browser=browser, workers=workers)
+    opts = EngineOptions(browser=browser, workers=workers, capture=CaptureSettings(work_stealing=steal))
     with tempfile.TemporaryDirectory(prefix="renderd-bench-targets-") as tmp:
         async with Engine(comp, opts) as engine:
             info = await engine.probe()
@@ -327,6 +338,11 @@ def run_rounds(args: argparse.Namespace, comp: Path, tmp: Path) -> tuple[Samples
         print(f"  round {r}: capture-only {browser:<14} 2 workers: {lim.secs:6.1f} s, {per:6.1f} ms/frame; CPU "
               f"{lim.capture_cpu:.1f} s, encoding its frames alone {lim.encode_cpu:.1f} s CPU", flush=True)  # fmt: skip
 
+    def cap_no_steal(r: int) -> None:
+        lim = asyncio.run(capture_limit(comp, "headless-shell", span, 2, steal=False))  # type: ignore[arg-type]
+        s.add("cap-no-steal", lim.secs)
+        print(f"  round {r}: capture-only headless-shell 2 workers, no work stealing: {lim.secs:6.1f} s", flush=True)
+
     def render(workers: str, r: int) -> None:
         nonlocal expected
         out = tmp / f"renderd-w{workers}-r{r}.mp4"
@@ -340,6 +356,9 @@ def run_rounds(args: argparse.Namespace, comp: Path, tmp: Path) -> tuple[Samples
                 s.add("busy", run.busy)
                 s.add("machine", run.machine)
                 extra = f", first frame at {run.first_s:.1f} s, CPU busy {run.busy:.0%} (machine {run.machine:.0%})"
+                if run.tail_s is not None:
+                    s.add("tail", run.tail_s)
+                    extra += f", last frame to done {run.tail_s:.2f} s"
         else:
             out.unlink(missing_ok=True)
         expected = run.frames if not expected else expected
@@ -364,6 +383,7 @@ def run_rounds(args: argparse.Namespace, comp: Path, tmp: Path) -> tuple[Samples
     for r in range(1, args.rounds + 1):
         steps: list[Callable[[], None]] = [
             partial(cap, "headless-shell", r),
+            partial(cap_no_steal, r),
             partial(render, "auto", r),
             partial(cap, "chromium", r),
             partial(render, "1", r),
@@ -451,6 +471,13 @@ def target_rows(
         secs = s.med(f"cap-{browser}")
         per = None if secs is None else secs * 1000 / n
         rows.append((f"capture-only limit, {browser}, 2 workers", f"{fmt(secs)} s, {fmt(per)} ms/frame", "-", "-"))
+    steal, no_steal = s.med("cap-headless-shell"), s.med("cap-no-steal")
+    if steal and no_steal:
+        saved = f"{fmt(no_steal)} s without, {no_steal / steal:.2f}x"
+        rows.append(("capture-only limit (shell) without work stealing", saved, "-", "-"))
+    tail = s.med("tail")
+    if tail is not None:
+        rows.append(("whole render: last frame captured to done", f"{tail:.2f} s", "-", "-"))
     busy, machine = s.med("busy"), s.med("machine")
     ok = None if busy is None else busy >= TARGET_CPU_BUSY
     rows.append(

@@ -108,6 +108,9 @@ def test_parts_follow_frames_one_worker_takes_from_another(tmp_path: Path, monke
     assert len(spans) > 2, spans
     assert [b for _i, _a, b in spans[:-1]] == [a for _i, a, _b in spans[1:]] and spans[-1][2] == 90, spans
     assert [i for i in range(90) if stolen[i] != even[i]] == []
+    # Without work stealing (a bench switch) worker 0 stops after its 2 frames: 2 parts only.
+    _, parts = _render(tmp_path / "kept.mp4", workers=2, chunks=1, capture={"work_stealing": False})
+    assert _parts(parts) == [(0, 0, 45), (0, 45, 90)]
 
 
 def test_a_part_is_cut_only_where_it_was_not_fed_yet(tmp_path: Path) -> None:

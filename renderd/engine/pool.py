@@ -56,6 +56,9 @@ class CaptureSettings:
     raster_lookback_s: float = 60.0
     # Off only to measure what drawing them costs (scripts/bench raster).
     anchor_rasters: bool = True
+    # A worker out of frames takes half of another's (run_pass). Off only to measure what it
+    # saves (scripts/bench targets).
+    work_stealing: bool = True
     # Clear the html/body backgrounds and keep alpha in PNG frames, as HyperFrames does for its
     # alpha outputs (png-sequence): the composition's own elements are all that is drawn.
     transparent: bool = DEFAULTS.transparent
@@ -502,7 +505,9 @@ class CapturePool:
         running: list[_Running] = []
 
         def steal(worker: Worker) -> _Running | None:
-            if self.replay_all or not running or any(r.worker.keeps_all_history for r in running):
+            if not self.settings.work_stealing or self.replay_all or not running:
+                return None
+            if any(r.worker.keeps_all_history for r in running):
                 return None
             victim = max(running, key=lambda r: r.end - r.next)
             taken = victim.split(worker, MIN_STEAL_FRAMES)
