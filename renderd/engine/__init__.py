@@ -32,7 +32,6 @@ from renderd.engine.retry import (
 from renderd.engine.routing import ORIGIN
 from renderd.frames import FrameRange, choose_worker_count, frame_time
 from renderd.hyperframes.media import MediaPlan, project_has_media, resolve_media
-from renderd.hyperframes.project import read_project
 from renderd.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -169,10 +168,10 @@ class Engine:
 
         ``workers_hint``: the capture workers the caller expects to use. The browsers and pages
         of the others start while the composition is probed, at the size the probe loads it at,
-        and are kept when the composition turns out to be that size; so is a second page in the
-        probe's browser for a HyperFrames project, whose probe page jumps to its end and cannot
-        capture. Measured on the bench composition with 2 workers: the first frame came 0.7 s
-        sooner (docs/performance.md, "Start-up").
+        and are kept when the composition turns out to be that size. (A second page in the probe's
+        browser, for a HyperFrames project whose probe page jumps to its end, was tried and left
+        out: in one full test run that worker's first frames showed a WAAPI box at the wrong time,
+        a flake not reproduced since; docs/performance.md, "Start-up and overlap".)
         """
         assert self._pw is not None, "Engine used outside 'async with'"
         overrides = overrides or Overrides()
@@ -181,11 +180,8 @@ class Engine:
             asyncio.create_task(self._spare_worker(size, overrides), name="renderd-spare-worker")
             for _ in range(max(0, workers_hint - 1))
         ]
-        own_spare: asyncio.Task[CompositionPage | None] | None = None
         try:
             browser = await launch_browser(self._pw, self._browser_options)
-            if spares and await asyncio.to_thread(read_project, self.comp.entry) is not None:
-                own_spare = asyncio.create_task(self._spare_page(browser, size, overrides))
             try:
                 info, page = await read_info(
                     browser,
@@ -203,15 +199,7 @@ class Engine:
                     await page.close()
                     page = None
                 fits = (info.width, info.height) == size
-                if own_spare is not None:
-                    spare = await own_spare
-                    if page is None and fits:
-                        page = spare
-                    elif spare is not None:
-                        await spare.close()
             except BaseException:
-                if own_spare is not None:
-                    own_spare.cancel()
                 with contextlib.suppress(Exception):
                     await browser.close()
                 raise
