@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -212,12 +213,18 @@ async def capture_limit(
                 cpu0, t0 = meter.sample(), time.perf_counter()
                 await engine.capture_chunk(span, Path(tmp), workers, on_frame=lambda _i: None)
                 secs, cpu1 = time.perf_counter() - t0, meter.sample()
-        with TreeCpu(os.getpid()) as meter:
-            enc0 = meter.sample()
-            await encode_frames(Path(tmp), Path(tmp) / "enc.mp4", fps=info.fps, frame_count=len(span), ext="jpg",
-                                settings=EncodeSettings())  # fmt: skip
-            enc1 = meter.sample()
+        # ffmpeg is a child this process waits for: its CPU lands in RUSAGE_CHILDREN exactly (a
+        # sampler misses a short encode that ends between two samples).
+        enc0 = _children_cpu()
+        await encode_frames(Path(tmp), Path(tmp) / "enc.mp4", fps=info.fps, frame_count=len(span), ext="jpg",
+                            settings=EncodeSettings())  # fmt: skip
+        enc1 = _children_cpu()
     return Limit(secs, len(span), cpu1 - cpu0, enc1 - enc0)
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def trimmed_copy(comp: Path, frames: str | None, dest: Path) -> Path | None:
