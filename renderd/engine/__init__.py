@@ -23,7 +23,14 @@ from renderd.engine.browser import BrowserOptions, launch_browser, uses_begin_fr
 from renderd.engine.calibrate import Calibration, choose_from_cost, cpu_count, measure_capture_cost
 from renderd.engine.hyperframes.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage
-from renderd.engine.pool import CapturePool, CaptureSettings, FrameCallback, SplitCallback, StaticStats
+from renderd.engine.pool import (
+    CapturePool,
+    CaptureSettings,
+    FrameCallback,
+    SplitCallback,
+    StaticStats,
+    open_worker_page,
+)
 from renderd.engine.retry import (
     CaptureOutcome,
     RetryNotice,
@@ -251,16 +258,12 @@ class Engine:
         self, browser: Browser, size: tuple[int, int], overrides: Overrides
     ) -> CompositionPage | None:
         """Load the composition as a worker would, at ``size``; None if it fails (the probe says why)."""
-        s = self.options.capture
         try:
-            return await CompositionPage.open(
+            return await open_worker_page(
                 browser,
                 self.comp,
-                *size,
-                ready_timeout_s=s.ready_timeout_s,
-                transparent=s.transparent,
-                max_asset_bytes=s.max_asset_bytes,
-                device_scale_factor=s.scale,
+                size,
+                self.options.capture,
                 fps=overrides.fps,
                 media=self._media_frames,
                 begin_frame=self._browser_options.begin_frame,

@@ -413,15 +413,11 @@ class CapturePool:
 
     async def open_page(self, browser: Browser) -> CompositionPage:
         """Load the composition in a new page of ``browser``."""
-        return await CompositionPage.open(
+        return await open_worker_page(
             browser,
             self.comp,
-            self.width,
-            self.height,
-            ready_timeout_s=self.settings.ready_timeout_s,
-            transparent=self.settings.transparent,
-            max_asset_bytes=self.settings.max_asset_bytes,
-            device_scale_factor=self.settings.scale,
+            (self.width, self.height),
+            self.settings,
             fps=self.fps,
             media=self.media,
             begin_frame=self.browser_options.begin_frame,
@@ -553,6 +549,31 @@ class CapturePool:
         walker, self._walker = self._walker, None
         closing = [w.close() for w in workers] + ([walker.close()] if walker is not None else [])
         await asyncio.gather(*closing, return_exceptions=True)
+
+
+async def open_worker_page(
+    browser: Browser,
+    comp: Composition,
+    size: tuple[int, int],
+    settings: CaptureSettings,
+    *,
+    fps: Fps | None,
+    media: MediaFrames | None,
+    begin_frame: bool,
+) -> CompositionPage:
+    """Load ``comp`` at ``size`` (CSS pixels) in a new page of ``browser``, as a capture worker draws it."""
+    return await CompositionPage.open(
+        browser,
+        comp,
+        *size,
+        ready_timeout_s=settings.ready_timeout_s,
+        transparent=settings.transparent,
+        max_asset_bytes=settings.max_asset_bytes,
+        device_scale_factor=settings.scale,
+        fps=fps,
+        media=media,
+        begin_frame=begin_frame,
+    )
 
 
 def _verify_static(position: int, stride: int, last_of_task: bool) -> bool:
