@@ -92,6 +92,15 @@ class EncodeSettings:
             "png-sequence": "rgba" if alpha else "rgb24",
         }[self.format]
 
+    def holds_size(self, width: int, height: int) -> bool:
+        """Return whether the parts' pixel format can hold frames of this size as they are.
+
+        4:2:0 halves chroma in both directions (4:2:2 across), so odd sizes cannot be encoded as
+        they are.
+        """
+        pix = self.pix_fmt
+        return not (("420" in pix and (width % 2 or height % 2)) or ("422" in pix and width % 2))
+
     def gop_for(self, fps: Fps) -> int:
         """Return the keyframe interval in frames at ``fps``."""
         return self.gop if self.gop is not None else max(1, round(fps.fraction))
@@ -245,11 +254,10 @@ async def encode_frames(
     first = await probe_video(frames_dir / frame_file_name(0, ext))
     if first.width <= 0 or first.height <= 0:
         raise EncodeError(f"{frames_dir / frame_file_name(0, ext)}: cannot read the frame size")
-    # 4:2:0 halves chroma in both directions (4:2:2 across), so odd sizes cannot be encoded as they
-    # are. We fail rather than pad: padding would silently change the size the composition
-    # declared and every chunk (and the final video) must agree on it.
+    # We fail rather than pad: padding would silently change the size the composition declared
+    # and every chunk (and the final video) must agree on it.
     pix = settings.pix_fmt
-    if ("420" in pix and (first.width % 2 or first.height % 2)) or ("422" in pix and first.width % 2):
+    if not settings.holds_size(first.width, first.height):
         raise EncodeError(
             f"{frames_dir}: frames are {first.width}x{first.height}; {pix} needs an even "
             f"{'width and height' if '420' in pix else 'width'}"

@@ -37,9 +37,7 @@ def can_stream(settings: EncodeSettings, width: int, height: int) -> bool:
     A png-sequence part is a tar of the frame files, not an encode; an odd size that the pixel
     format cannot hold is left to the file encoder, which refuses it with the reason.
     """
-    pix = settings.pix_fmt
-    odd = ("420" in pix and (width % 2 or height % 2)) or ("422" in pix and width % 2)
-    return settings.format != "png-sequence" and not odd
+    return settings.format != "png-sequence" and settings.holds_size(width, height)
 
 
 class FrameBoard:

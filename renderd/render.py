@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import shutil
 import tempfile
 import time
@@ -20,8 +19,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from renderd.assemble import Assembled, assemble, join_parts
 from renderd.composition import Composition, CompositionInfo, Overrides, load_composition
 from renderd.confine import MIB
@@ -29,10 +26,10 @@ from renderd.encode import EncodeSettings, encode_frames, sha256_file_async
 from renderd.encode_stream import FrameBoard, StreamedPart, can_stream, part_spans
 from renderd.engine import CaptureSettings, Engine, EngineOptions, RetryNotice, StaticStats
 from renderd.engine.warm import WarmEngines
-from renderd.errors import EncodeError, RenderdError, first_error
+from renderd.errors import EncodeError, FrameRangeError, RenderdError, first_error
 from renderd.events import ChunkDone, Done, Event, Retry, Started
 from renderd.formats import Delivery
-from renderd.frames import Fps, FrameRange, choose_worker_count, parse_frame_range, plan_chunks
+from renderd.frames import Fps, FrameRange, parse_frame_range, plan_chunks
 from renderd.outdir import make_output_dir
 from renderd.outputs import check_render_paths, check_replaceable, install_output
 from renderd.progress import ProgressTracker
@@ -52,6 +49,8 @@ AUTO_CHUNK_FRAMES = 60
 # chunk's end. 300 JPEG frames at 1080p are about 70 MB on disk.
 STREAMED_CHUNK_FRAMES = 300
 ENCODE_TIMEOUT_PER_FRAME_S = 2.0
+# Frames of a render whose range is open-ended, before the composition says how many it has.
+WHOLE_GUESS = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +207,7 @@ async def render_local(
             tracker.workers = workers
             engine.begin_render()
             await engine.warm_up(workers)
-            parts = await _capture_and_encode(engine, chunks, work, workers, req, tracker, emit)
+            parts = await _capture_and_encode(engine, chunks, work, workers, req, size, tracker, emit)
             static = replace(engine.static_stats)
         limit = ASSEMBLE_TIMEOUT_S + ASSEMBLE_TIMEOUT_PER_FRAME_S * len(span)
         try:
@@ -260,13 +259,13 @@ async def _probed_engine(
 
     ``frames`` (the request's range, if any) sizes the workers started during the probe.
     """
-    hint = _workers_hint(options, frames)
+    expect = _expected_frames(frames)
     if warm is None:
         async with Engine(comp, options) as engine:
-            yield engine, await engine.probe(overrides, workers_hint=hint)
+            yield engine, await engine.probe(overrides, expect_frames=expect)
         return
     key = (warm_key, comp.entry, options, overrides)
-    engine, info = await warm.acquire(key, comp, options, overrides, workers_hint=hint)
+    engine, info = await warm.acquire(key, comp, options, overrides, expect_frames=expect)
     try:
         yield engine, info
     except BaseException:
@@ -280,10 +279,13 @@ async def _capture_and_encode(
     work: Path,
     workers: int,
     req: RenderRequest,
+    size: tuple[int, int],
     tracker: ProgressTracker,
     emit: Callable[[Event], None],
 ) -> list[Path]:
     """Capture the chunks in order while their frames are encoded; return the parts in order.
+
+    ``size``: the frames' size in pixels (the composition's times --scale).
 
     Each worker's run of a chunk is piped into its own encoder as it is captured
     (encode_stream.py). A chunk whose frames changed after they were fed (static frames that
@@ -291,7 +293,7 @@ async def _capture_and_encode(
     its files, as one part, while the next chunk is captured; so is every chunk of a format
     that cannot be streamed.
     """
-    encoder = _ChunkEncoder(engine, work, req, tracker, emit)
+    encoder = _ChunkEncoder(engine, work, req, size, tracker, emit)
 
     def on_retry(n: RetryNotice) -> None:
         tracker.retries += 1
@@ -353,13 +355,14 @@ class _ChunkEncoder:
         engine: Engine,
         work: Path,
         req: RenderRequest,
+        size: tuple[int, int],
         tracker: ProgressTracker,
         emit: Callable[[Event], None],
     ) -> None:
         info = engine.info
         assert info is not None
         self.fps = info.fps
-        self.size = (round(info.width * req.capture.scale), round(info.height * req.capture.scale))
+        self.size = size
         self.streaming = can_stream(req.encode, *self.size)
         self.work = work
         self.req = req
@@ -480,21 +483,16 @@ class _ChunkEncoder:
         self.emit(ChunkDone(index=index, start=span.start, end=span.end, path=str(path), frames=frames, sha256=digest))
 
 
-def _workers_hint(options: EngineOptions, frames: str | None) -> int:
-    """Return the workers a render will likely use, known before the composition is loaded.
+def _expected_frames(frames: str | None) -> int:
+    """Return how many frames the request's range holds, guessed before the composition is loaded.
 
-    The fixed rule over the request's frames (a whole composition: as many as the rule allows);
-    the capture probe, or a page that must replay from frame 0, may later choose fewer.
+    Without a range, or with an open end, as many as any composition has (the workers' rule
+    then decides alone); a range the composition will refuse is refused after loading it.
     """
-    count = None
-    if frames and (m := re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", frames)):
-        count = max(1, int(m[2]) - int(m[1]))
-    return choose_worker_count(
-        count or 1 << 30,
-        options.workers,
-        psutil.cpu_count(logical=True) or 1,
-        psutil.virtual_memory().available,
-    )
+    try:
+        return len(parse_frame_range(frames, WHOLE_GUESS)) if frames else WHOLE_GUESS
+    except FrameRangeError:
+        return WHOLE_GUESS
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -1,4 +1,4 @@
-"""Workers started while the composition is probed (Engine.probe's workers_hint), on real Chromium.
+"""Workers started while the composition is probed (Engine.probe's expect_frames), on real Chromium.
 
 The browsers and pages of the expected workers load beside the probe's, at the size the probe
 loads at; once the composition's size is known they are kept (nothing is launched or loaded
@@ -24,8 +24,10 @@ from renderd.frames import FrameRange
 COMP = FIXTURES / "hf-static-skip"  # a HyperFrames project: its probe page jumps to its end
 
 
-def _warm_up_cost(monkeypatch: pytest.MonkeyPatch, overrides: Overrides, hint: int) -> tuple[int, int, list[str]]:
-    """Probe with ``hint``, warm 2 workers up and capture.
+def _warm_up_cost(
+    monkeypatch: pytest.MonkeyPatch, overrides: Overrides, expect: int | None
+) -> tuple[int, int, list[str]]:
+    """Probe expecting ``expect`` frames (2 workers for any), warm 2 workers up and capture.
 
     Returns the browsers launched and pages opened by the warm-up, and the frame files written.
     """
@@ -43,7 +45,7 @@ def _warm_up_cost(monkeypatch: pytest.MonkeyPatch, overrides: Overrides, hint: i
 
     async def run() -> list[str]:
         async with Engine(load_composition(COMP), EngineOptions(workers=2)) as engine:
-            await engine.probe(overrides, workers_hint=hint)
+            await engine.probe(overrides, expect_frames=expect)
             monkeypatch.setattr(pool_mod, "launch_browser", launch)
             monkeypatch.setattr(CompositionPage, "open", classmethod(open_page))
             await engine.warm_up(2)
@@ -65,7 +67,7 @@ async def _capture_names(engine: Engine) -> list[str]:
 def test_workers_loaded_during_the_probe_capture_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # At the composition's size (given as overrides): worker 1's browser and page are ready;
     # worker 0 loads its page in the probe's browser (the probe page jumped to the end).
-    launched, opened, names = _warm_up_cost(monkeypatch, Overrides(width=160, height=120), hint=2)
+    launched, opened, names = _warm_up_cost(monkeypatch, Overrides(width=160, height=120), expect=90)
     assert (launched, opened) == (0, 1)
     assert names == [f"frame_{i:06d}.jpg" for i in range(12)]
 
@@ -73,12 +75,12 @@ def test_workers_loaded_during_the_probe_capture_at_once(monkeypatch: pytest.Mon
 @pytest.mark.browser
 def test_workers_loaded_at_another_size_keep_only_their_browsers(monkeypatch: pytest.MonkeyPatch) -> None:
     # The probe loads at 1920x1080 until it knows better: the pages are dropped, the browser kept.
-    launched, opened, names = _warm_up_cost(monkeypatch, Overrides(), hint=2)
+    launched, opened, names = _warm_up_cost(monkeypatch, Overrides(), expect=90)
     assert (launched, opened) == (0, 2)
     assert len(names) == 12
 
 
 @pytest.mark.browser
-def test_without_a_hint_the_warm_up_starts_the_second_browser(monkeypatch: pytest.MonkeyPatch) -> None:
-    launched, opened, _names = _warm_up_cost(monkeypatch, Overrides(width=160, height=120), hint=1)
+def test_without_a_guess_the_warm_up_starts_the_second_browser(monkeypatch: pytest.MonkeyPatch) -> None:
+    launched, opened, _names = _warm_up_cost(monkeypatch, Overrides(width=160, height=120), expect=None)
     assert (launched, opened) == (1, 2)

@@ -170,22 +170,24 @@ class Engine:
             with contextlib.suppress(Exception):
                 await self._pw_cm.__aexit__(None, None, None)
 
-    async def probe(self, overrides: Overrides | None = None, *, workers_hint: int = 1) -> CompositionInfo:
+    async def probe(self, overrides: Overrides | None = None, *, expect_frames: int | None = None) -> CompositionInfo:
         """Load the composition once, read and validate its metadata, and set up the pool.
 
-        ``workers_hint``: the capture workers the caller expects to use. The browsers and pages
-        of the others start while the composition is probed, at the size the probe loads it at,
-        and are kept when the composition turns out to be that size. (A second page in the probe's
-        browser, for a HyperFrames project whose probe page jumps to its end, was tried and left
-        out: in one full test run that worker's first frames showed a WAAPI box at the wrong time,
-        a flake not reproduced since; docs/performance.md, "Start-up and overlap".)
+        ``expect_frames``: the frames the caller expects to render (None: no guess). The workers
+        the fixed rule gives that many frames (``worker_count``) are started with the probe: the
+        browsers and pages of all but the first start while the composition is probed, at the
+        size the probe loads it at, and are kept when the composition turns out to be that size.
+        (A second page in the probe's browser, for a HyperFrames project whose probe page jumps
+        to its end, was tried and left out: in one full test run that worker's first frames
+        showed a WAAPI box at the wrong time, a flake not reproduced since; docs/performance.md,
+        "Start-up and overlap".)
         """
         assert self._pw is not None, "Engine used outside 'async with'"
         overrides = overrides or Overrides()
         size = (overrides.width or PROBE_VIEWPORT[0], overrides.height or PROBE_VIEWPORT[1])
         spares = [
             asyncio.create_task(self._spare_worker(size, overrides), name="renderd-spare-worker")
-            for _ in range(max(0, workers_hint - 1))
+            for _ in range(self.worker_count(expect_frames) - 1 if expect_frames else 0)
         ]
         try:
             browser = await launch_browser(self._pw, self._browser_options)

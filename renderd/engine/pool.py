@@ -134,12 +134,11 @@ class _Running:
 
     worker: Worker
     task: WorkerTask
-    next: int = -1
-    end: int = -1
+    next: int = field(init=False)
+    end: int = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.next < 0:
-            self.next, self.end = self.task.start, self.task.end
+        self.next, self.end = self.task.start, self.task.end
 
     def split(self, thief: Worker, min_frames: int) -> _Running | None:
         """Give ``thief`` the far half of the frames not started yet (None: too few to be worth it)."""

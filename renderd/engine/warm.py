@@ -29,11 +29,17 @@ class WarmEngines:
         self.reused = 0  # assignments served by an engine already warm (for logs and tests)
 
     async def acquire(
-        self, key: Hashable, comp: Composition, options: EngineOptions, overrides: Overrides, *, workers_hint: int = 1
+        self,
+        key: Hashable,
+        comp: Composition,
+        options: EngineOptions,
+        overrides: Overrides,
+        *,
+        expect_frames: int | None = None,
     ) -> tuple[Engine, CompositionInfo]:
         """Return a probed engine for ``key``: the warm one if the key matches, else a new one.
 
-        ``workers_hint``: Engine.probe's (workers started while a new engine probes).
+        ``expect_frames``: Engine.probe's (it sizes the workers started while a new engine probes).
         """
         if self._engine is not None and self._info is not None and self._key == key:
             self.reused += 1
@@ -43,7 +49,7 @@ class WarmEngines:
             self._pw = await self._pw_cm.start()
         engine = Engine(comp, options, playwright=self._pw)
         try:
-            info = await engine.probe(overrides, workers_hint=workers_hint)
+            info = await engine.probe(overrides, expect_frames=expect_frames)
         except BaseException:
             await engine.close()
             raise
