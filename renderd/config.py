@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
+from renderd.capture_cost import CALIBRATE_MIN_FRAMES
 from renderd.config_locate import (
     Check,
     Invalid,
@@ -69,6 +70,9 @@ class SchedulingPolicy:
     target_chunk_seconds: float = 20.0  # seconds of render work per chunk
     min_chunk_frames: int = 30
     max_chunk_frames: int = 900
+    # Jobs of at least this many frames get a capture probe with their describe, and their chunks
+    # sized from its measured cost (0: every job).
+    calibrate_min_frames: int = CALIBRATE_MIN_FRAMES
     max_attempts: int = 3  # per chunk
     host_failure_quarantine: int = 3  # chunk failures on a host before it is quarantined
     quarantine_backoff: float = 60.0  # seconds a quarantined host waits before a new try
@@ -323,6 +327,7 @@ _SCHEDULING_KEYS: dict[str, Check] = {
     "target_chunk_seconds": _positive_number,
     "min_chunk_frames": int_in(1),
     "max_chunk_frames": int_in(1),
+    "calibrate_min_frames": int_in(0),
     "max_attempts": int_in(1),
     "host_failure_quarantine": int_in(1),
     "quarantine_backoff": _duration(positive=False),

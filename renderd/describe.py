@@ -15,17 +15,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from renderd import PROTOCOL_VERSION, __version__
-from renderd.composition import Overrides, load_composition
+from renderd.composition import Composition, Overrides, load_composition
 from renderd.errors import DescribeRequestError
-from renderd.frames import Fps
+from renderd.frames import Fps, FrameRange
 from renderd.settings import RenderSettings
 
 MAX_REQUEST_BYTES = 1 << 16
+# With video, the probe's span: frames extracted for it and captured (about 2 s at 30 fps).
+VIDEO_PROBE_FRAMES = 60
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +46,9 @@ class DescribeRequest:
     duration: str | None = None  # exact seconds
     # The job's render settings (gl, chromium, ready timeout matter here), checked as chunks' are.
     settings: RenderSettings = field(default_factory=RenderSettings)
+    # Run the capture probe too when the composition has at least this many frames (None: never):
+    # the coordinator sizes the job's chunks from what it measures.
+    calibrate_min_frames: int | None = None
     protocol: int = PROTOCOL_VERSION
 
     def to_json(self) -> str:
@@ -97,6 +107,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "height": (int,),
     "fps": (str,),
     "duration": (str,),
+    "calibrate_min_frames": (int,),
     "protocol": (int,),
 }
 
@@ -112,6 +123,7 @@ async def describe(req: DescribeRequest) -> dict[str, Any]:
 
     from renderd.engine import read_info, read_media
     from renderd.engine.browser import BrowserOptions, launch_browser
+    from renderd.engine.calibrate import cpu_count
     from renderd.engine.page import CompositionPage
     from renderd.hyperframes.audio import plan_to_json
     from renderd.hyperframes.media import MediaPlan, project_has_media
@@ -135,6 +147,9 @@ async def describe(req: DescribeRequest) -> dict[str, Any]:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(browser.close(), 10)
+    cost = None
+    if req.calibrate_min_frames is not None and info.total_frames >= req.calibrate_min_frames:
+        cost = await capture_cost(comp, req)
     return {
         "event": "described",
         "version": __version__,
@@ -150,7 +165,41 @@ async def describe(req: DescribeRequest) -> dict[str, Any]:
         "keeps_all_history": keeps_all_history,
         "videos": len(media.videos),
         "audio": plan_to_json(media.audio, comp.root),
+        # One worker's capture cost (renderd.capture_cost.CaptureCost), or null: not asked for,
+        # too short, or the probe failed. The cores it was measured with: the planner's default
+        # for hosts whose own are not known yet.
+        "capture": cost,
+        "cpus": cpu_count(),
     }
+
+
+async def capture_cost(comp: Composition, req: DescribeRequest) -> dict[str, Any] | None:
+    """Load ``comp`` for capture as an agent would and return what one worker's frames cost; None if the probe fails.
+
+    The span probed is the whole composition, except with video, whose frames are extracted for
+    what is probed: then a short stretch a quarter in.
+    """
+    from renderd.engine import Engine, EngineOptions
+    from renderd.render import capture_settings
+
+    s = req.settings
+    options = EngineOptions(capture=capture_settings(s), chromium=s.chromium, browser=s.browser, gl=s.gl, workers=None)
+    try:
+        async with Engine(comp, options) as engine:
+            info = await engine.probe(req.overrides())
+            total = info.total_frames
+            span = FrameRange(0, total)
+            if engine.media.videos and not engine.keeps_all_history:
+                start = min(total // 4, max(0, total - VIDEO_PROBE_FRAMES))
+                span = FrameRange(start, min(total, start + VIDEO_PROBE_FRAMES))
+            with tempfile.TemporaryDirectory(prefix="renderd-describe-media-") as media:
+                await engine.prepare_media(span, Path(media))
+                calibration = await engine.calibrate(span)
+    except Exception as exc:  # noqa: BLE001 - the job is then planned without it, as before
+        log.warning("%s: capture probe failed (%s); the job is planned without it", comp.entry_relative, exc)
+        return None
+    log.info("%s: %s", comp.entry_relative, calibration.describe())
+    return calibration.cost.to_dict()
 
 
 def read_request(stream: Any) -> DescribeRequest:

@@ -93,17 +93,7 @@ class RenderRequest:
         return cls(
             chunks=settings.chunks,
             workers=settings.workers,
-            capture=CaptureSettings(
-                fmt=settings.capture_format,
-                quality=settings.quality,
-                transparent=settings.transparent,
-                scale=settings.scale,
-                frame_timeout_s=settings.frame_timeout,
-                ready_timeout_s=settings.ready_timeout,
-                max_asset_bytes=settings.max_asset_size * MIB,
-                skip_static=settings.skip_static,
-                **(faults or {}),
-            ),
+            capture=capture_settings(settings, faults),
             encode=EncodeSettings(
                 # Unresolved (an assignment from a coordinator that predates formats): what it meant then.
                 format="mp4" if settings.format == "auto" else settings.format,
@@ -118,6 +108,21 @@ class RenderRequest:
             gl=settings.gl,
             **where,
         )
+
+
+def capture_settings(settings: RenderSettings, faults: Mapping[str, Any] | None = None) -> CaptureSettings:
+    """Return the engine's capture settings for a render with ``settings`` (``faults``: CaptureSettings.fault_*)."""
+    return CaptureSettings(
+        fmt=settings.capture_format,
+        quality=settings.quality,
+        transparent=settings.transparent,
+        scale=settings.scale,
+        frame_timeout_s=settings.frame_timeout,
+        ready_timeout_s=settings.ready_timeout,
+        max_asset_bytes=settings.max_asset_size * MIB,
+        skip_static=settings.skip_static,
+        **(faults or {}),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from renderd.capture_cost import Calibration
 from renderd.composition import load_composition
+from renderd.confine import MIB
 from renderd.engine import CaptureSettings, Engine, EngineOptions
-from renderd.engine.calibrate import MIB, Calibration
 from renderd.frames import FrameRange
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 from conftest import FIXTURES, json_events, run_renderd
 
+from renderd.capture_cost import CaptureCost, SlotShare, choose_for_fleet, choose_from_cost
 from renderd.composition import load_composition
+from renderd.confine import MIB
 from renderd.coordinator.planner import ChunkPolicy
 from renderd.engine import Engine, EngineOptions
-from renderd.engine.calibrate import MIB, CaptureCost, choose_from_cost, probe_spots
+from renderd.engine.calibrate import probe_spots
 from renderd.frames import MAX_AUTO_WORKERS, FrameRange
 
 GIB = 1 << 30
@@ -122,3 +125,39 @@ def test_probe_spots_spread_over_the_span_or_run_back_to_back() -> None:
     runs = probe_spots(FrameRange(100, 400), contiguous=True)
     assert [(r.start, r.end) for r in runs] == [(100, 103), (103, 106), (106, 109), (109, 112)]
     assert [(r.start, r.end) for r in probe_spots(FrameRange(0, 5), contiguous=False)] == [(0, 3), (3, 5)]
+
+
+def test_fleet_choice_shares_each_hosts_cores_among_its_slots() -> None:
+    policy = ChunkPolicy(target_chunk_seconds=20.0, min_chunk_frames=30, max_chunk_frames=900)
+    shares = [
+        SlotShare("big", slots=2, cores=8, workers=None),  # 4 cores a slot
+        SlotShare("small", slots=1, cores=2, workers=None),  # 2 cores a slot
+        SlotShare("fixed", slots=1, cores=8, workers=1),  # its inventory says 1 worker a chunk
+    ]
+    fleet = choose_for_fleet(cost(1.0, ms=100), shares, policy, default_cores=2)
+    assert fleet is not None
+    per = {name: (c.workers, c.chunk_frames) for name, c in fleet.per_host.items()}
+    # 100 ms/frame a worker, 1 core each: 4 workers -> 40 frames/s, 800 frames in 20 s.
+    assert per == {"big": (4, 800), "small": (2, 400), "fixed": (1, 200)}
+    # The fleet's slot speed: the slots' mean (big counts twice).
+    assert fleet.slot_fps == pytest.approx((40 * 2 + 20 + 10) / 4)
+    # The job's explicit workers win over the hosts'; a host not probed yet gets the default cores.
+    forced = choose_for_fleet(
+        cost(1.0, ms=100), [*shares, SlotShare("new", 1, None, None)], policy, default_cores=3, workers=2
+    )
+    assert forced is not None
+    assert {n: c.workers for n, c in forced.per_host.items()} == {"big": 2, "small": 2, "fixed": 2, "new": 2}
+    assert choose_for_fleet(cost(1.0), [SlotShare("off", 0, 4, None)], policy, default_cores=2) is None
+
+
+def test_a_capture_cost_from_an_agent_is_checked_field_by_field() -> None:
+    good = cost(1.0).to_dict()
+    assert CaptureCost.from_dict(good) == cost(1.0)
+    assert CaptureCost.from_dict(json.loads(json.dumps(good))) == cost(1.0)
+    for name, value in [("ms_per_frame", 0), ("cores_per_worker", "1"), ("mem_per_worker", -1), ("seconds", True)]:
+        with pytest.raises(ValueError, match=name):
+            CaptureCost.from_dict({**good, name: value})
+    with pytest.raises(ValueError, match="frames"):
+        CaptureCost.from_dict({k: v for k, v in good.items() if k != "frames"})
+    with pytest.raises(ValueError, match="object"):
+        CaptureCost.from_dict([1, 2])

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -22,6 +23,11 @@ from conftest import FIXTURES, RENDERD
 from daemonctl import Daemon, wait_state
 from test_media import amplitude, decode_left, make_media
 from videotools import stream
+
+from renderd.capture_cost import UNKNOWN_MEMORY, CaptureCost, choose_from_cost
+from renderd.confine import MIB
+from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
+from renderd.frames import FrameRange
 
 pytestmark = pytest.mark.browser
 
@@ -117,7 +123,11 @@ def _describes(runs: Path) -> int:
 
 
 def _submit(d: Daemon, comp: Path, out: Path) -> str:
-    r = d.ctl("submit", comp, "-o", out, "--json")
+    return _submit_args(d, comp, out)
+
+
+def _submit_args(d: Daemon, comp: Path, out: Path, *args: str) -> str:
+    r = d.ctl("submit", comp, "-o", out, *args, "--json")
     assert r.returncode == 0, r.stderr + d.log.read_text()[-3000:]
     job: str = json.loads(r.stdout)["job"]["id"]
     return job
@@ -225,3 +235,105 @@ def test_describe_cache_key_follows_content_not_mtime(tmp_path: Path) -> None:
     assert describer.cache_key(comp, DescribeRequest(composition="", fps="60")) != first
     (root / "extra.txt").write_text("x")
     assert describer.cache_key(comp, req) != first
+
+
+def _agent_describe(request: dict[str, object]) -> dict[str, Any]:
+    r = subprocess.run(
+        [str(RENDERD), "agent", "--describe"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    [line] = r.stdout.splitlines()
+    described: dict[str, Any] = json.loads(line)
+    return described
+
+
+def test_agent_describe_measures_the_capture_cost_of_a_long_enough_composition() -> None:
+    comp = str(FIXTURES / "frame-index-gsap")  # 120 frames
+    plain = _agent_describe({"composition": comp})
+    assert plain["total_frames"] == 120 and plain["capture"] is None
+    too_short = _agent_describe({"composition": comp, "calibrate_min_frames": 121})
+    assert too_short["capture"] is None
+    measured = _agent_describe({"composition": comp, "calibrate_min_frames": 120})
+    cost = CaptureCost.from_dict(measured["capture"])
+    assert cost.frames >= 3 and cost.ms_per_frame > 0 and cost.cores_per_worker > 0
+    assert cost.mem_per_worker > 10 * MIB  # a browser's renderer, GPU and main process, not one of them
+    r = subprocess.run(
+        [str(RENDERD), "agent", "--describe"],
+        input=json.dumps({"composition": comp, "calibrate_min_frames": "120"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0 and "calibrate_min_frames has the wrong type" in r.stdout + r.stderr
+
+
+def test_submit_sizes_chunks_from_the_capture_probe_of_a_long_job(short_tmp: Path) -> None:
+    # Chunks of 1 s of capture (at least 1 frame) so that the measured speed shows in the plan;
+    # at the planner's default 6 frames/s a slot they would be 6 frames, 20 chunks.
+    scheduling = "[scheduling]\ncalibrate_min_frames = 100\ntarget_chunk_seconds = 1\nmin_chunk_frames = 1\n"
+    # No `workers` in the inventory: the probe's choice for this host goes to its agents, whose
+    # stdin (the assignments) the wrapper records.
+    stdin_log = short_tmp / "agent-stdin.log"
+    wrapper = short_tmp / "agent-wrapper"
+    wrapper.write_text(
+        f"#!{sys.executable}\n"
+        "import os, subprocess, sys, threading\n"
+        f"agent = subprocess.Popen([{str(RENDERD)!r}, 'agent', *sys.argv[1:]], stdin=subprocess.PIPE)\n"
+        "def pump():\n"
+        f"    with open({str(stdin_log)!r}, 'ab') as log:\n"
+        "        for line in sys.stdin.buffer:\n"
+        "            log.write(line)\n"
+        "            log.flush()\n"
+        "            agent.stdin.write(line)\n"
+        "            agent.stdin.flush()\n"
+        "    agent.stdin.close()\n"
+        "threading.Thread(target=pump, daemon=True).start()\n"
+        "os._exit(agent.wait())  # not sys.exit: the pump thread may hold stdin\n"
+    )
+    wrapper.chmod(0o755)
+    hosts = short_tmp / "hosts.toml"
+    hosts.write_text(f'[[hosts]]\nname = "local"\naddress = "local"\nslots = 2\nagent_command = ["{wrapper}"]\n')
+    d = Daemon(short_tmp, hosts_file=hosts, timeouts=scheduling)
+    d.start()
+    try:
+        job = _submit(d, FIXTURES / "frame-index-gsap", short_tmp / "out.mp4")
+        status = d.json("status", job)
+        cal = status["job"]["params"]["calibration"]
+        assert cal["cost"]["ms_per_frame"] > 0
+        # This host's cores (from its start-up probe) are shared by its 2 slots.
+        cores = psutil.cpu_count(logical=True) or 1
+        per_slot = choose_from_cost(
+            CaptureCost.from_dict(cal["cost"]),
+            cpu_count=cores / 2,
+            available_memory=UNKNOWN_MEMORY,
+            frames=900,
+            policy=ChunkPolicy(1.0, 1, 900),
+        )
+        assert cal["hosts"] == {
+            "local": {"workers": per_slot.workers, "chunk_frames": per_slot.chunk_frames, "fps": cal["slot_fps"]}
+        }
+        assert cal["slot_fps"] == pytest.approx(per_slot.frames_per_s, abs=0.001)
+        expected = plan_job_chunks(FrameRange(0, 120), ChunkPolicy(1.0, 1, 900), slots=2, slot_fps=cal["slot_fps"])
+        assert [(c["start"], c["end"]) for c in status["chunks"]] == [(c.start, c.end) for c in expected]
+        text = d.ctl("status", job).stdout
+        assert f"chunks sized by a capture probe: {cal['cost']['ms_per_frame']:.0f} ms/frame" in text, text
+        assert f"(local: {per_slot.workers} worker(s), ~{per_slot.chunk_frames} frames)" in text, text
+        done = wait_state(d, job, ("done", "failed"), timeout=300)
+        assert done["job"]["state"] == "done", done["job"]
+        assert int(stream(short_tmp / "out.mp4", "video")["nb_frames"]) == 120
+        # Every chunk's agent was given the workers chosen for this host.
+        sent = [json.loads(line) for line in stdin_log.read_text().splitlines() if '"chunk_index"' in line]
+        assert len(sent) >= len(expected)
+        assert {a["settings"]["workers"] for a in sent} == {per_slot.workers}
+
+        # A plan the submitter gave is not measured: no probe, no calibration.
+        given = _submit_args(d, FIXTURES / "frame-index-gsap", short_tmp / "given.mp4", "--chunks", "3")
+        status = d.json("status", given)
+        assert "calibration" not in status["job"]["params"] and len(status["chunks"]) == 3
+        d.ctl("cancel", given)
+    finally:
+        d.stop()

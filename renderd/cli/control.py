@@ -217,12 +217,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  error: {j['error']}")
     if j.get("waiting"):
         print(f"  waiting: {j['waiting']}")
+    if cal := j.get("params", {}).get("calibration"):
+        print(f"  {_calibration_text(cal)}")
     for ch in reply["chunks"]:
         print(f"  chunk {ch['index']:3d} [{ch['start']}, {ch['end']})  {ch['state']:9s}  host {ch['host'] or '-'}")
     for a in reply["attempts"]:
         err = f"  {a['error']}" if a.get("error") else ""
         print(f"  attempt {a.get('number', a['id'])}: chunk {a['chunk_index']} on {a['host']}: {a['outcome']}{err}")
     return 0
+
+
+def _calibration_text(cal: dict[str, Any]) -> str:
+    """One line on how a job's chunks were sized from its capture probe (params.calibration)."""
+    cost = cal["cost"]
+    hosts = ", ".join(f"{n}: {h['workers']} worker(s), ~{h['chunk_frames']} frames" for n, h in cal["hosts"].items())
+    return (
+        f"chunks sized by a capture probe: {cost['ms_per_frame']:.0f} ms/frame, "
+        f"{cost['cores_per_worker']:.2f} cores/worker, {cal['slot_fps']:.1f} frames/s a slot ({hosts})"
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -383,7 +383,7 @@ class Claims:
             duration=str(p["duration"]),
             output=output,
             work_dir=work,
-            settings=self._settings_for_agent(job.id, settings, host.workers),
+            settings=self._settings_for_agent(job.id, settings, host.workers or planned_workers(job, host.name)),
         )
 
     def _settings_for_agent(self, job_id: str, settings: RenderSettings, workers: int | None) -> RenderSettings:
@@ -500,3 +500,14 @@ async def _verify_chunk(output: Path, done: dict[str, Any], expected: int) -> in
 def _why(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def planned_workers(job: Job, host: str) -> int | None:
+    """Return the workers per chunk the job's capture probe chose for ``host`` (None: not measured, or a newer host).
+
+    Chosen with the host's cores shared among its slots, where an agent on its own would count
+    every core of the host as its own.
+    """
+    hosts = job.params.get("calibration", {}).get("hosts", {})
+    workers = hosts.get(host, {}).get("workers") if isinstance(hosts, dict) else None
+    return workers if isinstance(workers, int) and not isinstance(workers, bool) and workers > 0 else None

@@ -348,6 +348,7 @@ class Coordinator:
                 slot_fps=sum(speeds) / len(speeds) if speeds else None,
                 inventory=self.inventory,
                 caps=self._caps(),
+                shares=self.scheduler.slot_shares(),
             )
             job = await asyncio.shield(self.store.create_job(job_spec, chunks))
             log.info("[job=%s] submitted by uid %d: %s (%d chunks)", job.id, peer.uid, job.output, len(chunks))

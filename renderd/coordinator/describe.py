@@ -184,8 +184,13 @@ class Describer:
         raise RenderdError(f"could not load the composition on any host: {'; '.join(problems)}")
 
 
-def request_for(overrides: Overrides, settings: RenderSettings) -> DescribeRequest:
-    """Return the describe request for ``overrides`` (its composition path is filled in per host)."""
+def request_for(
+    overrides: Overrides, settings: RenderSettings, *, calibrate_min_frames: int | None = None
+) -> DescribeRequest:
+    """Return the describe request for ``overrides`` (its composition path is filled in per host).
+
+    ``calibrate_min_frames``: ask for the capture probe when the composition has that many frames.
+    """
     return DescribeRequest(
         composition="",
         width=overrides.width,
@@ -193,4 +198,5 @@ def request_for(overrides: Overrides, settings: RenderSettings) -> DescribeReque
         fps=str(overrides.fps) if overrides.fps is not None else None,
         duration=str(overrides.duration) if overrides.duration is not None else None,
         settings=settings,
+        calibrate_min_frames=calibrate_min_frames,
     )

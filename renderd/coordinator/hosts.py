@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from renderd.capture_cost import SlotShare
 from renderd.config import DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.hostcheck import capabilities, check_host
 from renderd.coordinator.outcomes import ChunkOutcomes
@@ -49,6 +50,15 @@ class SchedulerContext:
     woken_hosts: set[str] = field(default_factory=set)
     # Capability labels of each host from its last passed probe (hostcheck.capabilities).
     caps: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Each host's CPUs from its last passed probe: the planner shares them among its slots.
+    cores: dict[str, int] = field(default_factory=dict)
+
+    def probed(self, name: str, facts: dict[str, Any]) -> None:
+        """Keep what a passed probe of host ``name`` said that claims and the planner use."""
+        self.caps[name] = capabilities(facts)
+        cpus = facts.get("cpus")
+        if isinstance(cpus, int) and not isinstance(cpus, bool) and cpus > 0:
+            self.cores[name] = cpus
 
     def labels(self, host: HostConfig) -> tuple[str, ...]:
         """Return ``host``'s inventory labels and its probed capabilities (what claims match jobs by)."""
@@ -144,6 +154,14 @@ class HostRegistry:
         """Return the slots of every enabled, current host."""
         return sum(rt.config.slots for rt in self.hosts.values() if rt.config.enabled and not rt.retired)
 
+    def slot_shares(self) -> list[SlotShare]:
+        """Return every enabled, current host's slots, probed cores and workers (what the planner sizes chunks for)."""
+        return [
+            SlotShare(rt.config.name, rt.config.slots, self.ctx.cores.get(rt.config.name), rt.config.workers)
+            for rt in self.hosts.values()
+            if rt.config.enabled and not rt.retired
+        ]
+
     async def usable(self, only: set[str] | None = None) -> tuple[list[HostRuntime], int]:
         """Return the hosts (of ``only``, if given) that may take chunks now, and how many there are in all.
 
@@ -185,7 +203,7 @@ class HostRegistry:
             with contextlib.suppress(Exception):
                 await rt.transport.close()
         if not problems:
-            self.ctx.caps[name] = capabilities(report.facts)
+            self.ctx.probed(name, report.facts)
             log.info("[host=%s] re-probe passed: back in service", name)
             await asyncio.shield(store.record_host_success(name))
             self.ctx.wake()

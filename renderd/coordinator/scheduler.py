@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from renderd.capture_cost import SlotShare
 from renderd.config import DaemonConfig, Inventory
 from renderd.coordinator.assembly import assemble_output
 from renderd.coordinator.claims import Claims, JobProgress, job_settings
@@ -75,6 +76,10 @@ class Scheduler:
     def total_slots(self) -> int:
         """Return the slots of every enabled, current host."""
         return self.registry.total_slots()
+
+    def slot_shares(self) -> list[SlotShare]:
+        """Return every enabled, current host's slots, probed cores and workers."""
+        return self.registry.slot_shares()
 
     def wake(self) -> None:
         """Look for work now (a job arrived, a slot freed up)."""

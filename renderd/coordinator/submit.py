@@ -20,6 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from renderd.capture_cost import CaptureCost, SlotShare, choose_for_fleet
 from renderd.composition import Composition, Overrides, load_composition
 from renderd.config import LABEL, LABEL_WHAT, DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.describe import CACHE_ENTRIES, DescribeHost, Describer, TreeDigester, request_for
@@ -299,6 +300,52 @@ async def prepared(comp: Composition, config: DaemonConfig, scans: PrepareScans)
     return load_composition(result.entry)
 
 
+def _calibrate_from(fields: Mapping[str, Any], settings: RenderSettings, config: DaemonConfig) -> int | None:
+    """Return the frames from which the describe measures the capture cost; None when the plan is the submitter's."""
+    if settings.chunks is not None or fields.get("frames_per_chunk") is not None:
+        return None
+    return config.scheduling.calibrate_min_frames
+
+
+def _fleet_choice(
+    described: Mapping[str, Any],
+    shares: Sequence[SlotShare],
+    policy: ChunkPolicy,
+    described_on: str | None,
+    workers: int | None,
+    slot_fps: float | None,
+) -> tuple[float | None, dict[str, Any]]:
+    """Return the slot speed to plan with and the job's params recording why (``calibration``).
+
+    With a capture cost in the ``described`` result, the speed it predicts for the fleet; else
+    ``slot_fps`` (the hosts' past speed) and nothing to record. The cost comes from an agent: one
+    that is malformed is logged and the job is planned as if it had none.
+    """
+    if described.get("capture") is None:
+        return slot_fps, {}
+    try:
+        cost = CaptureCost.from_dict(described["capture"])
+    except ValueError as exc:
+        log.warning("describe result ignored for planning: %s", exc)
+        return slot_fps, {}
+    # Where a host's cores are not probed yet: the describing host's, as its probe or its describe
+    # said, else one core (small chunks).
+    own = next((sh.cores for sh in shares if sh.host == described_on and sh.cores), None)
+    cpus = described.get("cpus")
+    said = cpus if isinstance(cpus, int) and not isinstance(cpus, bool) and cpus > 0 else None
+    fleet = choose_for_fleet(cost, shares, policy, default_cores=own or said or 1, workers=workers)
+    if fleet is None:
+        return slot_fps, {}
+    log.info(
+        "capture cost (measured on %s): %.0f ms/frame, %.2f cores/worker -> chunks planned at %.1f frames/s a slot",
+        described_on or "a host, cached",
+        cost.ms_per_frame,
+        cost.cores_per_worker,
+        fleet.slot_fps,
+    )
+    return fleet.slot_fps, {"calibration": {"cost": cost.to_dict(), **fleet.to_dict()}}
+
+
 async def plan_submission(
     fields: dict[str, Any],
     peer: Peer,
@@ -311,11 +358,15 @@ async def plan_submission(
     slot_fps: float | None,
     inventory: Inventory | None = None,
     caps: Mapping[str, frozenset[str]] | None = None,
+    shares: Sequence[SlotShare] = (),
 ) -> tuple[NewJob, list[tuple[int, int]]]:
     """Validate a submit request and return the job to create with its chunk plan.
 
     A job requiring labels no enabled host of ``inventory`` carries is refused here. ``caps``:
     each host's probed capability labels (hostcheck.capabilities), which decide ``--browser auto``.
+    Chunks hold about ``target_chunk_seconds`` of work at ``slot_fps`` (the hosts' past speed),
+    or, for a job long enough to be measured, at the speed its describe's capture probe predicts
+    for the fleet's ``shares`` (renderd.capture_cost.choose_for_fleet).
     """
     require = required_labels(fields)
     if inventory is not None and (no_host := waiting_reason(require, inventory)) is not None:
@@ -346,7 +397,9 @@ async def plan_submission(
         raise ControlError(BAD_INPUT, str(exc)) from None
     # Hosts stage what chunks will render: the prepared copy's entry, else the path as submitted.
     staged = comp.entry if comp != source else comp_path
-    request = request_for(overrides, settings)
+    s = config.scheduling
+    policy = ChunkPolicy(s.target_chunk_seconds, s.min_chunk_frames, s.max_chunk_frames)
+    request = request_for(overrides, settings, calibrate_min_frames=_calibrate_from(fields, settings, config))
     try:
         described = await describer.describe(comp, staged, request, hosts)
     except CompositionError as exc:
@@ -364,12 +417,12 @@ async def plan_submission(
     except RenderdError as exc:
         raise ControlError(BAD_INPUT, str(exc)) from None
     span = span or FrameRange(0, total_frames)
-    s = config.scheduling
+    planned_fps, measured = _fleet_choice(d, shares, policy, described.host, settings.workers, slot_fps)
     chunks = plan_job_chunks(
         span,
-        ChunkPolicy(s.target_chunk_seconds, s.min_chunk_frames, s.max_chunk_frames),
+        policy,
         slots=slots,
-        slot_fps=slot_fps,
+        slot_fps=planned_fps,
         chunks=settings.chunks,
         frames_per_chunk=fields.get("frames_per_chunk"),
     )
@@ -382,6 +435,7 @@ async def plan_submission(
         # Assembly mixes from this (paths relative to the composition root): no browser then.
         "audio": d.get("audio") or [],
         "described": {"host": described.host, "key": described.key},
+        **measured,
     }
     if comp != source:
         params["prepared"] = str(comp.entry)  # what the scheduler stages on hosts

@@ -17,10 +17,11 @@ from pathlib import Path
 import psutil
 from playwright.async_api import Browser, Playwright, async_playwright
 
+from renderd.capture_cost import CALIBRATE_MIN_FRAMES, Calibration, choose_from_cost
 from renderd.composition import Composition, CompositionInfo, Overrides, resolve_info
 from renderd.confine import DEFAULT_MAX_ASSET_BYTES
 from renderd.engine.browser import BrowserOptions, launch_browser, uses_begin_frame
-from renderd.engine.calibrate import Calibration, choose_from_cost, cpu_count, measure_capture_cost
+from renderd.engine.calibrate import cpu_count, measure_capture_cost
 from renderd.engine.hyperframes.media_frames import MediaFrames
 from renderd.engine.page import CompositionPage
 from renderd.engine.pool import (
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 PROBE_VIEWPORT = (1920, 1080)
 # Renders of fewer frames keep the fixed worker rule instead of the capture probe (the
 # environment variable sets another bound: 0 probes every render).
-CALIBRATE_MIN_FRAMES = 600
 CALIBRATE_MIN_FRAMES_ENV = "RENDERD_CALIBRATE_MIN_FRAMES"
 
 __all__ = [

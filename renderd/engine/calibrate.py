@@ -12,15 +12,16 @@ frames with the already loaded worker and measures, over that stretch:
   other work on the host;
 - the browser tree's memory (PSS where the kernel reports it, else RSS).
 
-`choose_from_cost` turns that into workers (bounded by cores, memory and frames) and a chunk size
-holding about `ChunkPolicy.target_chunk_seconds` of capture work at that speed (a straggler or a
-speculative copy of one chunk then costs little), within the planner's bounds.
+`renderd.capture_cost.choose_from_cost` turns that into workers (bounded by cores, memory and
+frames) and a chunk size holding about `ChunkPolicy.target_chunk_seconds` of capture work at that
+speed (a straggler or a speculative copy of one chunk then costs little), within the planner's
+bounds. That half is pure, so the coordinator plans a job's chunks from a cost measured by an
+agent's describe (renderd/describe.py) without importing the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import shutil
 import statistics
@@ -31,102 +32,16 @@ from pathlib import Path
 
 import psutil
 
-from renderd.coordinator.planner import ChunkPolicy
+from renderd.capture_cost import CaptureCost
 from renderd.engine.pool import CapturePool
-from renderd.frames import MAX_AUTO_WORKERS, MIN_FRAMES_PER_WORKER, FrameRange, WorkerTask
+from renderd.frames import FrameRange, WorkerTask
 
-MIB = 1 << 20
-# A worker's memory grows while it captures (tiles, image decodes): budget this much over the
-# steady state the probe saw.
-MEMORY_HEADROOM = 1.5
-# One worker more than the cores strictly fit pays only when it adds this much throughput:
-# 1.5 workers' worth of cores gets 2 workers, 2.2 gets 2 (a third worker would only contend).
-EXTRA_WORKER_GAIN = 0.2
 # The probe: captured frames per spot, spots spread over the span, and a time budget after which
 # no new spot is started once MIN_INTERVALS frame-to-frame times were measured.
 RUN_FRAMES = 3
 SPOTS = 4
 MIN_INTERVALS = 2
 BUDGET_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureCost:
-    """What one worker cost on this composition, as the probe measured it."""
-
-    frames: int  # frames captured (warm-up left out)
-    ms_per_frame: float  # median wall time from one captured frame to the next
-    cores_per_worker: float  # CPU seconds per wall second: browser tree + driver + this process
-    browser_cores: float  # the browser tree's part of cores_per_worker
-    # Seconds its processes' threads were runnable but had no core, per wall second: other work
-    # on the host. Not counted in cores_per_worker (see measure_capture_cost).
-    waited: float
-    mem_per_worker: int  # bytes: the browser tree's PSS (RSS where PSS is not reported)
-    seconds: float  # the probe's wall time, warm-up included
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerChoice:
-    """Workers and chunk size chosen from a CaptureCost, with the bound that decided each."""
-
-    workers: int
-    chunk_frames: int
-    by_cpu: int
-    by_memory: int
-    by_frames: int
-
-
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    """A probe's measurement and the choice made from it."""
-
-    cost: CaptureCost
-    choice: WorkerChoice
-
-    def describe(self) -> str:
-        """Return the one-line summary logged by `renderd render -v` and agents."""
-        c, w = self.cost, self.choice
-        return (
-            f"capture probe: {c.frames} frames in {c.seconds:.1f} s, {c.ms_per_frame:.0f} ms/frame, "
-            f"{c.cores_per_worker:.2f} cores/worker ({c.browser_cores:.2f} browser, {c.waited:.2f} waited for a core), "
-            f"{c.mem_per_worker / MIB:.0f} MiB/worker -> {w.workers} worker(s) "
-            f"(cores allow {w.by_cpu}, memory {w.by_memory}, frames {w.by_frames}), "
-            f"chunks of ~{w.chunk_frames} frames"
-        )
-
-
-def choose_from_cost(
-    cost: CaptureCost,
-    *,
-    cpu_count: int,
-    available_memory: int,
-    frames: int,
-    policy: ChunkPolicy | None = None,
-) -> WorkerChoice:
-    """Return workers and chunk size for ``frames`` frames given one worker's measured ``cost``.
-
-    Workers: as many as the cores fit (``cpu_count / cores_per_worker``, one more only when it
-    adds EXTRA_WORKER_GAIN of throughput), as memory fits (the probed worker is already running,
-    so ``available_memory`` pays only for the others, with MEMORY_HEADROOM), and as the frames
-    pay for (MIN_FRAMES_PER_WORKER each), at most MAX_AUTO_WORKERS. Chunk: about
-    ``policy.target_chunk_seconds`` of capture at the chosen workers' throughput (limited by the
-    cores), clamped to the policy's bounds.
-    """
-    policy = policy or ChunkPolicy()
-    cores = max(1, cpu_count)
-    per_worker = max(cost.cores_per_worker, 0.05)
-    fit = cores / per_worker
-    whole = max(1, math.floor(fit))
-    by_cpu = whole + 1 if fit >= 1 and (fit - whole) / whole >= EXTRA_WORKER_GAIN else whole
-    by_memory = 1 + int(max(0, available_memory) // max(1, int(cost.mem_per_worker * MEMORY_HEADROOM)))
-    by_frames = max(1, frames // MIN_FRAMES_PER_WORKER)
-    workers = max(1, min(by_cpu, by_memory, by_frames, MAX_AUTO_WORKERS))
-    # Throughput in single workers: more workers than the cores fit add nothing.
-    speed_up = min(float(workers), max(1.0, fit))
-    frames_per_s = speed_up * 1000.0 / max(cost.ms_per_frame, 1.0)
-    chunk = round(policy.target_chunk_seconds * frames_per_s)
-    chunk = max(policy.min_chunk_frames, min(policy.max_chunk_frames, chunk))
-    return WorkerChoice(workers, chunk, by_cpu, by_memory, by_frames)
 
 
 def probe_spots(span: FrameRange, contiguous: bool) -> list[FrameRange]:
