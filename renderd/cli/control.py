@@ -218,7 +218,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if j.get("waiting"):
         print(f"  waiting: {j['waiting']}")
     if cal := j.get("params", {}).get("calibration"):
-        print(f"  {_calibration_text(cal)}")
+        print(f"  {calibration_text(cal)}")
     for ch in reply["chunks"]:
         print(f"  chunk {ch['index']:3d} [{ch['start']}, {ch['end']})  {ch['state']:9s}  host {ch['host'] or '-'}")
     for a in reply["attempts"]:
@@ -227,7 +227,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibration_text(cal: dict[str, Any]) -> str:
+def calibration_text(cal: dict[str, Any]) -> str:
     """One line on how a job's chunks were sized from its capture probe (params.calibration)."""
     cost = cal["cost"]
     hosts = ", ".join(f"{n}: {h['workers']} worker(s), ~{h['chunk_frames']} frames" for n, h in cal["hosts"].items())
