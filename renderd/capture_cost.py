@@ -191,6 +191,16 @@ def choose_for_fleet(
             policy=policy,
             workers=workers or share.workers,
         )
+        if choice.workers > max(1, choice.chunk_frames // MIN_FRAMES_PER_WORKER) and not (workers or share.workers):
+            # Fewer workers than the cores fit when the chunk is too short to pay for their
+            # browsers: the workers then bound by the chunk's own frames (a smaller chunk).
+            choice = choose_from_cost(
+                cost,
+                cpu_count=cores,
+                available_memory=UNKNOWN_MEMORY,
+                frames=choice.chunk_frames,
+                policy=policy,
+            )
         per_host[share.host] = choice
         weighted += choice.frames_per_s * share.slots
         slots += share.slots

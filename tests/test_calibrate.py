@@ -13,6 +13,7 @@ from renderd.capture_cost import CaptureCost, SlotShare, choose_for_fleet, choos
 from renderd.composition import load_composition
 from renderd.confine import MIB
 from renderd.coordinator.planner import ChunkPolicy
+from renderd.coordinator.submit import _fleet_choice
 from renderd.engine import Engine, EngineOptions
 from renderd.engine.calibrate import probe_spots
 from renderd.frames import MAX_AUTO_WORKERS, FrameRange
@@ -161,3 +162,37 @@ def test_a_capture_cost_from_an_agent_is_checked_field_by_field() -> None:
         CaptureCost.from_dict({k: v for k, v in good.items() if k != "frames"})
     with pytest.raises(ValueError, match="object"):
         CaptureCost.from_dict([1, 2])
+
+
+def test_fleet_choice_keeps_a_chunk_long_enough_for_its_workers() -> None:
+    # A slow page that barely loads a core: 16 workers would fit 8 cores, but at 5 s/frame a
+    # chunk of 20 s holds too few frames for them; the workers follow the chunk's frames.
+    policy = ChunkPolicy(target_chunk_seconds=20.0, min_chunk_frames=30, max_chunk_frames=900)
+    fleet = choose_for_fleet(cost(0.25, ms=5000), [SlotShare("h", 1, 8, None)], policy, default_cores=8)
+    assert fleet is not None
+    assert (fleet.per_host["h"].workers, fleet.per_host["h"].chunk_frames) == (5, 30)
+
+
+def test_submission_plans_from_the_described_cost_or_falls_back() -> None:
+    policy = ChunkPolicy(target_chunk_seconds=20.0, min_chunk_frames=30, max_chunk_frames=900)
+    shares = [SlotShare("a", 1, 4, None), SlotShare("b", 2, None, None)]
+    described = {"capture": cost(1.0, ms=100).to_dict(), "cpus": 2, "gl": False, "keeps_all_history": False}
+    fps, record = _fleet_choice(described, shares, policy, "a", None, 6.0)
+    hosts = record["calibration"]["hosts"]
+    # a: 4 cores, 1 slot: 4 workers; b: not probed, the describing host's 4 cores over 2 slots.
+    assert {n: h["workers"] for n, h in hosts.items()} == {"a": 4, "b": 2}
+    assert fps == pytest.approx((40 + 20 * 2) / 3)
+    # Described from the cache (no host): b's cores are the describe's own `cpus`.
+    _, cached = _fleet_choice(described, shares, policy, None, None, 6.0)
+    assert cached["calibration"]["hosts"]["b"]["workers"] == 1
+    # A WebGL page that keeps all its history gets one worker everywhere; --workers wins.
+    gl = {**described, "gl": True, "keeps_all_history": True}
+    assert {
+        h["workers"] for h in _fleet_choice(gl, shares, policy, "a", None, 6.0)[1]["calibration"]["hosts"].values()
+    } == {1}
+    assert {
+        h["workers"] for h in _fleet_choice(gl, shares, policy, "a", 3, 6.0)[1]["calibration"]["hosts"].values()
+    } == {3}
+    # No cost, or a malformed one: the hosts' past speed, nothing recorded.
+    assert _fleet_choice({**described, "capture": None}, shares, policy, "a", None, 6.0) == (6.0, {})
+    assert _fleet_choice({**described, "capture": {"frames": "x"}}, shares, policy, "a", None, None) == (None, {})

@@ -333,6 +333,10 @@ def _fleet_choice(
     own = next((sh.cores for sh in shares if sh.host == described_on and sh.cores), None)
     cpus = described.get("cpus")
     said = cpus if isinstance(cpus, int) and not isinstance(cpus, bool) and cpus > 0 else None
+    # A WebGL page that keeps all its history: each extra worker would draw every frame before its
+    # own, which one worker's probe cannot see (Engine.auto_worker_count keeps 1 too).
+    replays_gl = bool(described.get("gl")) and bool(described.get("keeps_all_history"))
+    workers = workers or (1 if replays_gl else None)
     fleet = choose_for_fleet(cost, shares, policy, default_cores=own or said or 1, workers=workers)
     if fleet is None:
         return slot_fps, {}
