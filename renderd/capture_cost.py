@@ -183,24 +183,18 @@ def choose_for_fleet(
         if share.slots < 1:
             continue
         cores = (share.cores or default_cores) / share.slots
-        choice = choose_from_cost(
-            cost,
-            cpu_count=cores,
-            available_memory=UNKNOWN_MEMORY,
-            frames=policy.max_chunk_frames,
-            policy=policy,
-            workers=workers or share.workers,
-        )
-        if choice.workers > max(1, choice.chunk_frames // MIN_FRAMES_PER_WORKER) and not (workers or share.workers):
-            # Fewer workers than the cores fit when the chunk is too short to pay for their
-            # browsers: the workers then bound by the chunk's own frames (a smaller chunk).
-            choice = choose_from_cost(
-                cost,
-                cpu_count=cores,
-                available_memory=UNKNOWN_MEMORY,
-                frames=choice.chunk_frames,
-                policy=policy,
+        given = workers or share.workers
+
+        def choose(frames: int, cores: float = cores, given: int | None = given) -> WorkerChoice:
+            return choose_from_cost(
+                cost, cpu_count=cores, available_memory=UNKNOWN_MEMORY, frames=frames, policy=policy, workers=given
             )
+
+        choice = choose(policy.max_chunk_frames)
+        if given is None and choice.workers > max(1, choice.chunk_frames // MIN_FRAMES_PER_WORKER):
+            # More workers than the chunk's frames pay browsers for: bound them by the chunk's own
+            # frames (which makes the chunk smaller, as fewer workers capture less in 20 s).
+            choice = choose(choice.chunk_frames)
         per_host[share.host] = choice
         weighted += choice.frames_per_s * share.slots
         slots += share.slots

@@ -30,29 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bench_common import default_composition  # noqa: E402
-from bench_distributed import frame_count  # noqa: E402
+from bench_distributed import frame_count, start_daemon  # noqa: E402
 from sshhosts import TestHosts  # noqa: E402
 
 from renderd.cli.control import calibration_text  # noqa: E402
 
 RENDERD = str(Path(sys.executable).with_name("renderd"))
 PROBE = "probe"
-
-
-def start_daemon(tmp: Path, inventory: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start a daemon measuring every job; return it and its socket."""
-    config, socket = tmp / "renderd.toml", tmp / "renderd.sock"
-    config.write_text(
-        f'[daemon]\nsocket = "{socket}"\nstate_dir = "{tmp}/state"\nhosts_file = "{inventory}"\n'
-        'watchdog = false\nlog_level = "info"\n[scheduling]\ncalibrate_min_frames = 0\n'
-    )
-    with (tmp / "daemon.log").open("wb") as log:
-        daemon = subprocess.Popen([RENDERD, "daemon", "--config", str(config)], stderr=log)
-    for _ in range(100):
-        if socket.exists():
-            break
-        time.sleep(0.1)
-    return daemon, socket
 
 
 def submit(socket: Path, comp: Path, out: Path, extra: list[str]) -> tuple[float, dict[str, Any]]:
@@ -100,7 +84,8 @@ def main() -> int:
     hosts = daemon = None
     try:
         hosts = TestHosts(tmp / "ssh", args.hosts, agent_command=[sys.executable, "-m", "renderd", "agent"])
-        daemon, socket = start_daemon(tmp, hosts.inventory)
+        # Every job is measured when it is described.
+        daemon, socket = start_daemon(tmp, "chunks", hosts.inventory, "[scheduling]\ncalibrate_min_frames = 0\n")
         # Untimed: one describe of each kind (measured, and not), cached for the timed jobs.
         _, first = submit(socket, comp, tmp / "first-probe.mp4", [*span])
         submit(socket, comp, tmp / "first-fixed.mp4", [*span, "--frames-per-chunk", str(sizes[0])])

@@ -131,12 +131,13 @@ def frame_count(path: Path) -> int:
     return int(out.stdout.strip())
 
 
-def start_daemon(tmp: Path, name: str, inventory: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def start_daemon(tmp: Path, name: str, inventory: Path, extra: str = "") -> tuple[subprocess.Popen[bytes], Path]:
+    """Start a daemon named ``name`` over ``inventory``; ``extra``: more TOML tables. Return it and its socket."""
     config = tmp / f"{name}.toml"
     socket = tmp / f"{name}.sock"
     config.write_text(
         f'[daemon]\nsocket = "{socket}"\nstate_dir = "{tmp}/state-{name}"\nhosts_file = "{inventory}"\n'
-        'watchdog = false\nlog_level = "info"\n'
+        f'watchdog = false\nlog_level = "info"\n{extra}'
     )
     with (tmp / f"{name}.log").open("wb") as log:
         daemon = subprocess.Popen([RENDERD, "daemon", "--config", str(config)], stderr=log)
