@@ -151,6 +151,7 @@ def probe_host(work_dir: Path | None) -> dict[str, object]:
 
     from renderd import PROTOCOL_VERSION, __version__
     from renderd.engine.browser import CHROMIUM_CANDIDATES, find_chromium
+    from renderd.engine.calibrate import cpu_count
     from renderd.engine.sandbox import host_confinement
     from renderd.errors import BrowserError
 
@@ -184,7 +185,8 @@ def probe_host(work_dir: Path | None) -> dict[str, object]:
         "ffmpeg": which(("ffmpeg",)),
         "ffprobe": which(("ffprobe",)),
         "rsync": which(("rsync",)),
-        "cpus": psutil.cpu_count(logical=True),
+        # The cores this agent may run on (its affinity): what the planner shares among slots.
+        "cpus": cpu_count(),
         "memory_available": psutil.virtual_memory().available,
         "disk_free": disk,
         # Whether Chromium gets no network and keeps its own sandbox here (compositions are untrusted).

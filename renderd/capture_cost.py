@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeGuard
 
 from renderd.confine import MIB
 from renderd.coordinator.planner import ChunkPolicy
@@ -58,12 +58,21 @@ class CaptureCost:
         values: dict[str, Any] = {}
         for f in fields(cls):
             value = data.get(f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            if not _finite_number(value) or value < 0:
                 raise ValueError(f"capture cost: {f.name} must be a number >= 0")
             values[f.name] = int(value) if f.type in (int, "int") else float(value)
         if values["ms_per_frame"] <= 0:
             raise ValueError("capture cost: ms_per_frame must be > 0")
         return cls(**values)
+
+
+def _finite_number(value: object) -> TypeGuard[int | float]:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,7 +149,7 @@ async def describe(req: DescribeRequest) -> dict[str, Any]:
                 await asyncio.wait_for(browser.close(), 10)
     cost = None
     if req.calibrate_min_frames is not None and info.total_frames >= req.calibrate_min_frames:
-        cost = await capture_cost(comp, req)
+        cost = await measure_cost(comp, req)
     return {
         "event": "described",
         "version": __version__,
@@ -173,7 +173,7 @@ async def describe(req: DescribeRequest) -> dict[str, Any]:
     }
 
 
-async def capture_cost(comp: Composition, req: DescribeRequest) -> dict[str, Any] | None:
+async def measure_cost(comp: Composition, req: DescribeRequest) -> dict[str, Any] | None:
     """Load ``comp`` for capture as an agent would and return what one worker's frames cost; None if the probe fails.
 
     The span probed is the whole composition, except with video, whose frames are extracted for

@@ -155,7 +155,14 @@ def test_a_capture_cost_from_an_agent_is_checked_field_by_field() -> None:
     good = cost(1.0).to_dict()
     assert CaptureCost.from_dict(good) == cost(1.0)
     assert CaptureCost.from_dict(json.loads(json.dumps(good))) == cost(1.0)
-    for name, value in [("ms_per_frame", 0), ("cores_per_worker", "1"), ("mem_per_worker", -1), ("seconds", True)]:
+    bad = [
+        ("ms_per_frame", 0),
+        ("cores_per_worker", "1"),
+        ("mem_per_worker", -1),
+        ("seconds", True),
+        ("frames", 10**400),
+    ]
+    for name, value in bad:
         with pytest.raises(ValueError, match=name):
             CaptureCost.from_dict({**good, name: value})
     with pytest.raises(ValueError, match="frames"):

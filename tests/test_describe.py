@@ -27,6 +27,7 @@ from videotools import stream
 from renderd.capture_cost import UNKNOWN_MEMORY, CaptureCost, choose_from_cost
 from renderd.confine import MIB
 from renderd.coordinator.planner import ChunkPolicy, plan_job_chunks
+from renderd.engine.calibrate import cpu_count
 from renderd.frames import FrameRange
 
 pytestmark = pytest.mark.browser
@@ -305,7 +306,7 @@ def test_submit_sizes_chunks_from_the_capture_probe_of_a_long_job(short_tmp: Pat
         cal = status["job"]["params"]["calibration"]
         assert cal["cost"]["ms_per_frame"] > 0
         # This host's cores (from its start-up probe) are shared by its 2 slots.
-        cores = psutil.cpu_count(logical=True) or 1
+        cores = cpu_count()
         per_slot = choose_from_cost(
             CaptureCost.from_dict(cal["cost"]),
             cpu_count=cores / 2,
