@@ -55,6 +55,9 @@ class DescribeRequest:
         """Return the request as one line of JSON."""
         data = asdict(self)
         data["settings"] = self.settings.to_dict()
+        if self.calibrate_min_frames is None:
+            # Unmeasured describes stay readable by agents from before the field (same protocol).
+            del data["calibrate_min_frames"]
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod

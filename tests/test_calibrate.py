@@ -14,6 +14,7 @@ from renderd.composition import load_composition
 from renderd.confine import MIB
 from renderd.coordinator.planner import ChunkPolicy
 from renderd.coordinator.submit import _fleet_choice
+from renderd.describe import DescribeRequest
 from renderd.engine import Engine, EngineOptions
 from renderd.engine.calibrate import probe_spots
 from renderd.frames import MAX_AUTO_WORKERS, FrameRange
@@ -203,3 +204,12 @@ def test_submission_plans_from_the_described_cost_or_falls_back() -> None:
     # No cost, or a malformed one: the hosts' past speed, nothing recorded.
     assert _fleet_choice({**described, "capture": None}, shares, policy, "a", None, 6.0) == (6.0, {})
     assert _fleet_choice({**described, "capture": {"frames": "x"}}, shares, policy, "a", None, None) == (None, {})
+
+
+def test_a_describe_request_names_the_probe_only_when_it_asks_for_one() -> None:
+    plain = DescribeRequest(composition="/c")
+    assert "calibrate_min_frames" not in json.loads(plain.to_json())
+    assert DescribeRequest.from_json(plain.to_json()) == plain
+    measured = DescribeRequest(composition="/c", calibrate_min_frames=600)
+    assert json.loads(measured.to_json())["calibrate_min_frames"] == 600
+    assert DescribeRequest.from_json(measured.to_json()) == measured
