@@ -75,6 +75,11 @@ def _finite_number(value: object) -> TypeGuard[int | float]:
         return False
 
 
+def positive_int(value: object) -> int | None:
+    """Return ``value`` if it is an int >= 1 (not a bool), else None: a count an agent reported, checked."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerChoice:
     """Workers and chunk size chosen from a CaptureCost, with the bound that decided each."""

@@ -22,6 +22,7 @@ from typing import Any
 import asyncssh
 
 from renderd.assignment import Assignment
+from renderd.capture_cost import positive_int
 from renderd.config import HostConfig
 from renderd.coordinator.hosts import HostRegistry, HostRuntime, SchedulerContext
 from renderd.coordinator.models import Chunk, ChunkState, Claim, Job
@@ -509,5 +510,4 @@ def planned_workers(job: Job, host: str) -> int | None:
     every core of the host as its own.
     """
     hosts = job.params.get("calibration", {}).get("hosts", {})
-    workers = hosts.get(host, {}).get("workers") if isinstance(hosts, dict) else None
-    return workers if isinstance(workers, int) and not isinstance(workers, bool) and workers > 0 else None
+    return positive_int(hosts.get(host, {}).get("workers")) if isinstance(hosts, dict) else None

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from renderd.capture_cost import SlotShare
+from renderd.capture_cost import SlotShare, positive_int
 from renderd.config import DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.hostcheck import capabilities, check_host
 from renderd.coordinator.outcomes import ChunkOutcomes
@@ -56,8 +56,7 @@ class SchedulerContext:
     def probed(self, name: str, facts: dict[str, Any]) -> None:
         """Keep what a passed probe of host ``name`` said that claims and the planner use."""
         self.caps[name] = capabilities(facts)
-        cpus = facts.get("cpus")
-        if isinstance(cpus, int) and not isinstance(cpus, bool) and cpus > 0:
+        if (cpus := positive_int(facts.get("cpus"))) is not None:
             self.cores[name] = cpus
 
     def labels(self, host: HostConfig) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from renderd.capture_cost import CaptureCost, SlotShare, choose_for_fleet
+from renderd.capture_cost import CaptureCost, SlotShare, choose_for_fleet, positive_int
 from renderd.composition import Composition, Overrides, load_composition
 from renderd.config import LABEL, LABEL_WHAT, DaemonConfig, HostConfig, Inventory
 from renderd.coordinator.describe import CACHE_ENTRIES, DescribeHost, Describer, TreeDigester, request_for
@@ -331,8 +331,7 @@ def _fleet_choice(
     # Where a host's cores are not probed yet: the describing host's, as its probe or its describe
     # said, else one core (small chunks).
     own = next((sh.cores for sh in shares if sh.host == described_on and sh.cores), None)
-    cpus = described.get("cpus")
-    said = cpus if isinstance(cpus, int) and not isinstance(cpus, bool) and cpus > 0 else None
+    said = positive_int(described.get("cpus"))
     # A WebGL page that keeps all its history: each extra worker would draw every frame before its
     # own, which one worker's probe cannot see (Engine.auto_worker_count keeps 1 too).
     replays_gl = bool(described.get("gl")) and bool(described.get("keeps_all_history"))
